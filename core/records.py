@@ -1,0 +1,213 @@
+"""Serialisable records that cross every seam: query -> chunks -> steps -> verdicts.
+
+Nothing here holds a live object (no file handles, no sockets): every record turns into a
+plain dict with ``to_dict()`` and back with ``from_dict()``, so a chunk, a stream, a carved
+file or a verdict can travel through a queue, a process boundary or a distributed engine.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal
+
+IP_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 132: "sctp"}
+SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
+Severity = Literal["info", "low", "medium", "high", "critical"]
+Direction = Literal["orig", "resp"]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowKey:
+    """A 5-tuple oriented initiator -> responder when known (``src`` opened the flow).
+
+    ``proto`` is the IP protocol number; ports are 0 for protocols without ports.
+    """
+
+    proto: int
+    src: str
+    sport: int
+    dst: str
+    dport: int
+
+    @property
+    def proto_name(self) -> str:
+        return IP_PROTO_NAMES.get(self.proto, str(self.proto))
+
+    def reversed(self) -> FlowKey:
+        return FlowKey(self.proto, self.dst, self.dport, self.src, self.sport)
+
+    def bpf(self) -> str:
+        """A BPF expression selecting this flow in both directions (the pivot back to PCAP)."""
+        parts = [f"host {self.src}", f"host {self.dst}"]
+        if self.proto in (6, 17, 132):
+            parts.insert(0, self.proto_name)
+            parts += [f"port {self.sport}", f"port {self.dport}"]
+        elif self.proto:
+            parts.insert(0, f"ip proto {self.proto}" if ":" not in self.src else f"ip6 proto {self.proto}")
+        return " and ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"proto": self.proto_name, "src_ip": self.src, "src_port": self.sport,
+                "dest_ip": self.dst, "dest_port": self.dport}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FlowKey:
+        proto = d["proto"]
+        if isinstance(proto, str):
+            by_name = {v: k for k, v in IP_PROTO_NAMES.items()}
+            proto = by_name[proto.lower()] if proto.lower() in by_name else int(proto)
+        return cls(int(proto), d["src_ip"], int(d["src_port"]), d["dest_ip"], int(d["dest_port"]))
+
+
+class _Record:
+    """to_dict/from_dict for the dataclasses below (bytes travel as base64)."""
+
+    kind: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, FlowKey):
+                value = value.to_dict()
+            elif isinstance(value, bytes):
+                value = base64.b64encode(value).decode("ascii")
+            elif f.name != "flow" and hasattr(value, "__dataclass_fields__"):
+                value = asdict(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name not in d:
+                continue
+            value = d[f.name]
+            if f.name == "flow" and isinstance(value, dict):
+                value = FlowKey.from_dict(value)
+            elif f.name == "data" and isinstance(value, str):
+                value = base64.b64decode(value)
+            elif isinstance(value, list) and f.name in ("gaps", "missing_ranges"):
+                value = [tuple(x) for x in value]
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+@dataclass(slots=True)
+class PcapChunk(_Record):
+    """A piece of a query result: ``data`` is a complete, valid pcap file on its own."""
+
+    kind: ClassVar[str] = "pcap"
+    query_id: str
+    seq: int
+    linktype: int
+    snaplen: int
+    data: bytes
+    packets: int
+    first_ts: float
+    last_ts: float
+
+
+@dataclass(slots=True)
+class StreamRecord(_Record):
+    """Reassembled payload of one direction of a TCP/UDP flow.
+
+    ``gaps`` lists ``(offset, length)`` in stream coordinates where bytes were never seen;
+    those bytes are absent from ``data`` (never invented), so ``len(data)`` plus the gap
+    lengths is the stream length.
+    """
+
+    kind: ClassVar[str] = "stream"
+    id: str
+    flow: FlowKey
+    direction: Direction
+    data: bytes
+    start_ts: float
+    end_ts: float
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    complete: bool = True
+
+
+@dataclass(slots=True)
+class FileRecord(_Record):
+    """A carved artifact, stored once by SHA-256 under ``path`` (content-addressed)."""
+
+    kind: ClassVar[str] = "file"
+    id: str
+    sha256: str
+    md5: str
+    sha1: str
+    size: int
+    path: str
+    flow: FlowKey
+    ts: float
+    protocol: str
+    direction: str = ""
+    mime_type: str = ""
+    magic: str = ""
+    filename: str = ""
+    incomplete: bool = False
+    missing_ranges: list[tuple[int, int]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EmailRecord(_Record):
+    """A message rebuilt byte for byte (``path`` holds the ``.eml``)."""
+
+    kind: ClassVar[str] = "email"
+    id: str
+    path: str
+    flow: FlowKey
+    ts: float
+    protocol: str
+    mail_from: str = ""
+    rcpt_to: list[str] = field(default_factory=list)
+    from_: str = ""
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    subject: str = ""
+    date: str = ""
+    message_id: str = ""
+    attachments: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Verdict(_Record):
+    """One analyzer's opinion about one subject, always pivotable back to PCAP."""
+
+    kind: ClassVar[str] = "verdict"
+    analyzer: str
+    subject_kind: str
+    subject_id: str
+    flow: FlowKey
+    ts: float
+    severity: Severity
+    score: int
+    signature_id: str = ""
+    signature: str = ""
+    category: str = ""
+    tags: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    step: str = ""
+    case: str = ""
+    query_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity {self.severity!r} is not one of {', '.join(SEVERITIES)}")
+        if not 0 <= int(self.score) <= 100:
+            raise ValueError(f"score {self.score} is outside 0..100")
+
+
+RECORD_TYPES: dict[str, type[_Record]] = {
+    cls.kind: cls for cls in (PcapChunk, StreamRecord, FileRecord, EmailRecord, Verdict)
+}
+
+
+def record_from_dict(d: dict[str, Any]) -> Any:
+    """Rebuild any record from its ``to_dict()`` form (dispatch on ``kind``)."""
+    return RECORD_TYPES[d["kind"]].from_dict(d)

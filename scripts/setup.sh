@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Idempotent setup for a fresh Debian 12/13 machine, run as root.
+# Installs system packages (libpcap, tcpdump, tshark, yara, libmagic, Suricata, mingw,
+# chromium), then a virtualenv in .venv with pcapwire and its test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(build-essential python3-dev python3-venv libpcap-dev tcpdump tshark yara
+  libmagic1 gcc-mingw-w64-x86-64 chromium iproute2 jq)
+
+need_apt=()
+for p in "${APT_PACKAGES[@]}" suricata; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
+done
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  . /etc/os-release
+  if [ "${VERSION_CODENAME:-}" = bookworm ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/pcapwire-backports.list
+  fi
+  echo "setup: installing ${need_apt[*]}" >&2
+  apt-get update -qq
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+  if [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    apt-get install -y -qq -t bookworm-backports suricata >/dev/null
+  else
+    apt-get install -y -qq suricata >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.pcapwire-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+   || [ -n "$(find core -name '*.c' -newer "$stamp" -print -quit)" ]; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi

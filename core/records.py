@@ -44,7 +44,8 @@ class FlowKey:
             parts.insert(0, self.proto_name)
             parts += [f"port {self.sport}", f"port {self.dport}"]
         elif self.proto:
-            parts.insert(0, f"ip proto {self.proto}" if ":" not in self.src else f"ip6 proto {self.proto}")
+            family = "ip6" if ":" in self.src else "ip"
+            parts.insert(0, f"{family} proto {self.proto}")
         return " and ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:

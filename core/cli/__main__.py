@@ -1,0 +1,5 @@
+import sys
+
+from pcapwire.cli import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""``pcapwire query [filters] -w FILE|-``: matching packets as one pcap."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pcapwire.cli.filters import add_filter_args, spec_from_args
+from pcapwire.store import Store
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("query", help="write the packets that match as pcap")
+    add_filter_args(p)
+    p.add_argument("-w", "--write", required=True, metavar="FILE",
+                   help="output file, or - for stdout")
+    p.add_argument("--chunk-kib", type=int, default=256, help="chunk size (default 256 KiB)")
+    p.add_argument("--stats", action="store_true", help="print counts on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args, chunk_bytes=args.chunk_kib * 1024)
+    with Store(args.data_dir) as store:
+        engine = store.query_engine()
+        if args.write == "-":
+            stats = engine.write(spec, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            tmp = args.write + ".part"
+            try:
+                with open(tmp, "wb") as out:
+                    stats = engine.write(spec, out)
+                os.replace(tmp, args.write)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+    if args.stats:
+        print(f"{stats.packets} packets, {stats.bytes + 24} bytes, {stats.chunks} chunks, "
+              f"{stats.segments_scanned} segments scanned, {stats.records_examined} records "
+              "examined", file=sys.stderr)
+    return 0

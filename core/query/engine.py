@@ -1,0 +1,382 @@
+"""The query engine: plan with the catalog, scan segments natively, stream PCAP chunks.
+
+Plan: explicit filters and the indexable part of a BPF expression select candidate flows
+in the catalog; their packet offsets come from ``flow_segments``. A segment is read at
+those offsets, or sequentially when the candidates are most of it, or when nothing can be
+narrowed. libpcap then runs the exact BPF expression on every candidate in the native loop.
+
+Output: packets in timestamp order across segments. Segments whose time ranges do not
+overlap are concatenated; overlapping ones are merged by timestamp, stably (packets of one
+segment keep their capture order, ties keep segment order). Each chunk is a complete pcap
+(header + records) of at most ``chunk_bytes`` (a single record larger than that still
+makes one chunk); chunks leave as soon as they fill, before the scan has finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import io
+import mmap
+import threading
+import uuid
+from array import array
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from pcapwire import _native
+from pcapwire.errors import QueryError
+from pcapwire.query.bpfplan import Sql, addr_blob, candidate_sql, host_sql, net_sql
+from pcapwire.query.output import StreamFormatter
+from pcapwire.query.spec import QuerySpec
+from pcapwire.records import PcapChunk
+from pcapwire.store.catalog import Segment
+from pcapwire.store.segments import pcap_header
+
+if TYPE_CHECKING:
+    from pcapwire.store import Store
+
+DENSE_FRACTION = 0.25  # read a segment sequentially when candidates exceed this share of it
+QUEUE_CHUNKS = 4  # chunks buffered between the scanning thread and an async consumer
+_END = object()
+
+
+@dataclass
+class SegmentPlan:
+    segment: Segment
+    offsets: bytes | None  # u32 record offsets to visit, or None for a sequential scan
+
+
+@dataclass
+class Plan:
+    spec: QuerySpec
+    segments: list[SegmentPlan]
+    candidate_flows: int | None  # None: the index could not narrow anything
+    snaplens: dict[int, int] = field(default_factory=dict)  # linktype -> header snaplen
+
+
+@dataclass
+class QueryStats:
+    packets: int = 0
+    bytes: int = 0
+    chunks: int = 0
+    segments_scanned: int = 0
+    records_examined: int = 0
+
+
+def flow_where(spec: QuerySpec) -> Sql | None:
+    """SQL over ``flows`` for the explicit (flow-level, exact) filters, or None."""
+    parts: list[Sql] = [host_sql(h) for h in spec.hosts] + [net_sql(n) for n in spec.nets]
+    for p in spec.ports:
+        parts.append(Sql("(proto IN (6,17,132) AND (port_a = ? OR port_b = ?))", (p, p)))
+    if spec.protos:
+        parts.append(Sql(f"(proto IN ({','.join(str(int(p)) for p in spec.protos)}))", ()))
+    if spec.flow_ids:
+        parts.append(Sql(f"(id IN ({','.join(str(int(i)) for i in spec.flow_ids)}))", ()))
+    if spec.five_tuple is not None:
+        parts.append(five_tuple_sql(spec.five_tuple))
+    if not parts:
+        return None
+    return Sql(" AND ".join(p.where for p in parts), tuple(a for p in parts for a in p.args))
+
+
+def five_tuple_sql(key: Any) -> Sql:
+    import ipaddress
+
+    a = (addr_blob(ipaddress.ip_address(key.src)), key.sport)
+    b = (addr_blob(ipaddress.ip_address(key.dst)), key.dport)
+    lo, hi = min(a, b), max(a, b)
+    return Sql("(addr_a = ? AND port_a = ? AND addr_b = ? AND port_b = ? AND proto = ?)",
+               (lo[0], lo[1], hi[0], hi[1], key.proto))
+
+
+class QueryEngine:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- planning --------------------------------------------------------------------------
+    def plan(self, spec: QuerySpec) -> Plan:
+        catalog = self.store.catalog
+        segments = catalog.segments(spec.start_ns, spec.end_ns)
+        explicit = flow_where(spec)
+        bpf_sql = candidate_sql(spec.bpf) if spec.bpf else None
+        where = explicit if bpf_sql is None else (
+            bpf_sql if explicit is None else Sql(f"{explicit.where} AND {bpf_sql.where}",
+                                                 explicit.args + bpf_sql.args))
+        if where is None:
+            plans = [SegmentPlan(s, None) for s in segments]
+            return self._finish(spec, plans, None, segments)
+        args: list[Any] = list(where.args)
+        sql = where.where
+        if spec.start_ns is not None:
+            sql += " AND last_ns >= ?"
+            args.append(spec.start_ns)
+        if spec.end_ns is not None:
+            sql += " AND first_ns < ?"
+            args.append(spec.end_ns)
+        flow_ids = [r[0] for r in catalog.db.execute(f"SELECT id FROM flows WHERE {sql}", args)]
+        by_segment: dict[int, list[tuple[int, bytes]]] = {}
+        seg_ids = [s.id for s in segments]
+        for seg_id, _flow, packets, offsets in catalog.flow_offsets(flow_ids, seg_ids):
+            by_segment.setdefault(seg_id, []).append((packets, offsets))
+        plans = []
+        for seg in segments:
+            hits = by_segment.get(seg.id)
+            if not hits:
+                continue
+            total = sum(p for p, _ in hits)
+            if explicit is None and total > DENSE_FRACTION * seg.packets:
+                plans.append(SegmentPlan(seg, None))
+            else:
+                plans.append(SegmentPlan(seg, _union_offsets([o for _, o in hits])))
+        return self._finish(spec, plans, len(flow_ids), segments)
+
+    def _finish(self, spec: QuerySpec, plans: list[SegmentPlan], flows: int | None,
+                segments: list[Segment]) -> Plan:
+        """The output header (link type, snaplen) comes from the segments that are read,
+        or from every segment in the time window when none is, so an empty result still
+        carries what tcpdump would write for the same input."""
+        snaplens: dict[int, int] = {}
+        for seg in [p.segment for p in plans] or segments:
+            snaplens[seg.linktype] = max(snaplens.get(seg.linktype, 0), seg.snaplen)
+        plan = Plan(spec, plans, flows, snaplens)
+        if spec.bpf:
+            self._filters(plan)  # compile now: a syntax error is a QueryError before any output
+        return plan
+
+    def _filters(self, plan: Plan) -> dict[tuple[int, int], Any]:
+        out: dict[tuple[int, int], Any] = {}
+        keys = {(p.segment.linktype, p.segment.snaplen) for p in plan.segments}
+        if not keys:
+            keys = {(1, 262144)}  # still check the syntax on an empty store
+        for lt, snap in sorted(keys):
+            try:
+                out[(lt, snap)] = _native.Filter(plan.spec.bpf, lt, snap)
+            except ValueError as exc:
+                raise QueryError(f"invalid BPF expression {plan.spec.bpf!r}: {exc}") from None
+        return out
+
+    # -- execution -------------------------------------------------------------------------
+    def iter_chunks(self, spec: QuerySpec, query_id: str | None = None,
+                    stop: threading.Event | None = None, plan: Plan | None = None,
+                    stats: QueryStats | None = None) -> Iterator[PcapChunk]:
+        plan = plan or self.plan(spec)
+        stats = stats if stats is not None else QueryStats()
+        filters = self._filters(plan) if spec.bpf else {}
+        builder = _ChunkBuilder(query_id or "", spec.chunk_bytes, plan.snaplens)
+        for cluster in _clusters(plan.segments):
+            if len(cluster) == 1:
+                pieces = self._pieces(cluster[0], filters, spec, stop, stats)
+                for out, ts in pieces:
+                    yield from self._emit(builder, cluster[0].segment.linktype, out, ts, spec,
+                                          stats)
+            else:
+                streams = [_records(self._pieces(p, filters, spec, stop, stats),
+                                    p.segment.linktype) for p in cluster]
+                for linktype, group in groupby(heapq.merge(*streams, key=lambda r: r[0]),
+                                               key=lambda r: r[1]):
+                    for _ts, _lt, rec in group:
+                        yield from self._emit(builder, linktype, rec, None, spec, stats)
+            if stop is not None and stop.is_set():
+                return
+        last = builder.flush()
+        if last is not None:
+            stats.chunks += 1
+            yield last
+
+    def _emit(self, builder: _ChunkBuilder, linktype: int, out: bytes, ts: bytes | None,
+              spec: QuerySpec, stats: QueryStats) -> Iterator[PcapChunk]:
+        for chunk in builder.add(linktype, out, ts):
+            stats.chunks += 1
+            yield chunk
+        stats.bytes += len(out)
+        if spec.max_bytes is not None and stats.bytes > spec.max_bytes:
+            raise QueryError(f"the result exceeds the limit of {spec.max_bytes} bytes; narrow "
+                             "the query (time window, hosts, ports) or raise the limit")
+
+    def _pieces(self, plan: SegmentPlan, filters: dict[tuple[int, int], Any], spec: QuerySpec,
+                stop: threading.Event | None, stats: QueryStats) -> Iterator[tuple[bytes, bytes]]:
+        seg = plan.segment
+        path = self.store.root / seg.path
+        filt = filters.get((seg.linktype, seg.snaplen))
+        stats.segments_scanned += 1
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            if plan.offsets is None:
+                pos, end = 24, len(mm)
+            else:
+                pos, end = 0, len(plan.offsets) // 4
+            while pos < end:
+                if stop is not None and stop.is_set():
+                    return
+                out, ts, pos, examined = _native.scan(
+                    mm, pos, end, tsprec=seg.tsprec, snaplen=seg.snaplen, filter=filt,
+                    t_start_ns=spec.start_ns, t_end_ns=spec.end_ns, offsets=plan.offsets,
+                    max_out=spec.chunk_bytes - 24)
+                stats.records_examined += examined
+                if out:
+                    stats.packets += len(ts) // 8
+                    yield out, ts
+
+    def write(self, spec: QuerySpec, out: BinaryIO, query_id: str | None = None,
+              record: bool = True) -> QueryStats:
+        """Write the whole result as one capture (see :mod:`.output`) to ``out``."""
+        query_id = query_id or uuid.uuid4().hex
+        stats = QueryStats()
+        plan = self.plan(spec)
+        fmt = StreamFormatter(plan.snaplens)
+        if record:
+            self.store.catalog.add_query(query_id, spec.case, spec.event, spec.to_dict())
+        status, error = "error", None
+        try:
+            out.write(fmt.header())
+            for chunk in self.iter_chunks(spec, query_id, None, plan, stats):
+                out.write(fmt.body(chunk))
+            status = "done"
+        except Exception as exc:
+            error = str(exc)
+            raise
+        finally:
+            if record:
+                self.store.catalog.finish_query(query_id, status, stats.packets, stats.bytes,
+                                                error)
+        return stats
+
+    def to_bytes(self, spec: QuerySpec, record: bool = False) -> bytes:
+        buf = io.BytesIO()
+        self.write(spec, buf, record=record)
+        return buf.getvalue()
+
+    async def run(self, spec: QuerySpec, query_id: str | None = None,
+                  record: bool = True, stats: QueryStats | None = None
+                  ) -> AsyncIterator[PcapChunk]:
+        """Async iterator of chunks; scanning runs in a thread, ``QUEUE_CHUNKS`` ahead of the
+        consumer. Stopping the iteration early cancels the scan."""
+        query_id = query_id or uuid.uuid4().hex
+        stats = stats if stats is not None else QueryStats()
+        plan = self.plan(spec)
+        catalog = self.store.catalog
+        if record:
+            catalog.add_query(query_id, spec.case, spec.event, spec.to_dict())
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_CHUNKS)
+        stop = threading.Event()
+
+        def put(item: Any) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        def worker() -> None:
+            try:
+                for chunk in self.iter_chunks(spec, query_id, stop, plan, stats):
+                    if stop.is_set():
+                        return
+                    put(chunk)
+                put(_END)
+            except BaseException as exc:  # delivered to the consumer
+                if not stop.is_set():
+                    put(exc)
+
+        thread = threading.Thread(target=worker, name=f"query-{query_id[:8]}", daemon=True)
+        thread.start()
+        status, error = "cancelled", None
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    status = "done"
+                    break
+                if isinstance(item, BaseException):
+                    status, error = "error", str(item)
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while not queue.empty():
+                queue.get_nowait()
+            await asyncio.to_thread(thread.join)
+            if record:
+                catalog.finish_query(query_id, status, stats.packets, stats.bytes, error)
+
+
+def _union_offsets(arrays: list[bytes]) -> bytes:
+    if len(arrays) == 1:
+        return arrays[0]
+    merged = array("I")
+    for chunk in arrays:
+        merged.frombytes(chunk)
+    return array("I", sorted(merged)).tobytes()
+
+
+def _clusters(plans: list[SegmentPlan]) -> Iterator[list[SegmentPlan]]:
+    """Groups of segments whose time ranges overlap, in time order."""
+    ordered = sorted(plans, key=lambda p: (p.segment.first_ns, p.segment.id))
+    cluster: list[SegmentPlan] = []
+    cluster_end = -1
+    for p in ordered:
+        if cluster and p.segment.first_ns > cluster_end:
+            yield sorted(cluster, key=lambda c: c.segment.id)
+            cluster = []
+        cluster.append(p)
+        cluster_end = max(cluster_end, p.segment.last_ns)
+    if cluster:
+        yield sorted(cluster, key=lambda c: c.segment.id)
+
+
+def _records(pieces: Iterator[tuple[bytes, bytes]], linktype: int
+             ) -> Iterator[tuple[int, int, bytes]]:
+    """Split scan output into (ts_ns, linktype, record) for merging."""
+    for out, ts_bytes in pieces:
+        ts = memoryview(ts_bytes).cast("q")
+        pos = 0
+        for i in range(len(ts)):
+            end = pos + 16 + int.from_bytes(out[pos + 8:pos + 12], "little")
+            yield ts[i], linktype, out[pos:end]
+            pos = end
+
+
+class _ChunkBuilder:
+    """Packs record bytes into chunks of at most ``limit`` bytes, one linktype each."""
+
+    def __init__(self, query_id: str, limit: int, snaplens: dict[int, int]) -> None:
+        self.query_id = query_id
+        self.limit = limit
+        self.snaplens = snaplens
+        self.seq = 0
+        self.linktype: int | None = None
+        self.parts: list[bytes] = []
+        self.size = 24
+        self.packets = 0
+        self.first_ns: int | None = None
+        self.last_ns = 0
+
+    def add(self, linktype: int, records: bytes, ts: bytes | None) -> Iterator[PcapChunk]:
+        if self.parts and (linktype != self.linktype or self.size + len(records) > self.limit):
+            chunk = self.flush()
+            if chunk is not None:
+                yield chunk
+        self.linktype = linktype
+        self.parts.append(records)
+        self.size += len(records)
+        if ts is None:
+            first = last = int.from_bytes(records[:4], "little") * 10**9 + int.from_bytes(
+                records[4:8], "little") * 1000
+            n = 1
+        else:
+            view = memoryview(ts).cast("q")
+            n, first, last = len(view), view[0], view[-1]
+        self.packets += n
+        self.first_ns = first if self.first_ns is None else min(self.first_ns, first)
+        self.last_ns = max(self.last_ns, last)
+
+    def flush(self) -> PcapChunk | None:
+        if not self.parts or self.linktype is None:
+            return None
+        data = pcap_header(self.linktype, self.snaplens.get(self.linktype, 262144)) + b"".join(
+            self.parts)
+        chunk = PcapChunk(self.query_id, self.seq, self.linktype,
+                          self.snaplens.get(self.linktype, 262144), data, self.packets,
+                          (self.first_ns or 0) / 1e9, self.last_ns / 1e9)
+        self.seq += 1
+        self.parts, self.size, self.packets, self.first_ns, self.last_ns = [], 24, 0, None, 0
+        return chunk

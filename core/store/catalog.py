@@ -1,0 +1,260 @@
+"""The catalog: one SQLite database per store that knows every source file, segment and flow.
+
+A flow is direction-independent: its key is normalised so that ``(addr_a, port_a) <=
+(addr_b, port_b)``. A flow spans segments (``flow_segments`` holds, per segment, the byte
+offsets of the flow's packets), so a session that lasted for days is one row in ``flows``.
+Packets of one key that are more than ``FLOW_IDLE_TIMEOUT_NS`` apart start a new flow.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FLOW_IDLE_TIMEOUT_NS = 3600 * 10**9
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources (
+  id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL UNIQUE, path TEXT NOT NULL,
+  size INTEGER NOT NULL, state TEXT NOT NULL, packets_done INTEGER NOT NULL DEFAULT 0,
+  errors TEXT NOT NULL DEFAULT '[]', started REAL NOT NULL, finished REAL);
+CREATE TABLE IF NOT EXISTS segments (
+  id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, linktype INTEGER NOT NULL,
+  snaplen INTEGER NOT NULL, tsprec INTEGER NOT NULL, first_ns INTEGER NOT NULL,
+  last_ns INTEGER NOT NULL, packets INTEGER NOT NULL, size INTEGER NOT NULL,
+  source_id INTEGER NOT NULL REFERENCES sources(id));
+CREATE INDEX IF NOT EXISTS segments_time ON segments(first_ns, last_ns);
+CREATE TABLE IF NOT EXISTS flows (
+  id INTEGER PRIMARY KEY, ipver INTEGER NOT NULL, proto INTEGER NOT NULL,
+  addr_a BLOB NOT NULL, port_a INTEGER NOT NULL, addr_b BLOB NOT NULL, port_b INTEGER NOT NULL,
+  initiator_is_a INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+  pkts_a2b INTEGER NOT NULL, bytes_a2b INTEGER NOT NULL,
+  pkts_b2a INTEGER NOT NULL, bytes_b2a INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS flows_key ON flows(addr_a, addr_b, port_a, port_b, proto);
+CREATE INDEX IF NOT EXISTS flows_b ON flows(addr_b);
+CREATE INDEX IF NOT EXISTS flows_ports ON flows(port_a, port_b);
+CREATE INDEX IF NOT EXISTS flows_port_b ON flows(port_b);
+CREATE INDEX IF NOT EXISTS flows_time ON flows(first_ns);
+CREATE TABLE IF NOT EXISTS flow_segments (
+  flow_id INTEGER NOT NULL, segment_id INTEGER NOT NULL, packets INTEGER NOT NULL,
+  first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL, offsets BLOB NOT NULL,
+  PRIMARY KEY (flow_id, segment_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flow_segments_seg ON flow_segments(segment_id);
+CREATE TABLE IF NOT EXISTS queries (
+  id TEXT PRIMARY KEY, case_name TEXT NOT NULL, event TEXT NOT NULL, spec TEXT NOT NULL,
+  started REAL NOT NULL, finished REAL, status TEXT NOT NULL, packets INTEGER NOT NULL DEFAULT 0,
+  bytes INTEGER NOT NULL DEFAULT 0, error TEXT);
+CREATE INDEX IF NOT EXISTS queries_case ON queries(case_name, event);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    id: int
+    path: str
+    linktype: int
+    snaplen: int
+    tsprec: int
+    first_ns: int
+    last_ns: int
+    packets: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRow:
+    id: int
+    ipver: int
+    proto: int
+    addr_a: bytes
+    port_a: int
+    addr_b: bytes
+    port_b: int
+    initiator_is_a: bool
+    first_ns: int
+    last_ns: int
+    pkts_a2b: int
+    bytes_a2b: int
+    pkts_b2a: int
+    bytes_b2a: int
+
+    @property
+    def packets(self) -> int:
+        return self.pkts_a2b + self.pkts_b2a
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_a2b + self.bytes_b2a
+
+
+FLOW_COLUMNS = ("id, ipver, proto, addr_a, port_a, addr_b, port_b, initiator_is_a, first_ns, "
+                "last_ns, pkts_a2b, bytes_a2b, pkts_b2a, bytes_b2a")
+
+
+class Catalog:
+    """Thin typed layer over the SQLite catalog; one connection, used from one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- sources ---------------------------------------------------------------------------
+    def source(self, fingerprint: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT id, path, state, packets_done, errors FROM sources WHERE fingerprint=?",
+            (fingerprint,)).fetchone()
+        if row is None:
+            return None
+        return {"id": row[0], "path": row[1], "state": row[2], "packets_done": row[3],
+                "errors": json.loads(row[4])}
+
+    def add_source(self, fingerprint: str, path: str, size: int) -> int:
+        cur = self.db.execute(
+            "INSERT INTO sources (fingerprint, path, size, state, started) VALUES (?,?,?,?,?)",
+            (fingerprint, path, size, "partial", time.time()))
+        return int(cur.lastrowid or 0)
+
+    def finish_source(self, source_id: int, errors: Sequence[tuple[int, str]]) -> None:
+        self.db.execute("UPDATE sources SET state='done', finished=?, errors=? WHERE id=?",
+                        (time.time(), json.dumps(list(errors)), source_id))
+
+    # -- segments --------------------------------------------------------------------------
+    def segment_paths(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT path FROM segments")}
+
+    def segments(self, start_ns: int | None = None, end_ns: int | None = None,
+                 ids: Iterable[int] | None = None) -> list[Segment]:
+        sql = "SELECT id, path, linktype, snaplen, tsprec, first_ns, last_ns, packets, size " \
+              "FROM segments WHERE 1=1"
+        args: list[Any] = []
+        if end_ns is not None:
+            sql += " AND first_ns < ?"
+            args.append(end_ns)
+        if start_ns is not None:
+            sql += " AND last_ns >= ?"
+            args.append(start_ns)
+        if ids is not None:
+            id_list = sorted(set(ids))
+            sql += f" AND id IN ({','.join('?' * len(id_list))})"
+            args += id_list
+        sql += " ORDER BY id"
+        return [Segment(*r) for r in self.db.execute(sql, args)]
+
+    def commit_checkpoint(self, source_id: int, packets_done: int,
+                          segments: Sequence[tuple[dict[str, Any], Sequence[tuple]]]) -> None:
+        """Record closed segments and their flows, and advance the source's resume point,
+        all in one transaction (a crash leaves either all of it or none of it)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for seg, flows in segments:
+                cur = db.execute(
+                    "INSERT INTO segments (path, linktype, snaplen, tsprec, first_ns, last_ns, "
+                    "packets, size, source_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (seg["path"], seg["linktype"], seg["snaplen"], seg["tsprec"], seg["first_ns"],
+                     seg["last_ns"], seg["packets"], seg["size"], source_id))
+                self._merge_flows(int(cur.lastrowid or 0), flows)
+            db.execute("UPDATE sources SET packets_done=? WHERE id=?", (packets_done, source_id))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _merge_flows(self, segment_id: int, flows: Sequence[tuple]) -> None:
+        db = self.db
+        links = []
+        for (ipver, proto, addr_a, port_a, addr_b, port_b, init_a, first, last,
+             p_ab, b_ab, p_ba, b_ba, offsets) in flows:
+            row = db.execute(
+                "SELECT id, last_ns FROM flows WHERE addr_a=? AND addr_b=? AND port_a=? AND "
+                "port_b=? AND proto=? AND ipver=? ORDER BY last_ns DESC LIMIT 1",
+                (addr_a, addr_b, port_a, port_b, proto, ipver)).fetchone()
+            if row is not None and first - row[1] <= FLOW_IDLE_TIMEOUT_NS:
+                flow_id = row[0]
+                db.execute(
+                    "UPDATE flows SET first_ns=min(first_ns, ?), last_ns=max(last_ns, ?), "
+                    "pkts_a2b=pkts_a2b+?, bytes_a2b=bytes_a2b+?, pkts_b2a=pkts_b2a+?, "
+                    "bytes_b2a=bytes_b2a+? WHERE id=?",
+                    (first, last, p_ab, b_ab, p_ba, b_ba, flow_id))
+            else:
+                cur = db.execute(
+                    f"INSERT INTO flows ({FLOW_COLUMNS.replace('id, ', '', 1)}) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (ipver, proto, addr_a, port_a, addr_b, port_b, int(init_a), first, last,
+                     p_ab, b_ab, p_ba, b_ba))
+                flow_id = cur.lastrowid
+            links.append((flow_id, segment_id, p_ab + p_ba, first, last, offsets))
+        db.executemany("INSERT INTO flow_segments VALUES (?,?,?,?,?,?)", links)
+
+    # -- flows -----------------------------------------------------------------------------
+    def flows(self, where: str = "1=1", args: Sequence[Any] = (), limit: int | None = None
+              ) -> Iterator[FlowRow]:
+        sql = f"SELECT {FLOW_COLUMNS} FROM flows WHERE {where} ORDER BY first_ns, id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        for r in self.db.execute(sql, tuple(args)):
+            yield FlowRow(*r[:7], bool(r[7]), *r[8:])
+
+    def flow_offsets(self, flow_ids: Sequence[int], segment_ids: Sequence[int] | None = None
+                     ) -> Iterator[tuple[int, int, int, bytes]]:
+        """(segment_id, flow_id, packets, offsets) for the given flows, by segment."""
+        for i in range(0, len(flow_ids), 500):
+            part = list(flow_ids[i:i + 500])
+            sql = (f"SELECT segment_id, flow_id, packets, offsets FROM flow_segments "
+                   f"WHERE flow_id IN ({','.join('?' * len(part))})")
+            args: list[Any] = part
+            if segment_ids is not None:
+                sql += f" AND segment_id IN ({','.join('?' * len(segment_ids))})"
+                args = part + list(segment_ids)
+            yield from self.db.execute(sql, args)
+
+    # -- queries ---------------------------------------------------------------------------
+    def add_query(self, query_id: str, case: str, event: str, spec: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO queries (id, case_name, event, spec, started, status) "
+            "VALUES (?,?,?,?,?,?)",
+            (query_id, case, event, json.dumps(spec, sort_keys=True), time.time(), "running"))
+
+    def finish_query(self, query_id: str, status: str, packets: int, nbytes: int,
+                     error: str | None = None) -> None:
+        self.db.execute(
+            "UPDATE queries SET finished=?, status=?, packets=?, bytes=?, error=? WHERE id=?",
+            (time.time(), status, packets, nbytes, error, query_id))
+
+    def query_history(self, case: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT id, case_name, event, spec, started, finished, status, packets, bytes, "
+               "error FROM queries")
+        args: tuple[Any, ...] = ()
+        if case is not None:
+            sql += " WHERE case_name=?"
+            args = (case,)
+        keys = ("id", "case", "event", "spec", "started", "finished", "status", "packets",
+                "bytes", "error")
+        out = []
+        for r in self.db.execute(sql + " ORDER BY started", args):
+            d = dict(zip(keys, r, strict=True))
+            d["spec"] = json.loads(d["spec"])
+            out.append(d)
+        return out
+
+    def stats(self) -> dict[str, int]:
+        seg = self.db.execute("SELECT count(*), coalesce(sum(packets),0), coalesce(sum(size),0) "
+                              "FROM segments").fetchone()
+        flows = self.db.execute("SELECT count(*) FROM flows").fetchone()[0]
+        return {"segments": seg[0], "packets": seg[1], "bytes": seg[2], "flows": flows}

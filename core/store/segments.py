@@ -1,0 +1,92 @@
+"""Segment files: ordinary little-endian pcap files any tool can open, never rewritten.
+
+A segment is written as ``<name>.pcap.part`` and renamed to ``<name>.pcap`` only when it is
+complete; the catalog row is committed right after. On open, the store deletes ``.part``
+files and completed files the catalog does not know (a crash between rename and commit),
+so a re-run of the interrupted ingest writes those packets again without duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pcapwire import _native
+
+PCAP_MAGIC = {6: 0xA1B2C3D4, 9: 0xA1B23C4D}
+SEGMENT_MAX_BYTES = 256 * 2**20
+SEGMENT_MAX_SPAN_NS = 3600 * 10**9
+assert SEGMENT_MAX_BYTES < 2**32 - 64 * 2**20  # offsets are u32, plus one read block of slack
+
+
+def pcap_header(linktype: int, snaplen: int, tsprec: int = 6) -> bytes:
+    """The 24-byte classic pcap file header, as tcpdump writes it (thiszone/sigfigs 0)."""
+    return struct.pack("<IHHiIII", PCAP_MAGIC[tsprec], 2, 4, 0, 0, snaplen, linktype)
+
+
+@dataclass
+class SegmentWriter:
+    """Appends batches of records to one segment file and indexes them natively."""
+
+    path: Path
+    rel: str
+    linktype: int
+    snaplen: int
+    tsprec: int
+    size: int = 0
+    packets: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    _fh: Any = field(default=None, repr=False)
+    _indexer: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.part_path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._fh.write(pcap_header(self.linktype, self.snaplen, self.tsprec))
+        self.size = 24
+        self._indexer = _native.SegmentIndexer()
+
+    @property
+    def part_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".part")
+
+    def add(self, records: bytes, meta: bytes, count: int, first_ns: int, last_ns: int) -> None:
+        self._indexer.add(meta, self.size)
+        self._fh.write(records)
+        self.size += len(records)
+        self.packets += count
+        self.first_ns = first_ns if self.first_ns is None else min(self.first_ns, first_ns)
+        self.last_ns = last_ns if self.last_ns is None else max(self.last_ns, last_ns)
+
+    def close(self) -> tuple[dict[str, Any], list[tuple]]:
+        """Finish the file (rename into place) and return its catalog row and flows."""
+        self._fh.close()
+        os.replace(self.part_path, self.path)
+        flows = self._indexer.finish()
+        row = {"path": self.rel, "linktype": self.linktype, "snaplen": self.snaplen,
+               "tsprec": self.tsprec, "first_ns": self.first_ns or 0,
+               "last_ns": self.last_ns or 0, "packets": self.packets, "size": self.size}
+        return row, flows
+
+    def abort(self) -> None:
+        self._fh.close()
+        self.part_path.unlink(missing_ok=True)
+
+
+def remove_orphans(segment_dir: Path, known: set[str], root: Path) -> list[Path]:
+    """Delete ``.part`` files and segment files the catalog does not know."""
+    removed = []
+    if not segment_dir.exists():
+        return removed
+    for p in segment_dir.rglob("*"):
+        if not p.is_file():
+            continue
+        if p.name.endswith(".part") or (p.suffix == ".pcap" and
+                                         str(p.relative_to(root)) not in known):
+            p.unlink()
+            removed.append(p)
+    return removed

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, pytest, then a bounded fuzz run of the native code.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff"
+ruff check core plugins tests benchmarks examples
+mkdir -p artifacts
+echo "== fuzz (native indexer, ${PCAPWIRE_FUZZ_SECONDS:-60} s)"
+python tests/fuzz/fuzz_native.py -max_total_time="${PCAPWIRE_FUZZ_SECONDS:-60}" \
+  -artifact_prefix=artifacts/fuzz- tests/fuzz/seeds >artifacts/fuzz.log 2>&1 \
+  || { tail -40 artifacts/fuzz.log; echo "fuzzing found a crash: artifacts/fuzz-*"; exit 1; }
+grep -E "Done [0-9]+ runs" artifacts/fuzz.log || tail -3 artifacts/fuzz.log
+echo "== pytest"
+pytest -q -p no:cacheprovider --junitxml=artifacts/junit.xml "$@"

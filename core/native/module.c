@@ -1,0 +1,97 @@
+/* pcapwire._native: module definition and exported constants. */
+#include "pcapwire_native.h"
+
+PyDoc_STRVAR(scan_doc,
+"scan(buf, start, end, *, tsprec, snaplen, filter=None, t_start_ns=None, t_end_ns=None,\n"
+"     offsets=None, max_out=262144, max_examined=0) -> (records, ts_ns, next_pos, examined)\n\n"
+"Read the little-endian records of one segment held in buf. Without offsets, walk records\n"
+"from byte start to byte end; with offsets (a u32 array), start/end index that array.\n"
+"Records outside [t_start_ns, t_end_ns) or rejected by filter are skipped; the rest are\n"
+"written as tcpdump -r SEGMENT -w - writes them (microsecond timestamps, caplen cut to\n"
+"snaplen). Stops before the output would exceed max_out bytes (at least one record is\n"
+"always emitted), or after max_examined records when that is > 0. ts_ns holds one int64\n"
+"per emitted record; next_pos == end when done. A corrupt segment raises ValueError.");
+
+static PyMethodDef module_methods[] = {
+    {"scan", (PyCFunction)(void (*)(void))pw_scan, METH_VARARGS | METH_KEYWORDS, scan_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(module_doc,
+"Native hot loops of pcapwire: capture parsing (Reader), per-packet dissection into\n"
+"META_STRUCT records, the per-segment flow index (SegmentIndexer), BPF (Filter, via\n"
+"libpcap) and record scanning (scan). See core/native/README.md for formats and limits.\n\n"
+"Per-packet meta: META_SIZE (88) bytes, struct.Struct(META_STRUCT) =\n"
+"  <q ts_ns, I rec_off, I caplen, I origlen, I frag_id, I tcp_seq, I tcp_ack,\n"
+"   16s src, 16s dst (IPv4 in the first 4 bytes), H sport, H dport, H flags (FLAG_*),\n"
+"   H ethertype, B ipver (0 = not IP), B proto, B tcp_flags, B vlan_count, H vlan_id,\n"
+"   B icmp_type, B icmp_code, H l3_off, H l4_off, H payload_off, H payload_len\n"
+"(names in META_FIELDS, in that order).");
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "pcapwire._native", module_doc, -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+static int add_int(PyObject *m, const char *name, long long v)
+{
+    return PyModule_AddObject(m, name, PyLong_FromLongLong(v));
+}
+
+static int add_type(PyObject *m, const char *name, PyTypeObject *t)
+{
+    if (PyType_Ready(t) < 0)
+        return -1;
+    Py_INCREF(t);
+    if (PyModule_AddObject(m, name, (PyObject *)t) < 0) {
+        Py_DECREF(t);
+        return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m)
+        return NULL;
+    static const char *const fields[] = {PW_META_FIELDS};
+    PyObject *names = PyTuple_New(sizeof fields / sizeof fields[0]);
+    if (!names)
+        goto fail;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        PyTuple_SET_ITEM(names, (Py_ssize_t)i, PyUnicode_FromString(fields[i]));
+    if (PyModule_AddObject(m, "META_FIELDS", names) < 0 ||
+        PyModule_AddStringConstant(m, "META_STRUCT", PW_META_STRUCT) < 0 ||
+        add_int(m, "META_SIZE", PW_META_SIZE) < 0 ||
+        add_int(m, "MAX_CAPLEN", PW_MAX_CAPLEN) < 0 ||
+        add_int(m, "MAX_VLAN_DEPTH", PW_MAX_VLAN_DEPTH) < 0 ||
+        add_int(m, "MAX_IPV6_EXT_HEADERS", PW_MAX_IPV6_EXT_HEADERS) < 0 ||
+        add_int(m, "MAX_PCAPNG_INTERFACES", PW_MAX_PCAPNG_INTERFACES) < 0 ||
+        add_int(m, "MAX_PCAPNG_BLOCK", PW_MAX_PCAPNG_BLOCK) < 0 ||
+        add_int(m, "MAX_MESSAGES", PW_MAX_MESSAGES) < 0 ||
+        add_int(m, "RESYNC_MAX_ORIGLEN", PW_RESYNC_MAX_ORIGLEN) < 0 ||
+        add_int(m, "RESYNC_TS_WINDOW_NS", PW_RESYNC_TS_WINDOW_NS) < 0 ||
+        add_int(m, "RESYNC_BACKTRACK", PW_RESYNC_BACKTRACK) < 0 ||
+        add_int(m, "MAX_PENDING_FRAG_GROUPS", PW_MAX_PENDING_FRAG_GROUPS) < 0 ||
+        add_int(m, "FRAG_TABLE_SIZE", (long long)PW_FRAG_TABLE_BUCKETS * PW_FRAG_TABLE_WAYS) < 0 ||
+        add_int(m, "FLAG_FRAGMENT", PW_F_FRAGMENT) < 0 ||
+        add_int(m, "FLAG_FIRST_FRAGMENT", PW_F_FIRST_FRAGMENT) < 0 ||
+        add_int(m, "FLAG_VLAN", PW_F_VLAN) < 0 ||
+        add_int(m, "FLAG_TRUNCATED", PW_F_TRUNCATED) < 0 ||
+        add_int(m, "FLAG_IP_OPTIONS", PW_F_IP_OPTIONS) < 0 ||
+        add_int(m, "FLAG_IPV6_EXT", PW_F_IPV6_EXT) < 0 ||
+        add_int(m, "FLAG_MALFORMED", PW_F_MALFORMED) < 0 ||
+        add_int(m, "FLAG_CAPLEN_GT_SNAPLEN", PW_F_CAPLEN_GT_SNAPLEN) < 0 ||
+        add_int(m, "FLAG_LAST_FRAGMENT", PW_F_LAST_FRAGMENT) < 0 ||
+        add_int(m, "TCP_FIN", PW_TCP_FIN) < 0 || add_int(m, "TCP_SYN", PW_TCP_SYN) < 0 ||
+        add_int(m, "TCP_RST", PW_TCP_RST) < 0 || add_int(m, "TCP_ACK", PW_TCP_ACK) < 0 ||
+        add_type(m, "Reader", &PwReaderType) < 0 ||
+        add_type(m, "SegmentIndexer", &PwIndexerType) < 0 ||
+        add_type(m, "Filter", &PwFilterType) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

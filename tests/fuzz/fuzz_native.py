@@ -1,0 +1,248 @@
+"""Fuzz pcapwire._native with atheris (libFuzzer): Reader.feed/finish on arbitrary bytes,
+SegmentIndexer on the meta it produces, scan() over the records (sequential, by index
+offsets, with a BPF Filter and a time window), and scan() over the raw input as a corrupt
+segment. Beyond "no crash", it checks invariants that must hold for ANY input:
+
+- feeding the input whole or in small pieces gives the same records, meta, errors, warnings;
+- records are back-to-back classic records whose headers agree with the meta;
+- every packet lands in exactly one flow, with its own segment offset;
+- scan() of the records (no filter) reproduces them, caplen cut to snaplen.
+
+Usage (exit status 0 when nothing was found):
+    .venv/bin/python tests/fuzz/fuzz_native.py -max_total_time=60 [libFuzzer flags] [CORPUS_DIR]
+Without CORPUS_DIR the corpus is $TMPDIR/pcapwire-fuzz-corpus (kept between runs). The first
+corpus directory always gets the seeds: corpus captures (first 4 KiB) and crafted files.
+
+By default the harness compiles a coverage build of the extension (GCC
+-fsanitize-coverage=trace-pc,trace-cmp + sancov_hook.c) into a cache directory, so libFuzzer
+gets real coverage feedback from the C code. With PCAPWIRE_FUZZ_ASAN=1 that build also has
+AddressSanitizer and UndefinedBehaviorSanitizer; run it as
+    PCAPWIRE_FUZZ_ASAN=1 LD_PRELOAD=$(gcc -print-file-name=libasan.so) \\
+    ASAN_OPTIONS=detect_leaks=0 .venv/bin/python tests/fuzz/fuzz_native.py -max_total_time=300
+PCAPWIRE_FUZZ_BUILD=0 fuzzes the installed module instead (no C coverage feedback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import struct
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+NATIVE_SRC = REPO / "core" / "native"
+sys.path.insert(0, str(HERE))
+
+import atheris  # noqa: E402
+import craft  # noqa: E402
+
+
+def _point_hook_at_libfuzzer() -> None:
+    """sancov_hook.c looks libFuzzer up in atheris's core library (loaded by Fuzz())."""
+    core = next(Path(atheris.__file__).parent.glob("core_with_libfuzzer*.so"))
+    os.environ["PCAPWIRE_FUZZ_LIBFUZZER"] = str(core)
+
+
+ASAN = os.environ.get("PCAPWIRE_FUZZ_ASAN") == "1"
+
+
+def build_instrumented() -> Path:
+    """Compile core/native/*.c with coverage (and sanitizers) into a cached .so."""
+    sources = sorted(NATIVE_SRC.glob("*.c"))
+    h = hashlib.sha256()
+    for p in [*sources, *NATIVE_SRC.glob("*.h"), HERE / "sancov_hook.c"]:
+        h.update(p.name.encode() + p.read_bytes())
+    h.update(b"asan" if ASAN else b"plain")
+    out_dir = Path(tempfile.gettempdir()) / f"pcapwire-fuzz-{h.hexdigest()[:16]}"
+    so = out_dir / "_native.so"
+    if so.exists():
+        return so
+    out_dir.mkdir(parents=True, exist_ok=True)
+    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"] if ASAN else []
+    common = ["-O1", "-g", "-fPIC", "-std=c11", "-fno-strict-aliasing", "-fno-omit-frame-pointer",
+              f"-I{sysconfig.get_paths()['include']}", f"-I{NATIVE_SRC}", *san]
+    objs = []
+    for src in sources:
+        obj = out_dir / (src.stem + ".o")
+        subprocess.run(["gcc", *common, "-fsanitize-coverage=trace-pc,trace-cmp", "-c",
+                        str(src), "-o", str(obj)], check=True)
+        objs.append(str(obj))
+    hook = out_dir / "sancov_hook.o"
+    subprocess.run(["gcc", *common, "-c", str(HERE / "sancov_hook.c"), "-o", str(hook)],
+                   check=True)
+    tmp = out_dir / "_native.so.tmp"
+    subprocess.run(["gcc", "-shared", *san, *objs, str(hook), "-lpcap", "-ldl", "-o", str(tmp)],
+                   check=True)
+    tmp.rename(so)
+    return so
+
+
+def load_native():
+    if os.environ.get("PCAPWIRE_FUZZ_BUILD", "1") == "0":
+        from pcapwire import _native
+        return _native
+    so = build_instrumented()
+    spec = importlib.util.spec_from_file_location("pcapwire_fuzz._native", so)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+N = None  # the extension, loaded by _init()
+META: struct.Struct
+PIECES = (1, 3, 7, 16, 61, 512)
+
+
+def read(data: bytes, piece: int, skip: int, max_batch: int):
+    r = N.Reader("fuzz", skip_packets=skip, max_batch_bytes=max_batch)
+    batches = []
+    if piece:
+        for i in range(0, len(data), piece):
+            batches += r.feed(data[i:i + piece])
+    else:
+        batches += r.feed(data)
+    batches += r.finish()
+    return r, batches
+
+
+def flat(batches) -> tuple[bytes, list[tuple]]:
+    recs, metas = [], []
+    for _lt, _snap, _prec, records, meta, _off in batches:
+        recs.append(records)
+        for m in META.iter_unpack(meta):
+            metas.append(m[:1] + (0,) + m[2:])  # rec_off is relative to the batch
+    return b"".join(recs), metas
+
+
+def check_batch(batch) -> None:
+    lt, snap, prec, records, meta, _off = batch
+    assert prec in (6, 9) and snap > 0 and len(meta) % N.META_SIZE == 0 and meta
+    pos = 0
+    for m in META.iter_unpack(meta):
+        ts, rec_off, caplen, origlen = m[:4]
+        assert rec_off == pos
+        sec, frac, c, o = struct.unpack_from("<IIII", records, pos)
+        assert (c, o) == (caplen, origlen)
+        assert ts == sec * 10**9 + frac * (1000 if prec == 6 else 1)
+        pos += 16 + caplen
+    assert pos == len(records)
+
+
+def _init() -> None:
+    """Load the extension at the first input: only then has atheris.Fuzz() loaded libFuzzer,
+    whose hooks the coverage build needs. libFuzzer accepts counters registered late (as for
+    any dlopen()ed library)."""
+    global N, META
+    if os.environ.get("PCAPWIRE_FUZZ_BUILD", "1") != "0":
+        _point_hook_at_libfuzzer()
+    N = load_native()
+    META = struct.Struct(N.META_STRUCT)
+
+
+def TestOneInput(data: bytes) -> None:
+    if N is None:
+        _init()
+    if not data:
+        return
+    mode, body = data[0], data[1:]
+    skip = mode & 1
+    max_batch = (0, 0, 64, 4096)[(mode >> 1) & 3]
+    r1, b1 = read(body, 0, skip, max_batch)
+    r2, b2 = read(body, PIECES[(mode >> 3) % len(PIECES)], skip, max_batch)
+    assert flat(b1) == flat(b2)
+    assert r1.errors == r2.errors and r1.warnings == r2.warnings
+    assert r1.packets == r2.packets and r1.offset == r2.offset == len(body)
+    for b in b1:
+        check_batch(b)
+    if not b1:
+        return
+    # one segment per batch key, as the store does
+    lt, snap, prec = b1[0][:3]
+    seg = bytearray(craft.pcap_header(lt, snap, ns=prec == 9))
+    ix = N.SegmentIndexer()
+    n = 0
+    for b in b1:
+        if b[:3] != (lt, snap, prec):
+            continue
+        ix.add(b[4], len(seg))
+        seg += b[3]
+        n += len(b[4]) // N.META_SIZE
+    seg = bytes(seg)
+    flows = ix.finish()
+    offsets = sorted(o for f in flows for o in struct.unpack(f"<{len(f[13]) // 4}I", f[13]))
+    assert len(offsets) == n == sum(f[9] + f[11] for f in flows)
+    assert len(set(offsets)) == n
+    out, ts, pos, _ = N.scan(seg, 24, len(seg), tsprec=prec, snaplen=snap, max_out=1 << 30)
+    assert pos == len(seg) and len(ts) == 8 * n
+    for expr in ("tcp or udp", "ip[0] & 0xf > 5", "vlan and ip6", ""):
+        try:
+            f = N.Filter(expr, lt, snap)
+        except ValueError:
+            continue
+        done = 0
+        while done < len(flows):
+            idx = struct.pack("<I", 24) + flows[done][13]
+            N.scan(seg, 0, len(idx) // 4, tsprec=prec, snaplen=snap, filter=f, offsets=idx,
+                   t_start_ns=flows[done][7], t_end_ns=flows[done][8] + 1, max_out=mode * 64)
+            done += 1
+    try:  # the raw input as a (corrupt) segment
+        N.scan(body, 0, len(body), tsprec=prec, snaplen=snap, max_out=4096)
+    except ValueError:
+        pass
+
+
+def seeds(directory: Path) -> None:
+    """Corpus captures (first 4 KiB) when the corpus is there, plus crafted ones."""
+    corpus = Path(os.environ.get("PCAPWIRE_CORPUS", REPO.parent / "shared" / "corpus")) / "pcaps"
+    if corpus.is_dir():
+        for p in sorted(corpus.glob("*.pcap*")):
+            if p.suffix != ".gz":
+                (directory / p.name).write_bytes(b"\x10" + p.read_bytes()[:4096])
+    c = craft
+    pkt_tcp = c.eth(c.ipv4("10.0.0.1", "10.0.0.2", 6, c.tcp(1234, 80, 0x02)))
+    pkt_q = c.eth(c.ipv6("2001:db8::1", "2001:db8::2", 0, c.ext6(44, b"\0" * 6)
+                         + c.frag6(17, 0, True, 7) + c.udp(53, 5353, b"x" * 8)), 0x86DD,
+                  ((0x88A8, 5), (0x8100, 6)))
+    pkt_f = c.eth(c.ipv4("10.0.0.1", "10.0.0.2", 17, b"y" * 16, ident=9, frag=2))
+    crafted = {
+        "classic": c.pcap_file([pkt_tcp, pkt_q, pkt_f]),
+        "big-ns": c.pcap_file([pkt_tcp, pkt_f], ns=True, big=True),
+        "sll2": c.pcap_file([c.sll2(c.ipv4("1.1.1.1", "2.2.2.2", 132, c.sctp(1, 2)))], 276),
+        "pcapng": c.shb() + c.idb(1, 0, tsresol=9) + c.idb(101, 128, tsresol=0x8A,
+                                                           tsoffset=5)
+        + c.epb(0, 10**18, pkt_tcp) + c.epb(1, 1 << 40, pkt_f[14:]) + c.spb(pkt_q)
+        + c.opb(0, 7, pkt_f),
+        "pcapng-be": c.shb(True) + c.idb(1, 65535, big=True) + c.epb(0, 5, pkt_tcp, big=True),
+        "raw-ipv4-ipv6": c.pcap_file([pkt_f[14:]], 228) + c.pcap_file([pkt_q[22:]], 229)[24:],
+        "vlan-deep": c.pcap_file([c.eth(pkt_tcp[14:], vlans=((0x8100, 1),) * 10)]),
+        "pcapng-short-blocks": c.shb() + c.block(1, b"\0" * 4) + c.idb() + c.block(6, b"\0" * 8)
+        + c.block(3, b"") + c.block(2, b"\0" * 12) + c.epb(0, 1, pkt_tcp, caplen=5000),
+    }
+    for name, blob in crafted.items():
+        (directory / name).write_bytes(b"\x1a" + blob)
+
+
+def main() -> None:
+    args = list(sys.argv)
+    dirs = [a for a in args[1:] if not a.startswith("-")]
+    if not dirs:
+        # a corpus that persists between runs (libFuzzer adds what it finds)
+        dirs = [str(Path(tempfile.gettempdir()) / "pcapwire-fuzz-corpus")]
+        args.append(dirs[0])
+    Path(dirs[0]).mkdir(parents=True, exist_ok=True)
+    seeds(Path(dirs[0]))  # fixed names: re-seeding is idempotent
+    if os.environ.get("PCAPWIRE_FUZZ_BUILD", "1") != "0":
+        build_instrumented()  # compile before libFuzzer's clock starts
+    atheris.Setup(args, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

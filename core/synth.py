@@ -126,7 +126,7 @@ def generate(path: str | Path, target_bytes: int, seed: int = 1, start_s: int = 
         except StopIteration:
             active.pop(i)
             continue
-        ts_us += max(1, delay // 8)
+        ts_us += max(1, delay)
         buf.append(struct.pack("<IIII", ts_us // 1_000_000, ts_us % 1_000_000, len(frame),
                                len(frame)) + frame)
         size += 16 + len(frame)

@@ -8,7 +8,7 @@ ruff check core plugins tests benchmarks examples
 mkdir -p artifacts
 echo "== fuzz (native indexer, ${PCAPWIRE_FUZZ_SECONDS:-60} s)"
 python tests/fuzz/fuzz_native.py -max_total_time="${PCAPWIRE_FUZZ_SECONDS:-60}" \
-  -artifact_prefix=artifacts/fuzz- tests/fuzz/seeds >artifacts/fuzz.log 2>&1 \
+  -artifact_prefix=artifacts/fuzz- artifacts/fuzz-corpus >artifacts/fuzz.log 2>&1 \
   || { tail -40 artifacts/fuzz.log; echo "fuzzing found a crash: artifacts/fuzz-*"; exit 1; }
 grep -E "Done [0-9]+ runs" artifacts/fuzz.log || tail -3 artifacts/fuzz.log
 echo "== pytest"

@@ -20,6 +20,26 @@ def read_records(data: bytes) -> tuple[bytes, list[bytes]]:
     return hdr, recs
 
 
+def pcapng_records(data: bytes) -> dict[int, list[bytes]]:
+    """Classic µs pcap records per link type from a little-endian pcapng with µs interfaces
+    (what pcapwire writes when a result mixes link types): IDB and EPB blocks only."""
+    pos, ifaces, out = 0, [], {}
+    while pos + 12 <= len(data):
+        btype, blen = struct.unpack_from("<II", data, pos)
+        if btype == 0x0A0D0D0A:
+            ifaces = []
+        elif btype == 1:
+            ifaces.append(struct.unpack_from("<H", data, pos + 8)[0])
+        elif btype == 6:
+            iface, hi, lo, caplen, origlen = struct.unpack_from("<IIIII", data, pos + 8)
+            us = (hi << 32) | lo
+            rec = struct.pack("<IIII", us // 10**6, us % 10**6, caplen, origlen)
+            out.setdefault(ifaces[iface], []).append(rec + data[pos + 28:pos + 28 + caplen])
+        pos += blen
+    assert pos == len(data), f"trailing bytes at {pos}"
+    return out
+
+
 def record_ts_ns(rec: bytes) -> int:
     sec, usec = struct.unpack_from("<II", rec)
     return sec * 10**9 + usec * 1000

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import mmap
 import os
 import time
 import zlib
@@ -125,6 +126,39 @@ def _open_input(path: Path) -> BinaryIO:
     return open(path, "rb", buffering=0)  # noqa: SIM115 - caller closes
 
 
+def _blocks(path: Path, rep: FileReport) -> Iterator[tuple[memoryview, int]]:
+    """The input in blocks of READ_BLOCK bytes, with the input bytes consumed so far.
+
+    Plain files are mapped and fed as slices of the mapping (no kernel→user copy); gzip
+    input is decompressed into one reused buffer. A broken gzip stream ends the input
+    with an error in ``rep``; everything decompressed before it is kept.
+    """
+    with _open_input(path) as f:
+        if not isinstance(f, gzip.GzipFile):
+            # Not closed explicitly: the caller may still hold the last slice; the
+            # mapping goes when the last view of it does.
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            mm.madvise(mmap.MADV_SEQUENTIAL)
+            view = memoryview(mm)
+            for start in range(0, len(mm), READ_BLOCK):
+                yield view[start:start + READ_BLOCK], min(start + READ_BLOCK, len(mm))
+            return
+        buf = bytearray(READ_BLOCK)
+        view = memoryview(buf)
+        out = 0
+        while True:
+            try:
+                n = f.readinto(view)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                rep.errors.append((out, f"gzip stream broken after {out} "
+                                   f"decompressed bytes: {exc}"))
+                return
+            if not n:
+                return
+            out += n
+            yield view[:n], f.fileobj.tell()  # type: ignore[union-attr]
+
+
 def _batch_times(meta: bytes) -> tuple[int, int, int]:
     """(count, first_ns, last_ns) of a batch's meta array (ts_ns is each struct's first field)."""
     n = len(meta) // _native.META_SIZE
@@ -178,13 +212,15 @@ class Ingestor:
         else:
             source_id, skip = src["id"], src["packets_done"]
         rep.resumed_from = skip
-        reader = _native.Reader(str(path), skip_packets=skip)
+        # Batches no bigger than a quarter segment, so a segment closes near its limit.
+        batch_max = max(1, min(READ_BLOCK, self.segment_max_bytes // 4))
+        reader = _native.Reader(str(path), skip_packets=skip, max_batch_bytes=batch_max)
         writers: dict[tuple[int, int, int], SegmentWriter] = {}
 
         def checkpoint() -> None:
             closed = [w.close() for w in writers.values()]
             writers.clear()
-            catalog.commit_checkpoint(source_id, skip + reader.packets, closed)
+            catalog.commit_checkpoint(source_id, skip + rep.packets, closed)
             rep.segments += len(closed)
             if self.on_checkpoint is not None:
                 self.on_checkpoint(rep.segments)
@@ -199,31 +235,17 @@ class Ingestor:
                     w = writers[key] = self._new_writer(source_id, *key)
                 count, first, last = _batch_times(meta)
                 w.add(records, meta, count, first, last)
+                rep.packets += count  # written, not just parsed: checkpoints count these
                 rep.bytes += len(records) - 16 * count
-            if any(w.size >= self.segment_max_bytes or
-                   (w.last_ns or 0) - (w.first_ns or 0) > self.segment_max_span_ns
-                   for w in writers.values()):
-                checkpoint()
+                if (w.size >= self.segment_max_bytes
+                        or (w.last_ns or 0) - (w.first_ns or 0) > self.segment_max_span_ns):
+                    checkpoint()
 
         try:
-            with _open_input(path) as f:
-                buf = bytearray(READ_BLOCK)
-                view = memoryview(buf)
-                done = 0
-                while True:
-                    try:
-                        n = f.readinto(view)
-                    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                        rep.errors.append((reader.offset, "gzip stream broken after "
-                                           f"{reader.offset} decompressed bytes: {exc}"))
-                        break
-                    if not n:
-                        break
-                    add(reader.feed(view[:n]))
-                    done += n
-                    if self.progress is not None:
-                        self.progress(str(path), min(done, size) if not isinstance(f, gzip.GzipFile)
-                                      else f.fileobj.tell(), size)  # type: ignore[union-attr]
+            for data, done in _blocks(path, rep):
+                add(reader.feed(data))
+                if self.progress is not None:
+                    self.progress(str(path), min(done, size), size)
             add(reader.finish())
             checkpoint()
         except BaseException:
@@ -232,7 +254,6 @@ class Ingestor:
             raise
         rep.errors += list(reader.errors)
         rep.warnings += list(reader.warnings)
-        rep.packets = reader.packets
         catalog.finish_source(source_id, rep.errors)
         return rep
 

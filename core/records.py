@@ -174,6 +174,13 @@ class EmailRecord(_Record):
     message_id: str = ""
     attachments: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: SHA-256 and size of the ``.eml`` (the message exactly as carried).
+    sha256: str = ""
+    size: int = 0
+    text_body: str = ""
+    html_body: str = ""
+    incomplete: bool = False
+    missing_ranges: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,68 @@
+"""``pcapwire workflow validate FILE…`` and ``pcapwire workflow test FILE --pcap X
+--expect Y``.
+
+``validate`` prints every problem as ``FILE:LINE:COL: key: message`` (warnings too) and
+exits 2 when any file has an error. ``test`` runs the workflow on a capture (not
+recorded in the case store) and compares its verdicts with an expectation file
+(:mod:`pcapwire.workflow.expect`): exit 0 when they match, 1 when they differ."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pcapwire.cli.workflow_common import execute, load, print_summary
+from pcapwire.workflow.expect import compare, describe, load_expectation
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("workflow", help="validate and test workflow files")
+    wsub = p.add_subparsers(dest="workflow_command", required=True, metavar="ACTION")
+    v = wsub.add_parser("validate", help="check workflow files (FILE:LINE:COL errors)")
+    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("--set", action="append", default=[], metavar="STEP.KEY=VALUE")
+    v.set_defaults(func=validate)
+    t = wsub.add_parser("test", help="run a workflow on a capture, compare the verdicts")
+    t.add_argument("file", metavar="FILE")
+    t.add_argument("--pcap", required=True, metavar="X")
+    t.add_argument("--expect", required=True, metavar="Y", help="expected verdicts (YAML)")
+    t.add_argument("--set", action="append", default=[], metavar="STEP.KEY=VALUE")
+    t.add_argument("--case", default="workflow-test")
+    t.add_argument("--event", default="")
+    t.set_defaults(func=test, chunk_source=None)
+
+
+def validate(args: argparse.Namespace) -> int:
+    from pcapwire.hooks.host import build_host
+    from pcapwire.workflow.document import check_workflow, parse_overrides
+
+    host = build_host()
+    overrides = parse_overrides(args.set)
+    failed = 0
+    for path in args.files:
+        wf, problems = check_workflow(path, host, overrides=overrides)
+        for p in sorted(problems, key=lambda p: (p.file, p.line, p.column)):
+            print(p)
+        if wf is None:
+            failed += 1
+        else:
+            print(f"{path}: ok (workflow {wf.name!r}, {len(wf.steps)} step(s))")
+    return 2 if failed else 0
+
+
+def test(args: argparse.Namespace) -> int:
+    expectation = load_expectation(args.expect)
+    host, wf = load(args, args.file, args.set)
+    summary, verdicts = execute(args, host, wf, None, store=False)
+    diffs = compare(expectation, verdicts, summary)
+    if diffs:
+        print(f"FAIL {args.file} on {args.pcap}:")
+        for d in diffs:
+            print(f"  {d}")
+        print("verdicts of the run:")
+        for v in verdicts:
+            print(f"  {describe(v)}")
+        print_summary(summary, sys.stdout)
+        return 1
+    print(f"PASS {args.file} on {args.pcap}: {len(verdicts)} verdict(s) as expected")
+    return 0

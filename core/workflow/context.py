@@ -1,0 +1,123 @@
+"""What an analyzer sees of a run: :class:`RunInfo` (serialisable facts about the run) and
+:class:`StepContext` (one step's config, scratch directory, logger and ``emit``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pcapwire.errors import AnalyzerError
+from pcapwire.records import (
+    EmailRecord,
+    FileRecord,
+    FlowKey,
+    PcapChunk,
+    StreamRecord,
+    Verdict,
+)
+from pcapwire.workflow.config import AnalyzerConfig
+from pcapwire.workflow.severity import grade
+
+#: Every record kind that can flow between steps.
+INPUT_KINDS: tuple[str, ...] = ("pcap", "stream", "file", "email", "verdict")
+#: A record that crosses a step boundary (all serialisable, see :mod:`pcapwire.records`).
+Record = PcapChunk | StreamRecord | FileRecord | EmailRecord | Verdict
+#: What a step may emit: verdicts, and for producer steps streams, files and emails.
+Output = Verdict | StreamRecord | FileRecord | EmailRecord
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Facts about one workflow run (plain data: safe to log, persist, send to a sink)."""
+
+    run_id: str
+    workflow: str
+    case: str = ""
+    event: str = ""
+    query_id: str = ""
+    started: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StepContext:
+    """One step of one run, as handed to :meth:`Analyzer.open_session`/``analyze``.
+
+    ``config`` is the analyzer's validated ``Config`` instance; ``workdir`` a private
+    scratch directory removed when the *run* ends (so files a producer writes there stay
+    readable by downstream steps until then); ``emit`` sends an output downstream and
+    waits while downstream queues are full (that wait is the back-pressure).
+    """
+
+    run: RunInfo
+    step: str
+    analyzer: str
+    config: AnalyzerConfig
+    workdir: Path
+    outputs: tuple[str, ...] = ("verdict",)
+    emit_fn: Callable[[Output], Awaitable[None]] | None = None
+    #: directory of the workflow file (resolve relative paths in ``with:`` against it);
+    #: None for a workflow that did not come from a file
+    base_dir: Path | None = None
+    #: the pcapwire data directory (``--data-dir``), when the run has one
+    data_dir: Path | None = None
+    log: logging.LoggerAdapter[logging.Logger] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = logging.LoggerAdapter(logging.getLogger(f"pcapwire.analyzer.{self.analyzer}"),
+                                         {"step": self.step, "run_id": self.run.run_id})
+
+    async def emit(self, item: Output) -> None:
+        """Hand one output to the engine. Verdicts get ``step``, ``case`` and
+        ``query_id`` filled in; an output kind the analyzer did not declare in
+        ``outputs`` raises :class:`AnalyzerError`."""
+        kind = getattr(item, "kind", None)
+        if kind not in self.outputs:
+            raise AnalyzerError(f"analyzer {self.analyzer!r} emitted a {kind!r} record but "
+                                f"declares outputs {self.outputs}")
+        if isinstance(item, Verdict):
+            item.step = item.step or self.step
+            item.case = item.case or self.run.case
+            item.query_id = item.query_id or self.run.query_id
+        if self.emit_fn is None:
+            raise AnalyzerError("this context is not attached to a run (no emit)")
+        await self.emit_fn(item)
+
+    def resolve(self, path: str) -> Path:
+        """``path`` from ``with:``, relative to the workflow file's directory."""
+        p = Path(path).expanduser()
+        if not p.is_absolute() and self.base_dir is not None:
+            p = self.base_dir / p
+        return p
+
+    def verdict(self, *, subject_kind: str, subject_id: str, flow: FlowKey, ts: float,
+                severity: str | None = None, score: Any = None, signature_id: str = "",
+                signature: str = "", category: str = "", tags: list[str] | None = None,
+                evidence: dict[str, Any] | None = None) -> Verdict:
+        """Build a :class:`Verdict` from this step (severity/score completed by
+        :func:`pcapwire.workflow.severity.grade`)."""
+        sev, sc = grade(severity, score)
+        return Verdict(analyzer=self.analyzer, subject_kind=subject_kind,
+                       subject_id=subject_id, flow=flow, ts=ts, severity=sev, score=sc,
+                       signature_id=str(signature_id), signature=signature,
+                       category=category, tags=list(tags or []),
+                       evidence=dict(evidence or {}), step=self.step, case=self.run.case,
+                       query_id=self.run.query_id)
+
+    def verdict_for(self, record: StreamRecord | FileRecord | EmailRecord | Verdict,
+                    **kw: Any) -> Verdict:
+        """A verdict about ``record``: subject, 5-tuple and time taken from it."""
+        if isinstance(record, StreamRecord):
+            return self.verdict(subject_kind="stream", subject_id=record.id, flow=record.flow,
+                                ts=record.start_ts, **kw)
+        if isinstance(record, Verdict):
+            return self.verdict(subject_kind=record.subject_kind,
+                                subject_id=record.subject_id, flow=record.flow,
+                                ts=record.ts, **kw)
+        return self.verdict(subject_kind=record.kind, subject_id=record.id, flow=record.flow,
+                            ts=record.ts, **kw)

@@ -1,0 +1,113 @@
+"""Expected verdicts for workflow tests (``pcapwire workflow test``, the golden tests).
+
+An expectation file (YAML)::
+
+    exhaustive: true        # default: no verdict beyond those listed may appear
+    verdicts:
+      - analyzer: yara      # every key given must match; keys not given match anything
+        signature: EICAR_Test_File
+        severity: medium
+        subject_kind: stream
+        dest_port: 80       # flow fields: proto, src_ip, src_port, dest_ip, dest_port
+        tags: [test]        # these tags at least
+        count: 1            # how many verdicts match (default 1)
+    steps:                  # optional: expected step statuses
+      yara: ok
+
+Comparison is order-insensitive. :func:`compare` returns the list of differences (empty:
+the run matches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pcapwire.errors import WorkflowError
+from pcapwire.records import Verdict
+from pcapwire.workflow.results import RunSummary
+
+VERDICT_KEYS = {"analyzer", "signature", "signature_id", "severity", "score", "subject_kind",
+                "subject_id", "category", "step", "tags"}
+FLOW_KEYS = {"proto", "src_ip", "src_port", "dest_ip", "dest_port"}
+
+
+@dataclass
+class Expectation:
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    exhaustive: bool = True
+    steps: dict[str, str] = field(default_factory=dict)
+
+
+def load_expectation(path: str | Path) -> Expectation:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise WorkflowError(f"{path}: cannot read expectations: {exc}") from None
+    if isinstance(data, list):
+        data = {"verdicts": data}
+    if not isinstance(data, dict):
+        raise WorkflowError(f"{path}: expected a mapping with 'verdicts'")
+    unknown = set(data) - {"verdicts", "exhaustive", "steps"}
+    if unknown:
+        raise WorkflowError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                            "verdicts, exhaustive, steps")
+    entries = data.get("verdicts") or []
+    for i, e in enumerate(entries):
+        bad = set(e) - VERDICT_KEYS - FLOW_KEYS - {"count"}
+        if bad:
+            raise WorkflowError(f"{path}: verdicts[{i}]: unknown key(s) "
+                                f"{', '.join(sorted(bad))}; allowed: "
+                                f"{', '.join(sorted(VERDICT_KEYS | FLOW_KEYS | {'count'}))}")
+    return Expectation(verdicts=list(entries), exhaustive=bool(data.get("exhaustive", True)),
+                       steps=dict(data.get("steps") or {}))
+
+
+def _matches(v: Verdict, e: dict[str, Any]) -> bool:
+    flow = v.flow.to_dict()
+    for key, want in e.items():
+        if key == "count":
+            continue
+        if key == "tags":
+            if not set(want) <= set(v.tags):
+                return False
+        elif key in FLOW_KEYS:
+            if flow[key] != want:
+                return False
+        elif getattr(v, key) != want:
+            return False
+    return True
+
+
+def describe(v: Verdict) -> str:
+    f = v.flow
+    return (f"{v.analyzer} {v.severity}/{v.score} {v.signature or v.signature_id!s} on "
+            f"{v.subject_kind} {v.subject_id} ({f.proto_name} {f.src}:{f.sport} -> "
+            f"{f.dst}:{f.dport})")
+
+
+def compare(exp: Expectation, verdicts: list[Verdict],
+            summary: RunSummary | None = None) -> list[str]:
+    """Differences between expectation and run (empty list: they match)."""
+    out = []
+    claimed: set[int] = set()
+    for i, e in enumerate(exp.verdicts):
+        want = int(e.get("count", 1))
+        hits = [j for j, v in enumerate(verdicts) if _matches(v, e)]
+        claimed.update(hits)
+        if len(hits) != want:
+            shown = {k: v for k, v in e.items() if k != "count"}
+            out.append(f"verdicts[{i}] {shown}: expected {want}, got {len(hits)}")
+    if exp.exhaustive:
+        for j, v in enumerate(verdicts):
+            if j not in claimed:
+                out.append(f"unexpected verdict: {describe(v)}")
+    if exp.steps:
+        got = {s.step: s.status for s in summary.steps} if summary else {}
+        for step, status in exp.steps.items():
+            if got.get(step) != status:
+                out.append(f"step {step}: expected status {status}, got "
+                           f"{got.get(step, 'no such step')}")
+    return out

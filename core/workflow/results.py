@@ -1,0 +1,75 @@
+"""What a run leaves behind: one :class:`StepResult` per step and a :class:`RunSummary`
+(plain data; persisted by :mod:`pcapwire.cases`, handed to ``pcapwire_case_completed``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+#: ``ok``: ran over all its input; ``error``: raised (or its process died); ``timeout``: a
+#: call exceeded the step's timeout; ``skipped``: never ran (condition false for every
+#: record, no input, analyzer unavailable, or cancelled before starting).
+StepStatus = Literal["ok", "error", "timeout", "skipped", "cancelled"]
+STEP_STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "skipped", "cancelled")
+#: ``ok``: every step ok/skipped; ``partial``: some step error/timeout; ``cancelled``;
+#: ``failed``: the run itself could not proceed (its input failed); ``interrupted``: the
+#: process stopped during the run (found ``running`` when the case store was reopened).
+RunStatus = Literal["running", "ok", "partial", "cancelled", "failed", "interrupted"]
+
+
+@dataclass
+class StepError:
+    """One failure inside a step; ``subject`` names the record concerned, if any."""
+
+    kind: Literal["error", "timeout"]
+    message: str
+    subject: str = ""
+
+
+@dataclass
+class StepResult:
+    step: str
+    analyzer: str
+    analyzer_version: str = ""
+    status: StepStatus = "skipped"
+    reason: str = ""  # why skipped, or the first error
+    records_in: int = 0
+    records_skipped: int = 0  # input records for which ``if`` was false
+    outputs: dict[str, int] = field(default_factory=dict)  # kind -> count
+    errors: list[StepError] = field(default_factory=list)
+    errors_dropped: int = 0
+    queue_peak: int = 0  # most records ever waiting in this step's input queue
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.finished - self.started) if self.started else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["seconds"] = round(self.seconds, 6)
+        return out
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    workflow: str
+    case: str
+    event: str
+    query_id: str
+    status: RunStatus
+    started: float
+    finished: float
+    steps: list[StepResult] = field(default_factory=list)
+    verdicts: int = 0  # kept after aggregation
+    verdicts_by_severity: dict[str, int] = field(default_factory=dict)
+    max_severity: str = ""
+    chunks: int = 0
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["steps"] = [s.to_dict() for s in self.steps]
+        return out

@@ -1,0 +1,102 @@
+"""Chunk sources for a run that does not come from the store: a pcap/pcapng file cut into
+:class:`~pcapwire.records.PcapChunk` records, each a complete classic pcap (24-byte header +
+whole records) of at most :data:`CHUNK_BYTES` (a single record larger than that travels
+alone in its chunk). The engine accepts any ``AsyncIterator[PcapChunk]``; the query engine
+(:meth:`pcapwire.query.QueryEngine.run`) is the other source."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from pcapwire import _native
+from pcapwire.errors import CaptureFormatError
+from pcapwire.records import PcapChunk
+from pcapwire.store.segments import pcap_header
+
+#: Largest chunk cut from a capture file (bytes, header included).
+CHUNK_BYTES = 256 * 1024
+#: Bytes read from the file at a time.
+READ_BYTES = 4 * 2**20
+_META = struct.Struct(_native.META_STRUCT)
+
+
+class _Builder:
+    def __init__(self, query_id: str, limit: int) -> None:
+        self.query_id, self.limit = query_id, limit
+        self.key: tuple[int, int, int] | None = None
+        self.parts: list[bytes] = []
+        self.size = 24
+        self.packets = 0
+        self.first = self.last = 0
+        self.seq = 0
+
+    def add(self, key: tuple[int, int, int], record: bytes, ts_ns: int) -> PcapChunk | None:
+        out = None
+        if self.parts and (key != self.key or self.size + len(record) > self.limit):
+            out = self.flush()
+        if not self.parts:
+            self.first = ts_ns
+        self.key = key
+        self.parts.append(record)
+        self.size += len(record)
+        self.packets += 1
+        self.last = ts_ns
+        return out
+
+    def flush(self) -> PcapChunk | None:
+        if not self.parts or self.key is None:
+            return None
+        linktype, snaplen, tsprec = self.key
+        data = pcap_header(linktype, snaplen, tsprec) + b"".join(self.parts)
+        chunk = PcapChunk(self.query_id, self.seq, linktype, snaplen, data, self.packets,
+                          self.first / 1e9, self.last / 1e9)
+        self.seq += 1
+        self.parts, self.size, self.packets = [], 24, 0
+        return chunk
+
+
+def iter_file_chunks(path: str | Path, *, query_id: str = "",
+                     chunk_bytes: int = CHUNK_BYTES) -> Iterator[PcapChunk]:
+    """Chunks of a capture file, in file order. Damage is skipped as the native reader
+    does; a file that is not a capture raises :class:`CaptureFormatError`."""
+    path = Path(path)
+    reader = _native.Reader(str(path))
+    builder = _Builder(query_id or f"file:{path.name}", chunk_bytes)
+
+    def batches(bs: list) -> Iterator[PcapChunk]:
+        for linktype, snaplen, tsprec, records, meta, _off in bs:
+            for m in _META.iter_unpack(meta):
+                ts_ns, rec_off, caplen = m[0], m[1], m[2]
+                chunk = builder.add((linktype, snaplen, tsprec),
+                                    records[rec_off:rec_off + 16 + caplen], ts_ns)
+                if chunk is not None:
+                    yield chunk
+
+    with path.open("rb") as fh:
+        while block := fh.read(READ_BYTES):
+            yield from batches(reader.feed(block))
+            if reader.format is None and reader.errors:
+                break
+    yield from batches(reader.finish())
+    if reader.format is None:
+        off, msg = reader.errors[0] if reader.errors else (0, "not a pcap or pcapng file")
+        raise CaptureFormatError(str(path), off, msg)
+    last = builder.flush()
+    if last is not None:
+        yield last
+
+
+async def file_chunks(path: str | Path, *, query_id: str = "",
+                      chunk_bytes: int = CHUNK_BYTES) -> AsyncIterator[PcapChunk]:
+    """:func:`iter_file_chunks` as an async iterator (file reading in a thread)."""
+    it = iter_file_chunks(path, query_id=query_id or uuid.uuid4().hex, chunk_bytes=chunk_bytes)
+    end = object()
+    while True:
+        chunk = await asyncio.to_thread(next, it, end)
+        if chunk is end:
+            return
+        yield chunk  # type: ignore[misc]

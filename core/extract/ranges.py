@@ -1,0 +1,100 @@
+"""Join HTTP 206 parts (possibly from several connections) into the file they cut.
+
+Parts are grouped by (Host, URI, total length, ETag). Every part stays a file of its own
+with its Content-Range; when a group has more than one part, or one part that covers the
+whole file, the joined file is produced as well: covered bytes in order, uncovered ranges
+listed as missing (never invented), overlaps checked for agreement.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pcapwire.extract.buffer import CarvedFile
+
+log = logging.getLogger(__name__)
+
+#: Largest file rebuilt from ranges (a forged total length must not allocate gigabytes).
+MAX_RANGE_TOTAL = 512 * 1024 * 1024
+#: Most parts joined into one file.
+MAX_RANGE_PARTS = 10_000
+
+
+@dataclass
+class _Group:
+    total: int | None
+    parts: list[tuple[int, CarvedFile, str]] = field(default_factory=list)  # first, file, id
+
+
+class RangeAssembler:
+    def __init__(self) -> None:
+        self.groups: dict[tuple[Any, ...], _Group] = {}
+
+    def add(self, part: CarvedFile, part_id: str) -> None:
+        rng = part.extra.get("content_range")
+        key = part.extra.get("range_key")
+        if not rng or not key or part.missing_ranges:
+            return
+        group = self.groups.setdefault(tuple(key), _Group(rng["total"]))
+        if len(group.parts) < MAX_RANGE_PARTS:
+            group.parts.append((rng["first"], part, part_id))
+
+    def finish(self) -> list[CarvedFile]:
+        out = []
+        for key, group in self.groups.items():
+            joined = self._join(key, group)
+            if joined is not None:
+                out.append(joined)
+        self.groups.clear()
+        return out
+
+    def _join(self, key: tuple[Any, ...], group: _Group) -> CarvedFile | None:
+        total = group.total
+        parts = sorted(group.parts, key=lambda p: p[0])
+        if total is None or total > MAX_RANGE_TOTAL:
+            return None
+        covered_end = 0
+        pieces: list[bytes] = []
+        missing: list[tuple[int, int]] = []
+        conflicts = 0
+        for first, part, _ in parts:
+            data = part.data
+            last = min(first + len(data), total)
+            if first > covered_end:
+                missing.append((covered_end, first - covered_end))
+                covered_end = first
+            if last <= covered_end:
+                continue
+            if first < covered_end:  # overlap: the bytes must agree
+                overlap = covered_end - first
+                if data[:overlap] != _tail(pieces, overlap):
+                    conflicts += 1
+                data = data[overlap:]
+            pieces.append(data[:last - covered_end])
+            covered_end = last
+        if covered_end < total:
+            missing.append((covered_end, total - covered_end))
+        if len(parts) < 2 and missing:
+            return None
+        head = parts[0][1]
+        extra = {k: v for k, v in head.extra.items()
+                 if k not in ("content_range", "range_key", "transferred")}
+        extra["assembled_from_ranges"] = {
+            "total": total, "conflicting_overlaps": conflicts,
+            "parts": [{"first": f, "size": len(p.data), "file_id": pid,
+                       "flow": p.flow.to_dict() if p.flow else None} for f, p, pid in parts]}
+        return CarvedFile(data=b"".join(pieces), protocol=head.protocol,
+                          direction=head.direction, ts=head.ts, filename=head.filename,
+                          incomplete=bool(missing) or conflicts > 0, missing_ranges=missing,
+                          extra=extra, flow=head.flow)
+
+
+def _tail(pieces: list[bytes], n: int) -> bytes:
+    out = b""
+    for p in reversed(pieces):
+        out = p + out
+        if len(out) >= n:
+            break
+    return out[-n:] if n else b""

@@ -1,0 +1,108 @@
+"""The carve analyzers: one :class:`pcapwire.extract.carve.Carver` per run (per step), fed
+the run's input in order, emitting each FileRecord/EmailRecord as soon as it is carved.
+
+Artifacts go to ``artifacts_dir`` (content-addressed, shared by runs); without it, to
+``$PCAPWIRE_DATA_DIR/artifacts`` when that is set, else to the step's scratch directory,
+which is removed with the run (the step logs a warning then).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pcapwire.extract import PROTOCOLS
+from pcapwire.extract.artifacts import ArtifactStore
+from pcapwire.extract.carve import Carver
+from pcapwire.extract.source import ChunkFeeder, StreamFeeder
+from pcapwire.records import EmailRecord, FileRecord, PcapChunk, StreamRecord
+from pcapwire.workflow import Analyzer, AnalyzerConfig, Session, StepContext, option
+from pcapwire.workflow.context import Record
+
+Protocol = Literal["http", "smtp", "pop3", "imap", "ftp"]
+
+
+@dataclass(frozen=True)
+class CarveConfig(AnalyzerConfig):
+    protocols: list[Protocol] = option(list(PROTOCOLS),
+                                       description="application protocols to carve")
+    artifacts_dir: str = option("", description="content-addressed artifact store "
+                                "(default: $PCAPWIRE_DATA_DIR/artifacts, else the run's "
+                                "scratch directory, removed with the run)")
+
+
+def _store(ctx: StepContext) -> ArtifactStore:
+    cfg = ctx.config
+    assert isinstance(cfg, CarveConfig)
+    if cfg.artifacts_dir:
+        return ArtifactStore(Path(cfg.artifacts_dir))
+    if os.environ.get("PCAPWIRE_DATA_DIR"):
+        return ArtifactStore(Path(os.environ["PCAPWIRE_DATA_DIR"]) / "artifacts")
+    ctx.log.warning("no artifacts_dir: carved files live in the run's scratch directory "
+                    "and are removed with the run")
+    return ArtifactStore(ctx.workdir / "artifacts")
+
+
+class CarveSession(Session):
+    """Per-run state: the carver and the records waiting to be emitted."""
+
+    def __init__(self, ctx: StepContext, streams: bool) -> None:
+        super().__init__(ctx)
+        self.streams = streams
+        self.ready: list[FileRecord | EmailRecord] = []
+        self.feeder: StreamFeeder | ChunkFeeder | None = None
+
+    async def start(self) -> None:
+        cfg = self.ctx.config
+        assert isinstance(cfg, CarveConfig)
+        carver = Carver(_store(self.ctx), protocols=tuple(cfg.protocols),
+                        on_file=self.ready.append, on_email=self.ready.append)
+        self.feeder = StreamFeeder(carver) if self.streams else ChunkFeeder(carver)
+
+    async def feed(self, record: Record) -> None:
+        assert self.feeder is not None
+        if isinstance(self.feeder, StreamFeeder) and isinstance(record, StreamRecord):
+            self.feeder.feed(record)
+        elif isinstance(self.feeder, ChunkFeeder) and isinstance(record, PcapChunk):
+            self.feeder.feed(record)
+        await self._flush()
+
+    async def finish(self) -> None:
+        assert self.feeder is not None
+        result = self.feeder.finish()
+        await self._flush()
+        for note in result.notes:
+            self.ctx.log.info("%s", note)
+
+    async def _flush(self) -> None:
+        ready = list(self.ready)
+        self.ready.clear()  # the carver's callbacks hold this very list
+        for rec in ready:
+            await self.ctx.emit(rec)
+
+
+class CarveAnalyzer(Analyzer):
+    name = "carve"
+    input_kind = "pcap"
+    outputs = ("file", "email")
+    version = "1.0"
+    description = ("Carve files and emails (HTTP/1.x, SMTP, POP3, IMAP, FTP) from the PCAP "
+                   "stream through pcapwire's TCP reassembler")
+    Config = CarveConfig
+
+    def open_session(self, ctx: StepContext) -> Session:
+        return CarveSession(ctx, streams=False)
+
+
+class CarveStreamsAnalyzer(Analyzer):
+    name = "carve.streams"
+    input_kind = "stream"
+    outputs = ("file", "email")
+    version = "1.0"
+    description = "Carve files and emails from reassembled TCP streams"
+    Config = CarveConfig
+
+    def open_session(self, ctx: StepContext) -> Session:
+        return CarveSession(ctx, streams=True)

@@ -1,0 +1,169 @@
+"""The Suricata analyzer under the workflow contract (:mod:`pcapwire.workflow.analyzer`):
+input kind ``pcap``, a per-run :class:`SuricataSession` (warm engine taken at ``start``,
+chunks fed in order, verdicts emitted the moment Suricata raises them).
+
+Alert verdicts go out through ``ctx.emit``; the other EVE records (http, dns, tls,
+fileinfo, anomaly, smtp) are case metadata: Suricata writes them itself, as EVE JSON
+lines, and the file is kept as ``eve-metadata.json`` in the step's keep directory
+(:mod:`..enginekit.keep`). Spare
+engines (rules loaded before a run asks) live in one pool per event loop on the analyzer
+instance: a cache keyed by configuration, which the contract allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pcapwire.errors import AnalyzerError, ConfigError
+from pcapwire.plugins.enginekit.keep import DATA_DIR_PLACEHOLDER, keep_dir, resolve
+from pcapwire.plugins.suricata.config import (
+    DEFAULT_BASE_CONFIG,
+    FINISH_TIMEOUT_S,
+    METADATA_EVE,
+    START_TIMEOUT_S,
+    SuricataSettings,
+)
+from pcapwire.plugins.suricata.pool import EnginePool
+from pcapwire.plugins.suricata.run import RunResult, SuricataRun
+from pcapwire.plugins.suricata.update import check_rules
+from pcapwire.records import PcapChunk, Verdict
+from pcapwire.workflow import Analyzer, AnalyzerConfig, Session, StepContext, option
+
+VERSION = "1.0"
+METADATA_FILE = METADATA_EVE
+
+
+@dataclass(frozen=True, repr=False)
+class SuricataConfig(AnalyzerConfig):
+    rules: list[str] = option([], description="rule files and directories of *.rules, "
+                              "relative to the workflow file; {data_dir}/rules/suricata.rules "
+                              "is what 'pcapwire rules update' writes")
+    binary: str = option("suricata", description="suricata executable (looked up on PATH)")
+    base_config: str = option(DEFAULT_BASE_CONFIG, description="suricata.yaml to start from")
+    set: dict[str, Any] = option({}, description="suricata.yaml overrides, dotted keys")
+    args: list[str] = option([], description="extra suricata arguments, e.g. ['-k', 'none']")
+    eve_types: list[Any] | None = option(None, description="EVE types (default: alert, "
+                                         "anomaly, http, dns, tls, files, smtp)")
+    ja3: bool = option(False, description="JA3/JA3S fingerprints in tls metadata")
+    ja4: bool = option(False, description="JA4 fingerprints in tls metadata")
+    start_timeout: float = option(START_TIMEOUT_S, minimum=0.001,
+                                  description="seconds to load rules")
+    finish_timeout: float = option(FINISH_TIMEOUT_S, minimum=0.001,
+                                   description="seconds to finish after the end of input")
+    on_rule_error: Literal["fail", "warn"] = option(
+        "fail", description="a rule that fails to load fails the step (fail) or is logged")
+    warm_spares: int = option(1, minimum=0, description="engines kept loaded for next runs")
+    keep_dir: str = option("", description="where EVE metadata is kept (default: the case)")
+
+
+def to_settings(config: SuricataConfig, base_dir: Path | None = None,
+                data_dir: Path | None = None) -> SuricataSettings:
+    """The engine's settings; rule paths resolve like every ``with:`` path
+    (:mod:`..enginekit.keep`: relative to the workflow file, ``{data_dir}`` substituted)."""
+    raw = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    raw.pop("keep_dir")
+    if raw["eve_types"] is None:
+        raw.pop("eve_types")
+    raw["rules"] = [str(resolve(r, base_dir, data_dir)) for r in raw["rules"]]
+    return SuricataSettings.from_mapping(raw)
+
+
+class SuricataAnalyzer(Analyzer):
+    name = "suricata"
+    input_kind = "pcap"
+    outputs = ("verdict",)
+    version = VERSION
+    description = ("Suricata IDS on the query's PCAP stream: warm engine, one flow table per "
+                   "run, alerts as verdicts the moment they fire; EVE metadata kept with "
+                   "the case")
+    Config = SuricataConfig
+
+    def __init__(self) -> None:
+        self._pools: dict[asyncio.AbstractEventLoop, EnginePool] = {}
+
+    def unavailable(self) -> str | None:
+        # A step may name its own binary (unavailable() sees no config): a missing one
+        # fails that step at start with a ConfigError saying how to install Suricata.
+        return None
+
+    def pool(self) -> EnginePool:
+        loop = asyncio.get_running_loop()
+        for old in [lp for lp in self._pools if lp.is_closed()]:
+            del self._pools[old]
+        return self._pools.setdefault(loop, EnginePool())
+
+    async def close(self) -> None:
+        """Stop this loop's spare engines (call at host shutdown)."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+
+    def check_config(self, config: Any, base_dir: Path | None) -> list[str]:
+        """``pcapwire workflow validate``: settings, rule paths, and every rule loaded by
+        Suricata itself (``suricata -T``), refused ones as ``FILE:LINE: message``."""
+        try:
+            settings = to_settings(config, base_dir, None)
+            settings.rule_files()
+            settings.resolve_binary()
+        except ConfigError as exc:
+            if DATA_DIR_PLACEHOLDER in str(exc):
+                return []  # known only when a run has a data directory
+            return [str(exc)]
+        if not settings.rules:
+            return []
+        checked = check_rules(list(settings.rules), binary=settings.binary,
+                              base_config=settings.base_config)
+        problems = [f"{e.file}:{e.line}: {e.message}" for e in checked.errors]
+        problems += [f"{p}: no rule file matches" for p in checked.missing_files]
+        return problems
+
+    def open_session(self, ctx: StepContext) -> Session:
+        return SuricataSession(self, ctx)
+
+
+class SuricataSession(Session):
+    def __init__(self, analyzer: SuricataAnalyzer, ctx: StepContext) -> None:
+        super().__init__(ctx)
+        self.analyzer = analyzer
+        self.run: SuricataRun | None = None
+        self.result: RunResult | None = None
+
+    async def start(self) -> None:
+        config = self.ctx.config
+        assert isinstance(config, SuricataConfig)
+        settings = to_settings(config, self.ctx.base_dir, self.ctx.data_dir)
+        self.run = SuricataRun(settings, pool=self.analyzer.pool(), on_verdict=self._emit,
+                               step=self.ctx.step, case=self.ctx.run.case,
+                               query_id=self.ctx.run.query_id)
+        await self.run.start()
+
+    async def _emit(self, verdict: Verdict) -> None:
+        await self.ctx.emit(verdict)
+
+    async def feed(self, record: Any) -> None:
+        if not isinstance(record, PcapChunk):
+            raise AnalyzerError(f"suricata takes pcap chunks, not {type(record).__name__}")
+        assert self.run is not None
+        await self.run.feed(record)
+
+    async def finish(self) -> None:
+        assert self.run is not None
+        config = self.ctx.config
+        assert isinstance(config, SuricataConfig)
+        where, kept = keep_dir(self.ctx, config.keep_dir, "suricata")
+        self.result = result = await self.run.finish(metadata_dir=where)
+        for err in result.rule_errors:
+            self.ctx.log.warning("rule not loaded: %s", err)
+        if not kept:
+            self.ctx.log.info("EVE metadata in the run's scratch directory %s (no data "
+                              "directory; set keep_dir to keep it)", where)
+        if result.errors:
+            raise AnalyzerError("; ".join(result.errors))
+
+    async def aclose(self) -> None:
+        if self.run is not None:
+            await self.run.abort()

@@ -1,0 +1,408 @@
+"""A warm Suricata: rules loaded before the first chunk, one flow table for the whole run.
+
+Mode (see the plugin README for the measurements behind it): each engine is one
+``suricata -r FIFO`` process. Suricata loads its rules, then opens the FIFO and blocks on
+it, so an engine started ahead of time (a *spare*, :mod:`.pool`) waits fully loaded for a
+run. The run's chunks are written into the FIFO as one continuous capture (first header,
+then records only), so a TCP session split across chunks is one flow to Suricata. Alerts go
+as EVE to a unix stream socket this process listens on (Suricata writes it blocking in
+offline mode, so none is dropped, and they arrive while the input is still streaming); the
+metadata types go to an EVE file Suricata writes itself (:func:`.config.eve_types`).
+Closing the FIFO ends the input: Suricata flushes its flows, logs the last events and exits.
+
+Lifecycle::
+
+    engine = SuricataEngine(settings)
+    await engine.start()              # spawn, wait until rules are loaded
+    consumer = asyncio.create_task(collect(engine.events()))   # always drain events
+    await engine.feed(chunk.data)     # any number of times
+    result = await engine.finish(metadata_to=path)   # end of input; waits for exit
+    # or: await engine.kill()         # on timeout/cancel; always reaps the process
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pcapwire.errors import AnalyzerError
+from pcapwire.plugins.enginekit.fifo import FifoOpener, FifoWriter
+from pcapwire.plugins.enginekit.pcapfeed import PCAP_HEADER_LEN, PcapJoiner
+from pcapwire.plugins.enginekit.process import EngineProcess, describe_returncode
+from pcapwire.plugins.suricata.config import METADATA_EVE, SuricataSettings, build_config
+from pcapwire.plugins.suricata.ruleload import RuleError, RuleLoadLog
+
+log = logging.getLogger(__name__)
+
+#: Longest EVE line accepted (a record with a huge HTTP header block still fits).
+MAX_EVE_LINE = 16 * 2**20
+#: Bytes read from the EVE socket at a time (one batch of events per read).
+EVE_READ_BYTES = 256 * 1024
+#: EVE batches buffered between Suricata and the consumer; beyond it Suricata waits.
+EVE_QUEUE_BATCHES = 64
+#: Longest unix socket path the kernel takes (sun_path is 108 bytes with the NUL).
+SOCKET_PATH_MAX = 107
+#: Seconds a killed (aborted) engine gets between SIGTERM and SIGKILL.
+ABORT_GRACE_S = 0.5
+#: Pipe buffer asked for the FIFO (fewer wake-ups than the 64 KiB default; best effort).
+FIFO_PIPE_BYTES = 2**20
+_END = object()
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: Suricata's last words in pcap-file mode: what it actually read from its input.
+_READ_SUMMARY = re.compile(r"pcap: read \d+ files?, (?P<packets>\d+) packets, (?P<bytes>\d+) bytes")
+
+
+class RuleLoadError(AnalyzerError):
+    """Rules that Suricata refused, each with file and line."""
+
+    def __init__(self, errors: list[RuleError], summary: str) -> None:
+        self.errors = errors
+        super().__init__(f"suricata refused {len(errors)} rule(s):\n{summary}")
+
+
+@dataclass
+class EngineResult:
+    returncode: int
+    events: int
+    bytes_fed: int
+    chunks: int
+    rule_errors: list[RuleError] = field(default_factory=list)
+    bad_eve_lines: int = 0
+    seconds: float = 0.0
+    #: where the metadata EVE file was moved (``finish(metadata_to=...)``) ...
+    metadata_file: Path | None = None
+    #: ... or its records, when no destination was given
+    metadata_events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SuricataEngine:
+    def __init__(self, settings: SuricataSettings) -> None:
+        self.settings = settings
+        self.rule_log = RuleLoadLog()
+        self.process: EngineProcess | None = None
+        self.dir: Path | None = None
+        self.ready_at: float | None = None
+        self._rules_done = asyncio.Event()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(EVE_QUEUE_BATCHES)
+        self._server: asyncio.Server | None = None
+        self._connections: list[asyncio.Task[None]] = []
+        self._writer: FifoWriter | None = None
+        self._joiner = PcapJoiner()
+        self._events = 0
+        self._bad_lines = 0
+        self._ended = False
+        self._started_at = 0.0
+        self.read_packets: int | None = None
+        self.read_bytes: int | None = None
+
+    # -- start -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Spawn Suricata and return once its rules are loaded and it waits for input."""
+        binary = self.settings.resolve_binary()
+        rule_files = self.settings.rule_files()
+        self._started_at = time.monotonic()
+        self.dir = Path(tempfile.mkdtemp(prefix="pcapwire-suricata-"))
+        if len(str(self.dir / "eve.sock")) > SOCKET_PATH_MAX:  # a long $TMPDIR
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = Path(tempfile.mkdtemp(prefix="pcapwire-suricata-", dir="/tmp"))
+        # A spare still alive when the interpreter exits (no host shutdown hook): its
+        # Suricata sees the end of its input and exits; its directory goes here.
+        weakref.finalize(self, shutil.rmtree, str(self.dir), True)
+        try:
+            await self._spawn(binary, rule_files)
+            await self._wait_ready()
+        except BaseException:
+            await self.kill()
+            raise
+
+    async def _spawn(self, binary: str, rule_files: list[Path]) -> None:
+        assert self.dir is not None
+        log_dir = self.dir / "log"
+        log_dir.mkdir()
+        fifo, sock = self.dir / "input.pcap", self.dir / "eve.sock"
+        os.mkfifo(fifo, 0o600)
+        self._server = await asyncio.start_unix_server(self._on_eve_connection, path=str(sock),
+                                                       limit=MAX_EVE_LINE)
+        config = self.dir / "suricata.yaml"
+        config.write_text(build_config(self.settings, log_dir, sock, rule_files))
+        argv = [binary, "-c", str(config), "-r", str(fifo), "-l", str(log_dir),
+                *self.settings.args]
+        self.process = EngineProcess("suricata", argv, cwd=self.dir,
+                                     on_output_line=self._on_output)
+        await self.process.start()
+
+    def _on_output(self, line: str) -> None:
+        m = _READ_SUMMARY.search(line)
+        if m:
+            self.read_packets, self.read_bytes = int(m["packets"]), int(m["bytes"])
+            return
+        self.rule_log.feed(line)
+        if self.rule_log.done:
+            self._rules_done.set()
+
+    async def _wait_ready(self) -> None:
+        """Suricata opens the FIFO only after loading its rules: the open is the sync point."""
+        assert self.process is not None and self.process.proc is not None and self.dir
+        opener = FifoOpener(self.dir / "input.pcap", asyncio.get_running_loop())
+        exited = asyncio.ensure_future(self.process.proc.wait())
+        fd: int | None = None
+        try:
+            async with asyncio.timeout(self.settings.start_timeout):
+                await asyncio.wait({opener.future, exited},
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if opener.future.done() and opener.future.exception() is None:
+                    fd = opener.take()
+                    # Every rule message was printed before the open; wait until it is read.
+                    rules = asyncio.ensure_future(self._rules_done.wait())
+                    await asyncio.wait({rules, exited}, return_when=asyncio.FIRST_COMPLETED)
+                    rules.cancel()
+        except TimeoutError:
+            pass
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            raise
+        finally:
+            exited.cancel()
+            if fd is None:
+                opener.abandon()
+        if fd is None or not self.rule_log.done or self.process.returncode is not None:
+            if fd is not None:
+                os.close(fd)
+            exited_by_itself = self.process.returncode is not None
+            await self.process.stop(grace=ABORT_GRACE_S)
+            raise AnalyzerError(self._describe_failure(
+                f"did not load its rules within {self.settings.start_timeout:g} s",
+                exited=exited_by_itself))
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, F_SETPIPE_SZ, FIFO_PIPE_BYTES)
+        self._writer = FifoWriter(fd, asyncio.get_running_loop())
+        self.ready_at = time.monotonic()
+        errors = self.rule_log.errors
+        log.info("suricata pid %s ready in %.2f s: %s signatures, %d rule error(s)",
+                 self.process.pid, self.ready_at - self._started_at, self.rule_log.signatures,
+                 len(errors))
+        if (errors or self.rule_log.missing_files) and self.settings.on_rule_error == "fail":
+            err = RuleLoadError(errors, self.rule_log.summary() or
+                                f"no rule file matched {self.rule_log.missing_files}")
+            raise err
+
+    def _describe_failure(self, what: str, exited: bool | None = None) -> str:
+        """``suricata exited (exit status 1)`` or ``suricata <what>``, with its last output."""
+        assert self.process is not None
+        rc = self.process.returncode
+        if exited is None:
+            exited = rc is not None
+        status = f"exited ({describe_returncode(rc)})" if exited else what
+        return f"suricata {status}; its last output:\n{self.process.output_text()}"
+
+    # -- EVE -------------------------------------------------------------------------------
+    async def _on_eve_connection(self, reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+        """Read EVE in blocks and queue batches of decoded events (one queue operation per
+        block, not per event: alert-heavy captures produce hundreds of thousands)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.append(task)
+        pending = b""
+        try:
+            while True:
+                block = await reader.read(EVE_READ_BYTES)
+                if not block:
+                    break
+                lines = (pending + block).split(b"\n")
+                pending = lines.pop()
+                if len(pending) > MAX_EVE_LINE:
+                    self._bad_lines += 1
+                    log.warning("suricata: EVE line longer than %d bytes dropped", MAX_EVE_LINE)
+                    pending = b""
+                batch = self._decode(lines)
+                if batch:
+                    await self._queue.put(batch)
+            if pending.strip():
+                batch = self._decode([pending])
+                if batch:
+                    await self._queue.put(batch)
+        finally:
+            writer.close()
+
+    def _decode(self, lines: list[bytes]) -> list[dict[str, Any]]:
+        batch = []
+        for line in lines:
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                self._bad_lines += 1
+                log.warning("suricata: EVE line is not JSON: %r", line[:200])
+                continue
+            if isinstance(event, dict):
+                batch.append(event)
+        self._events += len(batch)
+        return batch
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """EVE events as Suricata writes them; ends after :meth:`finish` or :meth:`kill`."""
+        while True:
+            item = await self._queue.get()
+            if item is _END:
+                await self._queue.put(_END)  # later iterators end too
+                return
+            for event in item:
+                yield event
+
+    async def _end_events(self) -> None:
+        if not self._ended:
+            self._ended = True
+            await self._queue.put(_END)
+
+    # -- input -----------------------------------------------------------------------------
+    async def feed(self, data: bytes, where: str = "") -> None:
+        """Append one chunk (a complete pcap) to the engine's input stream."""
+        if self._writer is None:
+            raise AnalyzerError("suricata: engine is not running (start() it, or it ended)")
+        out = self._joiner.join(data, where)
+        try:
+            await self._writer.write(out)
+        except OSError as exc:
+            # Suricata closed its input: it is ending; let it, so its output says why.
+            assert self.process is not None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.finish_timeout):
+                    await self.process.wait()
+            raise AnalyzerError(self._describe_failure(
+                f"stopped reading its input at {where or 'a chunk'} ({exc})", exited=False)
+                + f"\n(exit: {describe_returncode(self.process.returncode)})") from exc
+
+    @property
+    def linktype(self) -> int | None:
+        return self._joiner.linktype
+
+    # -- end -------------------------------------------------------------------------------
+    async def finish(self, metadata_to: Path | None = None) -> EngineResult:
+        """End of input: close the stream, wait for Suricata to flush and exit.
+
+        The metadata EVE file Suricata wrote is moved to ``metadata_to`` when given (kept
+        as Suricata wrote it); without it, its records are read into the result."""
+        assert self.process is not None
+        try:
+            if self._joiner.header is None:
+                # Nothing was fed: nothing to analyse (Suricata refuses a capture without
+                # packets), so the engine is simply stopped.
+                await self.kill()
+                await self._end_events()
+                return EngineResult(0, 0, 0, 0, list(self.rule_log.errors), 0,
+                                    time.monotonic() - self._started_at)
+            try:
+                async with asyncio.timeout(self.settings.finish_timeout):
+                    if self._writer is not None:
+                        with contextlib.suppress(OSError):  # a failed write: exit says why
+                            await self._writer.close()
+                        self._writer = None
+                    rc = await self.process.wait()
+                    await self._close_eve()
+            except TimeoutError:
+                raise AnalyzerError(self._describe_failure(
+                    f"did not finish within {self.settings.finish_timeout:g} s after the end of "
+                    "its input")) from None
+            if rc != 0:
+                raise AnalyzerError(self._describe_failure(""))
+            self._check_consumed()
+            result = EngineResult(rc, self._events, self._joiner.bytes_out,
+                                  self._joiner.chunks, list(self.rule_log.errors),
+                                  self._bad_lines, time.monotonic() - self._started_at)
+            await asyncio.to_thread(self._take_metadata, result, metadata_to)
+            return result
+        finally:
+            await self.kill()
+
+    def _take_metadata(self, result: EngineResult, metadata_to: Path | None) -> None:
+        assert self.dir is not None
+        written = self.dir / "log" / METADATA_EVE
+        if not written.exists():
+            return
+        if metadata_to is not None:
+            metadata_to.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(written, metadata_to)
+            result.metadata_file = metadata_to
+            return
+        with open(written, "rb") as f:
+            result.metadata_events = [event for event in self._decode(f.read().split(b"\n"))]
+        self._events -= len(result.metadata_events)  # _decode counts socket events
+
+    def _check_consumed(self) -> None:
+        """Suricata exits 0 even when its reader thread failed (an unsupported link type)
+        or stopped at a broken record; its read summary must account for every byte fed:
+        24 (file header) + 16 per record + the captured bytes."""
+        fed = self._joiner.bytes_out
+        if self.read_packets is None or self.read_bytes is None:
+            raise AnalyzerError(self._describe_failure(
+                f"did not report reading its input ({fed} bytes fed)", exited=False))
+        consumed = PCAP_HEADER_LEN + 16 * self.read_packets + self.read_bytes
+        if consumed != fed:
+            raise AnalyzerError(self._describe_failure(
+                f"read {self.read_packets} packets ({consumed} of the {fed} bytes fed); the "
+                "rest of its input was not analysed", exited=False))
+
+    async def _close_eve(self) -> None:
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        await self._end_events()
+
+    async def kill(self) -> None:
+        """Stop everything now (idempotent): process reaped, socket closed, files removed.
+
+        Safe in a task being cancelled and in a loop that is closing (asyncio.run cancels
+        every task, the engine's own helpers included): the cleanup in ``finally`` runs
+        whatever the awaits in between raise."""
+        try:
+            if self._writer is not None:
+                self._writer.abort()
+                self._writer = None
+            if self.process is not None:
+                # Nothing a killed engine says is kept. A Suricata still loading rules or
+                # waiting on its FIFO ignores SIGTERM until its threads are up, so one
+                # that never got ready is SIGKILLed at once; a running one gets a short
+                # grace first.
+                grace = ABORT_GRACE_S if self.ready_at is not None else 0.0
+                await self.process.stop(grace=grace)
+            for task in self._connections:
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            self._connections.clear()
+        finally:
+            if self.process is not None:
+                self.process.kill_now()  # no-op once reaped
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            if not self._ended:
+                self._ended = True
+                while self._queue.full():  # consumer gone: make room so iterators end
+                    self._queue.get_nowait()
+                self._queue.put_nowait(_END)
+            if self.dir is not None:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                self.dir = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None

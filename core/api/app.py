@@ -1,0 +1,72 @@
+"""The application factory: ``create_app(ApiConfig(data_dir=...))``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from pcapwire.api import (
+    dashboard,
+    openapi,
+    routes_admin,
+    routes_artifacts,
+    routes_cases,
+    routes_events,
+    routes_flows,
+    routes_ingest,
+    routes_queries,
+    routes_results,
+    routes_workflows,
+)
+from pcapwire.api.artifacts import MAX_CONCURRENT_CARVES
+from pcapwire.api.auth import auth_middleware
+from pcapwire.api.authdb import AuthDB
+from pcapwire.api.config import ApiConfig
+from pcapwire.api.errors import error_middleware
+from pcapwire.api.jobs import QueryManager
+from pcapwire.api.keys import AUTH, CARVES, CONFIG, QUERIES, TENANTS, WORKFLOWS
+from pcapwire.api.limits import QuerySlots
+from pcapwire.api.tenants import TenantRegistry
+from pcapwire.api.workflows import WorkflowService
+
+ROUTE_MODULES = (routes_admin, routes_queries, routes_results, routes_artifacts, routes_events,
+                 routes_ingest, routes_flows, routes_cases, routes_workflows, openapi, dashboard)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'"}
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for k, v in SECURITY_HEADERS.items():
+        response.headers.setdefault(k, v)
+
+
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    app[AUTH] = AuthDB(config.auth_db)
+    app[TENANTS] = TenantRegistry(config)
+    app[CARVES] = asyncio.Semaphore(MAX_CONCURRENT_CARVES)
+    app[WORKFLOWS] = WorkflowService(config.workflow_dirs)
+    app[WORKFLOWS].start()
+    app[QUERIES] = QueryManager(QuerySlots(config.max_concurrent_queries), app[WORKFLOWS])
+    yield
+    await app[QUERIES].close()
+    await app[WORKFLOWS].stop()
+    app[TENANTS].close()
+    app[AUTH].close()
+
+
+def create_app(config: ApiConfig) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
+                          client_max_size=config.max_body_bytes)
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_state)
+    app.on_response_prepare.append(_security_headers)
+    for module in ROUTE_MODULES:
+        app.router.add_routes(module.routes)
+    return app

@@ -1,0 +1,111 @@
+"""Files and emails of a query: carved from its stored result on first request by
+``pcapwire extract`` in a child process (CPU work never competes with the event loop),
+into ``results/<id>.carve/`` (``files.jsonl``, ``emails.jsonl``, ``summary.json`` and a
+content-addressed ``artifacts/`` store). Later requests read what was carved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pcapwire.api.errors import ApiError
+from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
+from pcapwire.records import SEVERITIES
+
+if TYPE_CHECKING:
+    from pcapwire.api.tenants import TenantStore
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_CARVES = 2  # carving child processes of the whole server at once
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def carve_dir(ts: TenantStore, query_id: str) -> Path:
+    return ts.results / f"{query_id}.carve"
+
+
+def carved(ts: TenantStore, query_id: str) -> bool:
+    return (carve_dir(ts, query_id) / "summary.json").exists()
+
+
+async def carve(ts: TenantStore, query_id: str, slots: asyncio.Semaphore) -> None:
+    """Carve the stored result of a finished query once (concurrent callers wait)."""
+    lock = ts.carve_locks.setdefault(query_id, asyncio.Lock())
+    async with lock:
+        if carved(ts, query_id):
+            return
+        pcap = ts.results / f"{query_id}.pcap"
+        if not pcap.exists():
+            raise ApiError(409, "no_result", "this query has no stored result to carve")
+        async with slots:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pcapwire.cli", "extract", "--pcap", str(pcap),
+                "--out", str(carve_dir(ts, query_id)), stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE)
+            try:
+                _out, err = await proc.communicate()
+            except asyncio.CancelledError:
+                proc.kill()
+                await proc.wait()
+                raise
+    if proc.returncode not in (EXIT_OK, EXIT_PARTIAL):
+        message = err.decode(errors="replace").strip()
+        log.error("carving query %s failed (exit %s): %s", query_id, proc.returncode, message)
+        raise ApiError(422, "carve_failed", f"carving the result failed: {message[-500:]}")
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def triage(record: dict[str, Any], verdicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the workflows said about this file: verdicts whose subject is the file (by id)
+    or that name its SHA-256 in their evidence."""
+    mine = [v for v in verdicts if v.get("subject_kind") == "file" and (
+        v.get("subject_id") == record["id"]
+        or (v.get("evidence") or {}).get("sha256") == record["sha256"])]
+    ranks = [SEVERITIES.index(v["severity"]) for v in mine if v.get("severity") in SEVERITIES]
+    return {"verdicts": len(mine), "max_severity": SEVERITIES[max(ranks)] if ranks else None,
+            "analyzers": sorted({v.get("analyzer", "") for v in mine})}
+
+
+def files(ts: TenantStore, query_id: str, verdicts: list[dict[str, Any]] | None = None
+          ) -> list[dict[str, Any]]:
+    """The query's carved files (empty until carved), each with ``query_id`` and
+    ``triage``; the server-side ``path`` is not shown."""
+    out = []
+    for rec in _jsonl(carve_dir(ts, query_id) / "files.jsonl"):
+        rec.pop("path", None)
+        out.append({**rec, "query_id": query_id, "triage": triage(rec, verdicts or [])})
+    return out
+
+
+def emails(ts: TenantStore, query_id: str) -> list[dict[str, Any]]:
+    out = []
+    for rec in _jsonl(carve_dir(ts, query_id) / "emails.jsonl"):
+        rec.pop("path", None)
+        out.append({**rec, "query_id": query_id})
+    return out
+
+
+def summary(ts: TenantStore, query_id: str) -> dict[str, Any] | None:
+    path = carve_dir(ts, query_id) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def content_path(ts: TenantStore, query_id: str, sha256: str, suffix: str = "") -> Path | None:
+    """Where the carved bytes with this SHA-256 are, inside this query's carve directory
+    (never a path taken from a record)."""
+    if not SHA256_RE.fullmatch(sha256):
+        return None
+    path = carve_dir(ts, query_id) / "artifacts" / sha256[:2] / (sha256 + suffix)
+    return path if path.is_file() else None

@@ -1,0 +1,266 @@
+"""Running queries: each one is a background task that spools its result as one continuous
+capture (``results/<id>.pcap``) while feeding the chunks to the requested workflows.
+
+Readers never wait for the end: ``GET …/pcap`` follows the spool file as it grows and the
+verdict stream follows the job's verdict list; both wake on the job's condition. The
+workflow engine keeps runs and verdicts in the tenant's case store, so finished results
+outlive the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pcapwire.api.errors import ApiError
+from pcapwire.api.limits import RUNNING_JOBS_KEPT, QuerySlots
+from pcapwire.api.tenants import TenantStore
+from pcapwire.api.workflows import WorkflowService
+from pcapwire.errors import QueryError
+from pcapwire.query import QuerySpec, QueryStats, StreamFormatter
+from pcapwire.records import PcapChunk
+
+log = logging.getLogger(__name__)
+
+FINAL = ("done", "error", "cancelled")
+Deliver = Callable[[PcapChunk], Awaitable[None]]
+Source = Callable[[Deliver], Awaitable[None]]  # produces a job's chunks
+
+
+def spec_of(record: dict[str, Any]) -> QuerySpec:
+    """The QuerySpec of a history record (:meth:`QueryJob.spec_record`)."""
+    return QuerySpec.from_dict({k: v for k, v in record.items()
+                                if k not in ("workflows", "rerun_of")})
+
+
+@dataclass
+class QueryJob:
+    id: str
+    tenant: str
+    spec: QuerySpec
+    workflows: list[str]
+    segments_planned: int
+    pcap_path: Path
+    status: str = "running"
+    error: str | None = None
+    error_code: str | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    stats: QueryStats = field(default_factory=QueryStats)
+    written: int = 0  # bytes of the spool file readers may read
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # workflow run summaries
+    rerun_of: str = ""  # the query whose stored result this job replays
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    task: asyncio.Task[None] | None = None
+
+    def spec_record(self) -> dict[str, Any]:
+        """The spec as kept in the history: the query, its workflows, what it replays."""
+        out = {**self.spec.to_dict(), "workflows": self.workflows}
+        if self.rerun_of:
+            out["rerun_of"] = self.rerun_of
+        return out
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    async def notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def wait_change(self, timeout: float) -> None:
+        async with self.changed:
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    def progress(self) -> float:
+        if self.status == "done":
+            return 1.0
+        if not self.segments_planned:
+            return 0.0
+        return min(0.99, self.stats.segments_scanned / self.segments_planned)
+
+
+class QueryManager:
+    def __init__(self, slots: QuerySlots, workflows: WorkflowService) -> None:
+        self.slots = slots
+        self.workflows = workflows
+        self.jobs: OrderedDict[str, QueryJob] = OrderedDict()
+
+    def get(self, tenant: str, query_id: str) -> QueryJob | None:
+        job = self.jobs.get(query_id)
+        return job if job is not None and job.tenant == tenant else None
+
+    def running(self, tenant: str) -> list[QueryJob]:
+        return [j for j in self.jobs.values() if j.tenant == tenant and not j.final]
+
+    async def submit(self, ts: TenantStore, spec: QuerySpec, workflows: list[str] | None
+                     ) -> QueryJob:
+        """Start a query. ``workflows=None``: the workflows whose trigger matches the
+        query's case and event; a list (possibly empty): exactly those."""
+        if workflows is None:
+            workflows = self.workflows.triggered(spec.case, spec.event)
+        self.workflows.check(ts.tenant, workflows)
+        engine = ts.engine()
+        plan = engine.plan(spec)  # QueryError (bad BPF...) before anything starts
+        self.slots.acquire(ts.tenant)
+        qid = uuid.uuid4().hex
+        job = QueryJob(qid, ts.tenant, spec, workflows, len(plan.segments),
+                       ts.results / f"{qid}.pcap")
+        try:
+            await ts.write("add_query", qid, spec.case, spec.event, job.spec_record())
+            job.pcap_path.write_bytes(StreamFormatter(plan.snaplens).header())
+        except BaseException:
+            self.slots.release(ts.tenant)
+            raise
+        job.written = job.pcap_path.stat().st_size
+        self._start(job, self._run(ts, job, self._scan(engine, job, plan.snaplens)))
+        return job
+
+    def _trim(self) -> None:
+        while len(self.jobs) > RUNNING_JOBS_KEPT:
+            oldest = next((k for k, j in self.jobs.items() if j.final), None)
+            if oldest is None:
+                return
+            del self.jobs[oldest]
+
+    async def _run(self, ts: TenantStore, job: QueryJob, source: Source) -> None:
+        """Run ``source`` (which hands each chunk to ``deliver``) with the job's workflows
+        consuming the chunks, and record how it ended."""
+        feed: asyncio.Queue[PcapChunk | None] = asyncio.Queue(4)
+        runner = (asyncio.create_task(self._workflows(ts, job, feed)) if job.workflows
+                  else None)
+
+        async def deliver(chunk: PcapChunk) -> None:
+            if runner is None or runner.done():
+                return
+            put = asyncio.ensure_future(feed.put(chunk))
+            await asyncio.wait({put, runner}, return_when=asyncio.FIRST_COMPLETED)
+            put.cancel()  # no-op once done; a failed runner no longer takes chunks
+
+        try:
+            await source(deliver)
+            if runner is not None:
+                if not runner.done():
+                    await feed.put(None)
+                await runner
+            job.status = "done"
+        except asyncio.CancelledError:
+            job.status = "cancelled"
+        except QueryError as exc:
+            job.status, job.error = "error", str(exc)
+            job.error_code = "result_too_large" if "exceeds the limit" in str(exc) \
+                else "invalid_query"
+        except Exception as exc:
+            log.exception("query %s failed", job.id)
+            job.status, job.error, job.error_code = "error", str(exc), "internal_error"
+        finally:
+            if runner is not None and not runner.done():
+                runner.cancel()
+            job.finished = time.time()
+            self.slots.release(job.tenant)
+            try:
+                await ts.write("finish_query", job.id, job.status, job.stats.packets,
+                               job.stats.bytes, job.error)
+            finally:
+                await job.notify()
+
+    def _scan(self, engine: Any, job: QueryJob, snaplens: dict[int, int]) -> Source:
+        async def scan(deliver: Deliver) -> None:
+            fmt = StreamFormatter(snaplens)
+            chunks = engine.run(job.spec, job.id, record=False, stats=job.stats)
+            with open(job.pcap_path, "ab") as out:
+                async with aclosing(chunks):
+                    async for chunk in chunks:
+                        await self._spool(job, fmt, out, chunk)
+                        await deliver(chunk)
+        return scan
+
+    async def rerun(self, ts: TenantStore, row: dict[str, Any], workflows: list[str]
+                    ) -> QueryJob:
+        """Run workflows on the stored result of query ``row`` (a finished query of this
+        tenant), as a new query of the same case whose result is that same capture."""
+        from pcapwire.workflow.sources import file_chunks
+
+        if not workflows:
+            raise ApiError(400, "no_workflows", "name at least one workflow to run")
+        self.workflows.check(ts.tenant, workflows)
+        src = ts.results / f"{row['id']}.pcap"
+        if row["status"] != "done" or not src.exists():
+            raise ApiError(409, "no_result", f"query {row['id']} has no complete stored "
+                           f"result (status {row['status']}); run the query again")
+        spec = spec_of(row["spec"])
+        self.slots.acquire(ts.tenant)
+        qid = uuid.uuid4().hex
+        job = QueryJob(qid, ts.tenant, spec, workflows, 0, ts.results / f"{qid}.pcap",
+                       rerun_of=row["id"])
+        try:
+            os.link(src, job.pcap_path)  # the same bytes, under the new id
+            await ts.write("add_query", qid, spec.case, spec.event, job.spec_record())
+        except BaseException:
+            self.slots.release(ts.tenant)
+            job.pcap_path.unlink(missing_ok=True)
+            raise
+        job.written = job.pcap_path.stat().st_size
+        job.stats.packets, job.stats.bytes = row["packets"], row["bytes"]
+
+        async def replay(deliver: Deliver) -> None:
+            async for chunk in file_chunks(job.pcap_path, query_id=qid):
+                job.stats.chunks += 1
+                await deliver(chunk)
+
+        self._start(job, self._run(ts, job, replay))
+        return job
+
+    def _start(self, job: QueryJob, coro: Coroutine[Any, Any, None]) -> None:
+        self.jobs[job.id] = job
+        self._trim()
+        job.task = asyncio.create_task(coro, name=f"query-{job.id[:8]}")
+
+    @staticmethod
+    async def _spool(job: QueryJob, fmt: StreamFormatter, out: BinaryIO,
+                     chunk: PcapChunk) -> None:
+        if chunk.linktype not in fmt.snaplens:
+            raise QueryError("the store gained a new link type while this query ran; submit "
+                             "the query again")
+        out.write(fmt.body(chunk))
+        out.flush()
+        job.written = out.tell()
+        await job.notify()
+
+    async def _workflows(self, ts: TenantStore, job: QueryJob,
+                         feed: asyncio.Queue[PcapChunk | None]) -> None:
+        async def chunks() -> AsyncIterator[PcapChunk]:
+            while (chunk := await feed.get()) is not None:
+                yield chunk
+
+        async def on_verdict(verdict: dict[str, Any]) -> None:
+            job.verdicts.append(verdict)
+            await job.notify()
+
+        job.runs = await self.workflows.run(ts, job.workflows, chunks(), job.spec.case,
+                                            job.spec.event, job.id, on_verdict)
+
+    def cancel(self, job: QueryJob) -> None:
+        if job.final:
+            raise ApiError(409, "query_finished", f"query {job.id} already ended ({job.status})")
+        if job.task is not None:
+            job.task.cancel()
+
+    async def close(self) -> None:
+        tasks = [j.task for j in self.jobs.values() if j.task is not None and not j.task.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

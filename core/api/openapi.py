@@ -1,0 +1,229 @@
+"""The OpenAPI 3.1 document, served at ``/api/v1/openapi.json``.
+
+Written by hand from :mod:`.schemas`; ``x-required-role`` on every operation is what the
+route declares (a test checks that they agree and that every ``/api`` route is here).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pcapwire.api.auth import PUBLIC, role
+from pcapwire.api.schemas import SCHEMAS, ref
+
+routes = web.RouteTableDef()
+OPENAPI_PATH = "/api/v1/openapi.json"
+
+_ERR = {"application/json": {"schema": ref("Error")}}
+_REASONS = {400: "Invalid input", 401: "Missing, unknown or revoked token",
+            403: "Role too low, CSRF token missing, or path not allowed",
+            404: "Not found in your tenant", 409: "Conflicts with the current state",
+            413: "Body or upload over its limit", 415: "Wrong Content-Type",
+            422: "The query ended without a complete result",
+            429: "Too many running queries in your tenant"}
+_AUTH_ERRS = (400, 401, 403)
+
+
+def _json(schema: str, desc: str = "OK") -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": ref(schema)}}}
+
+
+def _param(name: str, where: str = "query", schema: dict[str, Any] | None = None,
+           desc: str = "", required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "description": desc, "schema": schema or {"type": "string"}}
+
+
+def op(summary: str, need: str, ok: dict[int, dict[str, Any]], *, errors: tuple[int, ...] = (),
+       body: str | dict[str, Any] | None = None, params: tuple[dict[str, Any], ...] = (),
+       tag: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": summary, "x-required-role": need,
+                           "tags": [tag] if tag else [], "parameters": list(params),
+                           "responses": {str(k): v for k, v in ok.items()}}
+    codes = set(errors) | (set(_AUTH_ERRS) if need != PUBLIC else set())
+    if body is not None:
+        codes |= {400, 413, 415}
+        content = {"application/json": {"schema": ref(body)}} if isinstance(body, str) else body
+        out["requestBody"] = {"required": True, "content": content}
+    for code in sorted(codes):
+        out["responses"][str(code)] = {"description": _REASONS[code], "content": _ERR}
+    if need == PUBLIC:
+        out["security"] = []
+    return out
+
+
+QID = _param("id", "path", {"type": "string"}, "query id")
+CASE = _param("case", "path", {"type": "string"}, "case name")
+LIMIT = _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 1000})
+OFFSET = _param("offset", schema={"type": "integer", "minimum": 0})
+SHA = _param("sha256", "path", {"type": "string"}, "SHA-256 of the file (hex)")
+BINARY = {"description": "the bytes", "content": {"application/octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}}}
+TIMEQ = {"type": "string", "description": "ISO 8601 or Unix seconds"}
+PCAP = {"description": "One continuous capture (classic pcap; pcapng when link types mix), "
+        "sent while the query runs", "content": {"application/vnd.tcpdump.pcap": {
+            "schema": {"type": "string", "format": "binary"}}}}
+EVENT_PARAMS = (
+    _param("margin", schema={"type": "number", "minimum": 0, "maximum": 86400},
+           desc="seconds added before and after the event (server default otherwise)"),
+    _param("case", schema={"type": "string", "minLength": 1, "maxLength": 200}),
+    _param("event", schema={"type": "string", "maxLength": 200},
+           desc="event name for the history (default: derived from the event)"),
+    _param("workflows", desc="comma-separated workflow names to run on the result"))
+UPLOAD = {"application/vnd.tcpdump.pcap": {"schema": {"type": "string", "format": "binary"}},
+          "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+          "application/json": {"schema": ref("IngestPath")}}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/health": {"get": op("Liveness and version", PUBLIC, {200: _json("Health")})},
+    OPENAPI_PATH: {"get": op("This document", PUBLIC, {200: {
+        "description": "OpenAPI 3.1", "content": {"application/json": {"schema": {
+            "type": "object"}}}}})},
+    "/api/v1/whoami": {"get": op("The caller's token, tenant and role", "viewer",
+                                 {200: _json("WhoAmI")})},
+    "/api/v1/queries": {
+        "post": op("Submit a query; returns at once, the query runs in the background",
+                   "analyst", {202: _json("Query", "Accepted")}, errors=(429,),
+                   body="QueryRequest", tag="queries"),
+        "get": op("The tenant's query history, newest first", "viewer", {200: _json(
+            "QueryList")}, tag="queries", params=(
+                _param("case"), _param("q", desc="substring of case or event name"),
+                _param("status", schema={"enum": ["running", "done", "error", "cancelled"]}),
+                LIMIT, OFFSET))},
+    "/api/v1/queries/check": {"post": op("Check a BPF expression with libpcap", "viewer",
+                                         {200: _json("BpfCheckResult")}, body="BpfCheck",
+                                         tag="queries")},
+    "/api/v1/queries/{id}": {"get": op("Status and progress of a query", "viewer",
+                                       {200: _json("Query")}, errors=(404,), params=(QID,),
+                                       tag="queries")},
+    "/api/v1/queries/{id}/cancel": {"post": op("Cancel a running query", "analyst",
+                                               {200: _json("Query")}, errors=(404, 409),
+                                               params=(QID,), tag="queries")},
+    "/api/v1/queries/{id}/pcap": {"get": op(
+        "The result as one PCAP, streamed from the first match while the query runs "
+        "(chunked); the connection is cut without a final chunk if the query fails",
+        "viewer", {200: PCAP}, errors=(404, 409, 422), params=(QID,), tag="queries")},
+    "/api/v1/queries/{id}/verdicts": {"get": op("Verdicts found so far", "viewer", {
+        200: _json("VerdictList")}, errors=(404,), params=(QID,), tag="queries")},
+    "/api/v1/queries/{id}/verdicts/stream": {"get": op(
+        "Live verdicts (Server-Sent Events: verdict, status, end)", "viewer", {200: {
+            "description": "text/event-stream", "content": {"text/event-stream": {
+                "schema": {"type": "string"}}}}}, errors=(404,), params=(QID,),
+        tag="queries")},
+    "/api/v1/queries/{id}/files": {"get": op(
+        "Files carved from the query's result (carved on first request), with hashes and "
+        "triage (the workflows' verdicts about each)", "viewer", {200: _json("FileList")},
+        errors=(404, 409, 422), params=(QID,), tag="files")},
+    "/api/v1/queries/{id}/emails": {"get": op(
+        "Emails rebuilt from the query's result (sender, recipients, subject, attachments)",
+        "viewer", {200: _json("EmailList")}, errors=(404, 409, 422), params=(QID,),
+        tag="files")},
+    "/api/v1/queries/{id}/files/{sha256}": {"get": op(
+        "Metadata of one carved file", "viewer", {200: _json("FileMeta")},
+        errors=(404, 409, 422), params=(QID, SHA), tag="files")},
+    "/api/v1/queries/{id}/files/{sha256}/content": {"get": op(
+        "The file's bytes as an attachment (application/octet-stream, safe filename, "
+        "nosniff, sandboxing CSP: a browser saves it and never renders it)", "viewer",
+        {200: BINARY}, errors=(404, 409, 422), params=(QID, SHA), tag="files")},
+    "/api/v1/queries/{id}/emails/{email_id}/eml": {"get": op(
+        "The message exactly as carried (.eml, message/rfc822, as an attachment)", "viewer",
+        {200: {"description": "the .eml", "content": {"message/rfc822": {
+            "schema": {"type": "string", "format": "binary"}}}}}, errors=(404, 409, 422),
+        params=(QID, _param("email_id", "path")), tag="files")},
+    "/api/v1/events": {"post": op(
+        "Event-to-PCAP: turn a Suricata EVE record, a Zeek conn.log JSON record or "
+        "{five_tuple, timestamp} into a query", "analyst",
+        {202: _json("Query", "Accepted")}, errors=(429,), body="Event",
+        params=EVENT_PARAMS, tag="events")},
+    "/api/v1/events/pcap": {"post": op(
+        "Event-to-PCAP in one call: the PCAP of the event's flow (header "
+        "X-Pcapwire-Query-Id names the query)", "analyst", {200: PCAP}, errors=(429,),
+        body="Event", params=EVENT_PARAMS, tag="events")},
+    "/api/v1/flows": {"get": op("The flow index", "viewer", {200: _json("FlowList")},
+                                tag="flows", params=(
+        _param("host", desc="IP; repeat or comma-separate"), _param("net", desc="CIDR"),
+        _param("port"), _param("proto"), _param("start", schema=TIMEQ),
+        _param("end", schema=TIMEQ), LIMIT))},
+    "/api/v1/ingest": {"post": op(
+        "Ingest an uploaded capture (pcap, pcapng, gzip) or, for admins, a server-side path "
+        "under the configured ingest directories", "analyst", {200: _json("IngestSummary")},
+        errors=(404, 409), body={**UPLOAD}, tag="ingest", params=(
+            _param("sensor", desc="sensor of your tenant the capture comes from"),
+            _param("filename", desc="name shown in errors")))},
+    "/api/v1/sensors": {
+        "get": op("Sensors of the tenant", "admin", {200: _json("SensorList")}, tag="admin"),
+        "post": op("Register a sensor", "admin", {201: _json("Sensor", "Created")},
+                   errors=(409,), body="SensorRequest", tag="admin")},
+    "/api/v1/sensors/{name}": {"delete": op(
+        "Remove a sensor", "admin", {204: {"description": "Removed"}}, errors=(404,),
+        params=(_param("name", "path"),), tag="admin")},
+    "/api/v1/tokens": {
+        "get": op("Tokens of the tenant (never their secrets)", "admin",
+                  {200: _json("TokenList")}, tag="admin"),
+        "post": op("Create a token; the secret is in this response only", "admin",
+                   {201: _json("TokenCreated", "Created")}, body="TokenRequest", tag="admin")},
+    "/api/v1/tokens/{token_id}": {"delete": op(
+        "Revoke a token (and its dashboard sessions)", "admin", {204: {"description":
+                                                                       "Revoked"}},
+        errors=(404, 409), params=(_param("token_id", "path"),), tag="admin")},
+    "/api/v1/cases": {"get": op("Cases, searchable", "viewer", {200: _json("CaseList")},
+                                tag="cases", params=(
+        _param("q", desc="substring of case or event name"), _param("since", schema=TIMEQ),
+        _param("until", schema=TIMEQ), _param("ip"), _param("hash", desc="MD5/SHA-1/SHA-256"),
+        _param("severity", schema={"enum": ["info", "low", "medium", "high", "critical"]},
+               desc="at least this severity"), LIMIT, OFFSET))},
+    "/api/v1/cases/{case}": {"get": op("A case: queries, verdicts, files, emails", "viewer",
+                                       {200: _json("Case")}, errors=(404,), params=(CASE,),
+                                       tag="cases")},
+    "/api/v1/cases/{case}/timeline": {"get": op(
+        "Packets and verdicts over time", "viewer", {200: _json("Timeline")}, errors=(404,),
+        params=(CASE, _param("buckets", schema={"type": "integer", "minimum": 1,
+                                                "maximum": 1000})), tag="cases")},
+    "/api/v1/cases/{case}/flows": {"get": op(
+        "Flows the case's queries selected", "viewer", {200: _json("FlowList")},
+        errors=(404,), params=(CASE, LIMIT), tag="cases")},
+    "/api/v1/cases/{case}/bundle": {"get": op(
+        "The case as a zip: PCAPs, files, emails, verdicts.jsonl (ECS), case.json and "
+        "MANIFEST.sha256", "viewer", {200: {"description": "zip", "content": {
+            "application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
+        errors=(404, 409), params=(CASE,), tag="cases")},
+    "/api/v1/workflows": {"get": op("Workflows this server can run (and invalid documents "
+                                     "found in its workflow directories)", "viewer",
+                                     {200: _json("WorkflowList")}, tag="workflows")},
+    "/api/v1/workflows/validate": {"post": op(
+        "Validate a workflow document against the schema and this server's analyzers; "
+        "problems carry line and column", "viewer", {200: _json("Validation")},
+        body={"application/yaml": {"schema": {"type": "string"}}},
+        params=(_param("name", desc="file name shown in problems"),), tag="workflows")},
+    "/api/v1/queries/{id}/run": {"post": op(
+        "Run workflows on a finished query's stored result (a new query of the same case)",
+        "analyst", {202: _json("Query", "Accepted")}, errors=(404, 409, 429),
+        body="RunRequest", params=(QID,), tag="workflows")},
+    "/api/v1/plugins": {"get": op("Loaded plugins, failed plugins and their analyzers",
+                                  "viewer", {200: _json("Plugins")}, tag="workflows")},
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "pcapwire", "version": "1",
+                 "description": "Packet store queries, event-to-PCAP, cases and verdicts. "
+                                "Errors are JSON: {code, message, details}."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}, {"sessionCookie": []}],
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer",
+                           "description": "pwt_<id>_<secret> from `pcapwire token create`"},
+            "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "pcapwire_session",
+                              "description": "dashboard session; state-changing requests "
+                                             "also need X-CSRF-Token"}}},
+    }
+
+
+@routes.get(OPENAPI_PATH)
+@role(PUBLIC)
+async def serve(request: web.Request) -> web.Response:
+    return web.json_response(document())

@@ -1,0 +1,184 @@
+"""Cases: the history of queries grouped by case name, with their verdicts, files and
+emails; search; a timeline; the flows the case touched; a downloadable bundle."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pcapwire.api import artifacts
+from pcapwire.api.auth import role
+from pcapwire.api.bodies import int_param, page
+from pcapwire.api.bundle import BUNDLE_BLOCK, write_bundle
+from pcapwire.api.downloads import download_headers
+from pcapwire.api.errors import ApiError, not_found
+from pcapwire.api.history import max_severity, read_verdicts, search_queries
+from pcapwire.api.jobs import spec_of
+from pcapwire.api.keys import QUERIES
+from pcapwire.api.limits import MAX_PAGE_SIZE
+from pcapwire.api.routes_artifacts import carve_all
+from pcapwire.api.routes_flows import flows_for
+from pcapwire.api.routes_queries import tenant_store, time_ns, view
+from pcapwire.api.tenants import TenantStore
+from pcapwire.api.timeline import TIMELINE_BUCKETS, collect, histogram
+from pcapwire.query import QuerySpec
+from pcapwire.records import SEVERITIES
+
+routes = web.RouteTableDef()
+
+
+def _verdicts(request: web.Request, ts: TenantStore, rows: list[dict[str, Any]]
+              ) -> list[dict[str, Any]]:
+    jobs = request.app[QUERIES]
+    return [v for r in rows
+            for v in read_verdicts(ts, r["id"], r["case"], jobs.get(ts.tenant, r["id"]))]
+
+
+def _mentions_hash(record: dict[str, Any], h: str) -> bool:
+    return h in {str(record.get(k, "")).lower() for k in ("sha256", "md5", "sha1", "subject_id")}
+
+
+def _originals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without the reruns (a rerun's result is its original's bytes: counting or
+    carving it again would show every packet and file twice)."""
+    return [r for r in rows if not r["spec"].get("rerun_of")]
+
+
+def _case_rows(request: web.Request, ts: TenantStore, case: str) -> list[dict[str, Any]]:
+    rows = search_queries(ts, case=case)
+    if not rows:
+        raise not_found("case", case)
+    return rows
+
+
+@routes.get("/api/v1/cases")
+@role("viewer")
+async def list_cases(request: web.Request) -> web.Response:
+    """Search: ``q`` (case/event substring), ``since``/``until`` (query start), ``ip``,
+    ``hash`` (of a file or a verdict's subject), ``severity`` (at least this bad)."""
+    ts = tenant_store(request)
+    q = request.query
+    sev = q.get("severity")
+    if sev is not None and sev not in SEVERITIES:
+        raise ApiError(400, "invalid_parameter", f"severity must be one of "
+                       f"{', '.join(SEVERITIES)}", {"parameter": "severity"})
+    ip = q.get("ip")
+    if ip is not None:
+        QuerySpec(hosts=[ip])  # 400 on a bad address
+    rows = search_queries(ts, text=q.get("q"), ip=ip,
+                          since=time_ns(q["since"]) / 1e9 if "since" in q else None,
+                          until=time_ns(q["until"]) / 1e9 if "until" in q else None)
+    cases: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        cases.setdefault(r["case"], []).append(r)
+    out = []
+    h = q.get("hash", "").lower()
+    for name, group in cases.items():
+        verdicts = _verdicts(request, ts, group)
+        worst = max_severity(verdicts)
+        if sev is not None and (worst is None or SEVERITIES.index(worst) < SEVERITIES.index(sev)):
+            continue
+        if h and not any(_mentions_hash(x, h) for x in
+                         verdicts + [f for r in group for f in artifacts.files(ts, r["id"])]):
+            continue
+        out.append({"case": name, "queries": len(group),
+                    "events": sorted({r["event"] for r in group if r["event"]}),
+                    "first": min(r["started"] for r in group),
+                    "last": max(r["started"] for r in group),
+                    "packets": sum(r["packets"] for r in _originals(group)),
+                    "verdicts": len(verdicts), "max_severity": worst})
+    limit, offset = page(request)
+    return web.json_response({"cases": out[offset:offset + limit]})
+
+
+@routes.get("/api/v1/cases/{case}")
+@role("viewer")
+async def get_case(request: web.Request) -> web.Response:
+    ts = tenant_store(request)
+    case = request.match_info["case"]
+    rows = _case_rows(request, ts, case)
+    jobs = request.app[QUERIES]
+    originals = _originals(rows)
+    await carve_all(request, ts, originals)
+    verdicts = _verdicts(request, ts, rows)
+    return web.json_response({
+        "case": case, "queries": [view(ts, r, jobs.get(ts.tenant, r["id"])) for r in rows],
+        "verdicts": verdicts,
+        "files": [f for r in originals for f in artifacts.files(ts, r["id"], verdicts)],
+        "emails": [e for r in originals for e in artifacts.emails(ts, r["id"])]})
+
+
+@routes.get("/api/v1/cases/{case}/timeline")
+@role("viewer")
+async def timeline(request: web.Request) -> web.Response:
+    ts = tenant_store(request)
+    rows = _case_rows(request, ts, request.match_info["case"])
+    buckets = int_param(request, "buckets", TIMELINE_BUCKETS, 1, 1000)
+    paths = [p for r in _originals(rows) if (p := ts.results / f"{r['id']}.pcap").exists()]
+    times, truncated = await asyncio.to_thread(collect, paths)
+    start, end, width, counts = histogram(times, buckets)
+    verdicts = [{"ts": v["ts"], "severity": v["severity"], "analyzer": v.get("analyzer", ""),
+                 "signature": v.get("signature", "")} for v in _verdicts(request, ts, rows)]
+    return web.json_response({"start": start, "end": end, "bucket_s": width, "packets": counts,
+                              "truncated": truncated, "verdicts": verdicts})
+
+
+@routes.get("/api/v1/cases/{case}/flows")
+@role("viewer")
+async def case_flows(request: web.Request) -> web.Response:
+    """Flows the case's queries selected (through the index; for a BPF expression the
+    flows that may hold a match)."""
+    ts = tenant_store(request)
+    rows = _case_rows(request, ts, request.match_info["case"])
+    limit = int_param(request, "limit", MAX_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    seen: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        for f in flows_for(ts, spec_of(r["spec"]), limit):
+            seen.setdefault(f["flow_id"], f)
+    flows = sorted(seen.values(), key=lambda f: (f["start"], f["flow_id"]))[:limit]
+    return web.json_response({"flows": flows})
+
+
+@routes.get("/api/v1/cases/{case}/bundle")
+@role("viewer")
+async def bundle(request: web.Request) -> web.StreamResponse:
+    ts = tenant_store(request)
+    case = request.match_info["case"]
+    rows = _case_rows(request, ts, case)
+    jobs = request.app[QUERIES]
+    if any(j.spec.case == case for j in jobs.running(ts.tenant)):
+        raise ApiError(409, "case_running", "a query of this case is still running; download "
+                       "the bundle when it has finished")
+    originals = _originals(rows)
+    await carve_all(request, ts, originals)
+    pcaps = {r["id"]: p for r in originals if r["status"] == "done"
+             and (p := ts.results / f"{r['id']}.pcap").exists()}
+    files = {f["sha256"]: p for r in originals for f in artifacts.files(ts, r["id"])
+             if (p := artifacts.content_path(ts, r["id"], f["sha256"])) is not None}
+    emails = {f"{e['id']}.eml": p for r in originals for e in artifacts.emails(ts, r["id"])
+              if (p := artifacts.content_path(ts, r["id"], e.get("sha256", ""), ".eml"))}
+    fd, name = tempfile.mkstemp(suffix=".zip", dir=ts.uploads)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        lines = io.StringIO()
+        ts.cases.export_jsonl(case, lines)
+        queries = [view(ts, r, None) for r in rows]
+        await asyncio.to_thread(write_bundle, tmp, case, queries, pcaps, lines.getvalue(),
+                                sorted(files.items()), sorted(emails.items()))
+        resp = web.StreamResponse(headers=download_headers(f"case-{case}.zip",
+                                                           "application/zip", "case.zip"))
+        resp.content_length = tmp.stat().st_size
+        await resp.prepare(request)
+        with open(tmp, "rb") as f:
+            while block := f.read(BUNDLE_BLOCK):
+                await resp.write(block)
+        await resp.write_eof()
+        return resp
+    finally:
+        tmp.unlink(missing_ok=True)

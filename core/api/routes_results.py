@@ -1,0 +1,117 @@
+"""A query's results: one continuous PCAP (streamed while the query runs) and its
+verdicts (a list, or a live Server-Sent Events stream)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from pcapwire.api import sse
+from pcapwire.api.auth import role
+from pcapwire.api.downloads import download_headers
+from pcapwire.api.errors import ApiError
+from pcapwire.api.history import read_verdicts
+from pcapwire.api.jobs import QueryJob
+from pcapwire.api.limits import SSE_HEARTBEAT_S
+from pcapwire.api.routes_queries import lookup, view
+
+routes = web.RouteTableDef()
+PCAP_TYPE = "application/vnd.tcpdump.pcap"
+READ_SLICE = 256 * 1024
+
+
+def pcap_headers(name: str) -> dict[str, str]:
+    return download_headers(name, PCAP_TYPE, "result.pcap")
+
+
+async def follow(request: web.Request, job: QueryJob) -> web.StreamResponse:
+    """Send the spool file as it grows; end when the job ends. If the query fails, the
+    connection is aborted (no final chunk) so no client mistakes a cut result for a whole."""
+    resp = web.StreamResponse(headers={**pcap_headers(f"{job.id}.pcap"),
+                                       "X-Pcapwire-Query-Id": job.id})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    pos = 0
+    with open(job.pcap_path, "rb") as f:
+        while True:
+            final = job.final  # read before the size, so no byte written before the end is missed
+            if pos < job.written:
+                f.seek(pos)
+                data = f.read(min(READ_SLICE, job.written - pos))
+                pos += len(data)
+                await resp.write(data)
+                continue
+            if final:
+                break
+            await job.wait_change(SSE_HEARTBEAT_S)
+    if job.status != "done":
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
+    await resp.write_eof()
+    return resp
+
+
+@routes.get("/api/v1/queries/{id}/pcap")
+@role("viewer")
+async def get_pcap(request: web.Request) -> web.StreamResponse:
+    ts, row, job = lookup(request)
+    status = job.status if job is not None else (row or {}).get("status")
+    if status in ("error", "cancelled"):
+        q = view(ts, row, job)
+        raise ApiError(409 if status == "cancelled" else 422, q["error_code"] or
+                       f"query_{status}", f"query {q['id']} ended with {status}: "
+                       f"{q['error'] or 'cancelled'}; no complete PCAP exists",
+                       {"status": status})
+    if job is not None:
+        return await follow(request, job)
+    path = ts.results / f"{request.match_info['id']}.pcap"
+    if status != "done" or not path.exists():
+        raise ApiError(404, "no_result", "no stored result for this query (it ran outside the "
+                       "server or is still running elsewhere); submit it again")
+    return web.FileResponse(path, headers=pcap_headers(path.name))
+
+
+@routes.get("/api/v1/queries/{id}/verdicts")
+@role("viewer")
+async def get_verdicts(request: web.Request) -> web.Response:
+    ts, row, job = lookup(request)
+    case = job.spec.case if job is not None else (row or {})["case"]
+    return web.json_response({"verdicts": read_verdicts(ts, request.match_info["id"], case,
+                                                        job)})
+
+
+@routes.get("/api/v1/queries/{id}/verdicts/stream")
+@role("viewer")
+async def stream_verdicts(request: web.Request) -> web.StreamResponse:
+    """``event: verdict`` per verdict (``id`` = its index, so ``Last-Event-ID`` resumes),
+    ``event: status`` when progress changes, ``event: end`` with the final status."""
+    ts, row, job = lookup(request)
+    try:
+        sent = int(request.headers.get("Last-Event-ID", "-1")) + 1
+    except ValueError:
+        sent = 0
+    resp = await sse.open_stream(request)
+    if job is None:
+        stored = read_verdicts(ts, request.match_info["id"], (row or {})["case"])
+        for i, v in enumerate(stored[sent:], sent):
+            await sse.send(resp, "verdict", v, i)
+        await sse.send(resp, "end", view(ts, row, None))
+        return resp
+    last_status = None
+    while True:
+        final = job.final
+        for i in range(sent, len(job.verdicts)):
+            await sse.send(resp, "verdict", job.verdicts[i], i)
+        sent = len(job.verdicts)
+        status = (job.status, job.stats.packets, round(job.progress(), 3))
+        if status != last_status:
+            await sse.send(resp, "status", view(ts, None, job))
+            last_status = status
+        if final:
+            await sse.send(resp, "end", view(ts, None, job))
+            return resp
+        before = asyncio.get_running_loop().time()
+        await job.wait_change(SSE_HEARTBEAT_S)
+        if asyncio.get_running_loop().time() - before >= SSE_HEARTBEAT_S:
+            await sse.heartbeat(resp)

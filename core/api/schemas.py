@@ -1,0 +1,229 @@
+"""JSON Schemas (2020-12, as OpenAPI 3.1 uses them) of every request and response body.
+
+The same dicts serve the OpenAPI document and validate incoming bodies, so the document
+cannot drift from what the server accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from pcapwire.api.errors import ApiError
+from pcapwire.api.limits import MAX_EVENT_MARGIN_S, MAX_HASHES_PER_LOOKUP
+from pcapwire.query.spec import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
+
+NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}
+IP = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
+PORT = {"type": "integer", "minimum": 0, "maximum": 65535}
+PROTO = {"anyOf": [{"type": "string", "enum": ["tcp", "udp", "icmp", "icmp6", "sctp", "igmp",
+                                                 "gre", "esp"]},
+                   {"type": "integer", "minimum": 0, "maximum": 255}]}
+TIME = {"anyOf": [{"type": "string", "maxLength": 64}, {"type": "number"}],
+        "description": "ISO 8601 (naive = UTC) or Unix seconds"}
+LABEL = {"type": "string", "maxLength": 200}
+NULLABLE_NUM = {"type": ["number", "null"]}
+NULLABLE_STR = {"type": ["string", "null"]}
+OBJ: dict[str, Any] = {"type": "object"}
+
+
+def _obj(props: dict[str, Any], required: tuple[str, ...] = (), extra: bool = False
+         ) -> dict[str, Any]:
+    out = {"type": "object", "properties": props, "additionalProperties": extra}
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list(key: str, item: str) -> dict[str, Any]:
+    return _obj({key: {"type": "array", "items": ref(item)}}, (key,))
+
+
+FIVE_TUPLE = _obj({"proto": PROTO, "src_ip": IP, "src_port": PORT, "dest_ip": IP,
+                   "dest_port": PORT}, ("proto", "src_ip", "src_port", "dest_ip", "dest_port"))
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj({"code": {"type": "string"}, "message": {"type": "string"},
+                   "details": OBJ}, ("code", "message", "details")),
+    "Health": _obj({"status": {"const": "ok"}, "version": {"type": "string"}},
+                   ("status", "version")),
+    "WhoAmI": _obj({"token_id": {"type": "string"}, "tenant": {"type": "string"},
+                    "role": {"enum": ["viewer", "analyst", "admin"]},
+                    "csrf": NULLABLE_STR}, ("token_id", "tenant", "role", "csrf")),
+    "FiveTuple": FIVE_TUPLE,
+    "QueryRequest": _obj({
+        "bpf": {"type": "string", "maxLength": 4096},
+        "hosts": {"type": "array", "items": IP, "maxItems": 64},
+        "nets": {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 64},
+        "ports": {"type": "array", "items": PORT, "maxItems": 64},
+        "protos": {"type": "array", "items": PROTO, "maxItems": 16},
+        "five_tuple": ref("FiveTuple"),
+        "flow_ids": {"type": "array", "items": {"type": "integer", "minimum": 1,
+                                                "maximum": 2**62}, "maxItems": 10000},
+        "start": TIME, "end": TIME,
+        "case": {"type": "string", "minLength": 1, "maxLength": 200},
+        "event": LABEL,
+        "workflows": {"type": "array", "items": {"type": "string", "maxLength": 200},
+                      "maxItems": 32, "description": "workflows to run on the result; "
+                      "absent: those whose `on: query` trigger matches case and event"},
+        "chunk_bytes": {"type": "integer", "minimum": MIN_CHUNK_BYTES,
+                        "maximum": MAX_CHUNK_BYTES},
+        "max_bytes": {"type": "integer", "minimum": 1, "maximum": 2**62}}),
+    "BpfCheck": _obj({"bpf": {"type": "string", "maxLength": 4096}}, ("bpf",)),
+    "BpfCheckResult": _obj({"valid": {"type": "boolean"}, "error": NULLABLE_STR},
+                           ("valid", "error")),
+    "Query": _obj({
+        "id": {"type": "string"}, "case": {"type": "string"}, "event": {"type": "string"},
+        "status": {"enum": ["running", "done", "error", "cancelled"]},
+        "error": NULLABLE_STR, "error_code": NULLABLE_STR,
+        "started": {"type": "number"}, "finished": NULLABLE_NUM,
+        "packets": {"type": "integer"}, "bytes": {"type": "integer"},
+        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+        "workflows": {"type": "array", "items": {"type": "string"}},
+        "verdicts": {"type": "integer"}, "spec": OBJ, "live": {"type": "boolean"},
+        "event_format": {"type": "string"},
+        "runs": {"type": "array", "items": ref("Run")},
+        "links": _obj({"self": {"type": "string"}, "pcap": {"type": "string"},
+                       "verdicts": {"type": "string"}, "verdict_stream": {"type": "string"}},
+                      ("self", "pcap", "verdicts", "verdict_stream"))},
+        ("id", "case", "event", "status", "error", "started", "finished", "packets", "bytes",
+         "progress", "workflows", "verdicts", "spec", "live", "runs", "links")),
+    "Run": _obj({"run_id": {"type": "string"}, "workflow": {"type": "string"},
+                 "status": {"type": "string"}, "verdicts": {"type": ["integer", "null"]},
+                 "max_severity": NULLABLE_STR, "error": NULLABLE_STR}, ("run_id", "workflow",
+                                                                        "status")),
+    "QueryList": _obj({"queries": {"type": "array", "items": ref("Query")},
+                       "total": {"type": "integer"}}, ("queries", "total")),
+    "Verdict": {"type": "object", "required": ["analyzer", "severity", "score", "flow", "ts"],
+                "properties": {"analyzer": {"type": "string"}, "score": {"type": "integer"},
+                               "severity": {"enum": ["info", "low", "medium", "high",
+                                                     "critical"]},
+                               "flow": OBJ, "ts": {"type": "number"}}},
+    "VerdictList": _list("verdicts", "Verdict"),
+    "Event": {"type": "object", "description": "A Suricata EVE record (alert, flow...), a Zeek "
+              "conn.log JSON record, or {five_tuple, timestamp[, duration]}",
+              "maxProperties": 500},
+    "EventMargin": {"type": "number", "minimum": 0, "maximum": MAX_EVENT_MARGIN_S},
+    "Flow": _obj({"flow_id": {"type": "integer"}, "proto": {"type": "string"},
+                  "src_ip": {"type": "string"}, "src_port": {"type": "integer"},
+                  "dest_ip": {"type": "string"}, "dest_port": {"type": "integer"},
+                  "start": {"type": "string"}, "end": {"type": "string"},
+                  "pkts_toserver": {"type": "integer"}, "bytes_toserver": {"type": "integer"},
+                  "pkts_toclient": {"type": "integer"}, "bytes_toclient": {"type": "integer"}},
+                 ("flow_id", "proto", "src_ip", "src_port", "dest_ip", "dest_port", "start",
+                  "end")),
+    "FlowList": _list("flows", "Flow"),
+    "IngestPath": _obj({"path": {"type": "string", "minLength": 1, "maxLength": 4096}},
+                       ("path",)),
+    "IngestSummary": _obj({
+        "files": {"type": "integer"}, "already_ingested": {"type": "integer"},
+        "packets": {"type": "integer"}, "bytes": {"type": "integer"},
+        "segments": {"type": "integer"}, "flows_new": {"type": "integer"},
+        "flows_total": {"type": "integer"}, "seconds": {"type": "number"},
+        "mb_per_s": {"type": "number"},
+        "errors": {"type": "array", "items": {"type": "string"}},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "sensor": NULLABLE_STR},
+        ("files", "packets", "bytes", "segments", "flows_new", "errors", "sensor")),
+    "Sensor": _obj({"name": NAME, "tenant": {"type": "string"}, "created": {"type": "number"}},
+                   ("name", "tenant")),
+    "SensorRequest": _obj({"name": NAME}, ("name",)),
+    "SensorList": _list("sensors", "Sensor"),
+    "Token": _obj({"id": {"type": "string"}, "name": {"type": "string"},
+                   "tenant": {"type": "string"},
+                   "role": {"enum": ["viewer", "analyst", "admin"]},
+                   "created": {"type": "number"}, "last_used": NULLABLE_NUM,
+                   "revoked": NULLABLE_NUM},
+                  ("id", "name", "tenant", "role", "created", "last_used", "revoked")),
+    "TokenRequest": _obj({"role": {"enum": ["viewer", "analyst", "admin"]}, "name": LABEL},
+                         ("role",)),
+    "TokenCreated": _obj({"token": {"type": "string"}, "info": ref("Token")},
+                         ("token", "info")),
+    "TokenList": _list("tokens", "Token"),
+    "CaseSummary": _obj({"case": {"type": "string"}, "queries": {"type": "integer"},
+                         "events": {"type": "array", "items": {"type": "string"}},
+                         "first": {"type": "number"}, "last": {"type": "number"},
+                         "packets": {"type": "integer"}, "verdicts": {"type": "integer"},
+                         "max_severity": NULLABLE_STR},
+                        ("case", "queries", "events", "first", "last", "packets", "verdicts",
+                         "max_severity")),
+    "CaseList": _list("cases", "CaseSummary"),
+    "Case": _obj({"case": {"type": "string"}, "queries": {"type": "array",
+                                                          "items": ref("Query")},
+                  "verdicts": {"type": "array", "items": ref("Verdict")},
+                  "files": {"type": "array", "items": ref("File")},
+                  "emails": {"type": "array", "items": ref("Email")}},
+                 ("case", "queries", "verdicts", "files", "emails")),
+    "Timeline": _obj({"start": NULLABLE_NUM, "end": NULLABLE_NUM, "bucket_s": NULLABLE_NUM,
+                      "packets": {"type": "array", "items": {"type": "integer"}},
+                      "truncated": {"type": "boolean"},
+                      "verdicts": {"type": "array", "items": _obj(
+                          {"ts": {"type": "number"}, "severity": {"type": "string"},
+                           "analyzer": {"type": "string"}, "signature": {"type": "string"}},
+                          ("ts", "severity"))}},
+                     ("start", "end", "bucket_s", "packets", "truncated", "verdicts")),
+    "Workflow": {"type": "object", "required": ["name", "description", "steps"],
+                 "properties": {"name": {"type": "string"}, "description": {"type": "string"},
+                                "file": {"type": "string"},
+                                "steps": {"type": "array", "items": OBJ}}},
+    "RunRequest": _obj({"workflows": {"type": "array", "minItems": 1, "maxItems": 32,
+                                      "items": {"type": "string", "maxLength": 200}}},
+                       ("workflows",)),
+    "File": {"type": "object", "required": ["id", "sha256", "md5", "sha1", "size", "flow",
+                                            "protocol", "query_id", "triage"],
+             "properties": {"id": {"type": "string"}, "sha256": {"type": "string"},
+                            "md5": {"type": "string"}, "sha1": {"type": "string"},
+                            "size": {"type": "integer"}, "flow": OBJ,
+                            "protocol": {"type": "string"}, "filename": {"type": "string"},
+                            "mime_type": {"type": "string"}, "query_id": {"type": "string"},
+                            "triage": OBJ}},
+    "Email": {"type": "object", "required": ["id", "flow", "protocol", "query_id"],
+              "properties": {"id": {"type": "string"}, "flow": OBJ, "subject": {"type": "string"},
+                             "from_": {"type": "string"}, "protocol": {"type": "string"},
+                             "query_id": {"type": "string"}}},
+    "FileList": _obj({"files": {"type": "array", "items": ref("File")},
+                      "summary": {"type": ["object", "null"]}}, ("files", "summary")),
+    "EmailList": _list("emails", "Email"),
+    "FileMeta": _obj({"sha256": {"type": "string"},
+                      "records": {"type": "array", "items": ref("File")}},
+                     ("sha256", "records")),
+    "Problem": _obj({"line": {"type": "integer"}, "column": {"type": "integer"},
+                     "key": {"type": "string"}, "message": {"type": "string"},
+                     "warning": {"type": "boolean"}, "text": {"type": "string"}},
+                    ("line", "column", "key", "message", "warning")),
+    "WorkflowList": _obj({"workflows": {"type": "array", "items": ref("Workflow")},
+                          "invalid": {"type": "array", "items": OBJ},
+                          "engine": {"type": "boolean"}}, ("workflows", "invalid", "engine")),
+    "Validation": _obj({"valid": {"type": "boolean"}, "name": NULLABLE_STR,
+                        "problems": {"type": "array", "items": ref("Problem")}},
+                       ("valid", "name", "problems")),
+    "Plugins": {"type": "object", "required": ["plugins", "failures", "analyzers"],
+                "properties": {"plugins": {"type": "array", "items": OBJ},
+                               "failures": {"type": "array", "items": OBJ},
+                               "analyzers": {"type": "array", "items": OBJ}}},
+    "HashLookup": _obj({"hashes": {"type": "array", "minItems": 1,
+                                   "maxItems": MAX_HASHES_PER_LOOKUP,
+                                   "items": {"type": "string", "pattern": "^[0-9a-fA-F]{32,128}$"}
+                                   }}, ("hashes",)),
+}
+
+_FORMATS = FormatChecker()
+
+
+def validate(body: Any, schema: str) -> Any:
+    """Check ``body`` against ``SCHEMAS[schema]``; 400 listing every problem otherwise."""
+    validator = Draft202012Validator({"$ref": f"#/components/schemas/{schema}",
+                                      "components": {"schemas": SCHEMAS}},
+                                     format_checker=_FORMATS)
+    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+    if errors:
+        problems = [{"path": "/" + "/".join(str(p) for p in e.absolute_path),
+                     "message": e.message[:300]} for e in errors[:20]]
+        first = problems[0]
+        raise ApiError(400, "invalid_body", f"request body does not match {schema}: "
+                       f"{first['path']}: {first['message']}", {"errors": problems})
+    return body

@@ -1,0 +1,116 @@
+"""One full pcapwire store per tenant (``DATA_DIR/tenants/<tenant>/``): isolation is
+structural, a tenant's packets, flows, query history and results live in its own directory.
+
+Reads (planning, flows, history) use the store's catalog connection on the event loop;
+writes to the query history go through a second connection in a worker thread, so a long
+ingest commit never blocks the loop. Ingest runs in a child process (the store's
+``ingest.lock`` keeps it exclusive across processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from pcapwire.api.authdb import check_name
+from pcapwire.api.config import ApiConfig
+from pcapwire.api.errors import ApiError
+from pcapwire.cases import CaseStore
+from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
+from pcapwire.store import Catalog, Store
+
+log = logging.getLogger(__name__)
+
+
+class TenantStore:
+    def __init__(self, tenant: str, root: Path) -> None:
+        self.tenant = tenant
+        self.root = root
+        self.store = Store(root)
+        self.results = root / "results"
+        self.uploads = root / "uploads"
+        self.results.mkdir(exist_ok=True)
+        self.uploads.mkdir(exist_ok=True)
+        self.work = root / "work"  # workflow runs' scratch directories
+        self.work.mkdir(exist_ok=True)
+        self._writer = Catalog(root / "catalog.sqlite")
+        self._cases: CaseStore | None = None
+        self._write_lock = threading.Lock()
+        self.ingesting = asyncio.Lock()
+        self.carve_locks: dict[str, asyncio.Lock] = {}  # query id -> carving it
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.store.catalog
+
+    @property
+    def cases(self) -> CaseStore:
+        """The tenant's case store (runs, step results, verdicts), opened on first use."""
+        if self._cases is None:
+            self._cases = CaseStore(self.root / "cases.sqlite")
+        return self._cases
+
+    def engine(self) -> Any:
+        return self.store.query_engine()
+
+    async def write(self, method: str, *args: Any) -> None:
+        """Call a writing Catalog method (``add_query``, ``finish_query``) off the loop."""
+        def call() -> None:
+            with self._write_lock:
+                getattr(self._writer, method)(*args)
+        await asyncio.to_thread(call)
+
+    async def ingest(self, paths: list[Path]) -> dict[str, Any]:
+        """Ingest in a child process (``pcapwire ingest --json``), so that its CPU work never
+        competes with the event loop for the interpreter; returns the CLI's JSON summary."""
+        if self.ingesting.locked():
+            raise ApiError(409, "ingest_busy", f"tenant {self.tenant!r} is already ingesting; "
+                           "retry when it finishes")
+        async with self.ingesting:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pcapwire.cli", "--data-dir", str(self.root), "ingest",
+                "--json", "--progress", "none", "--", *map(str, paths),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            try:
+                out, err = await proc.communicate()
+            except asyncio.CancelledError:
+                proc.kill()
+                await proc.wait()
+                raise
+        if proc.returncode in (EXIT_OK, EXIT_PARTIAL):
+            return dict(json.loads(out))
+        message = err.decode(errors="replace").strip().removeprefix("pcapwire: error: ")
+        if "another ingest is running" in message:
+            raise ApiError(409, "ingest_busy", message)
+        log.error("ingest into %s failed (exit %s): %s", self.root, proc.returncode, message)
+        raise ApiError(400, "ingest_failed", message or f"ingest exited {proc.returncode}")
+
+    def close(self) -> None:
+        self.store.close()
+        self._writer.close()
+        if self._cases is not None:
+            self._cases.close()
+
+
+class TenantRegistry:
+    def __init__(self, config: ApiConfig) -> None:
+        self.config = config
+        self._stores: dict[str, TenantStore] = {}
+
+    def get(self, tenant: str) -> TenantStore:
+        ts = self._stores.get(tenant)
+        if ts is None:
+            check_name("tenant", tenant)
+            ts = self._stores[tenant] = TenantStore(tenant, self.config.tenant_dir(tenant))
+        return ts
+
+    def close(self) -> None:
+        for ts in self._stores.values():
+            ts.close()
+        self._stores.clear()
+

@@ -1,0 +1,152 @@
+"""The seam between the API and the workflow engine (issue 3): the plugin host (built once,
+in the app factory's cleanup context), the workflows this server offers (YAML documents in
+the configured directories), validation of a posted document with line:column problems,
+and running workflows on a query's chunks with verdicts delivered as plain dicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pcapwire.api.errors import ApiError
+from pcapwire.records import PcapChunk, Verdict
+
+if TYPE_CHECKING:
+    from pcapwire.api.tenants import TenantStore
+
+log = logging.getLogger(__name__)
+
+OnVerdict = Callable[[dict[str, Any]], Awaitable[None]]
+ENGINE_MODULE = "pcapwire.workflow.engine"
+RUN_QUEUE_CHUNKS = 4  # chunks buffered per workflow run of one query
+
+
+def _problem(p: Any) -> dict[str, Any]:
+    return {"line": p.line, "column": p.column, "key": p.key, "message": p.message,
+            "warning": p.warning, "text": str(p)}
+
+
+class WorkflowService:
+    def __init__(self, dirs: list[Path]) -> None:
+        self.dirs = dirs
+        self.host: Any = None
+        self.loaded: dict[str, Any] = {}  # name -> Workflow
+        self.broken: list[dict[str, Any]] = []  # documents in the directories that fail
+
+    @property
+    def engine_present(self) -> bool:
+        return importlib.util.find_spec(ENGINE_MODULE) is not None
+
+    def start(self) -> None:
+        """Build the plugin host and load the workflow directories (app start-up)."""
+        from pcapwire.hooks.host import build_host
+        from pcapwire.workflow.document import check_workflow
+
+        self.host = build_host()
+        for f in self.host.failures:
+            log.warning("plugin %s failed to load: %s", f.name, f.error)
+        for d in self.dirs:
+            for path in sorted(d.glob("*.y*ml")):
+                wf, problems = check_workflow(path, self.host)
+                if wf is None:
+                    self.broken.append({"file": str(path),
+                                        "problems": [_problem(p) for p in problems]})
+                    log.warning("workflow %s is invalid:\n%s", path,
+                                "\n".join(map(str, problems)))
+                elif wf.name in self.loaded:
+                    log.warning("workflow %s: name %r already loaded from another file",
+                                path, wf.name)
+                else:
+                    self.loaded[wf.name] = wf
+
+    async def stop(self) -> None:
+        """Let analyzers that keep engines between runs (Suricata's warm spares) stop
+        them: each analyzer's ``close()``, if it has one (app shutdown)."""
+        if self.host is None:
+            return
+        for entry in self.host.analyzers().values():
+            close = getattr(entry.analyzer, "close", None)
+            if close is None:
+                continue
+            try:
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("analyzer %s: close() failed", entry.name)
+
+    def workflows(self) -> list[dict[str, Any]]:
+        return [{"name": wf.name, "description": wf.description, "file": Path(wf.source).name,
+                 "steps": [{"id": s.id, "uses": s.uses, "input": s.input}
+                           for s in wf.steps],
+                 "on_query": wf.on_query} for wf in self.loaded.values()]
+
+    def plugins(self) -> dict[str, Any]:
+        return dict(self.host.describe())
+
+    def validate(self, text: str, name: str = "<posted>") -> dict[str, Any]:
+        from pcapwire.workflow.document import check_workflow
+
+        wf, problems = check_workflow(name, self.host, text=text)
+        return {"valid": wf is not None, "name": wf.name if wf is not None else None,
+                "problems": [_problem(p) for p in problems]}
+
+    def triggered(self, case: str, event: str) -> list[str]:
+        """Workflows whose ``on: query`` trigger matches a query with this case and event."""
+        return [name for name, wf in self.loaded.items() if wf.triggered_by(case, event)]
+
+    def check(self, tenant: str, names: list[str]) -> None:
+        if not names:
+            return
+        unknown = [n for n in names if n not in self.loaded]
+        if unknown:
+            raise ApiError(400, "unknown_workflow", f"no workflow {unknown[0]!r} on this "
+                           f"server; available: {', '.join(self.loaded) or 'none'}",
+                           {"unknown": unknown, "available": list(self.loaded)})
+        if not self.engine_present:
+            raise ApiError(400, "workflow_engine_missing", "this pcapwire has no workflow "
+                           "engine installed (pcapwire.workflow.engine); submit the query "
+                           "without workflows")
+
+    async def run(self, ts: TenantStore, names: list[str], chunks: AsyncIterator[PcapChunk],
+                  case: str, event: str, query_id: str, on_verdict: OnVerdict
+                  ) -> list[dict[str, Any]]:
+        """Run the named workflows on one chunk stream (each run gets every chunk; a slow
+        run slows the feed, memory stays bounded). Runs and verdicts are kept in the
+        tenant's case store; returns the run summaries."""
+        from pcapwire.workflow.engine import Engine
+
+        self.check(ts.tenant, names)
+        engine = Engine(self.host, store=ts.cases, workdir=ts.work)
+
+        async def verdict(v: Verdict) -> None:
+            await on_verdict(v.to_dict())
+
+        queues: list[asyncio.Queue[PcapChunk | None]] = [asyncio.Queue(RUN_QUEUE_CHUNKS)
+                                                          for _ in names]
+
+        async def feed(q: asyncio.Queue[PcapChunk | None]) -> AsyncIterator[PcapChunk]:
+            while (chunk := await q.get()) is not None:
+                yield chunk
+
+        async def distribute() -> None:
+            try:
+                async for chunk in chunks:
+                    for q in queues:
+                        await q.put(chunk)
+            finally:
+                for q in queues:
+                    await q.put(None)
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(distribute())
+            runs = [tg.create_task(engine.run(self.loaded[n], feed(q), case=case, event=event,
+                                              query_id=query_id, on_verdict=verdict))
+                    for n, q in zip(names, queues, strict=True)]
+        return [r.result().to_dict() for r in runs]

@@ -1,0 +1,120 @@
+"""Access matrix: every API operation (read from the served OpenAPI document) refuses
+anonymous callers (401), under-privileged roles (403) and other tenants (404 on the
+resource, nothing of it in lists). And the routes' declared roles match the document."""
+
+from __future__ import annotations
+
+from apiutil import PCAP_TYPE, Tokens, bearer, upload, wait_done
+from conftest import corpus_file
+from pcapwire.api import ApiConfig, create_app
+from pcapwire.api.auth import PUBLIC, required_role
+from pcapwire.api.authdb import ROLES, TOKEN_RE
+from pcapwire.api.openapi import PATHS
+
+BODIES = {
+    ("post", "/api/v1/queries"): {"bpf": "tcp"},
+    ("post", "/api/v1/queries/check"): {"bpf": "tcp"},
+    ("post", "/api/v1/events"): {"five_tuple": "tcp:1.2.3.4:1:5.6.7.8:2", "timestamp": 1},
+    ("post", "/api/v1/events/pcap"): {"five_tuple": "tcp:1.2.3.4:1:5.6.7.8:2", "timestamp": 1},
+    ("post", "/api/v1/sensors"): {"name": "intruder"},
+    ("post", "/api/v1/tokens"): {"role": "admin"},
+    ("post", "/api/v1/workflows/validate"): "name: x\n",
+    ("post", "/api/v1/queries/{id}/run"): {"workflows": ["ids"]},
+    ("post", "/api/v1/hashlists/lookup"): {"hashes": ["0" * 64]},
+}
+
+
+def _operations():
+    for path, ops in PATHS.items():
+        for method, op in ops.items():
+            yield method, path, op["x-required-role"]
+
+
+async def _call(client, method, path, headers, ids):
+    url = path.format(**ids)
+    body = BODIES.get((method, path))
+    kw = {}
+    if path == "/api/v1/ingest":
+        kw = {"data": corpus_file("zeek-http-get").read_bytes()}
+        headers = {**headers, "Content-Type": PCAP_TYPE}
+    elif isinstance(body, str):
+        kw = {"data": body, "headers": {**headers, "Content-Type": "application/yaml"}}
+    elif body is not None:
+        kw = {"json": body}
+    kw.setdefault("headers", headers)
+    resp = await client.request(method.upper(), url, **kw)
+    status = resp.status
+    text = await resp.read()
+    return status, text
+
+
+async def test_every_operation_refuses_anonymous_lower_roles_and_other_tenants(
+        aiohttp_client, tmp_path):
+    tokens = Tokens(tmp_path)
+    client = await aiohttp_client(create_app(ApiConfig(data_dir=tmp_path)))
+    analyst = tokens["acme", "analyst"]
+    await upload(client, corpus_file("zeek-http-get"), analyst)
+    q = await (await client.post("/api/v1/queries", json={"bpf": "tcp", "case": "acme-case"},
+                                 headers=bearer(analyst))).json()
+    await wait_done(client, q["id"], analyst)
+    assert (await client.post("/api/v1/sensors", json={"name": "acme-s1"},
+                              headers=tokens.headers("acme", "admin"))).status == 201
+    spare = TOKEN_RE.fullmatch(tokens["acme", "viewer"])[1]
+    ids = {"id": q["id"], "case": "acme-case", "name": "acme-s1", "token_id": spare,
+           "sha256": "0" * 64, "email_id": "none"}
+    failures, checked = [], 0
+    for method, path, need in _operations():
+        if need == PUBLIC:
+            continue
+        checked += 1
+        status, body = await _call(client, method, path, {}, ids)
+        if status != 401:
+            failures.append(f"{method} {path} anonymous: {status}")
+        for role in ROLES[:ROLES.index(need)]:
+            status, body = await _call(client, method, path, tokens.headers("acme", role), ids)
+            if status != 403:
+                failures.append(f"{method} {path} as acme {role}: {status} {body[:80]!r}")
+        if "{" in path:
+            status, body = await _call(client, method, path, tokens.headers("globex", "admin"),
+                                       ids)
+            if status != 404:
+                failures.append(f"{method} {path} as globex admin: {status} {body[:80]!r}")
+    assert failures == []
+    assert checked == sum(r != PUBLIC for _m, _p, r in _operations()) >= 25
+
+    # Nothing of acme's shows in globex's lists, and acme's things survived the attempts.
+    globex = tokens.headers("globex", "admin")
+    for url, key in (("/api/v1/queries", "queries"), ("/api/v1/flows", "flows"),
+                     ("/api/v1/cases", "cases"), ("/api/v1/sensors", "sensors")):
+        body = await (await client.get(url, headers=globex)).json()
+        assert body[key] == [], url
+    tokens_seen = (await (await client.get("/api/v1/tokens", headers=globex)).json())["tokens"]
+    assert {t["tenant"] for t in tokens_seen} == {"globex"}
+    sensor = await client.post("/api/v1/ingest", params={"sensor": "acme-s1"},
+                               data=b"\xd4\xc3\xb2\xa1", headers={**globex,
+                                                                  "Content-Type": PCAP_TYPE})
+    assert sensor.status == 404
+    everything = await (await client.post("/api/v1/queries", json={},
+                                          headers=globex)).json()
+    pcap = await (await client.get(everything["links"]["pcap"], headers=globex)).read()
+    assert len(pcap) == 24  # globex's store is empty: a header and no packet
+    acme = tokens.headers("acme", "admin")
+    assert [s["name"] for s in (await (await client.get("/api/v1/sensors", headers=acme)
+                                       ).json())["sensors"]] == ["acme-s1"]
+    assert (await client.get("/api/v1/whoami", headers=bearer(tokens["acme", "viewer"]))
+            ).status == 200
+
+
+def test_routes_and_document_agree():
+    app = create_app(ApiConfig(data_dir="/nonexistent-not-created"))
+    routes = {}
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter")
+        if route.method == "HEAD" or not path:
+            continue
+        routes[(route.method.lower(), path)] = required_role(route.handler)
+    assert all(role is not None for role in routes.values()), routes
+    api_routes = {k: v for k, v in routes.items() if k[1].startswith("/api/")}
+    documented = {(m, p): r for m, p, r in _operations()}
+    assert api_routes == documented

@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential python3-dev python3-venv libpcap-dev tcpdump tshark yara
-  libmagic1 gcc-mingw-w64-x86-64 chromium iproute2 jq)
+  libmagic1 gcc-mingw-w64-x86-64 chromium iproute2 jq curl)
 
 need_apt=()
-for p in "${APT_PACKAGES[@]}" suricata; do
+for p in "${APT_PACKAGES[@]}" suricata suricata-update; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -23,9 +23,9 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
   if [ "${VERSION_CODENAME:-}" = bookworm ]; then
-    apt-get install -y -qq -t bookworm-backports suricata >/dev/null
+    apt-get install -y -qq -t bookworm-backports suricata suricata-update >/dev/null
   else
-    apt-get install -y -qq suricata >/dev/null
+    apt-get install -y -qq suricata suricata-update >/dev/null
   fi
 fi
 

@@ -15,7 +15,8 @@ from pcapwire.errors import PcapwireError
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
 # Subcommand modules, in the order they appear in --help.
-SUBCOMMANDS: tuple[str, ...] = ("ingest", "query", "flows")
+SUBCOMMANDS: tuple[str, ...] = ("ingest", "query", "flows", "extract", "run", "workflow",
+                               "plugins", "serve", "token", "rules")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run the benchmarks (all, or the ones named: store workflow extract suricata hashlist api).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+names=("$@")
+[ ${#names[@]} -eq 0 ] && names=(store workflow suricata extract hashlist api)
+for n in "${names[@]}"; do
+  f="benchmarks/bench_${n}.py"
+  [ -f "$f" ] || { echo "no benchmark $f" >&2; continue; }
+  echo "== $f"
+  python "$f"
+done

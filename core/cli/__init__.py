@@ -19,19 +19,37 @@ SUBCOMMANDS: tuple[str, ...] = ("ingest", "query", "flows", "extract", "run", "w
                                "plugins", "serve", "token", "rules")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pcapwire", description=__doc__)
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (skipping global options and their values)."""
+    it = iter(argv)
+    for arg in it:
+        if arg == "--data-dir":
+            next(it, None)
+        elif arg in SUBCOMMANDS:
+            return arg
+        elif not arg.startswith("-"):
+            return None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv`` naming a subcommand, only that module is imported (the
+    API server and workflow engine cost half a second to import; `query` needs neither)."""
+    named = _named_command(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="pcapwire", description="Lossless packet store, millisecond PCAP queries, "
+        "analyzer workflows, carving and verdicts per case.")
     parser.add_argument("--data-dir", default=os.environ.get("PCAPWIRE_DATA_DIR", "pcapwire-data"),
                         help="store directory (env PCAPWIRE_DATA_DIR; default ./pcapwire-data)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMANDS:
+    for name in (named,) if named else SUBCOMMANDS:
         importlib.import_module(f"pcapwire.cli.{name}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(levelname)s %(name)s: %(message)s")

@@ -177,29 +177,44 @@ class Catalog:
             raise
 
     def _merge_flows(self, segment_id: int, flows: Sequence[tuple]) -> None:
+        """Add a segment's flows: continue the latest flow of the same key when it was seen
+        less than FLOW_IDLE_TIMEOUT_NS before, else start a new one. Set-based (one join
+        to find the existing flows, bulk inserts and updates), inside the caller's
+        transaction, which also makes the explicit new ids safe."""
         db = self.db
-        links = []
-        for (ipver, proto, addr_a, port_a, addr_b, port_b, init_a, first, last,
-             p_ab, b_ab, p_ba, b_ba, offsets) in flows:
-            row = db.execute(
-                "SELECT id, last_ns FROM flows WHERE addr_a=? AND addr_b=? AND port_a=? AND "
-                "port_b=? AND proto=? AND ipver=? ORDER BY last_ns DESC LIMIT 1",
-                (addr_a, addr_b, port_a, port_b, proto, ipver)).fetchone()
-            if row is not None and first - row[1] <= FLOW_IDLE_TIMEOUT_NS:
-                flow_id = row[0]
-                db.execute(
-                    "UPDATE flows SET first_ns=min(first_ns, ?), last_ns=max(last_ns, ?), "
-                    "pkts_a2b=pkts_a2b+?, bytes_a2b=bytes_a2b+?, pkts_b2a=pkts_b2a+?, "
-                    "bytes_b2a=bytes_b2a+? WHERE id=?",
-                    (first, last, p_ab, b_ab, p_ba, b_ba, flow_id))
+        keys = [(f[2], f[4], f[3], f[5], f[1], f[0]) for f in flows]
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (i INTEGER PRIMARY KEY, "
+                   "addr_a BLOB, addr_b BLOB, port_a INT, port_b INT, proto INT, ipver INT)")
+        db.execute("DELETE FROM incoming")
+        db.executemany("INSERT INTO incoming VALUES (?,?,?,?,?,?,?)",
+                       [(i, *k) for i, k in enumerate(keys)])
+        known: dict[tuple, tuple[int, int]] = {}  # key -> (flow id, last_ns) of its latest flow
+        for i, flow_id, last_ns in db.execute(
+                "SELECT n.i, f.id, f.last_ns FROM incoming n JOIN flows f ON "
+                "f.addr_a=n.addr_a AND f.addr_b=n.addr_b AND f.port_a=n.port_a AND "
+                "f.port_b=n.port_b AND f.proto=n.proto AND f.ipver=n.ipver"):
+            if keys[i] not in known or last_ns > known[keys[i]][1]:
+                known[keys[i]] = (flow_id, last_ns)
+        next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM flows").fetchone()[0]
+        inserts, updates, links = [], [], []
+        for key, (ipver, proto, addr_a, port_a, addr_b, port_b, init_a, first, last,
+                  p_ab, b_ab, p_ba, b_ba, offsets) in zip(keys, flows, strict=True):
+            prev = known.get(key)
+            if prev is not None and first - prev[1] <= FLOW_IDLE_TIMEOUT_NS:
+                flow_id = prev[0]
+                updates.append((first, last, p_ab, b_ab, p_ba, b_ba, flow_id))
             else:
-                cur = db.execute(
-                    f"INSERT INTO flows ({FLOW_COLUMNS.replace('id, ', '', 1)}) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (ipver, proto, addr_a, port_a, addr_b, port_b, int(init_a), first, last,
-                     p_ab, b_ab, p_ba, b_ba))
-                flow_id = cur.lastrowid
+                flow_id, next_id = next_id, next_id + 1
+                inserts.append((flow_id, ipver, proto, addr_a, port_a, addr_b, port_b,
+                                int(init_a), first, last, p_ab, b_ab, p_ba, b_ba))
+            known[key] = (flow_id, max(last, prev[1] if prev else last))
             links.append((flow_id, segment_id, p_ab + p_ba, first, last, offsets))
+        db.executemany(f"INSERT INTO flows ({FLOW_COLUMNS}) VALUES "
+                       "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", inserts)
+        db.executemany(
+            "UPDATE flows SET first_ns=min(first_ns, ?), last_ns=max(last_ns, ?), "
+            "pkts_a2b=pkts_a2b+?, bytes_a2b=bytes_a2b+?, pkts_b2a=pkts_b2a+?, "
+            "bytes_b2a=bytes_b2a+? WHERE id=?", updates)
         db.executemany("INSERT INTO flow_segments VALUES (?,?,?,?,?,?)", links)
 
     # -- flows -----------------------------------------------------------------------------

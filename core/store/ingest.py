@@ -142,6 +142,9 @@ def _blocks(path: Path, rep: FileReport) -> Iterator[tuple[memoryview, int]]:
             view = memoryview(mm)
             for start in range(0, len(mm), READ_BLOCK):
                 yield view[start:start + READ_BLOCK], min(start + READ_BLOCK, len(mm))
+                # Parsed (the reader copies what it keeps): unmap, so the process does not
+                # grow to the file's size (the pages stay in the page cache).
+                mm.madvise(mmap.MADV_DONTNEED, start, min(READ_BLOCK, len(mm) - start))
             return
         buf = bytearray(READ_BLOCK)
         view = memoryview(buf)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,17 @@ PCAP_MAGIC = {6: 0xA1B2C3D4, 9: 0xA1B23C4D}
 SEGMENT_MAX_BYTES = 256 * 2**20
 SEGMENT_MAX_SPAN_NS = 3600 * 10**9
 assert SEGMENT_MAX_BYTES < 2**32 - 64 * 2**20  # offsets are u32, plus one read block of slack
+
+
+# One thread writes segment data while the ingest thread parses the next block (both
+# release the GIL); at most one write per segment is in flight.
+_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapwire-segment-write")
+
+
+def _write_all(fh: Any, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[fh.write(view):]
 
 
 def pcap_header(linktype: int, snaplen: int, tsprec: int = 6) -> bytes:
@@ -42,6 +54,7 @@ class SegmentWriter:
     last_ns: int | None = None
     _fh: Any = field(default=None, repr=False)
     _indexer: Any = field(default=None, repr=False)
+    _pending: Future[None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +69,8 @@ class SegmentWriter:
 
     def add(self, records: bytes, meta: bytes, count: int, first_ns: int, last_ns: int) -> None:
         self._indexer.add(meta, self.size)
-        self._fh.write(records)
+        self._wait()
+        self._pending = _WRITER.submit(_write_all, self._fh, records)
         self.size += len(records)
         self.packets += count
         self.first_ns = first_ns if self.first_ns is None else min(self.first_ns, first_ns)
@@ -64,6 +78,7 @@ class SegmentWriter:
 
     def close(self) -> tuple[dict[str, Any], list[tuple]]:
         """Finish the file (rename into place) and return its catalog row and flows."""
+        self._wait()
         self._fh.close()
         os.replace(self.part_path, self.path)
         flows = self._indexer.finish()
@@ -72,7 +87,17 @@ class SegmentWriter:
                "last_ns": self.last_ns or 0, "packets": self.packets, "size": self.size}
         return row, flows
 
+    def _wait(self) -> None:
+        """Wait for the write in flight; a write error (disk full …) is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
     def abort(self) -> None:
+        try:
+            self._wait()
+        except OSError:
+            pass  # the file is discarded anyway
         self._fh.close()
         self.part_path.unlink(missing_ok=True)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import CASES, corpus_file
 from pcaputil import read_records, sha256, tcpdump
+from pcapwire.errors import QueryError
 from pcapwire.query import QuerySpec
 from pcapwire.store import Store
 from pcapwire.synth import generate
@@ -210,3 +211,40 @@ def test_flow_counts_match_tshark_conversations(store: Store, case_id: str) -> N
     theirs = {(c["proto"], frozenset({(c["src"], c["sport"]), (c["dst"], c["dport"])})):
               (c["packets"], c["bytes"]) for c in conv["conversations"]}
     assert ours == theirs
+
+
+def test_in_place_index_answers_like_tcpdump_without_copying(tmp_path: Path) -> None:
+    cap = tmp_path / "synth.pcap"
+    generate(cap, 2 * 2**20, seed=11)
+    with Store(tmp_path / "s") as store:
+        report = store.ingest([cap], in_place=True)
+        assert report.ok and report.segments == 1
+        assert report.packets == len(_records_of(cap))
+        (seg,) = store.catalog.segments()
+        assert seg.path == str(cap.resolve()) and seg.size == cap.stat().st_size
+        assert not list((tmp_path / "s").rglob("*.pcap"))  # nothing copied
+        engine = store.query_engine()
+        assert engine.to_bytes(QuerySpec()) == tcpdump(cap)
+        assert engine.to_bytes(QuerySpec(bpf="tcp port 8080")) == tcpdump(cap, "tcp port 8080")
+        row = next(store.catalog.flows("proto = 6"))
+        assert len(read_records(engine.to_bytes(QuerySpec(flow_ids=[row.id])))[1]) == row.packets
+        with open(cap, "ab") as f:  # the file changes under the index: a clear error
+            f.write(b"\0" * 16)
+        with pytest.raises(QueryError, match="changed size since it was indexed in place"):
+            engine.to_bytes(QuerySpec())
+
+
+@pytest.mark.parametrize("case_id", ["zeek-http-get", "zeek-pcapng-two-interfaces",
+                                     "suricata-pcap-corrupt-record-tls"])
+def test_in_place_falls_back_to_copying_what_it_cannot_index_as_is(
+        tmp_path: Path, case_id: str) -> None:
+    """pcapng and damaged files are copied into segments; a clean classic file is not."""
+    with Store(tmp_path / "s") as store:
+        report = store.ingest([corpus_file(case_id)], in_place=True)
+        expected = READABLE[case_id] + RECOVERED.get(case_id, 0)
+        assert report.packets == expected
+        (seg,) = store.catalog.segments()
+        assert Path(seg.path).is_absolute() == (case_id == "zeek-http-get")
+        out = store.query_engine().to_bytes(QuerySpec())
+        if case_id == "zeek-http-get":
+            assert out == tcpdump(corpus_file(case_id))

@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"close segments at this size (default {SEGMENT_MAX_BYTES // 2**20})")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="progress on stderr: a bar on a terminal, 'lines' for scripts")
+    p.add_argument("--in-place", action="store_true",
+                   help="index clean little-endian pcap files where they lie instead of "
+                        "copying them into segments (they must then stay unchanged); other "
+                        "inputs are copied as usual")
     p.add_argument("--json", action="store_true", help="summary as JSON")
     p.set_defaults(func=run)
 
@@ -52,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     with Store(args.data_dir) as store:
         report = store.ingest(args.paths, segment_max_bytes=args.segment_size * 2**20,
+                              in_place=args.in_place,
                               progress=bar, on_checkpoint=on_checkpoint)
     if bar is not None:
         sys.stderr.write("\n")

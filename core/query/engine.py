@@ -24,6 +24,7 @@ from array import array
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pcapwire import _native
@@ -199,9 +200,17 @@ class QueryEngine:
     def _pieces(self, plan: SegmentPlan, filters: dict[tuple[int, int], Any], spec: QuerySpec,
                 stop: threading.Event | None, stats: QueryStats) -> Iterator[tuple[bytes, bytes]]:
         seg = plan.segment
-        path = self.store.root / seg.path
+        path = self.store.root / seg.path  # an absolute path: indexed in place
         filt = filters.get((seg.linktype, seg.snaplen))
         stats.segments_scanned += 1
+        if Path(seg.path).is_absolute():
+            try:
+                changed = path.stat().st_size != seg.size
+            except OSError as exc:
+                raise QueryError(f"{path}, indexed in place, cannot be read: {exc}") from None
+            if changed:
+                raise QueryError(f"{path} changed size since it was indexed in place; "
+                                 "re-ingest it") from None
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             if plan.offsets is None:
                 pos, end = 24, len(mm)

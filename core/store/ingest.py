@@ -162,6 +162,21 @@ def _blocks(path: Path, rep: FileReport) -> Iterator[tuple[memoryview, int]]:
             yield view[:n], f.fileobj.tell()  # type: ignore[union-attr]
 
 
+class _NotInPlace(Exception):
+    """This input cannot be indexed where it lies (see Ingestor._index_in_place)."""
+
+
+IN_PLACE_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")  # LE µs, LE ns
+
+
+def _in_place_candidate(path: Path, size: int) -> bool:
+    """A little-endian classic pcap 2.4 whose offsets fit the index (u32)."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    return (len(head) == 24 and head[:4] in IN_PLACE_MAGICS
+            and head[4:8] == b"\x02\x00\x04\x00" and size < 2**32)
+
+
 def _batch_times(meta: bytes) -> tuple[int, int, int]:
     """(count, first_ns, last_ns) of a batch's meta array (ts_ns is each struct's first field)."""
     n = len(meta) // _native.META_SIZE
@@ -175,8 +190,10 @@ class Ingestor:
     def __init__(self, store: Store, segment_max_bytes: int = SEGMENT_MAX_BYTES,
                  segment_max_span_ns: int = SEGMENT_MAX_SPAN_NS,
                  progress: Progress | None = None,
-                 on_checkpoint: Callable[[int], None] | None = None) -> None:
+                 on_checkpoint: Callable[[int], None] | None = None,
+                 in_place: bool = False) -> None:
         self.store = store
+        self.in_place = in_place
         self.segment_max_bytes = segment_max_bytes
         self.segment_max_span_ns = segment_max_span_ns
         self.progress = progress
@@ -215,6 +232,11 @@ class Ingestor:
         else:
             source_id, skip = src["id"], src["packets_done"]
         rep.resumed_from = skip
+        if self.in_place and skip == 0 and _in_place_candidate(path, size):
+            try:
+                return self._index_in_place(path, size, source_id)
+            except _NotInPlace as why:
+                log.info("%s: indexed by copying (%s)", path, why)
         # Batches no bigger than a quarter segment, so a segment closes near its limit.
         batch_max = max(1, min(READ_BLOCK, self.segment_max_bytes // 4))
         reader = _native.Reader(str(path), skip_packets=skip, max_batch_bytes=batch_max)
@@ -258,6 +280,51 @@ class Ingestor:
         rep.errors += list(reader.errors)
         rep.warnings += list(reader.warnings)
         catalog.finish_source(source_id, rep.errors)
+        return rep
+
+    def _index_in_place(self, path: Path, size: int, source_id: int) -> FileReport:
+        """Index a clean little-endian classic pcap where it lies: one segment that is the
+        file itself (absolute path), no bytes copied. Anything the reader would change or
+        report (damage, several link types) raises _NotInPlace before anything is committed,
+        and the caller ingests by copying instead."""
+        rep = FileReport(str(path), segments=1)
+        reader = _native.Reader(str(path), max_batch_bytes=READ_BLOCK)
+        indexer = _native.SegmentIndexer()
+        key: tuple[int, int, int] | None = None
+        expect, first_ns, last_ns = 24, None, None
+
+        def add(batches: list[tuple]) -> None:
+            nonlocal key, expect, first_ns, last_ns
+            if reader.errors:
+                raise _NotInPlace(f"damage at byte {reader.errors[0][0]}")
+            for linktype, snaplen, tsprec, records, meta, off in batches:
+                if not records:
+                    continue
+                if key not in (None, (linktype, snaplen, tsprec)):
+                    raise _NotInPlace("link type or snaplen changes")
+                if off != expect:
+                    raise _NotInPlace(f"records are not the file's bytes at {off}")
+                key, expect = (linktype, snaplen, tsprec), off + len(records)
+                count, first, last = _batch_times(meta)
+                indexer.add(meta, off)
+                first_ns = first if first_ns is None else min(first_ns, first)
+                last_ns = last if last_ns is None else max(last_ns, last)
+                rep.packets += count
+                rep.bytes += len(records) - 16 * count
+
+        for data, done in _blocks(path, rep):
+            add(reader.feed(data))
+            if self.progress is not None:
+                self.progress(str(path), done, size)
+        add(reader.finish())
+        if key is None or expect != size:
+            raise _NotInPlace("no packets" if key is None else f"trailing bytes at {expect}")
+        row = {"path": str(path.resolve()), "linktype": key[0], "snaplen": key[1],
+               "tsprec": key[2], "first_ns": first_ns or 0, "last_ns": last_ns or 0,
+               "packets": rep.packets, "size": size}
+        self.store.catalog.commit_checkpoint(source_id, rep.packets, [(row, indexer.finish())])
+        rep.warnings += list(reader.warnings)
+        self.store.catalog.finish_source(source_id, rep.errors)
         return rep
 
     def _new_writer(self, source_id: int, linktype: int, snaplen: int, tsprec: int

@@ -39,8 +39,8 @@ def verdict_to_ecs(v: Verdict, *, run_id: str = "", verdict_id: int | None = Non
         "ecs": {"version": ECS_VERSION},
         "event": {"kind": "alert", "module": "pcapwire", "dataset": f"pcapwire.{v.analyzer}",
                   "severity": SEVERITIES.index(v.severity), "risk_score": float(v.score),
-                  "category": ["intrusion_detection"] if v.subject_kind in ("pcap", "stream")
-                  else ["malware"] if v.subject_kind == "file" else ["email"],
+                  "category": ["malware"] if v.subject_kind == "file"
+                  else ["email"] if v.subject_kind == "email" else ["intrusion_detection"],
                   "type": ["indicator"]},
         "rule": {"id": v.signature_id, "name": v.signature, "category": v.category,
                  "ruleset": v.analyzer},

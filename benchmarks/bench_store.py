@@ -51,8 +51,8 @@ def main() -> None:
     ap.add_argument("--flows", type=int, default=20, help="5-tuple queries to time")
     args = ap.parse_args()
 
-    from pcapwire.cli.flows import flow_dict
     from pcapwire.query import QuerySpec
+    from pcapwire.query.flows import flow_dict
     from pcapwire.records import FlowKey
     from pcapwire.store import Store
     from pcapwire.synth import generate

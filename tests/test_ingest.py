@@ -150,7 +150,7 @@ def test_flow_spanning_many_segments_is_one_flow(tmp_path: Path) -> None:
         flow_id = spanning[0][0]
         out = store.query_engine().to_bytes(QuerySpec(flow_ids=[flow_id]))
         (row,) = store.catalog.flows("id = ?", [flow_id])
-        from pcapwire.cli.flows import flow_dict
+        from pcapwire.query.flows import flow_dict
 
         f = flow_dict(row)
         expr = (f"tcp and host {f['src_ip']} and host {f['dest_ip']} and port {f['src_port']} "
@@ -201,7 +201,7 @@ def test_flow_counts_match_tshark_conversations(store: Store, case_id: str) -> N
     store.ingest([corpus_file(case_id)])
     conv = CASES[case_id]["computed"]["conversations"]
     ours = {}
-    from pcapwire.cli.flows import flow_dict
+    from pcapwire.query.flows import flow_dict
 
     for row in store.catalog.flows("proto IN (6, 17)"):
         f = flow_dict(row)

@@ -29,7 +29,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
 
 
 def _first_flow(store: Store, port: int) -> dict:
-    from pcapwire.cli.flows import flow_dict
+    from pcapwire.query.flows import flow_dict
 
     row = next(store.catalog.flows("port_a = ? OR port_b = ?", [port, port]))
     return flow_dict(row)

@@ -11,10 +11,8 @@ from pcapwire.api.errors import ApiError
 from pcapwire.api.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from pcapwire.api.routes_queries import tenant_store, time_ns
 from pcapwire.api.tenants import TenantStore
-from pcapwire.cli.flows import flow_dict
 from pcapwire.query import QuerySpec, parse_proto
-from pcapwire.query.bpfplan import candidate_sql
-from pcapwire.query.engine import flow_where
+from pcapwire.query.flows import find_flows
 
 routes = web.RouteTableDef()
 
@@ -22,18 +20,7 @@ routes = web.RouteTableDef()
 def flows_for(ts: TenantStore, spec: QuerySpec, limit: int) -> list[dict[str, Any]]:
     """Flows of the index that the spec selects (for a BPF expression: the flows that may
     hold a match, as the planner narrows them), newest last."""
-    where = flow_where(spec)
-    sql, args = (where.where, list(where.args)) if where else ("1=1", [])
-    narrowed = candidate_sql(spec.bpf) if spec.bpf else None
-    if narrowed is not None:
-        sql, args = f"({sql}) AND {narrowed.where}", args + list(narrowed.args)
-    if spec.start_ns is not None:
-        sql += " AND last_ns >= ?"
-        args.append(spec.start_ns)
-    if spec.end_ns is not None:
-        sql += " AND first_ns < ?"
-        args.append(spec.end_ns)
-    return [flow_dict(f) for f in ts.catalog.flows(sql, args, limit)]
+    return find_flows(ts.catalog, spec, limit)
 
 
 @routes.get("/api/v1/flows")

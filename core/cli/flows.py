@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
-from datetime import UTC, datetime
-from typing import Any
 
 from pcapwire.cli.filters import add_filter_args, spec_from_args
-from pcapwire.query.engine import flow_where
-from pcapwire.records import IP_PROTO_NAMES
-from pcapwire.store import FlowRow, Store
+from pcapwire.query.flows import find_flows
+from pcapwire.store import Store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,44 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _addr(ipver: int, blob: bytes) -> str:
-    if ipver == 4:
-        return str(ipaddress.IPv4Address(blob[:4]))
-    if ipver == 6:
-        return str(ipaddress.IPv6Address(blob))
-    return ""
-
-
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
-def flow_dict(f: FlowRow) -> dict[str, Any]:
-    """A flow oriented initiator -> responder, with EVE-like field names."""
-    a = (_addr(f.ipver, f.addr_a), f.port_a)
-    b = (_addr(f.ipver, f.addr_b), f.port_b)
-    (src, sport), (dst, dport) = (a, b) if f.initiator_is_a else (b, a)
-    to_srv = (f.pkts_a2b, f.bytes_a2b) if f.initiator_is_a else (f.pkts_b2a, f.bytes_b2a)
-    to_cli = (f.pkts_b2a, f.bytes_b2a) if f.initiator_is_a else (f.pkts_a2b, f.bytes_a2b)
-    proto = IP_PROTO_NAMES.get(f.proto, str(f.proto)) if f.ipver else f"ethertype:{f.port_a:#06x}"
-    return {"flow_id": f.id, "proto": proto, "src_ip": src, "src_port": sport, "dest_ip": dst,
-            "dest_port": dport, "start": _iso(f.first_ns), "end": _iso(f.last_ns),
-            "pkts_toserver": to_srv[0], "bytes_toserver": to_srv[1],
-            "pkts_toclient": to_cli[0], "bytes_toclient": to_cli[1]}
-
-
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
-    where = flow_where(spec)
-    sql, params = (where.where, list(where.args)) if where else ("1=1", [])
-    if spec.start_ns is not None:
-        sql += " AND last_ns >= ?"
-        params.append(spec.start_ns)
-    if spec.end_ns is not None:
-        sql += " AND first_ns < ?"
-        params.append(spec.end_ns)
     with Store(args.data_dir) as store:
-        rows = [flow_dict(f) for f in store.catalog.flows(sql, params, args.limit)]
+        rows = find_flows(store.catalog, spec, args.limit)
     if args.json:
         for r in rows:
             print(json.dumps(r))

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pcapwire import _native
 from pcapwire.errors import QueryError
-from pcapwire.query.bpfplan import Sql, addr_blob, candidate_sql, host_sql, net_sql
+from pcapwire.query.flows import explicit_sql, flows_sql, narrowing_sql
 from pcapwire.query.output import StreamFormatter
 from pcapwire.query.spec import QuerySpec
 from pcapwire.records import PcapChunk
@@ -67,32 +67,6 @@ class QueryStats:
     records_examined: int = 0
 
 
-def flow_where(spec: QuerySpec) -> Sql | None:
-    """SQL over ``flows`` for the explicit (flow-level, exact) filters, or None."""
-    parts: list[Sql] = [host_sql(h) for h in spec.hosts] + [net_sql(n) for n in spec.nets]
-    for p in spec.ports:
-        parts.append(Sql("(proto IN (6,17,132) AND (port_a = ? OR port_b = ?))", (p, p)))
-    if spec.protos:
-        parts.append(Sql(f"(proto IN ({','.join(str(int(p)) for p in spec.protos)}))", ()))
-    if spec.flow_ids:
-        parts.append(Sql(f"(id IN ({','.join(str(int(i)) for i in spec.flow_ids)}))", ()))
-    if spec.five_tuple is not None:
-        parts.append(five_tuple_sql(spec.five_tuple))
-    if not parts:
-        return None
-    return Sql(" AND ".join(p.where for p in parts), tuple(a for p in parts for a in p.args))
-
-
-def five_tuple_sql(key: Any) -> Sql:
-    import ipaddress
-
-    a = (addr_blob(ipaddress.ip_address(key.src)), key.sport)
-    b = (addr_blob(ipaddress.ip_address(key.dst)), key.dport)
-    lo, hi = min(a, b), max(a, b)
-    return Sql("(addr_a = ? AND port_a = ? AND addr_b = ? AND port_b = ? AND proto = ?)",
-               (lo[0], lo[1], hi[0], hi[1], key.proto))
-
-
 class QueryEngine:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -101,22 +75,11 @@ class QueryEngine:
     def plan(self, spec: QuerySpec) -> Plan:
         catalog = self.store.catalog
         segments = catalog.segments(spec.start_ns, spec.end_ns)
-        explicit = flow_where(spec)
-        bpf_sql = candidate_sql(spec.bpf) if spec.bpf else None
-        where = explicit if bpf_sql is None else (
-            bpf_sql if explicit is None else Sql(f"{explicit.where} AND {bpf_sql.where}",
-                                                 explicit.args + bpf_sql.args))
-        if where is None:
+        if narrowing_sql(spec) is None:
             plans = [SegmentPlan(s, None) for s in segments]
             return self._finish(spec, plans, None, segments)
-        args: list[Any] = list(where.args)
-        sql = where.where
-        if spec.start_ns is not None:
-            sql += " AND last_ns >= ?"
-            args.append(spec.start_ns)
-        if spec.end_ns is not None:
-            sql += " AND first_ns < ?"
-            args.append(spec.end_ns)
+        where = flows_sql(spec)
+        sql, args = where.where, list(where.args)
         flow_ids = [r[0] for r in catalog.db.execute(f"SELECT id FROM flows WHERE {sql}", args)]
         by_segment: dict[int, list[tuple[int, bytes]]] = {}
         seg_ids = [s.id for s in segments]
@@ -128,7 +91,7 @@ class QueryEngine:
             if not hits:
                 continue
             total = sum(p for p, _ in hits)
-            if explicit is None and total > DENSE_FRACTION * seg.packets:
+            if explicit_sql(spec) is None and total > DENSE_FRACTION * seg.packets:
                 plans.append(SegmentPlan(seg, None))
             else:
                 plans.append(SegmentPlan(seg, _union_offsets([o for _, o in hits])))

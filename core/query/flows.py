@@ -1,0 +1,96 @@
+"""Flow selection and presentation: the one place that turns a QuerySpec into SQL over the
+catalog's ``flows`` table (used by the query planner, ``pcapwire flows`` and the API) and
+a flow row into the EVE-like dict everything prints."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pcapwire.query.bpfplan import Sql, addr_blob, candidate_sql, host_sql, net_sql
+from pcapwire.query.spec import QuerySpec
+from pcapwire.records import IP_PROTO_NAMES
+
+if TYPE_CHECKING:
+    from pcapwire.store import FlowRow
+    from pcapwire.store.catalog import Catalog
+
+
+def narrowing_sql(spec: QuerySpec) -> Sql | None:
+    """The explicit filters AND the flows a BPF expression may match, or None when the
+    index cannot narrow the query (it then reads every segment in the time window)."""
+    explicit = explicit_sql(spec)
+    bpf = candidate_sql(spec.bpf) if spec.bpf else None
+    if bpf is None or explicit is None:
+        return explicit or bpf
+    return Sql(f"{explicit.where} AND {bpf.where}", explicit.args + bpf.args)
+
+
+def flows_sql(spec: QuerySpec) -> Sql:
+    """Every flow that may hold a matching packet, time window included."""
+    narrow = narrowing_sql(spec)
+    sql, args = (narrow.where, list(narrow.args)) if narrow else ("1=1", [])
+    if spec.start_ns is not None:
+        sql += " AND last_ns >= ?"
+        args.append(spec.start_ns)
+    if spec.end_ns is not None:
+        sql += " AND first_ns < ?"
+        args.append(spec.end_ns)
+    return Sql(sql, tuple(args))
+
+
+def find_flows(catalog: Catalog, spec: QuerySpec, limit: int | None = None
+               ) -> list[dict[str, Any]]:
+    where = flows_sql(spec)
+    return [flow_dict(f) for f in catalog.flows(where.where, where.args, limit)]
+
+
+def explicit_sql(spec: QuerySpec) -> Sql | None:
+    """SQL over ``flows`` for the explicit (flow-level, exact) filters, or None."""
+    parts: list[Sql] = [host_sql(h) for h in spec.hosts] + [net_sql(n) for n in spec.nets]
+    for p in spec.ports:
+        parts.append(Sql("(proto IN (6,17,132) AND (port_a = ? OR port_b = ?))", (p, p)))
+    if spec.protos:
+        parts.append(Sql(f"(proto IN ({','.join(str(int(p)) for p in spec.protos)}))", ()))
+    if spec.flow_ids:
+        parts.append(Sql(f"(id IN ({','.join(str(int(i)) for i in spec.flow_ids)}))", ()))
+    if spec.five_tuple is not None:
+        parts.append(five_tuple_sql(spec.five_tuple))
+    if not parts:
+        return None
+    return Sql(" AND ".join(p.where for p in parts), tuple(a for p in parts for a in p.args))
+
+
+def five_tuple_sql(key: Any) -> Sql:
+    a = (addr_blob(ipaddress.ip_address(key.src)), key.sport)
+    b = (addr_blob(ipaddress.ip_address(key.dst)), key.dport)
+    lo, hi = min(a, b), max(a, b)
+    return Sql("(addr_a = ? AND port_a = ? AND addr_b = ? AND port_b = ? AND proto = ?)",
+               (lo[0], lo[1], hi[0], hi[1], key.proto))
+
+
+def _addr(ipver: int, blob: bytes) -> str:
+    if ipver == 4:
+        return str(ipaddress.IPv4Address(blob[:4]))
+    if ipver == 6:
+        return str(ipaddress.IPv6Address(blob))
+    return ""
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def flow_dict(f: FlowRow) -> dict[str, Any]:
+    """A flow oriented initiator -> responder, with EVE-like field names."""
+    a = (_addr(f.ipver, f.addr_a), f.port_a)
+    b = (_addr(f.ipver, f.addr_b), f.port_b)
+    (src, sport), (dst, dport) = (a, b) if f.initiator_is_a else (b, a)
+    to_srv = (f.pkts_a2b, f.bytes_a2b) if f.initiator_is_a else (f.pkts_b2a, f.bytes_b2a)
+    to_cli = (f.pkts_b2a, f.bytes_b2a) if f.initiator_is_a else (f.pkts_a2b, f.bytes_a2b)
+    proto = IP_PROTO_NAMES.get(f.proto, str(f.proto)) if f.ipver else f"ethertype:{f.port_a:#06x}"
+    return {"flow_id": f.id, "proto": proto, "src_ip": src, "src_port": sport, "dest_ip": dst,
+            "dest_port": dport, "start": _iso(f.first_ns), "end": _iso(f.last_ns),
+            "pkts_toserver": to_srv[0], "bytes_toserver": to_srv[1],
+            "pkts_toclient": to_cli[0], "bytes_toclient": to_cli[1]}

@@ -18,6 +18,16 @@ Measures:
   by hand as well.)
 - time from query submission to the first Suricata verdict with the engine warm (a spare
   from the pool, rules already loaded). Target < 1 s.
+- CPU time (user and system) of each side: Suricata's (the child process, by hand and in
+  the step) and the pcapwire process's (query thread, event loop, FIFO writer thread;
+  ``main_thread`` is the event loop alone). On a 2-core machine that Suricata keeps busy,
+  the pcapwire side's CPU is what the step's wall clock pays for.
+
+Warm and cold: "warm" is the step as a long-running pcapwire runs it, with a spare engine
+whose rules were loaded before the query was submitted (not timed); "cold" starts Suricata
+inside the timed run, rule loading included, like ``suricata -r`` by hand does. Both are
+reported; the rounds alternate (by hand, by hand with the plugin's outputs, warm, cold)
+and every figure is the median over the rounds.
 The capture is generated (pcapwire.synth: HTTP sessions, DNS, EICAR markers) if absent.
 Results are printed and written to benchmarks/results/suricata.json.
 """
@@ -28,6 +38,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -96,9 +107,20 @@ def _plugin_alerts(verdicts: list) -> Counter:
     return out
 
 
+def _cpu(who: int) -> tuple[float, float]:
+    r = resource.getrusage(who)
+    return r.ru_utime, r.ru_stime
+
+
+def _cpu_since(who: int, before: tuple[float, float]) -> dict[str, float]:
+    now = _cpu(who)
+    return {"user": now[0] - before[0], "sys": now[1] - before[1]}
+
+
 def by_hand(capture: Path, rules: list[str], tmp: Path, config: Path | None
-            ) -> tuple[float, Counter]:
-    """``suricata -r`` as typed by hand; returns (wall seconds, alert multiset)."""
+            ) -> tuple[float, Counter, dict[str, float]]:
+    """``suricata -r`` as typed by hand; returns (wall seconds, alert multiset, Suricata's
+    CPU seconds)."""
     log_dir = Path(tempfile.mkdtemp(dir=tmp, prefix="hand-"))
     if config is None:
         # the user's command: the distribution config, rules given on the command line
@@ -109,12 +131,14 @@ def by_hand(capture: Path, rules: list[str], tmp: Path, config: Path | None
     else:
         cmd = ["suricata", "-c", str(config)]
     cmd += ["-r", str(capture), "-l", str(log_dir), *ARGS]
+    children = _cpu(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - t0
+    cpu = _cpu_since(resource.RUSAGE_CHILDREN, children)
     if proc.returncode != 0:
         raise SystemExit(f"suricata by hand failed:\n{proc.stdout}{proc.stderr}")
-    return elapsed, _hand_alerts(log_dir / "eve.json")
+    return elapsed, _hand_alerts(log_dir / "eve.json"), cpu
 
 
 def plugin_file_config(rules: list[str], tmp: Path) -> Path:
@@ -178,10 +202,16 @@ async def through_step(store: Any, rules: list[str], tmp: Path, warm: bool) -> d
             first.setdefault("chunk", time.perf_counter())
             yield chunk
 
+    own, children = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
+    main = time.thread_time()
     t0 = time.perf_counter()
     summary = await Engine(host).run(wf, chunks(), case="bench", query_id="full",
                                      on_verdict=on_verdict)
     elapsed = time.perf_counter() - t0
+    # Suricata is reaped inside the run (a spare started for the next run is not)
+    cpu = {"pcapwire": _cpu_since(resource.RUSAGE_SELF, own),
+           "main_thread": time.thread_time() - main,
+           "suricata": _cpu_since(resource.RUSAGE_CHILDREN, children)}
     analyzer = host.analyzer("suricata")
     reused = analyzer.pool().reused
     await analyzer.close()
@@ -189,7 +219,7 @@ async def through_step(store: Any, rules: list[str], tmp: Path, warm: bool) -> d
         raise SystemExit(f"run {summary.status}: {[s.to_dict() for s in summary.steps]}")
     return {"seconds": elapsed, "alerts": _plugin_alerts(verdicts), "chunks": summary.chunks,
             "first_verdict_s": first["verdict"] - t0, "first_chunk_s": first["chunk"] - t0,
-            "spare_used": bool(reused)}
+            "spare_used": bool(reused), "cpu": cpu}
 
 
 async def first_verdict_latency(store: Any, rules: list[str], tmp: Path,
@@ -260,13 +290,16 @@ def measure(store: Any, capture: Path, rules: list[str], tmp: Path, repeat: int
     """One rule profile: by hand, by hand with the plugin's outputs, step warm and cold,
     interleaved ``repeat`` times; alert sets compared on every run."""
     hand, hand_same, step_warm, step_cold = [], [], [], []
+    hand_cpu, hand_same_cpu = [], []
     alerts_ref: Counter | None = None
     plugin_cfg = plugin_file_config(rules, tmp)
     for _ in range(repeat):
-        s, alerts_hand = by_hand(capture, rules, tmp, None)
+        s, alerts_hand, cpu = by_hand(capture, rules, tmp, None)
         hand.append(s)
-        s, alerts_same = by_hand(capture, rules, tmp, plugin_cfg)
+        hand_cpu.append(cpu)
+        s, alerts_same, cpu = by_hand(capture, rules, tmp, plugin_cfg)
         hand_same.append(s)
+        hand_same_cpu.append(cpu)
         warm = asyncio.run(through_step(store, rules, tmp, warm=True))
         step_warm.append(warm)
         cold = asyncio.run(through_step(store, rules, tmp, warm=False))
@@ -300,7 +333,23 @@ def measure(store: Any, capture: Path, rules: list[str], tmp: Path, repeat: int
         "first_chunk_s": med(r["first_chunk_s"] for r in step_warm),
         "chunks": step_warm[0]["chunks"],
         "spare_used": all(r["spare_used"] for r in step_warm),
+        "cpu_s": {
+            "suricata_by_hand": _cpu_median(hand_cpu),
+            "suricata_by_hand_plugin_outputs": _cpu_median(hand_same_cpu),
+            "step_warm": {k: _cpu_median([r["cpu"][k] for r in step_warm])
+                          for k in ("suricata", "pcapwire")},
+            "step_warm_main_thread": med(r["cpu"]["main_thread"] for r in step_warm),
+            "step_cold": {k: _cpu_median([r["cpu"][k] for r in step_cold])
+                          for k in ("suricata", "pcapwire")},
+        },
     }
+
+
+def _cpu_median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Medians of user, sys and user+sys over the rounds."""
+    med = statistics.median
+    return {"user": med(r["user"] for r in runs), "sys": med(r["sys"] for r in runs),
+            "total": med(r["user"] + r["sys"] for r in runs)}
 
 
 if __name__ == "__main__":

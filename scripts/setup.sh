@@ -35,7 +35,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.pcapwire-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-   || [ -n "$(find core -name '*.c' -newer "$stamp" -print -quit)" ]; then
+   || [ -n "$(find core -name '*.[ch]' -newer "$stamp" -print -quit)" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q -e '.[test]'
   touch "$stamp"

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import itertools
 import os
-import queue
+import select
 import threading
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 #: Seconds :meth:`FifoOpener.abandon` waits for the released thread's ``open()`` to return.
 RELEASE_WAIT_S = 5.0
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
 class FifoOpener:
@@ -88,93 +93,188 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-#: Chunks handed to a FifoWriter's thread and not yet written (the back-pressure bound).
-WRITER_PENDING_CHUNKS = 4
-_CLOSE = object()
+#: Bytes queued in a :class:`FifoWriter` beyond which ``write`` waits (back-pressure) ...
+WRITER_HIGH_BYTES = 8 * 2**20
+#: ... until the writer thread has brought the queue down to this many bytes: the event
+#: loop hears from the thread once per (HIGH - LOW) bytes written, not once per chunk.
+WRITER_LOW_BYTES = 4 * 2**20
+#: Seconds the writer thread lets the reader drain a full pipe, per MiB of pipe capacity,
+#: before writing again (see :class:`FifoWriter`).
+PACE_S_PER_MIB = float(os.environ.get('PCAPWIRE_PACE', '0.001'))  # TEMP
+#: Seconds a writer waits for a reader that takes nothing before it checks for abort.
+STALL_POLL_S = 0.1
+#: Queued buffers handed to one ``writev`` call.
+WRITEV_MAX_BUFFERS = 64
 
 
 class FifoWriter:
-    """Blocking writes to a pipe from a thread of its own.
+    """Writes to a pipe from a thread of its own; the event loop never blocks on it.
 
-    The engine reads its input in small pieces; an event-loop pipe transport would wake up
-    for each of them (thousands of wake-ups per 100 MB). Here one thread does blocking
-    ``write()`` calls (which release the GIL) and the loop hears back once per chunk.
-    ``write`` waits while :data:`WRITER_PENDING_CHUNKS` chunks are queued: back-pressure
-    from the engine reaches the caller.
+    ``write`` queues the bytes and returns at once while fewer than
+    :data:`WRITER_HIGH_BYTES` are queued; beyond that it waits until the thread has brought
+    the queue down to :data:`WRITER_LOW_BYTES` (back-pressure from the reader reaches the
+    caller, with one loop wake-up per few MiB instead of one per chunk).
+
+    Pacing: a reader like libpcap takes 4 KiB per ``read()``, and a writer blocked on a
+    full pipe is woken by every one of them (53,000 wake-ups, and as many preemptions of
+    the reader's threads, per 210 MiB). The descriptor is made non-blocking instead: the
+    thread writes what fits, then sleeps :data:`PACE_S_PER_MIB` per MiB of pipe capacity
+    (the reader drains a slice of the pipe meanwhile, the pipe never runs empty) and writes
+    again; a reader that takes nothing is waited for with ``poll()``.
     """
 
-    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, *,
+                 high: int = WRITER_HIGH_BYTES, low: int = WRITER_LOW_BYTES) -> None:
         self.fd: int | None = fd
         self._loop = loop
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._slots = asyncio.Semaphore(WRITER_PENDING_CHUNKS)
+        self._high, self._low = high, min(low, high)
+        self._cond = threading.Condition()
+        self._pending: deque[memoryview] = deque()
+        self._pending_bytes = 0
+        self._closing = False
+        self._aborted = False
+        self._waiter: tuple[asyncio.Future[None], int] | None = None
         self._error: OSError | None = None
         self._done: asyncio.Future[None] = loop.create_future()
         self._done.add_done_callback(_retrieve)  # an aborted writer's error is expected
         self.bytes_written = 0
+        self.waits = 0  # times write() had to wait for the thread (stats, tests)
+        try:
+            capacity = fcntl.fcntl(fd, F_GETPIPE_SZ)
+        except OSError:
+            capacity = 0  # not a pipe (tests write to files): no pacing
+        self.pace = PACE_S_PER_MIB * capacity / 2**20
+        self._poller: select.poll | None = None
+        os.set_blocking(fd, not self.pace)
         threading.Thread(target=self._run, name="fifo-write", daemon=True).start()
 
+    # -- event-loop side ---------------------------------------------------------------
+    async def write(self, data: bytes | memoryview) -> None:
+        """Queue ``data``; waits only while too much is queued (raises the first write
+        error). ``data`` must not change until written (bytes, or a view of bytes)."""
+        if self._error is not None:
+            raise self._error
+        view = memoryview(data).cast("B")
+        if not view:
+            return
+        with self._cond:
+            if self._closing:
+                raise BrokenPipeError("writer closed")
+            self._pending.append(view)
+            self._pending_bytes += len(view)
+            self._cond.notify()
+            if self._pending_bytes <= self._high:
+                return
+        await self._wait_until(self._low)
+
+    async def drain(self) -> None:
+        """Wait until everything queued is written (raises the first write error)."""
+        await self._wait_until(0)
+
+    async def _wait_until(self, level: int) -> None:
+        fut = self._loop.create_future()
+        with self._cond:
+            if self._pending_bytes > level and self._error is None and not self._aborted:
+                self._waiter = (fut, level)
+                self.waits += 1
+            else:
+                fut.set_result(None)
+        try:
+            await fut
+        finally:
+            with self._cond:
+                if self._waiter is not None and self._waiter[0] is fut:
+                    self._waiter = None
+        if self._error is not None:
+            raise self._error
+
+    async def close(self) -> None:
+        """Write what is queued, then close the pipe (the reader sees the end of input)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        await asyncio.shield(self._done)
+
+    def abort(self) -> None:
+        """Stop: what is queued is dropped, the pipe closed within :data:`STALL_POLL_S`."""
+        with self._cond:
+            self._error = self._error or BrokenPipeError("writer aborted")
+            self._aborted = self._closing = True
+            self._cond.notify()
+
+    # -- the thread --------------------------------------------------------------------
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _CLOSE:
-                break
-            data, fut = item
-            if self._error is None:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        n = os.write(self.fd, view)  # type: ignore[arg-type]
-                        view = view[n:]
-                        self.bytes_written += n
-                except OSError as exc:
-                    self._error = exc
-            self._call(self._settle, fut, self._error)
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)  # end of input for the reader
-        self._call(self._settle, self._done, self._error)
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._closing:
+                        self._cond.wait()
+                    if self._aborted or not self._pending:
+                        break
+                    views = list(itertools.islice(self._pending, WRITEV_MAX_BUFFERS))
+                n = self._write(views)
+                with self._cond:
+                    self._pending_bytes -= n
+                    self.bytes_written += n
+                    while n:
+                        head = self._pending[0]
+                        if n < len(head):
+                            self._pending[0] = head[n:]
+                            break
+                        n -= len(head)
+                        self._pending.popleft()
+                    self._wake(self._pending_bytes)
+        except OSError as exc:
+            with self._cond:
+                self._error = self._error or exc
+        finally:
+            with self._cond:
+                self._pending.clear()
+                self._pending_bytes = 0
+                self._closing = True
+                fd, self.fd = self.fd, None
+                self._wake(0)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)  # end of input for the reader
+            self._call(self._settle, self._done, self._error)
+
+    def _write(self, views: list[memoryview]) -> int:
+        """One write of ``views`` (in order); returns the bytes written."""
+        fd = self.fd
+        assert fd is not None
+        if not self.pace:
+            return os.writev(fd, views)  # blocking: the GIL is released for all of it
+        try:
+            n = os.writev(fd, views)
+        except BlockingIOError:
+            n = 0
+        if n == 0:  # the reader took nothing since the last write: wait until it does
+            if self._poller is None:
+                self._poller = select.poll()
+                self._poller.register(fd, select.POLLOUT)
+            self._poller.poll(STALL_POLL_S * 1000)
+        if n < sum(len(v) for v in views):
+            time.sleep(self.pace)
+        return n
+
+    def _wake(self, level: int) -> None:
+        """With the lock held: resume a waiting ``write``/``drain`` once the queue is down
+        to its level (or the writer has stopped)."""
+        waiter = self._waiter
+        if waiter is not None and (level <= waiter[1] or self.fd is None):
+            self._waiter = None
+            self._call(self._settle, waiter[0], None)
 
     def _call(self, fn: Any, *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop may be closed by now
             self._loop.call_soon_threadsafe(fn, *args)
 
-    def _settle(self, fut: asyncio.Future[None], error: OSError | None) -> None:
-        if fut is not self._done:
-            self._slots.release()
+    @staticmethod
+    def _settle(fut: asyncio.Future[None], error: OSError | None) -> None:
         if fut.done():
             return
         if error is not None:
             fut.set_exception(error)
         else:
             fut.set_result(None)
-
-    async def write(self, data: bytes | memoryview) -> None:
-        """Queue ``data``; returns once it is queued (raises the first write error)."""
-        if self._error is not None:
-            raise self._error
-        await self._slots.acquire()
-        fut = self._loop.create_future()
-        fut.add_done_callback(_retrieve)  # errors surface through the next write/close
-        self._queue.put((data, fut))
-
-    async def drain(self) -> None:
-        """Wait until everything queued is written (raises the first write error)."""
-        for _ in range(WRITER_PENDING_CHUNKS):
-            await self._slots.acquire()
-        for _ in range(WRITER_PENDING_CHUNKS):
-            self._slots.release()
-        if self._error is not None:
-            raise self._error
-
-    async def close(self) -> None:
-        """Write what is queued, then close the pipe (the reader sees the end of input)."""
-        self._queue.put(_CLOSE)
-        await asyncio.shield(self._done)
-
-    def abort(self) -> None:
-        """Stop: queued data is dropped once the current write returns (a write blocked on
-        a reader that never reads returns when that reader is killed)."""
-        self._error = self._error or BrokenPipeError("writer aborted")
-        self._queue.put(_CLOSE)

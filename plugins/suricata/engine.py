@@ -45,6 +45,11 @@ from pcapwire.plugins.enginekit.process import EngineProcess, describe_returncod
 from pcapwire.plugins.suricata.config import METADATA_EVE, SuricataSettings, build_config
 from pcapwire.plugins.suricata.ruleload import RuleError, RuleLoadLog
 
+try:  # EVE lines are parsed with orjson when it is installed (3-4x faster per alert)
+    from orjson import loads as _json_loads
+except ImportError:  # pragma: no cover - the stdlib parser gives the same objects
+    _json_loads = json.loads
+
 log = logging.getLogger(__name__)
 
 #: Longest EVE line accepted (a record with a huge HTTP header block still fits).
@@ -241,11 +246,12 @@ class SuricataEngine:
 
     def _decode(self, lines: list[bytes]) -> list[dict[str, Any]]:
         batch = []
+        loads = _json_loads
         for line in lines:
             if not line:
                 continue
             try:
-                event = json.loads(line)
+                event = loads(line)
             except ValueError:
                 self._bad_lines += 1
                 log.warning("suricata: EVE line is not JSON: %r", line[:200])
@@ -255,14 +261,20 @@ class SuricataEngine:
         self._events += len(batch)
         return batch
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """EVE events as Suricata writes them; ends after :meth:`finish` or :meth:`kill`."""
+    async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """EVE events as Suricata writes them, in the batches read from the socket (one
+        await per batch, not per event); ends after :meth:`finish` or :meth:`kill`."""
         while True:
             item = await self._queue.get()
             if item is _END:
                 await self._queue.put(_END)  # later iterators end too
                 return
-            for event in item:
+            yield item
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """EVE events one by one (:meth:`batches`, flattened)."""
+        async for batch in self.batches():
+            for event in batch:
                 yield event
 
     async def _end_events(self) -> None:

@@ -88,9 +88,13 @@ class SuricataRun:
         """Drain the engine's EVE stream to its end, whatever the sink does: a sink that
         fails is reported at ``finish`` (draining stops nothing; an undrained engine would
         block on its socket)."""
-        async for event in engine.events():
-            item = self.summary.add(event, **self.ctx)
-            if isinstance(item, Verdict) and self.on_verdict is not None and not self._sink_error:
+        add, ctx = self.summary.add, self.ctx
+        async for batch in engine.batches():
+            for event in batch:
+                item = add(event, **ctx)
+                if (self.on_verdict is None or self._sink_error
+                        or not isinstance(item, Verdict)):
+                    continue
                 try:
                     res = self.on_verdict(item)
                     if inspect.isawaitable(res):

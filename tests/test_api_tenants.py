@@ -59,9 +59,14 @@ async def test_every_operation_refuses_anonymous_lower_roles_and_other_tenants(
     await wait_done(client, q["id"], analyst)
     assert (await client.post("/api/v1/sensors", json={"name": "acme-s1"},
                               headers=tokens.headers("acme", "admin"))).status == 201
+    listed = await client.post("/api/v1/hashlists", params={"name": "acme-deny",
+                                                            "kind": "deny"},
+                               data=("a" * 64 + "\n").encode(),
+                               headers={**bearer(analyst), "Content-Type": "text/plain"})
+    assert listed.status == 201, await listed.text()
     spare = TOKEN_RE.fullmatch(tokens["acme", "viewer"])[1]
     ids = {"id": q["id"], "case": "acme-case", "name": "acme-s1", "token_id": spare,
-           "sha256": "0" * 64, "email_id": "none"}
+           "sha256": "0" * 64, "email_id": "none", "list": "acme-deny"}
     failures, checked = [], 0
     for method, path, need in _operations():
         if need == PUBLIC:
@@ -85,7 +90,8 @@ async def test_every_operation_refuses_anonymous_lower_roles_and_other_tenants(
     # Nothing of acme's shows in globex's lists, and acme's things survived the attempts.
     globex = tokens.headers("globex", "admin")
     for url, key in (("/api/v1/queries", "queries"), ("/api/v1/flows", "flows"),
-                     ("/api/v1/cases", "cases"), ("/api/v1/sensors", "sensors")):
+                     ("/api/v1/cases", "cases"), ("/api/v1/sensors", "sensors"),
+                     ("/api/v1/hashlists", "lists")):
         body = await (await client.get(url, headers=globex)).json()
         assert body[key] == [], url
     tokens_seen = (await (await client.get("/api/v1/tokens", headers=globex)).json())["tokens"]
@@ -103,6 +109,12 @@ async def test_every_operation_refuses_anonymous_lower_roles_and_other_tenants(
                                        ).json())["sensors"]] == ["acme-s1"]
     assert (await client.get("/api/v1/whoami", headers=bearer(tokens["acme", "viewer"]))
             ).status == 200
+    # acme's list survived globex's DELETE, and globex's lookups do not see it
+    acme_lists = (await (await client.get("/api/v1/hashlists", headers=acme)).json())["lists"]
+    assert [(hl["name"], hl["total"]) for hl in acme_lists] == [("acme-deny", 1)]
+    seen = await (await client.post("/api/v1/hashlists/lookup", json={"hashes": ["a" * 64]},
+                                    headers=globex)).json()
+    assert seen["summary"] == {"known-good": 0, "known-bad": 0, "unknown": 1}
 
 
 def test_routes_and_document_agree():

@@ -14,6 +14,7 @@ from pcapwire.api import (
     routes_cases,
     routes_events,
     routes_flows,
+    routes_hashlists,
     routes_ingest,
     routes_queries,
     routes_results,
@@ -31,7 +32,8 @@ from pcapwire.api.tenants import TenantRegistry
 from pcapwire.api.workflows import WorkflowService
 
 ROUTE_MODULES = (routes_admin, routes_queries, routes_results, routes_artifacts, routes_events,
-                 routes_ingest, routes_flows, routes_cases, routes_workflows, openapi, dashboard)
+                 routes_ingest, routes_flows, routes_cases, routes_workflows, routes_hashlists,
+                 openapi, dashboard)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",

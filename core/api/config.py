@@ -16,6 +16,7 @@ class ApiConfig:
     data_dir: Path
     max_body_bytes: int = limits.MAX_JSON_BODY_BYTES
     max_upload_bytes: int = limits.MAX_UPLOAD_BYTES
+    max_hashlist_bytes: int = limits.MAX_HASHLIST_UPLOAD_BYTES
     max_concurrent_queries: int = limits.MAX_CONCURRENT_QUERIES_PER_TENANT
     max_query_result_bytes: int = limits.MAX_QUERY_RESULT_BYTES
     event_margin_s: float = limits.DEFAULT_EVENT_MARGIN_S

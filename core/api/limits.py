@@ -15,6 +15,7 @@ MAX_UPLOAD_BYTES = 2 * 2**30  # one pcap upload to POST /api/v1/ingest
 MAX_CONCURRENT_QUERIES_PER_TENANT = 4  # running queries of one tenant at once
 MAX_QUERY_RESULT_BYTES = 2 * 2**30  # packet bytes in one query result
 MAX_HASHES_PER_LOOKUP = 10_000
+MAX_HASHLIST_UPLOAD_BYTES = 512 * 2**20  # one hash-list upload (larger: `pcapwire hashlist`)
 MAX_PAGE_SIZE = 1000  # rows in one list response
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_EVENT_MARGIN_S = 60.0  # event-to-pcap: seconds before and after the event

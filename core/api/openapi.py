@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 from pcapwire.api.auth import PUBLIC, role
-from pcapwire.api.schemas import SCHEMAS, ref
+from pcapwire.api.schemas import NAME, SCHEMAS, ref
 
 routes = web.RouteTableDef()
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -74,6 +74,28 @@ EVENT_PARAMS = (
 UPLOAD = {"application/vnd.tcpdump.pcap": {"schema": {"type": "string", "format": "binary"}},
           "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
           "application/json": {"schema": ref("IngestPath")}}
+
+HASHLIST = _param("list", "path", {"type": "string"}, "list name")
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+HASHLIST_UPLOAD = {"text/plain": {"schema": {"type": "string"}},
+                   "text/csv": {"schema": {"type": "string"}},
+                   "application/gzip": _BINARY, "application/vnd.sqlite3": _BINARY,
+                   "application/octet-stream": _BINARY}
+HASHLIST_PARAMS = (
+    _param("name", schema=NAME, required=True, desc="list name"),
+    _param("kind", schema={"enum": ["allow", "deny"]}, required=True),
+    _param("severity", schema={"enum": ["info", "low", "medium", "high", "critical"]},
+           desc="severity of a match (default: deny critical, allow info)"),
+    _param("format", schema={"enum": ["auto", "text", "csv", "nsrl", "rds3"]},
+           desc="default auto (detected from the content)"),
+    _param("column", schema={"type": "string", "maxLength": 1000},
+           desc="CSV hash column(s), comma-separated (default: columns named like a hash)"),
+    _param("label_column", schema={"type": "string", "maxLength": 200},
+           desc="CSV column with each entry's label"),
+    _param("description", schema={"type": "string", "maxLength": 500}),
+    _param("mode", schema={"enum": ["create", "replace", "append"]}, desc="default create"),
+    _param("filename", schema={"type": "string", "maxLength": 200},
+           desc="name shown in errors (default: upload)"))
 
 PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/health": {"get": op("Liveness and version", PUBLIC, {200: _json("Health")})},
@@ -202,6 +224,28 @@ PATHS: dict[str, dict[str, Any]] = {
         body="RunRequest", params=(QID,), tag="workflows")},
     "/api/v1/plugins": {"get": op("Loaded plugins, failed plugins and their analyzers",
                                   "viewer", {200: _json("Plugins")}, tag="workflows")},
+    "/api/v1/hashlists": {
+        "get": op("Hash lists the tenant sees: its own (scope tenant) and the server's "
+                  "global ones (scope global, managed with `pcapwire hashlist`)", "viewer",
+                  {200: _json("HashListList")}, tag="hashlists"),
+        "post": op("Create a list from an uploaded file -- plain text (one MD5/SHA-1/SHA-256 "
+                   "per line), CSV with hash column(s), NSRL RDS 2.x NSRLFile.txt or the "
+                   "RDSv3 SQLite release; mode=replace or append changes an existing list. "
+                   "Bad lines are skipped and listed (file:line) in the report", "analyst",
+                   {201: _json("HashListImport", "Created"),
+                    200: _json("HashListImport", "Replaced or appended")},
+                   errors=(404, 409), body=HASHLIST_UPLOAD, tag="hashlists",
+                   params=HASHLIST_PARAMS)},
+    "/api/v1/hashlists/lookup": {"post": op(
+        "Look up a batch of hashes: known-bad (on a deny list), known-good (on an allow "
+        "list only) or unknown, with the lists that hold each", "viewer",
+        {200: _json("HashLookupResult")}, body="HashLookup", tag="hashlists")},
+    "/api/v1/hashlists/{list}": {
+        "get": op("One list with its counts per algorithm", "viewer", {200: _json("HashList")},
+                  errors=(404,), params=(HASHLIST,), tag="hashlists"),
+        "delete": op("Remove one of the tenant's lists (global lists: 403)", "analyst",
+                     {204: {"description": "Removed"}}, errors=(404,), params=(HASHLIST,),
+                     tag="hashlists")},
 }
 
 

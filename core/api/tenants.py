@@ -22,6 +22,7 @@ from pcapwire.api.config import ApiConfig
 from pcapwire.api.errors import ApiError
 from pcapwire.cases import CaseStore
 from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
+from pcapwire.hashlist import HashListSet
 from pcapwire.store import Catalog, Store
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class TenantStore:
         self._write_lock = threading.Lock()
         self.ingesting = asyncio.Lock()
         self.carve_locks: dict[str, asyncio.Lock] = {}  # query id -> carving it
+        self._hashlists: HashListSet | None = None
+        self.importing_hashlist = asyncio.Lock()
 
     @property
     def catalog(self) -> Catalog:
@@ -54,6 +57,14 @@ class TenantStore:
         if self._cases is None:
             self._cases = CaseStore(self.root / "cases.sqlite")
         return self._cases
+
+    @property
+    def hashlists(self) -> HashListSet:
+        """The hash lists this tenant sees, read-only: its own ``hashlists.sqlite`` and the
+        server's global one (:mod:`pcapwire.api.hashlists`)."""
+        if self._hashlists is None:
+            self._hashlists = HashListSet.for_data_dir(self.root)
+        return self._hashlists
 
     def engine(self) -> Any:
         return self.store.query_engine()
@@ -95,6 +106,8 @@ class TenantStore:
         self._writer.close()
         if self._cases is not None:
             self._cases.close()
+        if self._hashlists is not None:
+            self._hashlists.close()
 
 
 class TenantRegistry:

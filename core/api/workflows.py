@@ -123,7 +123,7 @@ class WorkflowService:
         from pcapwire.workflow.engine import Engine
 
         self.check(ts.tenant, names)
-        engine = Engine(self.host, store=ts.cases, workdir=ts.work)
+        engine = Engine(self.host, store=ts.cases, workdir=ts.work, data_dir=ts.root)
 
         async def verdict(v: Verdict) -> None:
             await on_verdict(v.to_dict())

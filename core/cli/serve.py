@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workflows", action="append", default=[], metavar="DIR",
                    help="directory of workflow YAML documents to offer (repeatable)")
     p.add_argument("--max-upload-mb", type=int, default=limits.MAX_UPLOAD_BYTES // 2**20)
+    p.add_argument("--max-hashlist-mb", type=int,
+                   default=limits.MAX_HASHLIST_UPLOAD_BYTES // 2**20,
+                   help="largest hash-list upload in MiB (bigger lists: `pcapwire hashlist`)")
     p.add_argument("--max-result-mb", type=int,
                    default=limits.MAX_QUERY_RESULT_BYTES // 2**20,
                    help="largest query result in MiB (bigger queries fail with a clear error)")
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     config = ApiConfig(data_dir=args.data_dir, ingest_paths=args.ingest_path,
                        workflow_dirs=args.workflows,
                        max_upload_bytes=args.max_upload_mb * 2**20,
+                       max_hashlist_bytes=args.max_hashlist_mb * 2**20,
                        max_query_result_bytes=args.max_result_mb * 2**20,
                        max_concurrent_queries=args.max_queries,
                        event_margin_s=args.event_margin, secure_cookies=args.secure_cookies)

@@ -21,13 +21,19 @@ Measures:
 - CPU time (user and system) of each side: Suricata's (the child process, by hand and in
   the step) and the pcapwire process's (query thread, event loop, FIFO writer thread;
   ``main_thread`` is the event loop alone). On a 2-core machine that Suricata keeps busy,
-  the pcapwire side's CPU is what the step's wall clock pays for.
+  the pcapwire side's CPU is what the step's wall clock pays for. (A warm step's Suricata
+  CPU includes the rule loading done before the timer started.)
+- the same Suricata on both sides: same binary, rules, ``-k none``, no ``--runmode``
+  (pcap-file's default, autofp); ``suricata --dump-config`` of the plugin's generated
+  config must equal the by-hand one outside the keys the plugin owns (outputs, logging,
+  log and rule paths, command socket, stats), else the benchmark stops.
 
 Warm and cold: "warm" is the step as a long-running pcapwire runs it, with a spare engine
 whose rules were loaded before the query was submitted (not timed); "cold" starts Suricata
 inside the timed run, rule loading included, like ``suricata -r`` by hand does. Both are
-reported; the rounds alternate (by hand, by hand with the plugin's outputs, warm, cold)
-and every figure is the median over the rounds.
+reported; the rounds alternate (by hand, by hand with the plugin's outputs, warm, cold;
+the odd rounds in the reverse order) and every figure is the median over the rounds
+(``*_paired``: the median of each round's own ratio).
 The capture is generated (pcapwire.synth: HTTP sessions, DNS, EICAR markers) if absent.
 Results are printed and written to benchmarks/results/suricata.json.
 """
@@ -71,6 +77,12 @@ http.host; content:"demo.example"; sid:7000002; rev:1;)
 """
 PROFILES = ("typical", "alert-heavy")
 ARGS = ["-k", "none"]
+DIST_CONFIG = "/etc/suricata/suricata.yaml"
+#: suricata.yaml keys the plugin sets itself (its outputs, log directory, rule files; no
+#: command socket, no stats); every other setting must be the one ``suricata -r`` by hand
+#: runs with (runmode, threads, detection, flow and stream settings...).
+PLUGIN_OWNED_KEYS = ("outputs", "logging", "default-log-dir", "unix-command", "stats",
+                     "rule-files", "default-rule-path")
 
 
 def _rules(tmp: Path, profile: str) -> list[str]:
@@ -126,7 +138,7 @@ def by_hand(capture: Path, rules: list[str], tmp: Path, config: Path | None
         # the user's command: the distribution config, rules given on the command line
         rule_file = log_dir / "all.rules"
         rule_file.write_text("".join(Path(r).read_text() + "\n" for r in rules))
-        cmd = ["suricata", "-c", "/etc/suricata/suricata.yaml", "-S", str(rule_file),
+        cmd = ["suricata", "-c", DIST_CONFIG, "-S", str(rule_file),
                "--set", "unix-command.enabled=no"]
     else:
         cmd = ["suricata", "-c", str(config)]
@@ -156,6 +168,25 @@ def plugin_file_config(rules: list[str], tmp: Path) -> Path:
     out.write_text("%YAML 1.1\n---\n" + yaml.safe_dump(cfg, sort_keys=False)
                    .replace(": null\n", ":\n"))
     return out
+
+
+def _dumped_config(args: list[str]) -> dict[str, str]:
+    out = subprocess.run(["suricata", "--dump-config", *args], capture_output=True,
+                         text=True, check=True).stdout
+    cfg = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep and not key.startswith(PLUGIN_OWNED_KEYS):
+            cfg[key] = {"yes": "true", "no": "false"}.get(value, value)  # YAML spellings
+    return cfg
+
+
+def config_differences(plugin_cfg: Path) -> list[str]:
+    """Settings (``suricata --dump-config``) on which the plugin's engine differs from the
+    by-hand run, outside :data:`PLUGIN_OWNED_KEYS`. Must be empty for a fair comparison."""
+    hand = _dumped_config(["-c", DIST_CONFIG, "--set", "unix-command.enabled=no"])
+    plugin = _dumped_config(["-c", str(plugin_cfg)])
+    return sorted(k for k in hand.keys() | plugin.keys() if hand.get(k) != plugin.get(k))
 
 
 def _workflow(rules: list[str], tmp: Path) -> str:
@@ -293,16 +324,29 @@ def measure(store: Any, capture: Path, rules: list[str], tmp: Path, repeat: int
     hand_cpu, hand_same_cpu = [], []
     alerts_ref: Counter | None = None
     plugin_cfg = plugin_file_config(rules, tmp)
-    for _ in range(repeat):
-        s, alerts_hand, cpu = by_hand(capture, rules, tmp, None)
+    differences = config_differences(plugin_cfg)
+    if differences:
+        raise SystemExit(f"the step's Suricata settings differ from by hand: {differences}")
+    for i in range(repeat):
+        # odd rounds run in the reverse order, so a load that rises or falls during a
+        # round does not always favour the same side
+        runs: dict[str, Any] = {}
+        order = ["hand", "hand_same", "warm", "cold"]
+        for what in order if i % 2 == 0 else order[::-1]:
+            if what == "hand":
+                runs[what] = by_hand(capture, rules, tmp, None)
+            elif what == "hand_same":
+                runs[what] = by_hand(capture, rules, tmp, plugin_cfg)
+            else:
+                runs[what] = asyncio.run(through_step(store, rules, tmp, warm=what == "warm"))
+        s, alerts_hand, cpu = runs["hand"]
         hand.append(s)
         hand_cpu.append(cpu)
-        s, alerts_same, cpu = by_hand(capture, rules, tmp, plugin_cfg)
+        s, alerts_same, cpu = runs["hand_same"]
         hand_same.append(s)
         hand_same_cpu.append(cpu)
-        warm = asyncio.run(through_step(store, rules, tmp, warm=True))
+        warm, cold = runs["warm"], runs["cold"]
         step_warm.append(warm)
-        cold = asyncio.run(through_step(store, rules, tmp, warm=False))
         step_cold.append(cold)
         alerts_ref = alerts_ref or alerts_hand
         for got in (alerts_hand, alerts_same, warm["alerts"], cold["alerts"]):
@@ -320,11 +364,18 @@ def measure(store: Any, capture: Path, rules: list[str], tmp: Path, repeat: int
         "alerts": sum(sids.values()),
         "alerts_by_sid": {str(k): v for k, v in sorted(sids.items())},
         "alert_sets_identical": True,
+        "suricata_settings_identical": not differences,  # outside PLUGIN_OWNED_KEYS
+        "args_both_sides": ARGS,
         "suricata_by_hand_s": med(hand), "suricata_by_hand_plugin_outputs_s": med(hand_same),
         "step_warm_s": med(warm_s), "step_cold_s": med(cold_s),
         "ratio_warm_vs_hand": med(warm_s) / med(hand),
         "ratio_warm_vs_hand_plugin_outputs": med(warm_s) / med(hand_same),
         "ratio_cold_vs_hand": med(cold_s) / med(hand),
+        # the median of each round's own ratio (the two runs of a round share its load)
+        "ratio_warm_vs_hand_paired": med(w / h for w, h in zip(warm_s, hand, strict=True)),
+        "ratio_warm_vs_hand_plugin_outputs_paired": med(
+            w / h for w, h in zip(warm_s, hand_same, strict=True)),
+        "ratio_cold_vs_hand_paired": med(c / h for c, h in zip(cold_s, hand, strict=True)),
         # the least disturbed run of each (other jobs share this machine's cores)
         "ratio_warm_vs_hand_best": min(warm_s) / min(hand),
         "all_runs_s": {"hand": hand, "hand_plugin_outputs": hand_same, "step_warm": warm_s,

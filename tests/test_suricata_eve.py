@@ -4,11 +4,13 @@ the corpus)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from conftest import CASES, corpus_file
 from pcapwire.plugins.suricata.config import SuricataSettings
+from pcapwire.plugins.suricata.engine import SuricataEngine
 from pcapwire.plugins.suricata.eve import (
     SEVERITY_BY_PRIORITY,
     EveSummary,
@@ -77,6 +79,17 @@ def test_timestamps_and_bad_values() -> None:
     assert parse_ts("2013-03-07T21:42:07.009855+0000") == 1362692527.009855
     assert parse_ts("2013-03-07T22:42:07.009855+0100") == 1362692527.009855
     assert parse_ts("yesterday") == 0.0 and parse_ts(None) == 0.0
+
+
+def test_eve_lines_decode_as_the_stdlib_would() -> None:
+    """orjson where it parses, the stdlib for what it refuses (a lone surrogate escape);
+    a line that is not JSON is counted and skipped, a non-object ignored."""
+    engine = SuricataEngine(SuricataSettings())
+    lines = [b'{"event_type":"alert","x":"\\ud800"}', b"garbage", b"", b"[1]",
+             b'{"flow_id":18446744073709551615,"s":"caf\xc3\xa9"}']
+    events = engine._decode(lines)
+    assert events == [json.loads(lines[0]), json.loads(lines[4])]
+    assert engine._bad_lines == 1
 
 
 def test_metadata_records_and_summary_counts() -> None:

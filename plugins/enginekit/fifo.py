@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import itertools
 import os
 import select
 import threading
@@ -88,6 +87,29 @@ class FifoOpener:
             os.close(rfd)
 
 
+def _take(pending: deque[memoryview], limit: int) -> list[memoryview]:
+    """The first ``limit`` bytes of ``pending`` (views, not copies)."""
+    out: list[memoryview] = []
+    for view in pending:
+        if len(view) >= limit:
+            out.append(view[:limit])
+            break
+        out.append(view)
+        limit -= len(view)
+    return out
+
+
+def _skip(views: list[memoryview], n: int) -> list[memoryview]:
+    """``views`` without their first ``n`` bytes."""
+    out = list(views)
+    while n:
+        if n < len(out[0]):
+            out[0] = out[0][n:]
+            break
+        n -= len(out.pop(0))
+    return out
+
+
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
@@ -100,11 +122,12 @@ WRITER_HIGH_BYTES = 8 * 2**20
 WRITER_LOW_BYTES = 4 * 2**20
 #: Seconds the writer thread lets the reader drain a full pipe, per MiB of pipe capacity,
 #: before writing again (see :class:`FifoWriter`).
-PACE_S_PER_MIB = float(os.environ.get('PCAPWIRE_PACE', '0.001'))  # TEMP
+PACE_S_PER_MIB = 0.001
 #: Seconds a writer waits for a reader that takes nothing before it checks for abort.
 STALL_POLL_S = 0.1
-#: Queued buffers handed to one ``writev`` call.
-WRITEV_MAX_BUFFERS = 64
+#: Bytes handed to one ``writev`` call (the queue's level is updated after each call, so
+#: a waiting ``write`` resumes in time even when the writes block).
+WRITE_MAX_BYTES = 2**20
 
 
 class FifoWriter:
@@ -116,11 +139,14 @@ class FifoWriter:
     caller, with one loop wake-up per few MiB instead of one per chunk).
 
     Pacing: a reader like libpcap takes 4 KiB per ``read()``, and a writer blocked on a
-    full pipe is woken by every one of them (53,000 wake-ups, and as many preemptions of
-    the reader's threads, per 210 MiB). The descriptor is made non-blocking instead: the
-    thread writes what fits, then sleeps :data:`PACE_S_PER_MIB` per MiB of pipe capacity
-    (the reader drains a slice of the pipe meanwhile, the pipe never runs empty) and writes
-    again; a reader that takes nothing is waited for with ``poll()``.
+    full pipe is woken by every one of them (53,000 wake-ups per 210 MiB, each one
+    preempting a thread of the reader's on a busy machine). The descriptor is made
+    non-blocking instead: the thread writes what fits, then sleeps :data:`PACE_S_PER_MIB`
+    per MiB of pipe capacity (the reader drains a slice of the pipe meanwhile) and writes
+    again; a reader that takes nothing is waited for with ``poll()``. When the thread comes
+    back late (the pipe was more than half drained: CPU or GIL contention), it writes the
+    rest of its buffers blocking, which keeps the pipe full without needing the GIL.
+    Writing to something that is not a pipe is plain blocking writes.
     """
 
     def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, *,
@@ -144,7 +170,10 @@ class FifoWriter:
         except OSError:
             capacity = 0  # not a pipe (tests write to files): no pacing
         self.pace = PACE_S_PER_MIB * capacity / 2**20
+        self._capacity = capacity
+        self._full = False  # the last paced write found the pipe full
         self._poller: select.poll | None = None
+        self.late_writes = 0  # paced writes that found the pipe nearly drained (stats)
         os.set_blocking(fd, not self.pace)
         threading.Thread(target=self._run, name="fifo-write", daemon=True).start()
 
@@ -211,7 +240,7 @@ class FifoWriter:
                         self._cond.wait()
                     if self._aborted or not self._pending:
                         break
-                    views = list(itertools.islice(self._pending, WRITEV_MAX_BUFFERS))
+                    views = _take(self._pending, WRITE_MAX_BYTES)
                 n = self._write(views)
                 with self._cond:
                     self._pending_bytes -= n
@@ -249,13 +278,28 @@ class FifoWriter:
             n = os.writev(fd, views)
         except BlockingIOError:
             n = 0
+        total = sum(len(v) for v in views)
+        was_full, self._full = self._full, n < total
+        if not self._full:
+            return n
+        if was_full and n > self._capacity // 2:
+            # The reader drained most of the pipe since the last write: this thread came
+            # back late (CPU or GIL contention). Let the kernel keep the pipe full for the
+            # rest of these buffers (a blocking write needs no GIL until it is done).
+            self.late_writes += 1
+            os.set_blocking(fd, True)
+            try:
+                n += os.writev(fd, _skip(views, n))
+            finally:
+                os.set_blocking(fd, False)
+            self._full = False
+            return n
         if n == 0:  # the reader took nothing since the last write: wait until it does
             if self._poller is None:
                 self._poller = select.poll()
                 self._poller.register(fd, select.POLLOUT)
             self._poller.poll(STALL_POLL_S * 1000)
-        if n < sum(len(v) for v in views):
-            time.sleep(self.pace)
+        time.sleep(self.pace)
         return n
 
     def _wake(self, level: int) -> None:

@@ -125,10 +125,13 @@ class EngineProcess:
             os.killpg(self.proc.pid, sig)
 
     async def stop(self, grace: float = KILL_GRACE_S) -> int | None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit status (reaped)."""
+        """SIGTERM, then SIGKILL after ``grace`` seconds (at once when ``grace`` is 0);
+        returns the exit status (reaped)."""
         if self.proc is None:
             return None
-        if self.proc.returncode is None:
+        if self.proc.returncode is None and grace <= 0:
+            self._signal_group(signal.SIGKILL)  # asked for: no warning
+        elif self.proc.returncode is None:
             self._signal_group(signal.SIGTERM)
             self._signal_group(signal.SIGCONT)  # a stopped engine must run to handle SIGTERM
             try:

@@ -30,7 +30,7 @@ from pcapwire.plugins.suricata.config import (
 from pcapwire.plugins.suricata.pool import EnginePool
 from pcapwire.plugins.suricata.run import RunResult, SuricataRun
 from pcapwire.plugins.suricata.update import check_rules
-from pcapwire.records import PcapChunk, Verdict
+from pcapwire.records import PcapChunk
 from pcapwire.workflow import Analyzer, AnalyzerConfig, Session, StepContext, option
 
 VERSION = "1.0"
@@ -136,13 +136,10 @@ class SuricataSession(Session):
         config = self.ctx.config
         assert isinstance(config, SuricataConfig)
         settings = to_settings(config, self.ctx.base_dir, self.ctx.data_dir)
-        self.run = SuricataRun(settings, pool=self.analyzer.pool(), on_verdict=self._emit,
+        self.run = SuricataRun(settings, pool=self.analyzer.pool(), on_verdict=self.ctx.emit,
                                step=self.ctx.step, case=self.ctx.run.case,
                                query_id=self.ctx.run.query_id)
         await self.run.start()
-
-    async def _emit(self, verdict: Verdict) -> None:
-        await self.ctx.emit(verdict)
 
     async def feed(self, record: Any) -> None:
         if not isinstance(record, PcapChunk):

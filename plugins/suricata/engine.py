@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 MAX_EVE_LINE = 16 * 2**20
 #: Bytes read from the EVE socket at a time (one batch of events per read).
 EVE_READ_BYTES = 256 * 1024
+#: Seconds the EVE socket is left unread after a read smaller than
+#: EVE_GATHER_BELOW_BYTES, so events come in batches (see ``_on_eve_connection``).
+EVE_GATHER_S = 0.005
+EVE_GATHER_BELOW_BYTES = 32 * 1024
 #: EVE batches buffered between Suricata and the consumer; beyond it Suricata waits.
 EVE_QUEUE_BATCHES = 64
 #: Longest unix socket path the kernel takes (sun_path is 108 bytes with the NUL).
@@ -218,16 +222,31 @@ class SuricataEngine:
     async def _on_eve_connection(self, reader: asyncio.StreamReader,
                                  writer: asyncio.StreamWriter) -> None:
         """Read EVE in blocks and queue batches of decoded events (one queue operation per
-        block, not per event: alert-heavy captures produce hundreds of thousands)."""
+        block, not per event: alert-heavy captures produce hundreds of thousands).
+
+        Suricata writes each event to the socket by itself; read as they come, every alert
+        would wake the event loop (and the reader and consumer tasks) on its own. After a
+        small read the socket is left alone for :data:`EVE_GATHER_S` (reading paused, so
+        the kernel buffers what comes meanwhile and the loop is not woken): events arrive
+        in batches, a few milliseconds later. A large read means Suricata writes fast:
+        the next read follows at once, so Suricata never waits on a full socket."""
         task = asyncio.current_task()
         if task is not None:
             self._connections.append(task)
         pending = b""
+        transport = writer.transport
         try:
             while True:
                 block = await reader.read(EVE_READ_BYTES)
                 if not block:
                     break
+                if len(block) < EVE_GATHER_BELOW_BYTES:
+                    transport.pause_reading()
+                    try:
+                        await asyncio.sleep(EVE_GATHER_S)
+                    finally:
+                        if not transport.is_closing():
+                            transport.resume_reading()
                 lines = (pending + block).split(b"\n")
                 pending = lines.pop()
                 if len(pending) > MAX_EVE_LINE:
@@ -253,9 +272,12 @@ class SuricataEngine:
             try:
                 event = loads(line)
             except ValueError:
-                self._bad_lines += 1
-                log.warning("suricata: EVE line is not JSON: %r", line[:200])
-                continue
+                try:  # what orjson refuses and the stdlib takes (lone surrogate escapes)
+                    event = json.loads(line)
+                except ValueError:
+                    self._bad_lines += 1
+                    log.warning("suricata: EVE line is not JSON: %r", line[:200])
+                    continue
             if isinstance(event, dict):
                 batch.append(event)
         self._events += len(batch)

@@ -44,6 +44,7 @@ METADATA_TYPES = frozenset({"http", "dns", "tls", "fileinfo", "anomaly", "smtp"}
 #: Protocol objects an alert event may carry, kept as the verdict's evidence.
 _EVIDENCE_OBJECTS = (*sorted(METADATA_TYPES), "smb", "ftp", "ssh", "http2", "quic")
 _PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "ICMP": 1, "IPV6-ICMP": 58, "ICMPV6": 58, "SCTP": 132}
+_PROTO_BY_NAME = {**_PROTO_NUMBERS, "IPv6-ICMP": 58}
 
 
 def severity_for(priority: Any, metadata: dict[str, Any] | None = None) -> tuple[Severity, int]:
@@ -71,6 +72,8 @@ def parse_ts(value: Any) -> float:
 def proto_number(value: Any) -> int:
     if isinstance(value, int):
         return value
+    if isinstance(value, str) and value in _PROTO_BY_NAME:  # as Suricata writes it
+        return _PROTO_BY_NAME[value]
     text = str(value or "").upper()
     if text.isdigit():
         return int(text)
@@ -105,29 +108,33 @@ def flow_subject(event: dict[str, Any]) -> str:
 def alert_verdict(event: dict[str, Any], *, step: str = "", case: str = "",
                   query_id: str = "") -> Verdict:
     """One ``alert`` event as a verdict (see the module docstring for severity)."""
-    alert = event.get("alert") or {}
-    metadata = alert.get("metadata") if isinstance(alert.get("metadata"), dict) else None
-    severity, score = severity_for(alert.get("severity"), metadata)
+    get = event.get
+    alert = get("alert") or {}
+    metadata = alert.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = None
+    priority = alert.get("severity")
+    severity, score = severity_for(priority, metadata)
     sid = alert.get("signature_id")
+    app_proto = get("app_proto")
     evidence: dict[str, Any] = {
         "gid": alert.get("gid"), "sid": sid, "rev": alert.get("rev"),
-        "priority": alert.get("severity"), "action": alert.get("action"),
-        "flow_id": event.get("flow_id"), "pcap_cnt": event.get("pcap_cnt"),
-        "app_proto": event.get("app_proto"), "direction": event.get("direction"),
-        "packet": {k: event.get(k) for k in ("src_ip", "src_port", "dest_ip", "dest_port")},
+        "priority": priority, "action": alert.get("action"),
+        "flow_id": get("flow_id"), "pcap_cnt": get("pcap_cnt"),
+        "app_proto": app_proto, "direction": get("direction"),
+        "packet": {"src_ip": get("src_ip"), "src_port": get("src_port"),
+                   "dest_ip": get("dest_ip"), "dest_port": get("dest_port")},
     }
     if metadata:
         evidence["metadata"] = metadata
     for proto in _EVIDENCE_OBJECTS:
-        sub = event.get(proto)
+        sub = get(proto)
         if isinstance(sub, dict):
             evidence[proto] = sub
-    tags = ["suricata"]
-    if event.get("app_proto"):
-        tags.append(str(event["app_proto"]))
+    tags = ["suricata", str(app_proto)] if app_proto else ["suricata"]
     return Verdict(
         analyzer=ANALYZER, subject_kind="flow", subject_id=flow_subject(event),
-        flow=flow_key(event), ts=parse_ts(event.get("timestamp")), severity=severity,
+        flow=flow_key(event), ts=parse_ts(get("timestamp")), severity=severity,
         score=score, signature_id=str(sid if sid is not None else ""),
         signature=str(alert.get("signature", "")), category=str(alert.get("category", "")),
         tags=tags, evidence=evidence, step=step, case=case, query_id=query_id)

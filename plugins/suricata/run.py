@@ -31,6 +31,9 @@ from pcapwire.records import PcapChunk, Verdict
 log = logging.getLogger(__name__)
 
 VerdictSink = Callable[[Verdict], Awaitable[None] | None]
+#: EVE events turned into verdicts between two turns given to the other tasks (a backlog
+#: of alerts must not hold up the chunks that keep Suricata busy).
+YIELD_EVERY_EVENTS = 64
 
 
 @dataclass
@@ -89,8 +92,12 @@ class SuricataRun:
         fails is reported at ``finish`` (draining stops nothing; an undrained engine would
         block on its socket)."""
         add, ctx = self.summary.add, self.ctx
+        n = 0
         async for batch in engine.batches():
             for event in batch:
+                n += 1
+                if n % YIELD_EVERY_EVENTS == 0:
+                    await asyncio.sleep(0)  # let the feeder run: it keeps the engine busy
                 item = add(event, **ctx)
                 if (self.on_verdict is None or self._sink_error
                         or not isinstance(item, Verdict)):

@@ -21,6 +21,7 @@ import mmap
 import threading
 import uuid
 from array import array
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -231,30 +232,26 @@ class QueryEngine:
         catalog = self.store.catalog
         if record:
             catalog.add_query(query_id, spec.case, spec.event, spec.to_dict())
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_CHUNKS)
+        handoff = _Handoff(asyncio.get_running_loop(), QUEUE_CHUNKS)
         stop = threading.Event()
-
-        def put(item: Any) -> None:
-            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
         def worker() -> None:
             try:
                 for chunk in self.iter_chunks(spec, query_id, stop, plan, stats):
                     if stop.is_set():
                         return
-                    put(chunk)
-                put(_END)
+                    handoff.put(chunk)
+                handoff.put(_END)
             except BaseException as exc:  # delivered to the consumer
                 if not stop.is_set():
-                    put(exc)
+                    handoff.put(exc)
 
         thread = threading.Thread(target=worker, name=f"query-{query_id[:8]}", daemon=True)
         thread.start()
         status, error = "cancelled", None
         try:
             while True:
-                item = await queue.get()
+                item = await handoff.get()
                 if item is _END:
                     status = "done"
                     break
@@ -264,11 +261,55 @@ class QueryEngine:
                 yield item
         finally:
             stop.set()
-            while not queue.empty():
-                queue.get_nowait()
+            handoff.close()
             await asyncio.to_thread(thread.join)
             if record:
                 catalog.finish_query(query_id, status, stats.packets, stats.bytes, error)
+
+
+class _Handoff:
+    """Bounded hand-off from the scan thread to the event loop. The thread blocks while
+    ``limit`` items wait; the loop is woken only when its consumer is waiting (one wake-up
+    per burst, not a task and a cross-thread future per chunk)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self.loop, self.limit = loop, limit
+        self.items: deque[Any] = deque()
+        self.cond = threading.Condition()
+        self.waiter: asyncio.Future[None] | None = None
+        self.closed = False
+
+    def put(self, item: Any) -> None:
+        """From the scan thread; returns without queueing once the consumer is gone."""
+        with self.cond:
+            while len(self.items) >= self.limit and not self.closed:
+                self.cond.wait()
+            if self.closed:
+                return
+            self.items.append(item)
+            waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            self.loop.call_soon_threadsafe(_wake, waiter)
+
+    async def get(self) -> Any:
+        while True:
+            with self.cond:
+                if self.items:
+                    self.cond.notify()
+                    return self.items.popleft()
+                waiter = self.waiter = self.loop.create_future()
+            await waiter
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.items.clear()
+            self.cond.notify_all()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _union_offsets(arrays: list[bytes]) -> bytes:
@@ -344,8 +385,8 @@ class _ChunkBuilder:
     def flush(self) -> PcapChunk | None:
         if not self.parts or self.linktype is None:
             return None
-        data = pcap_header(self.linktype, self.snaplens.get(self.linktype, 262144)) + b"".join(
-            self.parts)
+        data = b"".join([pcap_header(self.linktype, self.snaplens.get(self.linktype, 262144)),
+                         *self.parts])
         chunk = PcapChunk(self.query_id, self.seq, self.linktype,
                           self.snaplens.get(self.linktype, 262144), data, self.packets,
                           (self.first_ns or 0) / 1e9, self.last_ns / 1e9)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pcapwire.extract import carve, detect
@@ -103,3 +105,46 @@ def test_callbacks_and_protocol_subset(tmp_path: Path) -> None:
          ("orig", b"Subject: s1\r\nContent-Type: text/plain\r\n\r\nhello\r\n.\r\nQUIT\r\n"))
     res = c.finish()
     assert seen == ["s1", ""] and len(res.emails) == 1 and len(res.files) == 1
+
+
+@pytest.mark.parametrize("case", ["zeek-http-206-ranges-two-connections",
+                                  "zeek-http-multipart-upload", "zeek-http-pipelined-5-files",
+                                  "zeek-smtp-two-messages", "arkime-smtp-base64-zip",
+                                  "zeek-pop3-retr-3-messages", "zeek-ftp-retr-passive"])
+def test_storing_workers_give_the_same_records_and_store(tmp_path: Path, case: str) -> None:
+    """Carver(workers=N) hashes, identifies and writes in threads and makes the records
+    later: the records (ids included), their order, the callbacks and every file of the
+    store (sightings included) are those of carving with workers=0."""
+    from conftest import corpus_file
+    from pcapwire.extract.source import dispatch_lists
+    from pcapwire.reassembly import Reassembler
+
+    def run(workers: int) -> tuple[list[Any], list[str], dict[str, bytes]]:
+        root = tmp_path / f"w{workers}"
+        seen: list[str] = []
+        c = Carver(ArtifactStore(root), workers=workers, on_file=lambda f: seen.append(f.id),
+                   on_email=lambda e: seen.append(e.id))
+        dispatch_lists(c, Reassembler(udp=False).feed_file_lists(corpus_file(case)))
+        res = c.finish()
+        records = json.loads(json.dumps([r.to_dict() for r in [*res.files, *res.emails]],
+                                        default=str).replace(str(root), "ROOT"))
+        store = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
+                 if p.is_file()}
+        return records, seen, store
+
+    inline, inline_seen, inline_store = run(0)
+    assert inline and inline_seen
+    for workers in (1, 3):
+        records, seen, store = run(workers)
+        assert records == inline and seen == inline_seen and store == inline_store
+
+
+def test_storing_workers_keep_memory_bounded(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(carve, "MAX_PENDING_STORE_BYTES", 10)  # wait for every file
+    c = Carver(ArtifactStore(tmp_path), workers=2)
+    for i in range(5):
+        conn(c, FlowKey(6, "10.0.0.1", 7000 + i, "10.0.0.2", 80),
+             *get(f"/f{i}", b"%d" % i * 100))
+        assert not c._pending  # the files of each connection were stored before the next
+    assert [f.filename for f in c.finish().files] == [f"f{i}" for i in range(5)]

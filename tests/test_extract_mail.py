@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import random
+import re
 
 import pytest
 from pcapwire.extract import mime, smtp
@@ -178,6 +180,32 @@ def test_mime_unclosed_boundary_keeps_the_last_part() -> None:
     p = mime.parse_message(msg)
     assert [x.data for x in p.leaves] == [b"first", b"cut"]
     assert any("not closed" in e for e in p.errors)
+
+
+def _delimiters_by_regex(data: bytes, start: int, end: int, boundary: bytes) -> list:
+    """The boundary search as a plain regular-expression scan (the reference for
+    mime._delimiters, which finds the same delimiters with bytes.find)."""
+    tail = re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)"
+    first = re.compile(rb"--" + tail).match(data, start, end)
+    out = []
+    for m in ([first] if first else []) + list(
+            re.compile(rb"\r?\n--" + tail).finditer(data, start, end)):
+        out.append((m.start(), m.end(), bool(m.group(1))))
+        if m.group(1):
+            break
+    return out
+
+
+def test_mime_delimiters_found_like_the_regular_expression() -> None:
+    rng = random.Random(11)
+    pieces = [b"--b0", b"--b0--", b"\r\n", b"\n", b"\r", b" ", b"\t", b"x", b"--", b"b0",
+              b"-", b"QUJD", b"--b0 \t\r\n", b"\r\n--b0--\r\n"]
+    for _ in range(5000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        start = rng.randint(0, len(data))
+        end = rng.randint(start, len(data))
+        assert mime._delimiters(data, start, end, b"b0") == _delimiters_by_regex(
+            data, start, end, b"b0"), (data, start, end)
 
 
 def test_mime_depth_limit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,6 +136,18 @@ def test_retransmission_delivered_once_and_first_copy_wins() -> None:
     assert (st.retransmitted, st.inconsistent, st.inconsistent_at) == (4, 4, [(0, 4)])
 
 
+def test_retransmission_check_window() -> None:
+    """Delivered bytes are compared within the last retransmit_check_bytes..2x of them:
+    with 100, after 300 bytes in 30-byte segments the window is [110, 300)."""
+    segs = [c2s(1001 + i, ACK, bytes([i // 30]) * 30) for i in range(0, 300, 30)]
+    evs = events([*handshake(), *segs, c2s(1001 + 100, ACK, b"\xff" * 30),
+                  c2s(1001 + 280, ACK, b"\x09" * 10 + b"\xff" * 10), c2s(1301, FIN | ACK)],
+                 Limits(retransmit_check_bytes=100))
+    st = evs[-1].stats.orig
+    assert (st.retransmitted, st.inconsistent, st.inconsistent_at) == (50, 30,
+                                                                       [(110, 20), (280, 20)])
+
+
 def test_overlap_of_held_segments_first_seen_wins() -> None:
     # two out-of-order segments overlapping each other, then the hole is filled
     evs = events([*handshake(), c2s(1005, ACK, b"xxyy"), c2s(1007, ACK, b"ZZww"),
@@ -392,3 +404,40 @@ def test_chunked_feed_equals_file_feed() -> None:
         parts += col.push(e)
     assert [(p.id, hashlib.sha256(p.data).hexdigest(), p.gaps) for p in parts] == whole
     assert len(whole) == 4 and sum(len(p.data) for p in parts) == 557058
+
+
+
+@pytest.mark.parametrize("limits", [None, Limits(
+    pending_bytes_per_direction=3000, pending_segments_per_direction=3,
+    pending_bytes_total=5000, retransmit_check_bytes=100, max_connections=5,
+    tcp_idle_timeout=20)], ids=["default-limits", "tight-limits"])
+def test_fast_path_equals_segment_by_segment(limits: Limits | None) -> None:
+    """feed_file/feed_chunk take a fast path for in-order TCP segments; feeding the same
+    segments one at a time through feed() takes the general one. Same events, same
+    counters, on every corpus capture and on crafted out-of-order, retransmitted and
+    truncated traffic."""
+    from dataclasses import asdict
+
+    from pcapwire.reassembly.packets import segments_from_chunk, segments_from_file
+
+    crafted = chunk(handshake() + [
+        c2s(1001, ACK, b"GET / HTTP/1.1\r\n\r\n", ack=5001), s2c(5001, ACK, b"abc", ack=1019),
+        s2c(5007, ACK, b"ghi", ack=1019), s2c(5004, ACK, b"def", ack=1019),
+        s2c(5004, ACK, b"dxf", ack=1019), c2s(1019, ACK, ack=5013),
+        s2c(5010, ACK, b"jklmn", ack=1019, cut=2), s2c(5015, ACK, b"opq", ack=1019),
+        c2s(1019, ACK, ack=5030), s2c(5030, FIN | ACK, b"end", ack=1019),
+        c2s(1019, FIN | ACK, ack=5034), s2c(5034, ACK, ack=1020)])
+    sources: list[Path | PcapChunk] = [
+        corpus_file(c) for c in CASES
+        if corpus_file(c).suffix != ".gz" and CASES[c]["capture"].get("format") is not None]
+    for source in [*sources, crafted]:
+        fast, slow = Reassembler(limits), Reassembler(limits)
+        if isinstance(source, PcapChunk):
+            got = [*fast.feed_chunk(source), *fast.flush()]
+            segments = list(segments_from_chunk(source, slow.stats.decode))
+        else:
+            got = list(fast.feed_file(source))
+            segments = list(segments_from_file(source, slow.stats.decode))
+        want = [e for seg in segments for e in slow.feed(seg)] + slow.flush()
+        assert got == want, source
+        assert asdict(fast.stats) == asdict(slow.stats), source

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +86,7 @@ class ArtifactStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create artifact directory {self.root}: {exc}") from exc
-        self._mime = magic.Magic(mime=True)
-        self._desc = magic.Magic()
+        self._magic = threading.local()  # libmagic cookies, one pair per thread
 
     def path_for(self, sha256: str, suffix: str = "") -> Path:
         if not _HEX64.match(sha256):
@@ -97,9 +97,12 @@ class ArtifactStore:
         """(MIME type, description) from libmagic; ``describe=False`` skips the
         description (returned empty)."""
         head = data[:MAX_MAGIC_BYTES]
+        cookies = getattr(self._magic, "cookies", None)
+        if cookies is None:  # a libmagic cookie is not thread-safe: one per thread
+            cookies = self._magic.cookies = (magic.Magic(mime=True), magic.Magic())
         try:
-            return (self._mime.from_buffer(head),
-                    self._desc.from_buffer(head) if describe else "")
+            return (cookies[0].from_buffer(head),
+                    cookies[1].from_buffer(head) if describe else "")
         except magic.MagicException as exc:  # libmagic refuses some inputs
             log.warning("libmagic failed: %s", exc)
             return "application/octet-stream", "data" if describe else ""
@@ -133,6 +136,11 @@ class ArtifactStore:
         finally:
             os.close(fd)
 
+    def add_sightings(self, sightings: list[tuple[str, dict[str, Any]]]) -> None:
+        """:meth:`add_sighting` for each (path, sighting), in order."""
+        for path, sighting in sightings:
+            self.add_sighting(path, sighting)
+
     def sightings(self, path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         p = Path(str(path) + ".sightings.jsonl")
         if not p.exists():
@@ -143,9 +151,13 @@ class ArtifactStore:
 def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -11,11 +11,13 @@ into records through the artifact store.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pcapwire.extract import PROTOCOLS, detect
+from pcapwire.extract import PROTOCOLS, detect, mime
 from pcapwire.extract.artifacts import ArtifactStore
 from pcapwire.extract.buffer import CarvedEmail, CarvedFile, Session
 from pcapwire.extract.emit import RecordMaker
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Most files (and emails) carved from one connection; further ones are counted, not kept.
 MAX_FILES_PER_CONNECTION = 10_000
+#: Most carved bytes waiting for (or in) the storing workers; beyond it carving waits.
+MAX_PENDING_STORE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -57,6 +61,7 @@ class _Conn:
     ended: set[str] = field(default_factory=set)
     carved: int = 0
     dropped: int = 0
+    closed: bool = False
 
     @property
     def flow(self) -> FlowKey:
@@ -73,8 +78,27 @@ class Carver:
 
     def __init__(self, store: ArtifactStore, protocols: tuple[str, ...] = PROTOCOLS,
                  on_file: Callable[[FileRecord], None] | None = None,
-                 on_email: Callable[[EmailRecord], None] | None = None) -> None:
-        self.maker = RecordMaker(store)
+                 on_email: Callable[[EmailRecord], None] | None = None,
+                 workers: int = 0) -> None:
+        """``workers`` > 0: hash, identify (libmagic) and write carved bytes in that many
+        threads while carving goes on (all three release the GIL). Records are then made
+        a little later -- when their bytes are stored, still in carving order, and at the
+        latest by :meth:`finish`; the callbacks are called at that point. 0: at once."""
+        self._pool: ThreadPoolExecutor | None = None
+        self._appender: ThreadPoolExecutor | None = None
+        self._appended: deque[Future[None]] = deque()
+        self._sightings: list[tuple[str, dict[str, Any]]] = []
+        if workers > 0:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="pcapwire-store")
+            # Sightings are appended by one more thread, in carving order: appending is
+            # a few system calls per record, each a chance for a worker to take the GIL.
+            self._appender = ThreadPoolExecutor(1, thread_name_prefix="pcapwire-sightings")
+            self.maker = RecordMaker(store, sightings=lambda path, s: self._sightings.append(
+                (path, s)))
+        else:
+            self.maker = RecordMaker(store)
+        self._pending: deque[_Job] = deque()
+        self._pending_bytes = 0
         self.protocols = set(protocols)
         self.on_file = on_file
         self.on_email = on_email
@@ -129,6 +153,7 @@ class Carver:
         conn = self.conns.pop(key, None)
         if conn is None:
             return
+        conn.closed = True
         if not conn.decided:
             self._decide(conn, final=True)
         if conn.session is not None:
@@ -148,13 +173,56 @@ class Carver:
                 f"reached; {conn.dropped} more files not kept")
 
     def finish(self) -> CarveResult:
-        """End of input: close what is still open, join 206 ranges, return everything."""
-        for key in list(self.conns):
-            conn = self.conns[key]
-            self.close(key, conn.ts)
-        for carved in self.ranges.finish():
-            self._file(carved, carved.flow or FlowKey(6, "", 0, "", 0))
+        """End of input: close what is still open, join 206 ranges, return everything
+        (once every file is stored)."""
+        try:
+            for key in list(self.conns):
+                conn = self.conns[key]
+                self.close(key, conn.ts)
+            self._drain(block=True)
+            for carved in self.ranges.finish():
+                self._file(carved, carved.flow or FlowKey(6, "", 0, "", 0))
+            self._drain(block=True)
+            while self._appended:
+                self._appended.popleft().result()  # raises what appending raised
+        finally:
+            self.shutdown()
         return self.result
+
+    def shutdown(self) -> None:
+        """Stop the storing workers, waiting for the files they are writing and for the
+        sightings of the records already made; the records of files not yet made are
+        dropped. :meth:`finish` calls it."""
+        if self._pool is None or self._appender is None:
+            return
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._append_sightings()
+        self._appender.shutdown(wait=True)
+        self._appender = None
+        for done in self._appended:
+            if done.exception() is not None:
+                log.error("appending sightings failed: %s", done.exception())
+        self._appended.clear()
+
+    def conn_of(self, key: FlowKey) -> _Conn | None:
+        """The live state of connection ``key`` (for :meth:`data_to`), if any."""
+        return self.conns.get(key)
+
+    def data_to(self, conn: _Conn, direction: str, data: bytes, ts: float) -> None:
+        """:meth:`data` for a connection already looked up with :meth:`conn_of` (and not
+        closed since): skips the look-up by key, which costs more than the rest when the
+        connection's protocol is decided and each segment goes straight to its session."""
+        conn.ts = ts
+        session = conn.session
+        if not conn.decided:
+            self.data(conn.key, direction, data, ts)
+        elif session is not None:
+            session.feed(conn.direction(direction) if conn.swapped else direction, data, ts)
+            if session.out:
+                self._collect(conn)
 
     # ---- internals -----------------------------------------------------------------
     def _conn(self, key: FlowKey, ts: float) -> _Conn:
@@ -226,26 +294,97 @@ class Carver:
                 continue
             conn.carved += 1
             if isinstance(item, CarvedEmail):
-                email, files = self.maker.email(item, conn.flow)
-                self.result.emails.append(email)
-                if self.on_email:
-                    self.on_email(email)
-                for f in files:
-                    self._emit_file(f)
+                self._email(item, conn.flow)
             else:
                 self._file(item, conn.flow)
+        if self._pending:
+            self._drain(block=False)
+
+    def _email(self, carved: CarvedEmail, flow: FlowKey) -> None:
+        if self._pool is None:
+            self._emit_email(*self.maker.email(carved, flow))
+            return
+        parsed = mime.parse_message(carved.data)
+        job = self._pool.submit(self.maker.store_email, carved, parsed)
+        self._queue(_Job("email", carved, flow, job, parsed),
+                    len(carved.data) + sum(len(leaf.data) for leaf in parsed.leaves))
 
     def _file(self, carved: CarvedFile, flow: FlowKey) -> None:
-        rec = self.maker.file(carved, flow)
+        if self._pool is None:
+            self._file_done(carved, flow, self.maker.file(carved, flow))
+            return
+        job = self._pool.submit(self.maker.store_file, carved)
+        self._queue(_Job("file", carved, flow, job), len(carved.data))
+
+    def _file_done(self, carved: CarvedFile, flow: FlowKey, rec: FileRecord) -> None:
         if "content_range" in carved.extra:
             carved.flow = carved.flow or flow
             self.ranges.add(carved, rec.id)
         self._emit_file(rec)
 
+    def _emit_email(self, email: EmailRecord, files: list[FileRecord]) -> None:
+        self.result.emails.append(email)
+        if self.on_email:
+            self.on_email(email)
+        for f in files:
+            self._emit_file(f)
+
     def _emit_file(self, rec: FileRecord) -> None:
         self.result.files.append(rec)
         if self.on_file:
             self.on_file(rec)
+
+    # ---- background storing (workers > 0) --------------------------------------------
+    def _queue(self, job: _Job, size: int) -> None:
+        job.size = size
+        self._pending.append(job)
+        self._pending_bytes += size
+
+    def _drain(self, block: bool) -> None:
+        """Make the records of stored jobs, oldest first (so records, ids and callbacks
+        come in carving order); ``block`` waits for every job. Waits anyway while more
+        than :data:`MAX_PENDING_STORE_BYTES` are queued or being stored."""
+        pending = self._pending
+        while pending:
+            job = pending[0]
+            if not (block or job.future.done()
+                    or self._pending_bytes > MAX_PENDING_STORE_BYTES):
+                break
+            pending.popleft()
+            self._pending_bytes -= job.size
+            stored = job.future.result()
+            if job.kind == "file":
+                assert isinstance(job.carved, CarvedFile)
+                self._file_done(job.carved, job.flow,
+                                self.maker.file_record(job.carved, job.flow, stored))
+            else:
+                assert isinstance(job.carved, CarvedEmail) and job.parsed is not None
+                self._emit_email(*self.maker.email_records(job.carved, job.flow,
+                                                           job.parsed, stored))
+        self._append_sightings()
+
+    def _append_sightings(self) -> None:
+        """Hand the sightings of the records just made to the appending thread."""
+        if self._appender is None:
+            return
+        appended = self._appended
+        while appended and appended[0].done():
+            appended.popleft().result()  # raises what appending raised
+        if self._sightings:
+            batch, self._sightings = self._sightings, []
+            appended.append(self._appender.submit(self.maker.store.add_sightings, batch))
+
+
+@dataclass
+class _Job:
+    """Carved bytes being stored by a worker; the records are made once it is done."""
+
+    kind: str  # file | email
+    carved: CarvedFile | CarvedEmail
+    flow: FlowKey
+    future: Future[Any]
+    parsed: mime.ParsedMessage | None = None
+    size: int = 0
 
 
 def _name(flow: FlowKey) -> str:

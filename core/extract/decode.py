@@ -30,6 +30,9 @@ RATIO_CHECK_AFTER = 1024 * 1024
 MAX_ENCODING_LAYERS = 3
 #: Decoders hand out at most this much output per inner call (keeps memory bounded).
 _STEP = 64 * 1024
+#: The same for one zlib call (each releases the GIL: fewer, larger calls; a step still
+#: stops as soon as its output passes the room left).
+_ZLIB_STEP = 1024 * 1024
 
 try:  # brotli is optional at import time; pyproject lists it as a dependency.
     import brotli as _brotli
@@ -57,14 +60,16 @@ def _zlib_step(make: Callable[[], zlib._Decompress], gzip: bool
     state: dict[str, zlib._Decompress | None] = {"d": make()}
 
     def step(data: bytes, room: int) -> bytes:
-        out = bytearray()
+        out: list[bytes] = []
+        size = 0
         buf = data
         while state["d"] is not None:
             d = state["d"]
-            limit = max(1, min(room - len(out) + 1, _STEP))
+            limit = max(1, min(room - size + 1, _ZLIB_STEP))
             chunk = d.decompress(buf, limit)
-            out += chunk
-            if len(out) > room:
+            out.append(chunk)
+            size += len(chunk)
+            if size > room:
                 break
             if d.eof:
                 rest = d.unused_data
@@ -80,7 +85,7 @@ def _zlib_step(make: Callable[[], zlib._Decompress], gzip: bool
             buf = d.unconsumed_tail
             if not buf and len(chunk) < limit:
                 break
-        return bytes(out)
+        return b"".join(out)
 
     return step
 
@@ -190,8 +195,6 @@ class ContentDecoder:
 def decode_body(body: bytes, codings: list[str], **limits: int) -> bytes:
     """Decode a whole body (feeds it in steps so a bomb stops early)."""
     dec = ContentDecoder(codings, **limits)
-    out = bytearray()
-    for pos in range(0, len(body), _STEP):
-        out += dec.feed(body[pos:pos + _STEP])
-    out += dec.finish()
-    return bytes(out)
+    out = [dec.feed(body[pos:pos + _STEP]) for pos in range(0, len(body), _STEP)]
+    out.append(dec.finish())
+    return b"".join(out)

@@ -6,15 +6,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from pcapwire.extract import mime
-from pcapwire.extract.artifacts import ArtifactStore, sanitize_filename
+from pcapwire.extract.artifacts import ArtifactStore, StoredArtifact, sanitize_filename
 from pcapwire.extract.buffer import CarvedEmail, CarvedFile
 from pcapwire.extract.httpfiles import hashes
 from pcapwire.records import EmailRecord, FileRecord, FlowKey
 
 log = logging.getLogger(__name__)
+
+
+class StoredFile(NamedTuple):
+    """What :meth:`RecordMaker.store_file` did: the artifact, and the libmagic MIME type
+    of the body as transferred when the record carries that form's hashes."""
+
+    artifact: StoredArtifact
+    transferred_mime: str = ""
 
 
 def record_id(prefix: str, flow: FlowKey, ts: float, seq: int, sha256: str) -> str:
@@ -24,18 +33,55 @@ def record_id(prefix: str, flow: FlowKey, ts: float, seq: int, sha256: str) -> s
 
 
 class RecordMaker:
-    def __init__(self, store: ArtifactStore) -> None:
+    """Stores carved bytes and makes the records. The work comes in two steps so that a
+    caller may run the first elsewhere (a worker thread; see :class:`~.carve.Carver`):
+
+    * :meth:`store_file` / :meth:`store_email` -- hashing, libmagic and writing the bytes
+      (thread-safe: only the content-addressed store is touched, and it is idempotent);
+    * :meth:`file_record` / :meth:`email_records` -- record ids (a sequence number in
+      carving order), sightings, the records; called in carving order.
+
+    :meth:`file` and :meth:`email` do both at once. Sightings go to
+    ``store.add_sighting`` as the records are made, or to ``sightings`` when given (a
+    caller that writes them elsewhere, in the same order).
+    """
+
+    def __init__(self, store: ArtifactStore,
+                 sightings: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.store = store
         self.seq = 0
+        self.add_sighting = sightings or store.add_sighting
 
+    # ---- both steps ----------------------------------------------------------------
     def file(self, carved: CarvedFile, flow: FlowKey) -> FileRecord:
-        flow = carved.flow or flow
+        return self.file_record(carved, flow, self.store_file(carved))
+
+    def email(self, carved: CarvedEmail, flow: FlowKey) -> tuple[EmailRecord, list[FileRecord]]:
+        parsed = mime.parse_message(carved.data)
+        return self.email_records(carved, flow, parsed, self.store_email(carved, parsed))
+
+    # ---- step 1: the bytes ---------------------------------------------------------
+    def store_file(self, carved: CarvedFile) -> StoredFile:
         art = self.store.put(carved.data)
+        transferred_mime = ""
+        if carved.transferred is not None and "transferred" in carved.extra:
+            transferred_mime, _ = self.store.identify(carved.transferred, describe=False)
+        return StoredFile(art, transferred_mime)
+
+    def store_email(self, carved: CarvedEmail, parsed: mime.ParsedMessage
+                    ) -> list[StoredArtifact]:
+        """The message (``.eml``), then every non-empty leaf of ``parsed``."""
+        return [self.store.put(carved.data, suffix=".eml"),
+                *(self.store.put(leaf.data) for leaf in parsed.leaves if leaf.data)]
+
+    # ---- step 2: the records -------------------------------------------------------
+    def file_record(self, carved: CarvedFile, flow: FlowKey, stored: StoredFile) -> FileRecord:
+        flow = carved.flow or flow
+        art = stored.artifact
         self.seq += 1
         extra = dict(carved.extra)
         if carved.transferred is not None and "transferred" in extra:
-            mime_type, _ = self.store.identify(carved.transferred, describe=False)
-            extra["transferred"] = dict(extra["transferred"], mime_type=mime_type)
+            extra["transferred"] = dict(extra["transferred"], mime_type=stored.transferred_mime)
         if carved.filename:
             extra["safe_filename"] = sanitize_filename(carved.filename)
         rec = FileRecord(
@@ -45,17 +91,18 @@ class RecordMaker:
             mime_type=art.mime_type, magic=art.magic, filename=carved.filename,
             incomplete=carved.incomplete, missing_ranges=list(carved.missing_ranges),
             extra=extra)
-        self.store.add_sighting(art.path, {
+        self.add_sighting(art.path, {
             "file_id": rec.id, "filename": carved.filename, "protocol": carved.protocol,
             "direction": carved.direction, "flow": flow.to_dict(), "ts": carved.ts,
             "incomplete": carved.incomplete})
         return rec
 
-    def email(self, carved: CarvedEmail, flow: FlowKey) -> tuple[EmailRecord, list[FileRecord]]:
-        art = self.store.put(carved.data, suffix=".eml")
+    def email_records(self, carved: CarvedEmail, flow: FlowKey, parsed: mime.ParsedMessage,
+                      stored: list[StoredArtifact]) -> tuple[EmailRecord, list[FileRecord]]:
+        """``stored`` is what :meth:`store_email` returned for ``carved`` and ``parsed``."""
+        art, leaf_arts = stored[0], iter(stored[1:])
         self.seq += 1
         eid = record_id("e-", flow, carved.ts, self.seq, art.sha256)
-        parsed = mime.parse_message(carved.data)
         # Files carried by the message: every non-empty leaf (bodies too, as Zeek does);
         # attachments are the leaves with a filename or an attachment disposition.
         direction = "orig" if carved.protocol == "smtp" or \
@@ -76,7 +123,7 @@ class RecordMaker:
             part = CarvedFile(data=leaf.data, protocol=carved.protocol, direction=direction,
                               ts=carved.ts, filename=leaf.filename,
                               incomplete=carved.incomplete, extra=extra)
-            rec = self.file(part, flow)
+            rec = self.file_record(part, flow, StoredFile(next(leaf_arts)))
             files.append(rec)
             if leaf.is_attachment:
                 attachments.append({"file_id": rec.id, "filename": leaf.filename,
@@ -106,7 +153,7 @@ class RecordMaker:
             sha256=art.sha256, size=art.size, text_body=parsed.text_body("plain"),
             html_body=parsed.text_body("html"), incomplete=carved.incomplete,
             missing_ranges=list(carved.missing_ranges))
-        self.store.add_sighting(art.path, {
+        self.add_sighting(art.path, {
             "email_id": eid, "protocol": carved.protocol, "flow": flow.to_dict(),
             "ts": carved.ts})
         return rec, files

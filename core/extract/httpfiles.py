@@ -142,13 +142,16 @@ class HttpSession(Session):
         extra["declared_mime_type"] = ctype.split(";", 1)[0].strip().lower()
         if ctype.lower().startswith("multipart/") and not req.missing:
             parsed = mime.parse_body(body, ctype)
+            container: dict[str, Any] | None = None
             for leaf in parsed.leaves:
                 if not leaf.data:
                     continue
+                if container is None:  # hashed once for all the parts
+                    container = hashes(body)
                 part_extra = dict(extra, form_field=_form_name(body, leaf),
                                   mime_entity=leaf.entity,
                                   declared_mime_type=leaf.content_type,
-                                  container=hashes(body))
+                                  container=dict(container))
                 self.out.append(CarvedFile(
                     data=leaf.data, protocol="http", direction="orig", ts=req.ts,
                     filename=leaf.filename, incomplete=not req.complete, extra=part_extra))

@@ -159,16 +159,20 @@ def _bytes_to_str(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def split_head(data: bytes) -> tuple[bytes, int]:
-    """(header block, body offset). A message without an empty line is all header."""
-    if data.startswith((b"\r\n", b"\n")):
-        return b"", 2 if data.startswith(b"\r\n") else 1
-    m = _HEADER_END.search(data, 0, MAX_MIME_HEADER_BYTES + 4)
+def split_head(data: bytes, start: int = 0, end: int | None = None) -> tuple[bytes, int]:
+    """(header block, body offset relative to ``start``) of ``data[start:end]``. A message
+    without an empty line is all header."""
+    end = len(data) if end is None else max(start, min(end, len(data)))
+    if data.startswith(b"\r\n", start, end):
+        return b"", 2
+    if data.startswith(b"\n", start, end):
+        return b"", 1
+    m = _HEADER_END.search(data, start, min(end, start + MAX_MIME_HEADER_BYTES + 4))
     if m is None:
-        if len(data) > MAX_MIME_HEADER_BYTES:
+        if end - start > MAX_MIME_HEADER_BYTES:
             return b"", 0
-        return data, len(data)
-    return data[:m.start()], m.end()
+        return data[start:end], end - start
+    return data[start:m.start()], m.end() - start
 
 
 def parse_header_block(block: bytes) -> list[tuple[str, str]]:
@@ -211,19 +215,48 @@ def decode_transfer(raw: bytes, encoding: str) -> bytes:
     return raw
 
 
-_DELIM_CACHE: dict[bytes, tuple[re.Pattern[bytes], re.Pattern[bytes]]] = {}
+_DELIM_CACHE: dict[bytes, re.Pattern[bytes]] = {}
 
 
-def _delimiter(boundary: bytes) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
-    """(delimiter at the very start of a body, delimiter after a line break)."""
-    pats = _DELIM_CACHE.get(boundary)
-    if pats is None:
-        tail = re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)"
-        pats = (re.compile(rb"--" + tail), re.compile(rb"\r?\n--" + tail))
+def _delimiter(boundary: bytes) -> re.Pattern[bytes]:
+    """A delimiter line from its dashes on: ``--boundary[--] *LWSP (CRLF | end)``."""
+    pat = _DELIM_CACHE.get(boundary)
+    if pat is None:
+        pat = re.compile(rb"--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)")
         if len(_DELIM_CACHE) > 256:
             _DELIM_CACHE.clear()
-        _DELIM_CACHE[boundary] = pats
-    return pats
+        _DELIM_CACHE[boundary] = pat
+    return pat
+
+
+def _delimiters(data: bytes, start: int, end: int, boundary: bytes
+                ) -> list[tuple[int, int, bool]]:
+    r"""(start, end, closing) of every delimiter of ``boundary`` in ``data[start:end]``, up
+    to the first closing one: a delimiter at ``start`` itself, then every
+    ``CRLF--boundary`` (or LF) on a line of its own. The same matches as searching with
+    the regular expression ``\r?\n--boundary(--)?[ \t]*(?:\r?\n|\Z)``, but found by
+    ``bytes.find`` of the line break and boundary (a regular expression that starts with
+    an optional byte is tried at every position of a multi-megabyte body)."""
+    first = _delimiter(boundary)
+    out: list[tuple[int, int, bool]] = []
+    m = first.match(data, start, end)
+    if m is not None:
+        out.append((m.start(), m.end(), bool(m.group(1))))
+        if m.group(1):
+            return out
+    needle = b"\n--" + boundary
+    pos = start
+    while (i := data.find(needle, pos, end)) >= 0:
+        m = first.match(data, i + 1, end)
+        if m is None:
+            pos = i + 1
+            continue
+        s = i - 1 if i - 1 >= pos and data[i - 1] == 0x0D else i
+        out.append((s, m.end(), bool(m.group(1))))
+        if m.group(1):
+            break
+        pos = m.end()
+    return out
 
 
 class _Walker:
@@ -236,7 +269,7 @@ class _Walker:
         self.entity += 1
         entity = self.entity
         if headers is None:
-            block, body_off = split_head(data[start:end])
+            block, body_off = split_head(data, start, end)
             headers = parse_header_block(block)
             body_start = start + body_off
         else:
@@ -257,22 +290,13 @@ class _Walker:
         self.leaf(data, body_start, end, depth, entity, info)
 
     def multipart(self, data: bytes, start: int, end: int, depth: int, boundary: bytes) -> None:
-        bounds = []
-        closed = False
-        first, later = _delimiter(boundary)
-        m0 = first.match(data, start, end)
-        matches = ([m0] if m0 else []) + list(later.finditer(data, start, end))
-        for m in matches:
-            bounds.append((m.start(), m.end()))
-            if m.group(1):
-                closed = True
-                break
+        bounds = _delimiters(data, start, end, boundary)
         if not bounds:
             self.msg.errors.append(f"boundary {boundary!r} never found; body skipped")
             return
-        for (_, body_from), (next_delim, _) in zip(bounds, bounds[1:], strict=False):
+        for (_, body_from, _), (next_delim, _, _) in zip(bounds, bounds[1:], strict=False):
             self.entity_at(data, body_from, next_delim, depth + 1)
-        if not closed:
+        if not bounds[-1][2]:
             self.msg.errors.append(f"boundary {boundary!r} not closed (message truncated?)")
             self.entity_at(data, bounds[-1][1], end, depth + 1)
 

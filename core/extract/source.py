@@ -5,7 +5,8 @@
 * :func:`carve_pcap` / :func:`carve_chunks` (:class:`ChunkFeeder`) -- a capture file or
   a query's PcapChunks, through pcapwire's TCP reassembler (:mod:`pcapwire.reassembly`),
   whose events (open, in-order data, gaps, ends, close) map one to one onto the
-  :class:`Carver`'s.
+  :class:`Carver`'s. Both carve in the calling thread and store files (hashes, libmagic,
+  writes: all release the GIL) in :data:`STORE_WORKERS` threads.
 
 StreamRecord convention used here: records of one (flow, direction) arrive in stream
 order; each continues where the previous one ended; ``gaps`` are ``(offset, length)`` in
@@ -16,13 +17,12 @@ from ``data``.
 from __future__ import annotations
 
 import logging
-import queue
 import tempfile
-import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pcapwire.errors import CaptureFormatError, PcapwireError
 from pcapwire.extract import PROTOCOLS
@@ -79,20 +79,38 @@ def carve_streams(records: Iterable[StreamRecord], store: ArtifactStore,
 
 def dispatch(carver: Carver, events: Iterable[Event]) -> None:
     """Hand reassembler events (TCP only) to the carver."""
-    for ev in events:
-        if ev.key.proto != 6:
-            continue
-        t = ev.type
-        if t == "data":
-            carver.data(ev.key, ev.direction, ev.data, ev.ts)
-        elif t == "gap":
-            carver.gap(ev.key, ev.direction, ev.length, ev.ts)
-        elif t == "open":
-            carver.open(ev.key, ev.ts)
-        elif t == "end":
-            carver.end(ev.key, ev.direction, ev.ts)
-        elif t == "close":
-            carver.close(ev.key, ev.ts)
+    dispatch_lists(carver, (events,))
+
+
+def dispatch_lists(carver: Carver, lists: Iterable[Iterable[Event]]) -> None:
+    """:func:`dispatch` for events that come in lists. Data, the bulk of the events, goes
+    to the connection's state looked up once per reassembler connection (``ev.conn``)."""
+    live: dict[int, Any] = {}  # reassembler connection id -> the carver's _Conn
+    data_to = carver.data_to
+    for events in lists:
+        for ev in events:
+            t = ev.type
+            if t == "data":
+                conn = live.get(ev.conn)
+                if conn is None or conn.closed:
+                    if ev.key.proto != 6:
+                        continue
+                    carver.data(ev.key, ev.direction, ev.data, ev.ts)
+                    live[ev.conn] = carver.conn_of(ev.key)
+                else:
+                    data_to(conn, ev.direction, ev.data, ev.ts)
+                continue
+            if ev.key.proto != 6:
+                continue
+            if t == "gap":
+                carver.gap(ev.key, ev.direction, ev.length, ev.ts)
+            elif t == "open":
+                carver.open(ev.key, ev.ts)
+            elif t == "end":
+                carver.end(ev.key, ev.direction, ev.ts)
+            elif t == "close":
+                live.pop(ev.conn, None)
+                carver.close(ev.key, ev.ts)
 
 
 @dataclass
@@ -118,9 +136,13 @@ class ChunkFeeder:
 def carve_chunks(chunks: Iterable[PcapChunk], store: ArtifactStore,
                  protocols: tuple[str, ...] = PROTOCOLS) -> tuple[CarveResult, list[str]]:
     """Carve a query's chunk stream."""
-    feeder = ChunkFeeder(Carver(store, protocols=protocols))
-    for chunk in chunks:
-        feeder.feed(chunk)
+    feeder = ChunkFeeder(Carver(store, protocols=protocols, workers=STORE_WORKERS))
+    try:
+        for chunk in chunks:
+            feeder.feed(chunk)
+    except BaseException:
+        feeder.carver.shutdown()
+        raise
     result = feeder.finish()
     return result, feeder.damage()
 
@@ -144,48 +166,8 @@ def carve_pcap(path: str | Path, store: ArtifactStore,
     return _carve_file(path, store, protocols, shown=path)
 
 
-#: Events handed from the reassembling thread to the carving thread per batch, and batches
-#: queued between them (bounds the memory of the hand-over).
-AHEAD_BATCH = 512
-AHEAD_QUEUE = 32
-
-
-def _ahead(events: Iterator[Event]) -> Iterator[Event]:
-    """Run the reassembler in a thread, one step ahead of the carver. Hashing, libmagic,
-    zlib and file writes release the GIL, so the two overlap on a second core."""
-    q: queue.Queue[list[Event] | BaseException | None] = queue.Queue(AHEAD_QUEUE)
-    stop = threading.Event()
-
-    def produce() -> None:
-        batch: list[Event] = []
-        try:
-            for ev in events:
-                batch.append(ev)
-                if len(batch) >= AHEAD_BATCH:
-                    q.put(batch)
-                    batch = []
-                    if stop.is_set():
-                        return
-            q.put(batch)
-            q.put(None)
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put(exc)
-
-    worker = threading.Thread(target=produce, name="pcapwire-reassembly", daemon=True)
-    worker.start()
-    try:
-        while (item := q.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield from item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        worker.join()
+#: Threads that hash, identify (libmagic) and write carved files while carving goes on.
+STORE_WORKERS = 2
 
 
 def _gunzip(src: Path, dst: Path) -> str:
@@ -217,12 +199,16 @@ def _gunzip(src: Path, dst: Path) -> str:
 
 def _carve_file(path: Path, store: ArtifactStore, protocols: tuple[str, ...],
                 shown: Path) -> tuple[CarveResult, list[str]]:
-    carver = Carver(store, protocols=protocols)
+    carver = Carver(store, protocols=protocols, workers=STORE_WORKERS)
     reassembler = Reassembler(udp=False)
     try:
-        dispatch(carver, _ahead(reassembler.feed_file(path)))
+        dispatch_lists(carver, reassembler.feed_file_lists(path))
     except CaptureFormatError as exc:
+        carver.shutdown()
         raise CaptureFormatError(str(shown), exc.offset, exc.reason) from exc
+    except BaseException:
+        carver.shutdown()
+        raise
     result = carver.finish()
     damage = [f"{shown} at byte {off}: {msg}"
               for off, msg in reassembler.stats.decode.capture_errors]

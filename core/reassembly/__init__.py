@@ -12,6 +12,8 @@ Two interfaces over one engine:
     r = Reassembler()                       # one per input (file, run); limits: Limits()
     for ev in r.feed_file("x.pcap"):        # or: r.feed_chunk(chunk) ... then r.flush()
         ...                                 # or: async for ev in r.feed_chunks(aiter)
+                                            # or: r.feed_file_lists(path): the same
+                                            #     events, a list per few hundred segments
 
 Events come in **capture order** across all connections and both directions, so the
 interleaving of a request and its response is the order in which their bytes became

@@ -22,6 +22,9 @@ from pcapwire.records import PcapChunk
 #: Bytes of a capture file handed to the native reader at a time.
 READ_BLOCK = 4 * 2**20
 _META = struct.Struct(_native.META_STRUCT)
+#: The native meta with only the fields used here (the rest are pad bytes).
+_FIELDS = struct.Struct("<qII8xII16s16sHHH2xBBB1x2x2xHH4x")
+assert _FIELDS.size == _META.size
 _SKIP_FLAGS = _native.FLAG_TRUNCATED | _native.FLAG_MALFORMED
 _FRAG = _native.FLAG_FRAGMENT
 _U16 = struct.Struct("!H")
@@ -68,42 +71,52 @@ def segments_from_batch(batch: tuple, stats: DecodeStats) -> Iterator[Segment]:
     """The segments of one native ``Batch``."""
     _lt, _snap, _prec, records, meta, _off = batch
     view = memoryview(records)
-    for m in _META.iter_unpack(meta):
-        (ts_ns, rec_off, caplen, _origlen, _fid, seq, ack, src, dst, sport, dport, flags,
-         _et, ipver, proto, tcp_flags, _vc, _vid, _it, _ic, l3_off, l4_off, _po,
-         _pl) = m
-        stats.packets += 1
-        if ipver not in (4, 6):
-            stats.not_ip += 1
-            continue
-        if proto != 6 and proto != 17:
-            stats.other_proto += 1
-            continue
-        if flags & _FRAG:
-            stats.fragments += 1
-            continue
-        if flags & _SKIP_FLAGS or not l4_off:
-            stats.damaged += 1
-            continue
-        base = rec_off + 16
-        pkt = view[base:base + caplen]
-        if ipver == 4:
-            total = _U16.unpack_from(pkt, l3_off + 2)[0]
-            ip_end = l3_off + total if total else caplen
-        else:
-            plen = _U16.unpack_from(pkt, l3_off + 4)[0]
-            ip_end = l3_off + 40 + plen if plen else caplen
-        if proto == 6:
-            start = l4_off + ((pkt[l4_off + 12] >> 4) * 4)
-        else:
-            start = l4_off + 8
-        if start > ip_end:
-            stats.damaged += 1
-            continue
-        payload = bytes(pkt[start:min(ip_end, caplen)])
-        stats.segments += 1
-        yield Segment(ts_ns / 1e9, ipver, proto, src, sport, dst, dport, seq, ack,
-                      tcp_flags if proto == 6 else 0, payload, ip_end - start)
+    packets = segments = not_ip = other = frags = damaged = 0
+    u16 = _U16.unpack_from
+    new = tuple.__new__
+    try:
+        for (ts_ns, rec_off, caplen, seq, ack, src, dst, sport, dport, flags, ipver, proto,
+             tcp_flags, l3_off, l4_off) in _FIELDS.iter_unpack(meta):
+            packets += 1
+            if ipver != 4 and ipver != 6:
+                not_ip += 1
+                continue
+            if proto != 6 and proto != 17:
+                other += 1
+                continue
+            if flags & _FRAG:
+                frags += 1
+                continue
+            if flags & _SKIP_FLAGS or not l4_off:
+                damaged += 1
+                continue
+            base = rec_off + 16
+            if ipver == 4:
+                total = u16(view, base + l3_off + 2)[0]
+                ip_end = l3_off + total if total else caplen
+            else:
+                plen = u16(view, base + l3_off + 4)[0]
+                ip_end = l3_off + 40 + plen if plen else caplen
+            if proto == 6:
+                start = l4_off + ((view[base + l4_off + 12] >> 4) * 4)
+            else:
+                start = l4_off + 8
+                tcp_flags = 0
+            if start > ip_end:
+                damaged += 1
+                continue
+            end = ip_end if ip_end < caplen else caplen
+            segments += 1
+            yield new(Segment, (ts_ns / 1e9, ipver, proto, src, sport, dst, dport, seq, ack,
+                                tcp_flags, view[base + start:base + end].tobytes(),
+                                ip_end - start))
+    finally:
+        stats.packets += packets
+        stats.segments += segments
+        stats.not_ip += not_ip
+        stats.other_proto += other
+        stats.fragments += frags
+        stats.damaged += damaged
 
 
 def segments_from_bytes(data: bytes | memoryview, stats: DecodeStats,
@@ -125,9 +138,11 @@ def segments_from_file(path: str | Path, stats: DecodeStats) -> Iterator[Segment
     not a capture at all raises :class:`CaptureFormatError`."""
     path = Path(path)
     reader = _native.Reader(str(path))
-    with path.open("rb") as fh:
-        while block := fh.read(READ_BLOCK):
-            for batch in reader.feed(block):
+    buf = bytearray(READ_BLOCK)  # reused: the reader copies what it keeps between feeds
+    view = memoryview(buf)
+    with path.open("rb", buffering=0) as fh:
+        while size := fh.readinto(buf):
+            for batch in reader.feed(view[:size]):
                 yield from segments_from_batch(batch, stats)
             if reader.format is None and reader.errors:
                 break

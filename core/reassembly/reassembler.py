@@ -26,13 +26,26 @@ from pcapwire.reassembly.packets import (
     segments_from_chunk,
     segments_from_file,
 )
-from pcapwire.reassembly.tcp import TCP_ACK, TCP_RST, TCP_SYN, TcpConn
+from pcapwire.reassembly.tcp import (
+    _HALF_SEQ,
+    MAX_ACK_AHEAD,
+    SEQ_MOD,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    Half,
+    TcpConn,
+)
 from pcapwire.records import FlowKey, PcapChunk
 
 log = logging.getLogger(__name__)
 
 #: Ports below this are taken as the service side when a flow starts without a SYN.
 SERVICE_PORT_LIMIT = 1024
+#: Segments processed between two hand-overs of events by the ``*_lists`` feeders.
+LIST_SEGMENTS = 256
+_NOT_FAST = TCP_SYN | TCP_FIN | TCP_RST
 
 
 @dataclass
@@ -81,21 +94,29 @@ class Reassembler:
         self.stats = ReassemblerStats()
         self._cid = 0
         self._last_sweep: float | None = None
+        #: (src, sport, dst, dport) of a live TCP connection -> (conn, sender's half,
+        #: peer's half): the fast path's lookup (see :meth:`_feed_all`)
+        self._fast: dict[tuple, tuple[TcpConn, Half, Half]] = {}
 
     # ---- input --------------------------------------------------------------------------
     def feed_chunk(self, chunk: PcapChunk) -> Iterator[Event]:
-        for seg in segments_from_chunk(chunk, self.stats.decode):
-            yield from self.feed(seg)
+        for events in self._feed_all(segments_from_chunk(chunk, self.stats.decode)):
+            yield from events
 
     def feed_file(self, path: str | Path) -> Iterator[Event]:
         """Every event of a capture file, ``flush()`` included."""
-        for seg in segments_from_file(path, self.stats.decode):
-            yield from self.feed(seg)
-        yield from self.flush()
+        for events in self.feed_file_lists(path):
+            yield from events
+
+    def feed_file_lists(self, path: str | Path) -> Iterator[list[Event]]:
+        """The events of :meth:`feed_file` in lists (one per few hundred segments), for
+        a consumer that hands them over in bulk (e.g. to another thread)."""
+        yield from self._feed_all(segments_from_file(path, self.stats.decode))
+        yield self.flush()
 
     def feed_segments(self, segments: Iterable[Segment]) -> Iterator[Event]:
-        for seg in segments:
-            yield from self.feed(seg)
+        for events in self._feed_all(segments):
+            yield from events
 
     async def feed_chunks(self, chunks: AsyncIterable[PcapChunk]) -> AsyncIterator[Event]:
         """Every event of a chunk stream, ``flush()`` included."""
@@ -107,6 +128,10 @@ class Reassembler:
 
     def feed(self, seg: Segment) -> list[Event]:
         out: list[Event] = []
+        self._feed(seg, out)
+        return out
+
+    def _feed(self, seg: Segment, out: list[Event]) -> None:
         if self._last_sweep is None:
             self._last_sweep = seg.ts
         elif seg.ts - self._last_sweep >= SWEEP_INTERVAL:
@@ -118,7 +143,60 @@ class Reassembler:
             self._tcp(seg, ckey, out)
         elif self.udp_enabled:
             self._udp(seg, ckey, out)
-        return out
+
+    def _feed_all(self, segments: Iterable[Segment]) -> Iterator[list[Event]]:
+        """:meth:`feed` for many segments, with a fast path for the common TCP segment
+        (a live connection, no SYN/FIN/RST, nothing held out of order in the sender's
+        direction, its bytes next in order and fully captured): exactly what
+        :meth:`TcpConn.segment` does for it, without the general machinery. Everything
+        else goes through :meth:`_feed`."""
+        out: list[Event] = []
+        fast = self._fast
+        stats = self.stats
+        move = self.tcp.move_to_end
+        pending_limit = self.limits.pending_bytes_total
+        n = 0
+        for seg in segments:
+            n += 1
+            if n >= LIST_SEGMENTS:
+                n = 0
+                if out:
+                    yield out
+                    out = []
+            (ts, _v, proto, src, sport, dst, dport, seq, ack, flags, payload,
+             wire_len) = seg
+            entry = fast.get((src, sport, dst, dport)) if proto == 6 else None
+            if entry is None or flags & _NOT_FAST or ts - self._last_sweep >= SWEEP_INTERVAL:
+                self._feed(seg, out)
+                continue
+            conn, h, peer = entry
+            size = len(payload)
+            if (h.starts or h.fin_off is not None or size != wire_len
+                    or (size and (seq - h.base - h.next) % SEQ_MOD)):
+                self._feed(seg, out)
+                continue
+            move(conn.lru_key)
+            conn.last_ts = ts
+            conn.stats.packets += 1
+            if flags & TCP_ACK and peer.base is not None:
+                diff = (ack - peer.base - peer.next) % SEQ_MOD
+                ack_off = peer.next + (diff - SEQ_MOD if diff >= _HALF_SEQ else diff)
+                if peer.fin_off is not None and peer.fin_off < ack_off:
+                    ack_off = peer.fin_off
+                if peer.max_acked < ack_off <= max(peer.high, peer.next) + MAX_ACK_AHEAD:
+                    peer.max_acked = ack_off
+                    if peer.starts:
+                        stats.pending_bytes -= peer.deliver(conn, ts, out)
+            if size:
+                h.stats.segments += 1
+                end = h.next + size
+                if end > h.high:
+                    h.high = end
+                h.emit_data(conn, payload, ts, out)
+            if stats.pending_bytes > pending_limit:
+                self._relieve_memory(out)
+        if out:
+            yield out
 
     def flush(self, ts: float | None = None) -> list[Event]:
         """End of input: close every connection (reason ``eof``), oldest first."""
@@ -178,7 +256,10 @@ class Reassembler:
                                                  seg.payload, seg.wire_len, seg.ts, out)
         if conn.orig.ended and conn.resp.ended:
             self._close_tcp(conn, seg.ts, "fin", out)
-        elif self.stats.pending_bytes > self.limits.pending_bytes_total:
+            return
+        if h.base is not None:  # later segments of this direction may take the fast path
+            self._fast[(seg.src, seg.sport, seg.dst, seg.dport)] = (conn, h, peer)
+        if self.stats.pending_bytes > self.limits.pending_bytes_total:
             self._relieve_memory(out)
 
     def _close_tcp(self, conn: TcpConn, ts: float, reason: str, out: list[Event]) -> None:
@@ -186,6 +267,9 @@ class Reassembler:
             return
         self.stats.pending_bytes += conn.close(ts, reason, out)  # type: ignore[arg-type]
         self.tcp.pop(conn.lru_key, None)
+        _, addr_a, port_a, addr_b, port_b = conn.lru_key
+        self._fast.pop((addr_a, port_a, addr_b, port_b), None)
+        self._fast.pop((addr_b, port_b, addr_a, port_a), None)
         self.closed[conn.lru_key] = ts
         self.closed.move_to_end(conn.lru_key)
 

@@ -96,13 +96,12 @@ class StreamCollector:
             conn = self.conns.pop(ev.conn, None)
             if conn is not None:
                 for d in ("orig", "resp"):
-                    acc = conn.halves.get(d)
-                    if acc is None:
-                        if self.emit_empty:
-                            acc = _Acc(conn.key, d, start_ts=ev.ts, end_ts=ev.ts)
-                        else:
+                    half = conn.halves.get(d)
+                    if half is None:
+                        if not self.emit_empty:
                             continue
-                    rec = self._record(conn, acc, ev.reason)
+                        half = _Acc(conn.key, d, start_ts=ev.ts, end_ts=ev.ts)
+                    rec = self._record(conn, half, ev.reason)
                     if rec is not None:
                         out.append(rec)
         return out

@@ -9,6 +9,7 @@ when a memory limit forces it, or when the direction ends; bytes are never inven
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import deque
 from typing import Any
 
 from pcapwire.reassembly.events import (
@@ -37,7 +38,8 @@ class Half:
     """One direction: sequence numbers -> stream offsets, held segments, delivery."""
 
     __slots__ = ("direction", "base", "next", "starts", "segs", "pending_bytes", "fin_off",
-                 "ended", "max_acked", "recent", "recent_start", "stats", "high")
+                 "ended", "max_acked", "recent", "recent_base", "recent_start", "stats",
+                 "high")
 
     def __init__(self, direction: Direction) -> None:
         self.direction = direction
@@ -49,7 +51,11 @@ class Half:
         self.fin_off: int | None = None
         self.ended = False
         self.max_acked = 0  # highest offset the peer acknowledged
-        self.recent = bytearray()  # last delivered bytes, for retransmission checks
+        # Last delivered bytes, for retransmission checks: the delivered chunks themselves
+        # (no copy), the first starting at stream offset recent_base; bytes from
+        # recent_start (>= recent_base) to next are compared.
+        self.recent: deque[bytes] = deque()
+        self.recent_base = 0
         self.recent_start = 0
         self.stats = HalfStats()
         self.high = 0  # highest offset seen (end of any segment)
@@ -74,10 +80,23 @@ class Half:
         hi = min(off + len(data), self.next)
         if hi <= lo:
             return
-        old = self.recent[lo - self.recent_start:hi - self.recent_start]
+        old = self._delivered(lo, hi)
         new = data[lo - off:hi - off]
         if old != new:
             self._inconsistent(lo, old, new)
+
+    def _delivered(self, lo: int, hi: int) -> bytes:
+        """Delivered bytes ``[lo, hi)`` (within ``[recent_start, next)``)."""
+        pieces = []
+        pos = self.recent_base
+        for chunk in self.recent:
+            end = pos + len(chunk)
+            if end > lo:
+                pieces.append(chunk[max(lo - pos, 0):hi - pos])
+            if end >= hi:
+                break
+            pos = end
+        return b"".join(pieces)
 
     def _inconsistent(self, off: int, old: bytes | bytearray, new: bytes) -> None:
         st = self.stats
@@ -134,19 +153,20 @@ class Half:
         return added
 
     # ---- delivery -----------------------------------------------------------------------
-    def _emit_data(self, conn: TcpConn, data: bytes, ts: float, out: list[Event]) -> None:
+    def emit_data(self, conn: TcpConn, data: bytes, ts: float, out: list[Event]) -> None:
         out.append(Data(conn.cid, conn.key, self.direction, self.next, data, ts))
         self.next += len(data)
         self.stats.delivered += len(data)
         keep = conn.limits.retransmit_check_bytes
-        if keep:
-            self.recent += data
-            if len(self.recent) > 2 * keep:
-                drop = len(self.recent) - keep
-                del self.recent[:drop]
-                self.recent_start += drop
-        else:
-            self.recent_start = self.next
+        if not keep:
+            self.recent_start = self.recent_base = self.next
+            return
+        recent = self.recent
+        recent.append(data)
+        if self.next - self.recent_start > 2 * keep:  # keep the last `keep` bytes
+            self.recent_start = self.next - keep
+            while self.recent_base + len(recent[0]) <= self.recent_start:
+                self.recent_base += len(recent.popleft())
 
     def _emit_gap(self, conn: TcpConn, upto: int, ts: float, out: list[Event],
                   forced: bool = False) -> None:
@@ -160,7 +180,7 @@ class Half:
         if forced:
             self.stats.forced_gaps += 1
         self.recent.clear()
-        self.recent_start = self.next
+        self.recent_start = self.recent_base = self.next
 
     def deliver(self, conn: TcpConn, ts: float, out: list[Event]) -> int:
         """Deliver what is in order; turn acknowledged holes into gaps. Returns the
@@ -172,7 +192,7 @@ class Half:
                 data, seg_ts = self.segs[0]
                 del self.starts[0], self.segs[0]
                 released += len(data)
-                self._emit_data(conn, data, seg_ts, out)
+                self.emit_data(conn, data, seg_ts, out)
             elif self.max_acked > self.next:
                 self._emit_gap(conn, min(start, self.max_acked), self.segs[0][1], out)
             else:

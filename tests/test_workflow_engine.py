@@ -372,3 +372,141 @@ async def test_unavailable_analyzer_is_skipped(host) -> None:
     s = await Engine(h).run(w, file_chunks(SMTP))
     assert (s.status, step(s, "t.gone").status, step(s, "t.gone").reason) == (
         "ok", "skipped", "binary 'gone' not found on PATH")
+
+
+async def test_emails_flow_from_a_producer_to_email_steps(host) -> None:
+    got = []
+    s = await run(host, """
+name: t
+steps:
+  - id: mail
+    uses: t.mailer
+  - id: subj
+    uses: t.subject
+    input: email
+    with: {word: Bro}
+""", on_verdict=got.append)
+    assert s.status == "ok"
+    assert step(s, "mail").outputs == {"email": 2} and step(s, "subj").records_in == 2
+    assert [(v.subject_kind, v.subject_id, v.evidence) for v in got] == [
+        ("email", "ECf26d4ab3b5bddf1c-orig", {"subject": "Re: Bro SMTP CC Header"})]
+
+
+async def test_a_session_that_fails_to_start_is_an_error_and_is_closed(host, tmp_path) -> None:
+    store = CaseStore(tmp_path / "cases.sqlite")
+    s = await run(host, """
+name: t
+steps:
+  - uses: t.badstart
+  - uses: t.needle
+    with: {needle: EHLO}
+""", store=store, case="c")
+    bad = step(s, "t.badstart")
+    assert (bad.status, bad.reason, bad.records_in) == (
+        "error", "start failed: OSError: rules directory unreadable", 0)
+    assert wp.STATE.closed == ["t.badstart"]
+    assert s.status == "partial" and step(s, "t.needle").outputs == {"verdict": 2}
+    # the error record is persisted with the run
+    (saved,) = [x for x in store.steps(s.run_id) if x.step == "t.badstart"]
+    assert [(e.kind, e.message) for e in saved.errors] == [
+        ("error", "start failed: OSError: rules directory unreadable")]
+    store.close()
+
+
+async def test_a_failed_producer_ends_its_consumers_cleanly(host) -> None:
+    """The step feeding another raises on every record: the consumer sees no input and
+    ends (skipped), nothing waits forever, the run is partial."""
+    s = await run(host, """
+name: t
+steps:
+  - id: files
+    uses: t.raise
+  - id: escalate
+    uses: t.escalate
+    input: verdict
+""")
+    assert [(x.step, x.status) for x in s.steps] == [("files", "error"),
+                                                    ("escalate", "skipped")]
+    assert step(s, "escalate").reason == "no input records" and s.status == "partial"
+
+
+async def test_a_slow_stream_step_holds_the_reassembler_back(host) -> None:
+    """Back-pressure reaches the source through the stream path as well: while the
+    analyzer holds its first stream, the source stops pulling chunks."""
+    chunks = list(iter_file_chunks(SMTP, chunk_bytes=2048))
+    pulled = 0
+
+    async def source() -> AsyncIterator[PcapChunk]:
+        nonlocal pulled
+        for c in chunks:
+            pulled += 1
+            yield c
+
+    task = asyncio.create_task(run(host, """
+name: t
+queue_size: 1
+steps:
+  - uses: t.block
+    input: stream
+""", chunks=source()))
+    await wp.STATE.started.wait()
+    for _ in range(500):  # let every other task run as far as it can (no timing)
+        await asyncio.sleep(0)
+    held = pulled
+    wp.STATE.release.set()
+    s = await task
+    assert held < len(chunks) == pulled
+    assert step(s, "t.block").queue_peak == 1 and step(s, "t.block").records_in == 12
+
+
+async def test_time_blocked_in_emit_does_not_count_against_the_timeout(host) -> None:
+    """A producer whose outputs wait on a full queue downstream: while it waits, its
+    call's clock is stopped (deadline cleared), and it runs again when the wait ends."""
+    task = asyncio.create_task(run(host, """
+name: t
+queue_size: 1
+steps:
+  - id: flood
+    uses: t.flood
+    timeout: 3600
+  - id: slow
+    uses: t.block
+    input: flood
+""", chunks=file_chunks(SMTP, chunk_bytes=4096)))
+    await wp.STATE.started.wait()
+    for _ in range(200):  # let the producer fill the queue and block (no timing)
+        await asyncio.sleep(0)
+    timer = wp.STATE.timer
+    assert timer.active and timer.deadline is None  # inside the call, clock stopped
+    wp.STATE.release.set()
+    s = await task
+    assert [(x.step, x.status) for x in s.steps] == [("flood", "ok"), ("slow", "ok")]
+    assert step(s, "slow").records_in == 5 * s.chunks and step(s, "slow").queue_peak == 1
+    assert timer.deadline is None and not timer.active  # between calls after the run
+
+
+async def test_an_analyzer_that_swallows_the_timeout_still_times_out(host) -> None:
+    class Stubborn(wp.Analyzer):
+        name = "t.stubborn"
+        input_kind = "pcap"
+        version = "1"
+
+        async def analyze(self, record, ctx):
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass  # wrong, but it happens
+            return
+            yield
+
+    class P:
+        @wp.impl
+        def pcapwire_register_analyzers(self, register):
+            register(Stubborn)
+
+    h = build_host(entry_points=False, extra=[P()])
+    s = await run(h, "name: t\nsteps:\n  - uses: t.stubborn\n    timeout: 0.05\n",
+                  chunks=file_chunks(SMTP, chunk_bytes=65536))
+    st = step(s, "t.stubborn")
+    assert st.status == "timeout" and len(st.errors) == s.chunks
+    assert {e.message for e in st.errors} == {"no result within the step timeout of 0.05 s"}

@@ -14,8 +14,9 @@ from typing import Any
 
 from pcapwire.errors import AnalyzerError
 from pcapwire.hooks import impl
-from pcapwire.records import FileRecord, FlowKey
+from pcapwire.records import EmailRecord, FileRecord, FlowKey, StreamRecord
 from pcapwire.workflow import Analyzer, AnalyzerConfig, Session, StepContext, option
+from pcapwire.workflow.timeouts import current_call
 
 
 @dataclass
@@ -30,6 +31,7 @@ class State:
     max_inflight: int = 0
     seen: list[str] = field(default_factory=list)
     hook_calls: list[tuple[str, Any]] = field(default_factory=list)
+    timer: Any = None
 
 
 STATE = State()
@@ -179,7 +181,74 @@ class Counter(Analyzer):
         return Session3(ctx)
 
 
-ANALYZERS = (Needle, Raiser, Hanger, Subprocess, Blocker, Producer, Escalate, Counter)
+class Mailer(Analyzer):
+    """stream -> email: every SMTP client stream with a Subject line becomes an email."""
+
+    name = "t.mailer"
+    input_kind = "stream"
+    outputs = ("email",)
+    version = "1"
+
+    async def analyze(self, record: Any, ctx: StepContext) -> Any:
+        for line in record.data.split(b"\r\n"):
+            if line.startswith(b"Subject: "):
+                yield EmailRecord(id=f"E{record.id}", path="", flow=record.flow,
+                                  ts=record.start_ts, protocol="smtp",
+                                  subject=line[9:].decode())
+
+
+class Subject(Analyzer):
+    """email -> verdict: flags messages whose subject contains ``word``."""
+
+    name = "t.subject"
+    input_kind = "email"
+    version = "1"
+
+    @dataclass(frozen=True)
+    class Config(AnalyzerConfig):
+        word: str = option(description="word to look for")
+
+    async def analyze(self, record: Any, ctx: StepContext) -> Any:
+        if ctx.config.word in record.subject:
+            yield ctx.verdict_for(record, severity="high", signature="subject",
+                                  evidence={"subject": record.subject})
+
+
+class BadStartSession(Session):
+    async def start(self) -> None:
+        raise OSError("rules directory unreadable")
+
+    async def aclose(self) -> None:
+        STATE.closed.append(self.ctx.step)
+
+
+class BadStart(Analyzer):
+    name = "t.badstart"
+    input_kind = "pcap"
+    version = "1"
+
+    def open_session(self, ctx: StepContext) -> Session:
+        return BadStartSession(ctx)
+
+
+class Flood(Analyzer):
+    """pcap -> stream: five small StreamRecords per chunk (to fill a queue downstream);
+    remembers the timer of its call so a test can look at it while it waits."""
+
+    name = "t.flood"
+    input_kind = "pcap"
+    outputs = ("stream",)
+    version = "1"
+
+    async def analyze(self, record: Any, ctx: StepContext) -> Any:
+        STATE.timer = current_call.get()
+        for i in range(5):
+            yield StreamRecord(id=f"S{record.seq}-{i}", flow=NOWHERE, direction="orig",
+                               data=b"x", start_ts=0.0, end_ts=0.0)
+
+
+ANALYZERS = (Flood, Needle, Raiser, Hanger, Subprocess, Blocker, Producer, Escalate, Counter,
+             Mailer, Subject, BadStart)
 
 
 @impl

@@ -180,7 +180,9 @@ class CaseStore:
             args = (case_id,)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY started, rowid", args).fetchall()
-        return [RunRow(*r[:9], json.loads(r[9])) for r in rows]
+        return [RunRow(run_id=r[0], case=r[1], workflow=r[2], workflow_digest=r[3],
+                       event=r[4], query_id=r[5], status=r[6], started=r[7], finished=r[8],
+                       summary=json.loads(r[9])) for r in rows]
 
     def run(self, run_id: str) -> RunRow | None:
         return next((r for r in self.runs() if r.run_id == run_id), None)

@@ -8,6 +8,7 @@ failed or timed out (partial), 2 for an invalid workflow or input."""
 from __future__ import annotations
 
 import argparse
+import uuid
 
 from pcapwire.cases import ecs_line
 from pcapwire.cli.filters import add_filter_args
@@ -31,10 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     host, wf = load(args, args.workflow, args.set)
+    run_id = uuid.uuid4().hex
 
     def show(v: Verdict) -> None:
-        print(ecs_line(v) if args.json else describe(v), flush=True)
+        print(ecs_line(v, run_id=run_id) if args.json else describe(v), flush=True)
 
-    summary, _ = execute(args, host, wf, show, store=not args.no_store)
+    summary, _ = execute(args, host, wf, show, store=not args.no_store, run_id=run_id)
     print_summary(summary)
     return exit_code(summary)

@@ -1,5 +1,5 @@
-"""``pcapwire workflow validate FILE…`` and ``pcapwire workflow test FILE --pcap X
---expect Y``.
+"""``pcapwire workflow validate FILE…``, ``pcapwire workflow test FILE --pcap X
+--expect Y`` and ``pcapwire workflow schema`` (the JSON Schema, for an editor).
 
 ``validate`` prints every problem as ``FILE:LINE:COL: key: message`` (warnings too) and
 exits 2 when any file has an error. ``test`` runs the workflow on a capture (not
@@ -30,6 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--case", default="workflow-test")
     t.add_argument("--event", default="")
     t.set_defaults(func=test, chunk_source=None)
+    s = wsub.add_parser("schema", help="print the workflow JSON Schema (for editors)")
+    s.set_defaults(func=print_schema)
+
+
+def print_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from pcapwire.workflow.document import schema
+
+    print(json.dumps(schema(), indent=2))
+    return 0
 
 
 def validate(args: argparse.Namespace) -> int:

@@ -53,8 +53,8 @@ def load(args: argparse.Namespace, path: str, overrides: list[str]) -> tuple[Any
 
 
 def execute(args: argparse.Namespace, host: Any, wf: Any,
-            on_verdict: Callable[[Verdict], None] | None, store: bool = True
-            ) -> tuple[RunSummary, list[Verdict]]:
+            on_verdict: Callable[[Verdict], None] | None, store: bool = True,
+            run_id: str | None = None) -> tuple[RunSummary, list[Verdict]]:
     from pcapwire.cases import CaseStore
     from pcapwire.workflow.engine import Engine
 
@@ -72,14 +72,16 @@ def execute(args: argparse.Namespace, host: Any, wf: Any,
     try:
         summary = asyncio.run(engine.run(wf, chunks, case=getattr(args, "case", "") or "",
                                          event=getattr(args, "event", "") or "",
-                                         query_id=query_id, on_verdict=collect))
+                                         query_id=query_id, run_id=run_id,
+                                         on_verdict=collect))
     finally:
         if cases is not None:
             cases.close()
     return summary, verdicts
 
 
-def print_summary(summary: RunSummary, file: Any = sys.stderr) -> None:
+def print_summary(summary: RunSummary, file: Any = None) -> None:
+    file = sys.stderr if file is None else file
     print(f"run {summary.run_id} ({summary.workflow}, case {summary.case}): "
           f"{summary.status}; {summary.chunks} chunk(s), {summary.verdicts} verdict(s)"
           + (f", highest {summary.max_severity}" if summary.max_severity else ""), file=file)

@@ -10,7 +10,9 @@ Loading (:func:`build_host`):
 3. ``check_pending``: a plugin with a ``pcapwire_*`` function matching no hook spec is
    unregistered and reported;
 4. ``pcapwire_register_analyzers`` of each plugin, separately, so each analyzer is
-   attributed to its plugin; invalid and duplicate analyzers are reported.
+   attributed to its plugin; invalid and duplicate analyzers are reported. Analyzer names
+   are unique across plugins: the first plugin (in loading order) keeps a name, a later
+   one that declares it again is reported and that analyzer left out.
 
 A plugin that fails at any step (import error, bad hook, bad analyzer) is listed in
 :attr:`PluginHost.failures` with the reason; everything else still loads. Core code calls
@@ -217,7 +219,8 @@ class PluginHost:
 
     def describe(self) -> dict[str, Any]:
         return {"plugins": [p.to_dict() for p in self.plugins.values()],
-                "failures": [p.to_dict() for p in self.failures],
+                "failures": [p.to_dict() for p in sorted(self.failures,
+                                                          key=lambda f: f.name)],
                 "analyzers": [a.describe() for a in self.analyzers().values()]}
 
     # ---- broadcast hooks (typed) ------------------------------------------------------

@@ -82,9 +82,10 @@ def pcapwire_verdict(verdict: Verdict, run: RunInfo) -> Awaitable[None] | None:
     Called after the workflow's aggregation policy kept the verdict and after it was
     stored with the case, while the run goes on (verdicts stream: the first one arrives
     long before the run ends). Use it to forward verdicts (webhook, SIEM, message bus).
-    The verdict is shared: do not modify it; ``verdict.to_dict()`` gives the exported
-    (EVE-style) shape. A slow sink slows the run (its awaitable is awaited), so queue
-    anything that may block.
+    The verdict is shared: do not modify it; ``verdict.to_dict()`` is its plain-data
+    form and :func:`pcapwire.cases.verdict_to_ecs` the exported shape (ECS JSON). A slow
+    sink slows the run (its awaitable is awaited, outside the analyzer's timeout), so
+    queue anything that may block.
 
     :param verdict: the verdict (:class:`pcapwire.records.Verdict`).
     :param run: the run that produced it.

@@ -39,7 +39,9 @@ What the engine owns (Strelka's ``scan_wrapper``, Assemblyline's ``handle_task``
 
 * **timeout**: each call into the analyzer (one ``analyze`` of one record; a session's
   ``start``, each ``feed``, ``finish``) is bounded by the step's ``timeout``
-  (``asyncio.timeout``). Exceeding it records a ``timeout`` for the step.
+  (:mod:`pcapwire.workflow.timeouts`: the call is cancelled when its time is up).
+  Exceeding it records a ``timeout`` for the step. Time spent waiting in ``ctx.emit``
+  (a full queue downstream, a slow verdict sink) is not counted.
 * **exceptions**: anything raised is caught and recorded (status ``error``, the message,
   the record concerned). A per-record analyzer goes on with the next record (up to
   :data:`pcapwire.workflow.engine.MAX_STEP_ERRORS`); a session ends the step.
@@ -166,7 +168,9 @@ class RecordSession(Session):
             async for item in agen:
                 await self.ctx.emit(item)
         finally:
-            await agen.aclose()
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def check_analyzer(obj: Any) -> list[str]:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from pcapwire.errors import AnalyzerError
 from pcapwire.records import (
@@ -24,9 +24,9 @@ from pcapwire.workflow.severity import grade
 #: Every record kind that can flow between steps.
 INPUT_KINDS: tuple[str, ...] = ("pcap", "stream", "file", "email", "verdict")
 #: A record that crosses a step boundary (all serialisable, see :mod:`pcapwire.records`).
-Record = PcapChunk | StreamRecord | FileRecord | EmailRecord | Verdict
+Record: TypeAlias = PcapChunk | StreamRecord | FileRecord | EmailRecord | Verdict
 #: What a step may emit: verdicts, and for producer steps streams, files and emails.
-Output = Verdict | StreamRecord | FileRecord | EmailRecord
+Output: TypeAlias = Verdict | StreamRecord | FileRecord | EmailRecord
 
 
 @dataclass(frozen=True)

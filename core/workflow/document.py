@@ -58,6 +58,8 @@ class Problem:
 
     def __str__(self) -> str:
         level = "warning: " if self.warning else ""
+        if self.line == 0:  # a ``--set STEP.KEY=VALUE`` override: no position in a file
+            return f"{self.file} {self.key}: {level}{self.message}"
         key = f"{self.key}: " if self.key else ""
         return f"{self.file}:{self.line}:{self.column}: {level}{key}{self.message}"
 
@@ -273,6 +275,9 @@ def check_workflow(source: str | Path, host: Any, *, text: str | None = None,
         message = err.message
         if err.validator == "oneOf" and path and path[-1] == "timeout":
             message = f"{err.instance!r} is not a duration (seconds, or 90s, 5m, 1h, 250ms)"
+        elif err.validator == "oneOf" and path == ("on", "query"):
+            message = (f"{err.instance!r} is not a trigger: use true, false, or a mapping "
+                       "with `case` and/or `event` globs")
         problems.append(Problem(file, *pos.at(path), _dotted(path), message))
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
         return None, problems
@@ -295,8 +300,9 @@ def _semantic(data: dict[str, Any], pos: _Positions, file: str, host: Any,
         line, col = pos.at(path, key=key)
         problems.append(Problem(file, line, column or col, _dotted(path), message, warning))
 
-    raw_steps = [s if isinstance(s, dict) and isinstance(s.get("uses"), str)
-                 else {"uses": "", "__invalid__": True} for s in data["steps"]]
+    raw_steps: list[dict[str, Any]] = [
+        s if isinstance(s, dict) and isinstance(s.get("uses"), str)
+        else {"uses": "", "__invalid__": True} for s in data["steps"]]
     for s in raw_steps:
         if not isinstance(s.get("id", ""), str):
             s.pop("id")
@@ -431,7 +437,7 @@ def _semantic(data: dict[str, Any], pos: _Positions, file: str, host: Any,
             cur = edges.get(cur)
     if any(not p.warning for p in problems):
         return None, problems
-    on = data.get("on") if isinstance(data.get("on"), dict) else {}
+    on: dict[str, Any] = data["on"] if isinstance(data.get("on"), dict) else {}
     wf = Workflow(name=data["name"], steps=steps, source=file,
                   description=data.get("description", ""),
                   on_query=on.get("query", False),

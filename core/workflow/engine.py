@@ -12,11 +12,13 @@ One :meth:`Engine.run` per workflow run::
 
 Data flow: the *source* task puts each chunk into the queue of every ``pcap`` step and
 feeds the reassembler (only if a step takes ``stream``), whose StreamRecords go to every
-``stream`` step as soon as their connection closes. Each step is one task reading its own
-bounded queue (``queue_size``, default 16): a full queue blocks the producer, so a slow
-analyzer slows the feed and memory stays bounded. A step's outputs go to its
-subscribers: steps whose ``input`` names it, steps whose ``input`` is a kind it outputs
-(``file``, ``email``, ``stream``), and ``verdict`` steps for its verdicts. Each verdict
+``stream`` step as soon as their connection closes. Each step reads its own bounded
+queue (``queue_size``, default 16) with one task, or ``concurrency`` tasks when its
+session accepts concurrent feeds: a full queue blocks the producer, so a slow analyzer
+slows the feed and memory stays bounded (each step reports its ``queue_peak``). A
+step's outputs go to its subscribers: steps whose ``input`` names it, steps whose
+``input`` is a kind it outputs (``file``, ``email``, ``stream``), and ``verdict`` steps
+for its verdicts. Each verdict
 first passes the workflow's aggregation policy, then is stored with the case, then
 handed to the ``pcapwire_verdict`` sinks and ``on_verdict``, then to verdict steps.
 
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import inspect
 import logging
 import shutil
@@ -47,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from pcapwire.reassembly import Limits, Reassembler, StreamCollector
-from pcapwire.records import PcapChunk, Verdict
+from pcapwire.records import PcapChunk, StreamRecord, Verdict
 from pcapwire.workflow.analyzer import RecordSession, Session
 from pcapwire.workflow.context import Output, RunInfo, StepContext
 from pcapwire.workflow.document import Step, Workflow
@@ -55,6 +56,7 @@ from pcapwire.workflow.expr import record_context
 from pcapwire.workflow.policy import Aggregator
 from pcapwire.workflow.results import RunSummary, StepError, StepResult
 from pcapwire.workflow.severity import severity_rank
+from pcapwire.workflow.timeouts import CallTimeout, Watchdog, paused
 
 log = logging.getLogger(__name__)
 
@@ -63,32 +65,32 @@ log = logging.getLogger(__name__)
 MAX_STEP_ERRORS = 100
 #: Seconds a session's ``aclose()`` may take before it is abandoned (and logged).
 CLOSE_TIMEOUT = 30.0
-_END = object()
+_END = object()  # a producer has ended
+_STOP = object()  # a step's last reader tells the others to stop
 OnVerdict = Callable[[Verdict], Awaitable[None] | None]
 
 
-class _CallTimer:
-    """The timeout of the analyzer call running in this task (paused during ``emit``)."""
+class _StreamSource:
+    """Chunks to StreamRecords (reassembler + collector): only finished records reach
+    the steps' queues, never the per-segment events."""
 
-    def __init__(self, cm: asyncio.Timeout) -> None:
-        self.cm = cm
-        self.active = True
+    def __init__(self, limits: Limits | None) -> None:
+        self.reassembler = Reassembler(limits)
+        self.collector = StreamCollector()
 
+    def feed(self, chunk: PcapChunk) -> list[StreamRecord]:
+        push, out = self.collector.push, []
+        for ev in self.reassembler.feed_chunk(chunk):
+            recs = push(ev)
+            if recs:
+                out += recs
+        return out
 
-_current_call: contextvars.ContextVar[_CallTimer | None] = contextvars.ContextVar(
-    "pcapwire_call_timer", default=None)
-
-
-@contextlib.asynccontextmanager
-async def _call_timeout(seconds: float) -> AsyncIterator[None]:
-    async with asyncio.timeout(seconds) as cm:
-        timer = _CallTimer(cm)
-        token = _current_call.set(timer)
-        try:
-            yield
-        finally:
-            timer.active = False
-            _current_call.reset(token)
+    def flush(self) -> list[StreamRecord]:
+        out = []
+        for ev in self.reassembler.flush():
+            out += self.collector.push(ev)
+        return out + self.collector.flush()
 
 
 class _PeakQueue(asyncio.Queue):  # type: ignore[type-arg]
@@ -127,6 +129,7 @@ class _Run:
                                              analyzer_version=type(s.analyzer).version))
                       for s in wf.steps}
         self.source_subs: dict[str, list[_Node]] = {"pcap": [], "stream": []}
+        self.sinks = engine.host.has_impls("pcapwire_verdict")
         self.chunks = 0
         self.source_error = ""
         self._wire()
@@ -154,55 +157,50 @@ class _Run:
 
     # ---- outputs --------------------------------------------------------------------------
     async def emit(self, node: _Node, item: Output) -> None:
-        timer = _current_call.get()
-        loop = asyncio.get_running_loop()
-        remaining = None
-        if timer is not None and timer.active and timer.cm.when() is not None:
-            remaining = timer.cm.when() - loop.time()  # type: ignore[operator]
-            timer.cm.reschedule(None)
-        try:
-            await self._route(node, item)
-        finally:
-            if remaining is not None and timer is not None and timer.active:
-                timer.cm.reschedule(loop.time() + remaining)
-
-    async def _route(self, node: _Node, item: Output) -> None:
+        """Route one output; only the waits (a full queue downstream, a sink's awaitable)
+        are taken off the analyzer's timeout, so the common case costs no timer work."""
         kind = item.kind
-        node.result.outputs[kind] = node.result.outputs.get(kind, 0) + 1
+        outputs = node.result.outputs
+        outputs[kind] = outputs.get(kind, 0) + 1
         if isinstance(item, Verdict):
             if not self.aggregator.keep(item):
                 return
             if self.engine.store is not None:
                 self.engine.store.add_verdict(self.info.run_id, item)
-            await self.engine.host.verdict(item, self.info)
+            if self.sinks:
+                await paused(self.engine.host.verdict(item, self.info))
             if self.on_verdict is not None:
                 res = self.on_verdict(item)
                 if inspect.isawaitable(res):
-                    await res
+                    await paused(res)
         for sub in node.subs.get(kind, ()):
-            await sub.queue.put(item)
+            queue = sub.queue
+            if queue.full():
+                await paused(queue.put(item))
+            else:
+                queue.put_nowait(item)
 
     # ---- the source -----------------------------------------------------------------------
     async def source(self, chunks: AsyncIterator[PcapChunk]) -> None:
         pcap_subs, stream_subs = self.source_subs["pcap"], self.source_subs["stream"]
-        reasm = Reassembler(self.engine.stream_limits) if stream_subs else None
-        collector = StreamCollector() if stream_subs else None
+        streams = _StreamSource(self.engine.stream_limits) if stream_subs else None
         try:
             async for chunk in chunks:
                 self.chunks += 1
                 for sub in pcap_subs:
                     await sub.queue.put(chunk)
-                if reasm is not None and collector is not None:
-                    events = await asyncio.to_thread(lambda c=chunk: list(reasm.feed_chunk(c)))
-                    for ev in events:
-                        for rec in collector.push(ev):
-                            for sub in stream_subs:
-                                await sub.queue.put(rec)
-            if reasm is not None and collector is not None:
-                for ev in reasm.flush():
-                    for rec in collector.push(ev):
+                if streams is not None:
+                    # Reassembly runs here, one chunk at a time (a few ms): a worker thread
+                    # would not free the loop any sooner (it holds the GIL as long) and
+                    # the hand-overs cost more than they save (see bench_workflow.py).
+                    for rec in streams.feed(chunk):
                         for sub in stream_subs:
                             await sub.queue.put(rec)
+                    await asyncio.sleep(0)  # let the steps run between two chunks
+            if streams is not None:
+                for rec in streams.flush():
+                    for sub in stream_subs:
+                        await sub.queue.put(rec)
         except Exception as exc:
             self.source_error = f"input failed after {self.chunks} chunk(s): {exc}"
             log.warning("run %s: %s", self.info.run_id, self.source_error)
@@ -226,25 +224,64 @@ class _Run:
         log.warning("run %s step %s: %s%s", self.info.run_id, node.step.id, message,
                     f" ({subject})" if subject else "")
 
-    async def _feed(self, node: _Node, session: Session, item: Any, per_record: bool) -> None:
+    async def _feed(self, node: _Node, session: Session, item: Any, per_record: bool,
+                    dog: Watchdog) -> None:
         step = node.step
-        subject = getattr(item, "id", "") or f"chunk {getattr(item, 'seq', '')}"
+        failure: tuple[str, str] | None = None
+        dog.start()
         try:
-            async with _call_timeout(step.timeout):
-                await session.feed(item)
-        except TimeoutError:
-            msg = f"no result within the step timeout of {step.timeout:g} s"
-            self._error(node, "timeout", msg, subject)
-            if not per_record:
-                node.failed = ("timeout", msg)
+            await session.feed(item)
+        except asyncio.CancelledError:
+            if not dog.timed_out():
+                raise  # the run is being cancelled
+            failure = ("timeout", "")
         except Exception as exc:
-            msg = f"{type(exc).__name__}: {exc}"
-            self._error(node, "error", msg, subject)
+            failure = ("error", f"{type(exc).__name__}: {exc}")
+        finally:
+            dog.stop()
+        if failure is None and dog.expired:  # it swallowed the cancellation
+            dog.timed_out()
+            failure = ("timeout", "")
+        if failure is not None:
+            kind, msg = failure
+            if kind == "timeout":
+                msg = f"no result within the step timeout of {step.timeout:g} s"
+            subject = getattr(item, "id", "") or f"chunk {getattr(item, 'seq', '')}"
+            self._error(node, kind, msg, subject)
             if not per_record:
-                node.failed = ("error", msg)
+                node.failed = (kind, msg)
         if per_record and len(node.result.errors) + node.result.errors_dropped >= MAX_STEP_ERRORS:
             node.failed = node.failed or ("error", f"stopped after MAX_STEP_ERRORS="
                                           f"{MAX_STEP_ERRORS} errors")
+
+    async def _consume(self, node: _Node, session: Session | None, per_record: bool,
+                       ends: list[int], workers: int) -> None:
+        """Read the step's queue until every producer has ended (one of ``workers``
+        readers; ``ends`` is shared by them). A failed step keeps draining its queue."""
+        queue, r, condition = node.queue, node.result, node.step.condition
+        dog = Watchdog(node.step.timeout)
+        try:
+            while node.producers:
+                item = await queue.get()
+                if item is _STOP:
+                    return
+                if item is _END:
+                    ends[0] += 1
+                    if ends[0] >= node.producers:
+                        for _ in range(workers - 1):  # wake the other readers
+                            await queue.put(_STOP)
+                        return
+                    continue
+                if node.failed is not None or session is None:
+                    continue
+                r.records_in += 1
+                if condition is not None and not condition(record_context(item,
+                                                                          self.run_ctx)):
+                    r.records_skipped += 1
+                    continue
+                await self._feed(node, session, item, per_record, dog)
+        finally:
+            dog.close()
 
     async def step(self, node: _Node) -> None:
         step, r = node.step, node.result
@@ -265,7 +302,7 @@ class _Run:
                                   base_dir=self.wf.base_dir, data_dir=self.engine.data_dir)
                 session = step.analyzer.open_session(ctx)
                 try:
-                    async with _call_timeout(step.timeout):
+                    async with CallTimeout(step.timeout):
                         await session.start()
                 except TimeoutError:
                     node.failed = ("timeout", f"start took longer than {step.timeout:g} s")
@@ -274,33 +311,20 @@ class _Run:
                     node.failed = ("error", f"start failed: {type(exc).__name__}: {exc}")
                     self._error(node, "error", node.failed[1])
             per_record = isinstance(session, RecordSession)
-            parallel = bool(session and session.concurrent_feed and step.concurrency > 1)
-            ends = 0
-            while ends < node.producers:
-                item = await node.queue.get()
-                if item is _END:
-                    ends += 1
-                    continue
-                if node.failed is not None or session is None:
-                    continue
-                r.records_in += 1
-                if step.condition is not None and not step.condition(
-                        record_context(item, self.run_ctx)):
-                    r.records_skipped += 1
-                    continue
-                if parallel:
-                    while len(tasks) >= step.concurrency:
-                        _done, tasks = await asyncio.wait(
-                            tasks, return_when=asyncio.FIRST_COMPLETED)
-                    tasks.add(asyncio.create_task(self._feed(node, session, item, per_record)))
-                else:
-                    await self._feed(node, session, item, per_record)
-            if tasks:
+            workers = (step.concurrency if session is not None and session.concurrent_feed
+                       else 1)
+            if workers > 1:  # N readers of the one queue: no task per record
+                done = [0]
+                tasks = {asyncio.create_task(self._consume(node, session, per_record, done,
+                                                           workers))
+                         for _ in range(workers)}
                 await asyncio.gather(*tasks)
                 tasks.clear()
+            else:
+                await self._consume(node, session, per_record, [0], 1)
             if session is not None and node.failed is None:
                 try:
-                    async with _call_timeout(step.timeout):
+                    async with CallTimeout(step.timeout):
                         await session.finish()
                 except TimeoutError:
                     node.failed = ("timeout", f"finish took longer than {step.timeout:g} s")

@@ -37,7 +37,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,27 +300,59 @@ def _compare(op: str, a: Any, b: Any) -> bool:
         return False
 
 
-def _eval(node: Node, ctx: Mapping[str, Any]) -> Any:
+Evaluator = Callable[[Mapping[str, Any]], Any]
+
+
+def _compile(node: Node) -> Evaluator:
+    """The tree as nested closures (evaluated once per input record: no tree walk)."""
     tag = node[0]
     if tag == "lit":
-        return node[1]
+        value = node[1]
+        return lambda ctx: value
     if tag == "name":
-        return _lookup(ctx, node[1])
+        parts = node[1]
+        if len(parts) == 2:  # the common case: stream.size, run.case
+            head, field = parts
+
+            def name2(ctx: Mapping[str, Any]) -> Any:
+                v = ctx.get(head)
+                return v.get(field) if isinstance(v, Mapping) else None
+            return name2
+        return lambda ctx: _lookup(ctx, parts)
     if tag == "and":
-        return bool(_eval(node[1], ctx)) and bool(_eval(node[2], ctx))
+        left, right = _compile(node[1]), _compile(node[2])
+        return lambda ctx: bool(left(ctx)) and bool(right(ctx))
     if tag == "or":
-        return bool(_eval(node[1], ctx)) or bool(_eval(node[2], ctx))
+        left, right = _compile(node[1]), _compile(node[2])
+        return lambda ctx: bool(left(ctx)) or bool(right(ctx))
     if tag == "not":
-        return not _eval(node[1], ctx)
+        inner = _compile(node[1])
+        return lambda ctx: not inner(ctx)
     if tag == "cmp":
-        return _compare(node[1], _eval(node[2], ctx), _eval(node[3], ctx))
+        op, left, right = node[1], _compile(node[2]), _compile(node[3])
+        if op in ("==", "!="):
+            equal = op == "=="
+
+            def eq(ctx: Mapping[str, Any]) -> bool:
+                a, b = left(ctx), right(ctx)
+                same = (type(a) is type(b) or (_num(a) and _num(b))) and a == b
+                return same if equal else not same
+            return eq
+        return lambda ctx: _compare(op, left(ctx), right(ctx))
     if tag == "neg":
-        v = _eval(node[1], ctx)
-        return -v if _num(v) else None
+        inner = _compile(node[1])
+
+        def neg(ctx: Mapping[str, Any]) -> Any:
+            v = inner(ctx)
+            return -v if _num(v) else None
+        return neg
     if tag == "list":
-        return [_eval(n, ctx) for n in node[1]]
+        items = [_compile(n) for n in node[1]]
+        return lambda ctx: [f(ctx) for f in items]
     if tag == "call":
-        return FUNCTIONS[node[1]][1](*[_eval(n, ctx) for n in node[2]])
+        fn = FUNCTIONS[node[1]][1]
+        args = [_compile(n) for n in node[2]]
+        return lambda ctx: fn(*[a(ctx) for a in args])
     raise AssertionError(tag)
 
 
@@ -333,9 +365,10 @@ class Expression:
                                   f"{MAX_EXPRESSION_LENGTH} characters", 1)
         self.text = text
         self.tree = _Parser(text).parse()
+        self._fn = _compile(self.tree)
 
     def __call__(self, ctx: Mapping[str, Any]) -> bool:
-        return bool(_eval(self.tree, ctx))
+        return bool(self._fn(ctx))
 
     def names(self) -> list[tuple[tuple[str, ...], int]]:
         """Every dotted name used, with its column (for validation)."""
@@ -374,18 +407,43 @@ KIND_FIELDS: dict[str, set[str]] = _kind_fields()
 RUN_FIELDS = {"case", "event", "query_id", "workflow", "run_id"}
 
 
+class _RecordView(Mapping[str, Any]):
+    """A record's fields as a condition sees them, read on demand (most conditions use
+    one or two of them): ``flow`` as its dict, ``size`` for streams and chunks."""
+
+    __slots__ = ("_record", "_fields")
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+        self._fields = KIND_FIELDS[record.kind]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name not in self._fields:
+            return default
+        if name == "kind":
+            return self._record.kind
+        if name == "size" and self._record.kind in ("stream", "pcap"):
+            return len(self._record.data)
+        value = getattr(self._record, name, None)
+        if name == "flow" and value is not None:
+            return value.to_dict()
+        return value
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._fields:
+            raise KeyError(name)
+        return self.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._fields))
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
 def record_context(record: Any, run: Mapping[str, Any]) -> dict[str, Any]:
     """The names a condition sees for ``record`` (a lazy view: fields are read as-is)."""
-    view: dict[str, Any] = {"kind": record.kind}
-    for name in KIND_FIELDS[record.kind]:
-        if name in ("kind", "size"):
-            continue
-        value = getattr(record, name, None)
-        if name == "flow" and value is not None:
-            value = value.to_dict()
-        view[name] = value
-    if record.kind in ("stream", "pcap"):
-        view["size"] = len(record.data)
+    view = _RecordView(record)
     return {record.kind: view, "record": view, "run": run}
 
 

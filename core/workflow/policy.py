@@ -8,8 +8,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from pcapwire.records import Verdict
+from pcapwire.records import SEVERITIES, Verdict
 from pcapwire.workflow.severity import severity_rank
+
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}  # Verdict checks its severity already
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class Aggregator:
     def __init__(self, policy: VerdictPolicy) -> None:
         self.policy = policy
         self._floor = severity_rank(policy.min_severity)
-        self._seen: set[tuple[str, ...]] = set()
+        self._seen: set[tuple[Any, ...]] = set()
         self._per_subject: Counter[tuple[str, str]] = Counter()
         self.kept = 0
         self.by_severity: Counter[str] = Counter()
@@ -42,7 +44,8 @@ class Aggregator:
 
     def keep(self, v: Verdict) -> bool:
         p = self.policy
-        if severity_rank(v.severity) < self._floor:
+        rank = _RANK[v.severity]
+        if rank < self._floor:
             self.dropped["min_severity"] += 1
             return False
         if v.score < p.min_score:
@@ -50,8 +53,8 @@ class Aggregator:
             return False
         subject = (v.subject_kind, v.subject_id)
         if p.dedupe:
-            key = (v.analyzer, v.signature_id or v.signature, *subject, str(v.flow), str(v.ts)
-                   if v.subject_kind == "pcap" else "")
+            key = (v.analyzer, v.signature_id or v.signature, *subject, v.flow,
+                   v.ts if v.subject_kind == "pcap" else 0.0)
             if key in self._seen:
                 self.dropped["dedupe"] += 1
                 return False
@@ -63,5 +66,6 @@ class Aggregator:
             self._per_subject[subject] += 1
         self.kept += 1
         self.by_severity[v.severity] += 1
-        self.max_rank = max(self.max_rank, severity_rank(v.severity))
+        if rank > self.max_rank:
+            self.max_rank = rank
         return True

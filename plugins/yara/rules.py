@@ -1,16 +1,26 @@
-"""Rule sources (files, directories, globs) compiled once and cached: a rule set is
-recompiled only when one of its files changes (path, size or mtime), is added or
-removed. A syntax error names the file and the line; so does an invalid ``severity`` or
-``score`` in a rule's meta.
+"""Rule sources (files, directories, globs) compiled once and cached.
 
-Namespaces: each file is compiled in its own namespace, the file's path relative to the
-source it came from (``rules/web.yar`` listed as ``rules/`` -> namespace ``web.yar``).
-Limitation: files pulled in with ``include`` are not watched for changes.
+A rule set is keyed by the *contents* of its files (a BLAKE2 digest of each file, and of
+every file it pulls in with ``include``) and the external variables: a run whose rules
+did not change reuses the compiled set; editing, adding or removing a rule file (or an
+included one) recompiles it on the next run. Reading the files for the key is cheap
+next to compiling them, and unlike a size/mtime check it cannot miss an edit made
+within the file system's timestamp granularity.
+
+Namespaces: each file is compiled in its own namespace, its path relative to the source
+that named it (``rules/`` holding ``web/php.yar`` -> namespace ``web/php.yar``; a file or
+a glob match -> its file name). When two sources give the same namespace to different
+files, the later one is named by its full path; a file named twice is compiled once.
+
+Errors name the file and the line: a syntax error (``rules/web.yar:12: YARA syntax
+error: ...``), an invalid ``severity`` or ``score`` in a rule's meta, a source that
+matches nothing.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import re
 import threading
 from collections import OrderedDict
@@ -23,13 +33,16 @@ from pcapwire.errors import ConfigError
 from pcapwire.records import SEVERITIES
 from pcapwire.workflow.severity import check_score
 
-#: File name patterns taken from a directory (recursively).
+#: File name suffixes taken from a directory (recursively).
 RULE_SUFFIXES = (".yar", ".yara")
 #: Most rule files one rule set may name.
 MAX_RULE_FILES = 10_000
 #: Compiled rule sets kept per analyzer (least recently used dropped first).
 MAX_CACHED_RULESETS = 16
+#: Deepest chain of ``include`` directives followed for the cache key.
+MAX_INCLUDE_DEPTH = 16
 _SYNTAX = re.compile(r"^(?P<file>.*)\((?P<line>\d+)\): (?P<msg>.*)$", re.S)
+_INCLUDE = re.compile(rb'^\s*include\s+"((?:[^"\\]|\\.)+)"', re.M)
 
 
 class RuleError(ConfigError):
@@ -40,12 +53,20 @@ class RuleError(ConfigError):
 class RuleSet:
     rules: Any  # yara.Rules
     files: dict[str, str]  # namespace -> path
-    fingerprint: tuple[tuple[str, int, int], ...]
-    count: int
+    fingerprint: tuple[tuple[str, str], ...]  # (path, digest) of every file read
+    count: int  # rules compiled
+
+
+def _add(out: dict[str, str], namespace: str, path: Path) -> None:
+    text = str(path)
+    if text in out.values():
+        return
+    out[namespace if namespace not in out else text] = text
 
 
 def resolve_sources(sources: list[str], base_dir: Path | None) -> dict[str, str]:
-    """namespace -> file for every rule file named by ``sources``."""
+    """namespace -> file for every rule file named by ``sources`` (files, directories,
+    globs; relative ones start at ``base_dir``)."""
     out: dict[str, str] = {}
     for src in sources:
         p = Path(src).expanduser()
@@ -53,21 +74,21 @@ def resolve_sources(sources: list[str], base_dir: Path | None) -> dict[str, str]
             p = base_dir / p
         text = str(p)
         if any(ch in src for ch in "*?["):
-            matches = sorted(glob.glob(text, recursive=True))
-            files = [Path(m) for m in matches if Path(m).is_file()]
+            files = [Path(m) for m in sorted(glob.glob(text, recursive=True))
+                     if Path(m).is_file()]
             if not files:
                 raise RuleError(f"rules: {src!r} matches no file (looked for {text})")
             for f in files:
-                out[f.name if f.name not in out else str(f)] = str(f)
+                _add(out, f.name, f)
         elif p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.suffix in RULE_SUFFIXES and f.is_file())
             if not files:
                 raise RuleError(f"rules: directory {text} holds no "
                                 f"{'/'.join(RULE_SUFFIXES)} file")
             for f in files:
-                out[str(f.relative_to(p))] = str(f)
+                _add(out, str(f.relative_to(p)), f)
         elif p.is_file():
-            out[p.name if p.name not in out else str(p)] = str(p)
+            _add(out, p.name, p)
         else:
             raise RuleError(f"rules: {text} does not exist")
         if len(out) > MAX_RULE_FILES:
@@ -75,15 +96,30 @@ def resolve_sources(sources: list[str], base_dir: Path | None) -> dict[str, str]
     return out
 
 
-def _fingerprint(files: dict[str, str]) -> tuple[tuple[str, int, int], ...]:
-    out = []
-    for ns, path in sorted(files.items()):
+def fingerprint(files: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """(path, digest) of every rule file and, transitively, every file it includes."""
+    out: dict[str, str] = {}
+
+    def visit(path: Path, depth: int) -> None:
+        key = str(path)
+        if key in out or depth > MAX_INCLUDE_DEPTH:
+            return
         try:
-            st = Path(path).stat()
+            data = path.read_bytes()
         except OSError as exc:
-            raise RuleError(f"rules: {path}: {exc.strerror}") from None
-        out.append((f"{ns}={path}", st.st_size, st.st_mtime_ns))
-    return tuple(out)
+            if depth == 0:
+                raise RuleError(f"rules: {path}: {exc.strerror}") from None
+            out[key] = "missing"  # libyara reports the include error with its line
+            return
+        out[key] = hashlib.blake2b(data, digest_size=16).hexdigest()
+        for m in _INCLUDE.finditer(data):
+            inc = Path(m.group(1).decode("utf-8", "replace"))
+            visit(inc if inc.is_absolute() else path.parent / inc, depth + 1)
+
+    for ns, path in sorted(files.items()):
+        out.setdefault(f"namespace {ns}", path)
+        visit(Path(path), 0)
+    return tuple(sorted(out.items()))
 
 
 def _syntax_error(exc: Exception) -> RuleError:
@@ -113,8 +149,6 @@ def _check_meta(rules: Any, files: dict[str, str]) -> int:
     for rule in rules:
         count += 1
         meta = rule.meta or {}
-        if meta.get("severity") is None and meta.get("score") is None:
-            continue
         sev = meta.get("severity")
         if sev is not None and str(sev).lower() not in SEVERITIES:
             raise RuleError(f"{_rule_location(rule.identifier, files)}: rule "
@@ -130,7 +164,9 @@ def _check_meta(rules: Any, files: dict[str, str]) -> int:
 
 
 class RuleCache:
-    """Compiled rule sets keyed by their sources; thread-safe."""
+    """Compiled rule sets keyed by their sources' contents; thread-safe.
+
+    ``compiles`` counts actual compilations (the tests and ``plugins list`` use it)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -139,8 +175,12 @@ class RuleCache:
 
     def get(self, sources: list[str], base_dir: Path | None,
             externals: dict[str, Any] | None = None) -> RuleSet:
+        """The compiled rules for ``sources``; compiles only when no cached set has the
+        same file contents and externals. :class:`RuleError` names file and line."""
+        if not sources:
+            raise RuleError("rules: no rule file, directory or glob given")
         files = resolve_sources(sources, base_dir)
-        fp = _fingerprint(files)
+        fp = fingerprint(files)
         key = (fp, tuple(sorted((externals or {}).items())))
         with self._lock:
             cached = self._sets.get(key)

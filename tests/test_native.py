@@ -573,6 +573,16 @@ def test_flow_table_grows_past_its_initial_size() -> None:
         (i, 53, 2, 2 * i, struct.pack("<II", 4 * i, 4 * (n + i))) for i in range(n)]
 
 
+def test_add_returns_the_batch_count_and_its_time_range() -> None:
+    """Packets of one batch need not be in time order (pcapng interfaces interleave)."""
+    ix = N.SegmentIndexer()
+    batch = b"".join(meta(ts_ns=ts, rec_off=16 * i, ipver=4, proto=17, src=A, dst=B)
+                     for i, ts in enumerate((30, 10, 20)))
+    assert ix.add(batch, 24) == (3, 10, 30)
+    assert ix.add(b"", 72) == (0, 0, 0)
+    assert ix.packets == 3
+
+
 def test_without_syn_the_initiator_is_the_first_sender() -> None:
     ix = N.SegmentIndexer()
     ix.add(meta(ipver=4, proto=17, src=B, dst=A, sport=53, dport=53), 24)

@@ -346,11 +346,16 @@ static PyObject *Indexer_add(PwIndexer *self, PyObject *args)
         }
     }
     int rc = 0;
+    int64_t first = INT64_MAX, last = INT64_MIN;
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     for (size_t i = 0; i < n && rc == 0; i++) {
         pw_meta m;
         memcpy(&m, p + i * sizeof(pw_meta), sizeof m);
+        if (m.ts_ns < first)
+            first = m.ts_ns;
+        if (m.ts_ns > last)
+            last = m.ts_ns;
         rc = add_packet(self, &m, (uint32_t)base + m.rec_off);
     }
     Py_END_ALLOW_THREADS
@@ -360,8 +365,9 @@ static PyObject *Indexer_add(PwIndexer *self, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    res = Py_None;
-    Py_INCREF(res);
+    if (n == 0)
+        first = last = 0;
+    res = Py_BuildValue("(nLL)", (Py_ssize_t)n, (long long)first, (long long)last);
 done:
     PyBuffer_Release(&view);
     return res;
@@ -532,7 +538,8 @@ static void Indexer_dealloc(PwIndexer *self)
 
 static PyMethodDef Indexer_methods[] = {
     {"add", (PyCFunction)Indexer_add, METH_VARARGS,
-     "add(meta, base_offset): index a batch's meta; record i is at base_offset + rec_off_i."},
+     "add(meta, base_offset) -> (count, first_ts_ns, last_ts_ns): index a batch's meta; record i\n"
+     "is at base_offset + rec_off_i. Times are 0 for an empty batch."},
     {"finish", (PyCFunction)Indexer_finish, METH_NOARGS,
      "finish() -> list[Flow]; resets the indexer for the next segment."},
     {NULL, NULL, 0, NULL},

@@ -177,13 +177,6 @@ def _in_place_candidate(path: Path, size: int) -> bool:
             and head[4:8] == b"\x02\x00\x04\x00" and size < 2**32)
 
 
-def _batch_times(meta: bytes) -> tuple[int, int, int]:
-    """(count, first_ns, last_ns) of a batch's meta array (ts_ns is each struct's first field)."""
-    n = len(meta) // _native.META_SIZE
-    ts = memoryview(meta).cast("q")[:: _native.META_SIZE // 8]
-    return n, min(ts), max(ts)
-
-
 class Ingestor:
     """Ingests files into a store; one instance per ``ingest`` call."""
 
@@ -258,8 +251,7 @@ class Ingestor:
                 w = writers.get(key)
                 if w is None:
                     w = writers[key] = self._new_writer(source_id, *key)
-                count, first, last = _batch_times(meta)
-                w.add(records, meta, count, first, last)
+                count = w.add(records, meta)
                 rep.packets += count  # written, not just parsed: checkpoints count these
                 rep.bytes += len(records) - 16 * count
                 if (w.size >= self.segment_max_bytes
@@ -305,8 +297,7 @@ class Ingestor:
                 if off != expect:
                     raise _NotInPlace(f"records are not the file's bytes at {off}")
                 key, expect = (linktype, snaplen, tsprec), off + len(records)
-                count, first, last = _batch_times(meta)
-                indexer.add(meta, off)
+                count, first, last = indexer.add(meta, off)
                 first_ns = first if first_ns is None else min(first_ns, first)
                 last_ns = last if last_ns is None else max(last_ns, last)
                 rep.packets += count

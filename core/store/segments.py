@@ -67,14 +67,16 @@ class SegmentWriter:
     def part_path(self) -> Path:
         return self.path.with_name(self.path.name + ".part")
 
-    def add(self, records: bytes, meta: bytes, count: int, first_ns: int, last_ns: int) -> None:
-        self._indexer.add(meta, self.size)
+    def add(self, records: bytes, meta: bytes) -> int:
+        """Append a batch (its records and their meta); returns its packet count."""
+        count, first_ns, last_ns = self._indexer.add(meta, self.size)
         self._wait()
         self._pending = _WRITER.submit(_write_all, self._fh, records)
         self.size += len(records)
         self.packets += count
         self.first_ns = first_ns if self.first_ns is None else min(self.first_ns, first_ns)
         self.last_ns = last_ns if self.last_ns is None else max(self.last_ns, last_ns)
+        return count
 
     def close(self) -> tuple[dict[str, Any], list[tuple]]:
         """Finish the file (rename into place) and return its catalog row and flows."""

@@ -120,3 +120,26 @@ def test_file_hash_triage_on_real_http_downloads(tmp_path: Path,
                      "triage": ("ok", 6, 0, {"verdict": 6, "file": 3}),
                      "scan": ("ok", 3, 1, {"verdict": 1}),
                      "detonate": ("ok", 3, 1, {"verdict": 2})}
+
+    # carved files are kept in the store's artifact store, once, with every sighting
+    kept = data / "artifacts" / bad[:2] / bad
+    assert kept.read_bytes() == files["/evil.exe"]
+    seen = [json.loads(line) for line in Path(f"{kept}.sightings.jsonl").read_text()
+            .splitlines()]
+    assert sorted(s["flow"]["src_port"] for s in seen) == ports
+
+    # a run that keeps nothing (--no-store) on the capture file still consults the store's
+    # lists, and its verdicts point at the same flows; no run is recorded for its case
+    capsys.readouterr()
+    rc = main([*cli, "run", str(WORKFLOW), "--case", "IR-8", "--pcap", str(pcap), "--json",
+               "--no-store"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert sorted(d["source"]["port"] for d in docs
+                  if d["rule"]["id"] == "hashlist:known-bad") == ports
+    cases = CaseStore(data / "cases.sqlite")
+    try:
+        assert cases.runs("IR-8") == []
+    finally:
+        cases.close()

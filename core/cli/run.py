@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a step's config (value parsed as YAML; validated)")
     p.add_argument("--json", action="store_true", help="verdicts as ECS JSON lines")
     p.add_argument("--no-store", action="store_true",
-                   help="do not record the run and its verdicts in the case store")
+                   help="do not record the run and its verdicts in the case store, and keep "
+                        "no step logs with the case (hash lists, rules and the artifact store "
+                        "of --data-dir are still used)")
     p.set_defaults(func=run, chunk_source=None)
 
 

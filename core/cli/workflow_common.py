@@ -68,7 +68,7 @@ def execute(args: argparse.Namespace, host: Any, wf: Any,
         if on_verdict is not None:
             on_verdict(v)
 
-    engine = Engine(host, cases, data_dir=args.data_dir if store else None)
+    engine = Engine(host, cases, data_dir=args.data_dir, keep=store)
     try:
         summary = asyncio.run(engine.run(wf, chunks, case=getattr(args, "case", "") or "",
                                          event=getattr(args, "event", "") or "",

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from pcapwire.errors import AnalyzerError
+from pcapwire.errors import AnalyzerError, ConfigError
 from pcapwire.records import (
     EmailRecord,
     FileRecord,
@@ -27,6 +27,26 @@ INPUT_KINDS: tuple[str, ...] = ("pcap", "stream", "file", "email", "verdict")
 Record: TypeAlias = PcapChunk | StreamRecord | FileRecord | EmailRecord | Verdict
 #: What a step may emit: verdicts, and for producer steps streams, files and emails.
 Output: TypeAlias = Verdict | StreamRecord | FileRecord | EmailRecord
+
+
+#: In a ``with:`` path, the run's data directory (``{data_dir}/rules/suricata.rules``).
+DATA_DIR_PLACEHOLDER = "{data_dir}"
+
+
+def resolve_path(path: str, base_dir: Path | None, data_dir: Path | None) -> Path:
+    """A path from ``with:``: ``{data_dir}`` substituted, ``~`` expanded, then relative to
+    ``base_dir`` (the workflow file's directory). Raises ConfigError for ``{data_dir}`` in
+    a run without a data directory."""
+    text = path
+    if DATA_DIR_PLACEHOLDER in text:
+        if data_dir is None:
+            raise ConfigError(f"{path!r} uses {DATA_DIR_PLACEHOLDER} but this run has no "
+                              "data directory (pcapwire --data-dir)")
+        text = text.replace(DATA_DIR_PLACEHOLDER, str(data_dir))
+    p = Path(text).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    return p
 
 
 @dataclass(frozen=True)
@@ -64,8 +84,12 @@ class StepContext:
     #: directory of the workflow file (resolve relative paths in ``with:`` against it);
     #: None for a workflow that did not come from a file
     base_dir: Path | None = None
-    #: the pcapwire data directory (``--data-dir``), when the run has one
+    #: the pcapwire data directory (``--data-dir``; a tenant's directory under the API),
+    #: when the run has one: hash lists, rules, the content-addressed artifact store
     data_dir: Path | None = None
+    #: False when the run keeps nothing with the case (``pcapwire run --no-store``): steps
+    #: leave their logs in ``workdir``, which is removed with the run
+    keep: bool = True
     log: logging.LoggerAdapter[logging.Logger] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,11 +113,8 @@ class StepContext:
         await self.emit_fn(item)
 
     def resolve(self, path: str) -> Path:
-        """``path`` from ``with:``, relative to the workflow file's directory."""
-        p = Path(path).expanduser()
-        if not p.is_absolute() and self.base_dir is not None:
-            p = self.base_dir / p
-        return p
+        """``path`` from ``with:`` (see :func:`resolve_path`)."""
+        return resolve_path(path, self.base_dir, self.data_dir)
 
     def verdict(self, *, subject_kind: str, subject_id: str, flow: FlowKey, ts: float,
                 severity: str | None = None, score: Any = None, signature_id: str = "",

@@ -299,7 +299,8 @@ class _Run:
                                   config=step.config, workdir=workdir,
                                   outputs=tuple(type(step.analyzer).outputs),
                                   emit_fn=lambda item, n=node: self.emit(n, item),
-                                  base_dir=self.wf.base_dir, data_dir=self.engine.data_dir)
+                                  base_dir=self.wf.base_dir, data_dir=self.engine.data_dir,
+                                  keep=self.engine.keep)
                 session = step.analyzer.open_session(ctx)
                 try:
                     async with CallTimeout(step.timeout):
@@ -380,11 +381,12 @@ class Engine:
     persists runs in a :class:`~pcapwire.cases.CaseStore` when given one."""
 
     def __init__(self, host: Any, store: Any = None, *, workdir: str | Path | None = None,
-                 data_dir: str | Path | None = None,
+                 data_dir: str | Path | None = None, keep: bool = True,
                  stream_limits: Limits | None = None) -> None:
         self.host = host
         self.store = store
         self.data_dir = Path(data_dir) if data_dir else None
+        self.keep = keep
         self.workdir = Path(workdir) if workdir else None
         self.stream_limits = stream_limits
 

@@ -2,13 +2,13 @@
 the run's input in order, emitting each FileRecord/EmailRecord as soon as it is carved.
 
 Artifacts go to ``artifacts_dir`` (content-addressed, shared by runs); without it, to
-``$PCAPWIRE_DATA_DIR/artifacts`` when that is set, else to the step's scratch directory,
-which is removed with the run (the step logs a warning then).
+``<data-dir>/artifacts`` of the run (a tenant's own directory under the API), where the
+hash-list step finds every earlier sighting of a file; a run without a data directory
+uses the step's scratch directory, removed with the run (the step logs a warning then).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,7 +29,7 @@ class CarveConfig(AnalyzerConfig):
     protocols: list[Protocol] = option(list(PROTOCOLS),
                                        description="application protocols to carve")
     artifacts_dir: str = option("", description="content-addressed artifact store "
-                                "(default: $PCAPWIRE_DATA_DIR/artifacts, else the run's "
+                                "(default: <data-dir>/artifacts, else the run's "
                                 "scratch directory, removed with the run)")
 
 
@@ -37,9 +37,9 @@ def _store(ctx: StepContext) -> ArtifactStore:
     cfg = ctx.config
     assert isinstance(cfg, CarveConfig)
     if cfg.artifacts_dir:
-        return ArtifactStore(Path(cfg.artifacts_dir))
-    if os.environ.get("PCAPWIRE_DATA_DIR"):
-        return ArtifactStore(Path(os.environ["PCAPWIRE_DATA_DIR"]) / "artifacts")
+        return ArtifactStore(ctx.resolve(cfg.artifacts_dir))
+    if ctx.data_dir is not None:
+        return ArtifactStore(Path(ctx.data_dir) / "artifacts")
     ctx.log.warning("no artifacts_dir: carved files live in the run's scratch directory "
                     "and are removed with the run")
     return ArtifactStore(ctx.workdir / "artifacts")

@@ -9,7 +9,8 @@ directory of the run (``--data-dir``), e.g. ``{data_dir}/rules/suricata.rules``,
 A step keeps its files, in order of preference, under:
 
 1. the step's ``keep_dir`` setting: ``<keep_dir>/<case>/<query or run>-<step>``;
-2. the run's data directory: ``<data_dir>/cases/<case>/<plugin>/<query or run>-<step>``;
+2. the run's data directory, unless the run keeps nothing (``run --no-store``):
+   ``<data_dir>/cases/<case>/<plugin>/<query or run>-<step>``;
 3. the scratch ``workdir`` (removed with the run; the step logs that it is).
 
 Case, query and step names come from API callers: they are sanitised into one path
@@ -22,9 +23,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pcapwire.errors import ConfigError
+from pcapwire.workflow.context import resolve_path
 
-DATA_DIR_PLACEHOLDER = "{data_dir}"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Longest path component made from a case, query or step name.
 MAX_NAME_COMPONENT = 120
@@ -35,20 +35,6 @@ def safe_name(part: str, fallback: str) -> str:
     return cleaned[:MAX_NAME_COMPONENT]
 
 
-def resolve(path: str, base_dir: Path | None, data_dir: Path | None) -> Path:
-    """A ``with:`` path: ``{data_dir}`` substituted, then relative to ``base_dir``."""
-    text = path
-    if DATA_DIR_PLACEHOLDER in text:
-        if data_dir is None:
-            raise ConfigError(f"{path!r} uses {DATA_DIR_PLACEHOLDER} but this run has no "
-                              "data directory (pcapwire --data-dir)")
-        text = text.replace(DATA_DIR_PLACEHOLDER, str(data_dir))
-    p = Path(text).expanduser()
-    if not p.is_absolute() and base_dir is not None:
-        p = base_dir / p
-    return p
-
-
 def keep_dir(ctx: Any, configured: str, plugin: str) -> tuple[Path, bool]:
     """(directory, kept beyond the run?) for one step of one run."""
     run = ctx.run
@@ -57,7 +43,7 @@ def keep_dir(ctx: Any, configured: str, plugin: str) -> tuple[Path, bool]:
     base_dir = getattr(ctx, "base_dir", None)
     data_dir = getattr(ctx, "data_dir", None)
     if configured:
-        return resolve(configured, base_dir, data_dir) / case / leaf, True
-    if data_dir is not None:
+        return resolve_path(configured, base_dir, data_dir) / case / leaf, True
+    if data_dir is not None and getattr(ctx, "keep", True):
         return Path(data_dir) / "cases" / case / plugin / leaf, True
     return Path(ctx.workdir) / plugin / leaf, False

@@ -22,7 +22,7 @@ this step -- so ``forward: [unknown]`` sends only unknown files on to YARA and a
 and known-good files get no further work.
 
 Which lists: ``databases`` when given; else the run's data directory's
-``hashlists.sqlite`` (``$PCAPWIRE_DATA_DIR`` when the run has none) and, for a tenant of
+``hashlists.sqlite`` and, for a tenant of
 a server, the server's global lists (:func:`pcapwire.hashlist.databases_for`). With no
 store at all every file is ``unknown`` (the step logs a warning). Files without hashes
 (from a third-party producer) are hashed here.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,9 +42,9 @@ from pcapwire.hashlist import VERDICTS, HashListError, HashListSet, Triage, pars
 from pcapwire.plugins.hashlist.followup import FollowUps
 from pcapwire.records import FileRecord
 from pcapwire.workflow import Analyzer, AnalyzerConfig, Session, StepContext, option
+from pcapwire.workflow.context import DATA_DIR_PLACEHOLDER, resolve_path
 
 Outcome = Literal["known-good", "known-bad", "unknown"]
-DATA_DIR_PLACEHOLDER = "{data_dir}"
 SIGNATURES = {"known-bad": "file hash on deny list {lists}",
               "known-good": "file hash on allow list {lists}",
               "unknown": "file hash on no list"}
@@ -74,18 +73,6 @@ class HashlistConfig(AnalyzerConfig):
     max_follow_ups: int = option(100, minimum=0, description="follow-up queries per run")
 
 
-def _resolve(path: str, base_dir: Path | None, data_dir: Path | None) -> Path:
-    if DATA_DIR_PLACEHOLDER in path:
-        if data_dir is None:
-            raise AnalyzerError(f"{path!r} names {DATA_DIR_PLACEHOLDER} but the run has no "
-                                "data directory")
-        path = path.replace(DATA_DIR_PLACEHOLDER, str(data_dir))
-    p = Path(path).expanduser()
-    if not p.is_absolute() and base_dir is not None:
-        p = base_dir / p
-    return p
-
-
 def _hash_file(path: str) -> tuple[str, str, str]:
     md5, sha1, sha256 = hashlib.md5(), hashlib.sha1(), hashlib.sha256()  # noqa: S324
     with open(path, "rb") as fh:
@@ -111,15 +98,12 @@ class HashlistSession(Session):
         return cfg
 
     def _data_dir(self) -> Path | None:
-        if self.ctx.data_dir is not None:
-            return Path(self.ctx.data_dir)
-        env = os.environ.get("PCAPWIRE_DATA_DIR")
-        return Path(env) if env else None
+        return Path(self.ctx.data_dir) if self.ctx.data_dir is not None else None
 
     async def start(self) -> None:
         cfg, data_dir = self.cfg, self._data_dir()
         if cfg.databases:
-            paths = [_resolve(p, self.ctx.base_dir, data_dir) for p in cfg.databases]
+            paths = [resolve_path(p, self.ctx.base_dir, data_dir) for p in cfg.databases]
             missing = [str(p) for p in paths if not p.is_file()]
             if missing:
                 raise AnalyzerError(f"hash-list store not found: {', '.join(missing)}")
@@ -208,7 +192,7 @@ class HashlistAnalyzer(Analyzer):
         for p in config.databases:
             if DATA_DIR_PLACEHOLDER in p:
                 continue
-            path = _resolve(p, base_dir, None)
+            path = resolve_path(p, base_dir, None)
             if not path.is_file():
                 out.append(f"databases: {path} does not exist (create it with `pcapwire "
                            "hashlist import`)")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pcapwire.errors import AnalyzerError, ConfigError
-from pcapwire.plugins.enginekit.keep import DATA_DIR_PLACEHOLDER, keep_dir, resolve
+from pcapwire.plugins.enginekit.keep import keep_dir
 from pcapwire.plugins.suricata.config import (
     DEFAULT_BASE_CONFIG,
     FINISH_TIMEOUT_S,
@@ -32,6 +32,7 @@ from pcapwire.plugins.suricata.run import RunResult, SuricataRun
 from pcapwire.plugins.suricata.update import check_rules
 from pcapwire.records import PcapChunk
 from pcapwire.workflow import Analyzer, AnalyzerConfig, Session, StepContext, option
+from pcapwire.workflow.context import DATA_DIR_PLACEHOLDER, resolve_path
 
 VERSION = "1.0"
 METADATA_FILE = METADATA_EVE
@@ -68,7 +69,7 @@ def to_settings(config: SuricataConfig, base_dir: Path | None = None,
     raw.pop("keep_dir")
     if raw["eve_types"] is None:
         raw.pop("eve_types")
-    raw["rules"] = [str(resolve(r, base_dir, data_dir)) for r in raw["rules"]]
+    raw["rules"] = [str(resolve_path(r, base_dir, data_dir)) for r in raw["rules"]]
     return SuricataSettings.from_mapping(raw)
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pcapwire.errors import AnalyzerError, ConfigError
-from pcapwire.plugins.enginekit.keep import DATA_DIR_PLACEHOLDER, keep_dir, resolve
+from pcapwire.plugins.enginekit.keep import keep_dir
 from pcapwire.plugins.zeek.config import FINISH_TIMEOUT_S, ZeekSettings
 from pcapwire.plugins.zeek.run import ZeekRun, ZeekRunResult
 from pcapwire.records import PcapChunk
 from pcapwire.workflow import Analyzer, AnalyzerConfig, Session, StepContext, option
+from pcapwire.workflow.context import DATA_DIR_PLACEHOLDER, resolve_path
 
 VERSION = "1.0"
 METADATA_FILE = "metadata.json"
@@ -48,7 +49,7 @@ def to_settings(config: ZeekConfig, base_dir: Path | None = None,
                 data_dir: Path | None = None) -> ZeekSettings:
     raw = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     raw.pop("keep_dir")
-    raw["intel_files"] = [str(resolve(p, base_dir, data_dir)) for p in raw["intel_files"]]
+    raw["intel_files"] = [str(resolve_path(p, base_dir, data_dir)) for p in raw["intel_files"]]
     return ZeekSettings.from_mapping(raw)
 
 

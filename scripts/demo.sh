@@ -44,7 +44,12 @@ pcapwire run workflows/incident-triage.yaml --port 80 --case demo --event web-tr
 
 echo "== pcapwire query --port 80 -w $D/port80.pcap; pcapwire extract --pcap $D/port80.pcap --out $D/carved"
 pcapwire query --port 80 --case demo --event carve -w "$D/port80.pcap"
-pcapwire extract --pcap "$D/port80.pcap" --out "$D/carved" --json | python -c '
+status=0
+pcapwire extract --pcap "$D/port80.pcap" --out "$D/carved" --json >"$D/carved.jsonl" || status=$?
+# exit 1 = partial: transfers still running when the demo capture ends are kept, marked
+# incomplete with their missing byte ranges
+[ "$status" -le 1 ] || exit "$status"
+python -c '
 import collections, json, sys
 recs = [json.loads(line) for line in sys.stdin]
 kinds = collections.Counter(r["kind"] for r in recs)
@@ -52,6 +57,6 @@ print("   carved:", ", ".join(f"{n} {k}(s)" for k, n in sorted(kinds.items())))
 for r in [r for r in recs if r["kind"] == "file"][:3]:
     print("   %s…  %6d B  %-26s %s" % (r["sha256"][:16], r["size"], r.get("mime_type", "?"),
                                      r.get("filename", "")[:50]))
-'
+' <"$D/carved.jsonl"
 echo "== done: store in $D/store, carved files in $D/carved;"
 echo "   the same store over HTTP: pcapwire --data-dir $D/store serve  (see README: tokens, dashboard)"

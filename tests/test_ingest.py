@@ -159,6 +159,49 @@ def test_flow_spanning_many_segments_is_one_flow(tmp_path: Path) -> None:
         assert len(read_records(out)[1]) == row.packets
 
 
+def test_session_over_three_days_and_two_files_is_one_flow(tmp_path: Path) -> None:
+    """A long-lived TCP session (an SSH-like keepalive every 30 minutes for three days),
+    captured in two files ingested one after the other into small segments, is one flow;
+    the same 5-tuple back after a silence of more than FLOW_IDLE_TIMEOUT_NS is a new one."""
+    sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
+    import craft as c
+    from pcapwire.store.catalog import FLOW_IDLE_TIMEOUT_NS
+
+    cli, srv = "10.1.1.1", "10.2.2.2"
+
+    def pkt(ts: int, out: bool, flags: int, payload: bytes = b"") -> bytes:
+        seg = c.tcp(40000, 22, flags, payload) if out else c.tcp(22, 40000, flags, payload)
+        ip = c.ipv4(cli, srv, 6, seg) if out else c.ipv4(srv, cli, 6, seg)
+        return c.record(ts, 0, c.eth(ip))
+
+    t0, step = 1_700_000_000, 1800
+    times = [t0, t0, t0 + 1] + [t0 + 2 + i * step for i in range(3 * 48)]
+    packets = [pkt(t0, True, 0x02), pkt(t0, False, 0x12), pkt(t0 + 1, True, 0x10)]
+    packets += [pkt(ts, i % 2 == 0, 0x18, b"keepalive") for i, ts in enumerate(times[3:])]
+    later = t0 + 2 + 3 * 48 * step + FLOW_IDLE_TIMEOUT_NS // 10**9 + 60  # after the idle time
+    again = [pkt(later, True, 0x18, b"x"), pkt(later + 1, False, 0x18, b"y")]
+    half = len(packets) // 2
+    day1, rest = tmp_path / "day1.pcap", tmp_path / "day2-3.pcap"
+    day1.write_bytes(c.pcap_header() + b"".join(packets[:half]))
+    rest.write_bytes(c.pcap_header() + b"".join(packets[half:] + again))
+
+    with Store(tmp_path / "s") as store:
+        for f in (day1, rest):
+            assert store.ingest([f], segment_max_bytes=2048).ok
+        flows = list(store.catalog.flows())
+        assert [(f.packets, (f.last_ns - f.first_ns) // 10**9) for f in flows] == [
+            (len(packets), times[-1] - t0), (2, 1)]
+        first = flows[0]
+        assert (first.pkts_a2b, first.pkts_b2a) == (2 + 72, 1 + 72)
+        assert first.initiator_is_a  # 10.1.1.1 sent the SYN
+        spans = store.catalog.db.execute(
+            "SELECT count(*) FROM flow_segments WHERE flow_id=?", (first.id,)).fetchone()[0]
+        assert spans == store.catalog.stats()["segments"] > 10  # the last one holds both
+        key = QuerySpec(flow_ids=[first.id])
+        out = store.query_engine().to_bytes(key)
+        assert read_records(out)[1] == read_records(c.pcap_header() + b"".join(packets))[1]
+
+
 def test_kill_9_mid_ingest_then_rerun_completes_without_duplicates(tmp_path: Path) -> None:
     cap = tmp_path / "synth.pcap"
     generate(cap, 6 * 2**20, seed=3)

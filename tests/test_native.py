@@ -583,6 +583,18 @@ def test_add_returns_the_batch_count_and_its_time_range() -> None:
     assert ix.packets == 3
 
 
+def test_a_five_tuple_silent_for_longer_than_the_idle_timeout_starts_a_new_flow() -> None:
+    idle = N.FLOW_IDLE_TIMEOUT_NS
+    ix = N.SegmentIndexer()
+    times = [0, idle, 2 * idle + 1, 2 * idle + 2]  # a gap of exactly idle keeps the flow
+    ix.add(b"".join(meta(ts_ns=ts, rec_off=16 * i, ipver=4, proto=17, src=A, dst=B,
+                         sport=53, dport=53) for i, ts in enumerate(times)), 0)
+    flows = ix.finish()
+    assert [(f[7], f[8], f[9], f[13]) for f in flows] == [
+        (0, idle, 2, struct.pack("<II", 0, 16)),
+        (2 * idle + 1, 2 * idle + 2, 2, struct.pack("<II", 32, 48))]
+
+
 def test_without_syn_the_initiator_is_the_first_sender() -> None:
     ix = N.SegmentIndexer()
     ix.add(meta(ipver=4, proto=17, src=B, dst=A, sport=53, dport=53), 24)

@@ -131,25 +131,36 @@ static int grow_htab(PwIndexer *x)
     return 1;
 }
 
-static uint32_t flow_slot(PwIndexer *x, const fkey *k)
+/* The flow of key k for a packet at ts: the key's current flow, or a new one when the key
+ * is new or its current flow has been silent for more than PW_FLOW_IDLE_NS before ts (the
+ * new flow then takes the key's place in the table; the old one keeps its packets). */
+static uint32_t flow_slot(PwIndexer *x, const fkey *k, int64_t ts)
 {
     if ((x->hcount + 1) * 2 > x->hcap && !grow_htab(x))
         return NOSLOT;
     uint64_t h = hash_bytes(k, sizeof(fkey));
     uint32_t tag = (uint32_t)(h ^ (h >> 32));
     uint32_t j = tag & (x->hcap - 1);
+    int replace = 0;
     for (;;) {
         uint64_t e = x->htab[j];
         if (e == HEMPTY)
             break;
-        if ((uint32_t)(e >> 32) == tag && memcmp(&x->slots[(uint32_t)e].key, k, sizeof(fkey)) == 0)
-            return (uint32_t)e;
+        if ((uint32_t)(e >> 32) == tag && memcmp(&x->slots[(uint32_t)e].key, k, sizeof(fkey)) == 0) {
+            const slot_t *s = &x->slots[(uint32_t)e];
+            if (s->last_ts == INT64_MIN || ts <= s->last_ts ||
+                (uint64_t)ts - (uint64_t)s->last_ts <= PW_FLOW_IDLE_NS)
+                return (uint32_t)e;
+            replace = 1;
+            break;
+        }
         j = (j + 1) & (x->hcap - 1);
     }
     uint32_t s = new_slot(x, k, 0);
     if (s != NOSLOT) {
         x->htab[j] = ((uint64_t)tag << 32) | s;
-        x->hcount++;
+        if (!replace)
+            x->hcount++;
     }
     return s;
 }
@@ -251,7 +262,7 @@ static int add_packet(PwIndexer *x, const pw_meta *m, uint32_t off)
     if (m->ipver == 0) {
         memset(&k, 0, sizeof k);
         k.port_a = m->ethertype;
-        slot = flow_slot(x, &k);
+        slot = flow_slot(x, &k, m->ts_ns);
     } else if ((m->flags & PW_F_FRAGMENT) && !(m->flags & PW_F_FIRST_FRAGMENT)) {
         frag_entry *e = frag_find(x, m, 1);
         if (e && e->slot != NOSLOT) {
@@ -272,11 +283,11 @@ static int add_packet(PwIndexer *x, const pw_meta *m, uint32_t off)
             e->stamp = ++x->frag_stamp;
         } else { /* limit reached (or no table): straight to the ports-0 flow */
             make_key(&k, m->ipver, m->proto, m->src, 0, m->dst, 0, &dir);
-            slot = flow_slot(x, &k);
+            slot = flow_slot(x, &k, m->ts_ns);
         }
     } else {
         make_key(&k, m->ipver, m->proto, m->src, m->sport, m->dst, m->dport, &dir);
-        slot = flow_slot(x, &k);
+        slot = flow_slot(x, &k, m->ts_ns);
         if (slot != NOSLOT && (m->flags & PW_F_FIRST_FRAGMENT)) {
             frag_entry *e = frag_find(x, m, 1);
             if (e) {
@@ -430,7 +441,7 @@ static int finish_core(PwIndexer *x, finished_t *out)
         if (f == NOSLOT) {
             fkey k;
             make_key(&k, g.key.ipver, g.key.proto, g.key.a, 0, g.key.b, 0, &d);
-            f = flow_slot(x, &k); /* may reallocate slots */
+            f = flow_slot(x, &k, g.first_ts); /* may reallocate slots */
             if (f == NOSLOT)
                 goto nomem;
             x->slots[i].alias = f;

@@ -74,6 +74,7 @@ PyMODINIT_FUNC PyInit__native(void)
         add_int(m, "RESYNC_TS_WINDOW_NS", PW_RESYNC_TS_WINDOW_NS) < 0 ||
         add_int(m, "RESYNC_BACKTRACK", PW_RESYNC_BACKTRACK) < 0 ||
         add_int(m, "MAX_PENDING_FRAG_GROUPS", PW_MAX_PENDING_FRAG_GROUPS) < 0 ||
+        add_int(m, "FLOW_IDLE_TIMEOUT_NS", PW_FLOW_IDLE_NS) < 0 ||
         add_int(m, "FRAG_TABLE_SIZE", (long long)PW_FRAG_TABLE_BUCKETS * PW_FRAG_TABLE_WAYS) < 0 ||
         add_int(m, "FLAG_FRAGMENT", PW_F_FRAGMENT) < 0 ||
         add_int(m, "FLAG_FIRST_FRAGMENT", PW_F_FIRST_FRAGMENT) < 0 ||

@@ -27,6 +27,7 @@
 #define PW_RESYNC_MAX_ORIGLEN (1u << 20) /* a resync candidate's origlen must not exceed this */
 #define PW_RESYNC_TS_WINDOW_NS (86400LL * 1000000000LL) /* ... nor its ts differ more */
 #define PW_RESYNC_BACKTRACK 4096u        /* bytes before a damaged classic header rescanned */
+#define PW_FLOW_IDLE_NS 3600000000000LL /* silence after which a 5-tuple starts a new flow */
 #define PW_MAX_PENDING_FRAG_GROUPS 65536u /* fragment groups waiting for their first fragment */
 #define PW_FRAG_TABLE_BUCKETS 16384u     /* x PW_FRAG_TABLE_WAYS = fragment datagrams remembered */
 #define PW_FRAG_TABLE_WAYS 4u

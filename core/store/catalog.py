@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FLOW_IDLE_TIMEOUT_NS = 3600 * 10**9
+from pcapwire import _native
+
+#: Silence after which packets of a 5-tuple start a new flow (within a segment the native
+#: indexer splits them, across segments :meth:`Catalog._merge_flows`).
+FLOW_IDLE_TIMEOUT_NS: int = _native.FLOW_IDLE_TIMEOUT_NS
 SCHEMA_VERSION = 1
 
 SCHEMA = """

@@ -61,10 +61,38 @@ def test_extract_http_logs_and_protocol_filter(tmp_path: Path) -> None:
 
 def test_extract_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["extract", "--out", str(tmp_path)]) == 2
-    assert "needs --pcap" in capsys.readouterr().err
+    assert "needs --pcap FILE or query filters" in capsys.readouterr().err
+    assert main(["extract", "--pcap", str(corpus_file("zeek-http-get")), "--port", "80",
+                 "--out", str(tmp_path)]) == 2
+    assert "--pcap FILE or query filters, not both" in capsys.readouterr().err
     assert main(["extract", "--pcap", str(corpus_file("zeek-http-get")), "--out",
                  str(tmp_path), "--protocols", "gopher"]) == 2
     assert "unknown gopher" in capsys.readouterr().err
     assert main(["extract", "--pcap", str(tmp_path / "missing.pcap"), "--out",
                  str(tmp_path / "o")]) == 2
     assert "missing.pcap" in capsys.readouterr().err
+
+
+def test_extract_from_a_store_query_carves_what_the_file_gives(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The design's ``pcapwire extract (--pcap FILE | query filters)``: the same files from
+    the store's packets as from the capture, and the query is in the store's history."""
+    pcap = str(corpus_file("zeek-http-pipelined-5-files"))
+    data = ["--data-dir", str(tmp_path / "store")]
+    assert main([*data, "ingest", pcap]) == 0
+    assert main(["extract", "--pcap", pcap, "--out", str(tmp_path / "file")]) == 0
+    assert main([*data, "extract", "--port", "80", "--case", "IR-3", "--event", "carve",
+                 "--out", str(tmp_path / "query")]) == 0
+    capsys.readouterr()
+    by_file, by_query = (sorted(f["sha256"] for f in _jsonl(tmp_path / d / "files.jsonl"))
+                         for d in ("file", "query"))
+    assert by_query == by_file and len(by_file) == 5
+    assert main([*data, "extract", "--port", "25", "--out", str(tmp_path / "none")]) == 0
+    assert _jsonl(tmp_path / "none" / "files.jsonl") == []
+    from pcapwire.store import Store
+
+    with Store(tmp_path / "store") as store:
+        history = store.catalog.query_history("IR-3")
+        total = store.catalog.stats()["packets"]
+    assert [(q["event"], q["status"], q["packets"]) for q in history] == [
+        ("carve", "done", total)]

@@ -1,4 +1,6 @@
-"""``pcapwire extract --pcap FILE --out DIR``: carve files and emails.
+"""``pcapwire extract (--pcap FILE | query filters) --out DIR``: carve files and emails,
+from a capture file or from the store's packets that match the filters (the query is kept
+in the store's history with its case and event, like ``pcapwire query``).
 
 Writes under DIR::
 
@@ -22,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pcapwire.cli.filters import add_filter_args
 from pcapwire.errors import ConfigError
 from pcapwire.extract import PROTOCOLS
 
@@ -32,7 +35,9 @@ if TYPE_CHECKING:  # the carving modules load only when the command runs (fast -
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="carve files and emails (HTTP, SMTP, POP3, IMAP, FTP)")
-    p.add_argument("--pcap", metavar="FILE", help="capture to carve (pcap, pcapng, .gz)")
+    p.add_argument("--pcap", metavar="FILE", help="capture to carve (pcap, pcapng, .gz); "
+                   "without it, the store's packets that match the filters")
+    add_filter_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--protocols", default=",".join(PROTOCOLS),
                    help=f"comma-separated subset of {','.join(PROTOCOLS)}")
@@ -65,12 +70,18 @@ def run(args: argparse.Namespace, chunks: Iterable[PcapChunk] | None = None) -> 
     except OSError as exc:
         raise ConfigError(f"cannot create --out directory {out}: {exc}") from exc
     store = ArtifactStore(out / "artifacts")
-    if chunks is not None:
-        result, damage = carve_chunks(chunks, store, protocols=protocols)
-    elif args.pcap:
+    if chunks is None and args.pcap:
+        if _has_filters(args):
+            raise ConfigError("extract takes --pcap FILE or query filters, not both")
         result, damage = carve_pcap(args.pcap, store, protocols=protocols)
+    elif chunks is None:
+        if not _has_filters(args):
+            raise ConfigError("extract needs --pcap FILE or query filters (--host, --port, "
+                              "--bpf, --start/--end ...); to carve the whole store, say "
+                              "so with --start 0")
+        result, damage = _carve_query(args, store, protocols)
     else:
-        raise ConfigError("extract needs --pcap FILE (or query filters)")
+        result, damage = carve_chunks(chunks, store, protocols=protocols)
     _write(out, result, damage, by_name=args.by_name)
     if args.json:
         for rec in [*result.files, *result.emails]:
@@ -84,6 +95,32 @@ def run(args: argparse.Namespace, chunks: Iterable[PcapChunk] | None = None) -> 
     for msg in damage + limits:
         print(f"pcapwire extract: {msg}", file=sys.stderr)
     return 1 if incomplete or limits or damage else 0
+
+
+_FILTERS = ("bpf", "host", "net", "port", "proto", "flow", "five_tuple", "start", "end")
+
+
+def _has_filters(args: argparse.Namespace) -> bool:
+    return any(getattr(args, name, None) for name in _FILTERS)
+
+
+def _carve_query(args: argparse.Namespace, artifacts: Any, protocols: tuple[str, ...]
+                 ) -> tuple[CarveResult, list[str]]:
+    """Carve the packets of a store query (kept in the query history)."""
+    from pcapwire.cli.filters import spec_from_args
+    from pcapwire.extract.source import carve_chunks
+    from pcapwire.query.engine import QueryStats
+    from pcapwire.store import Store
+
+    spec, stats = spec_from_args(args), QueryStats()
+    with Store(args.data_dir) as store:
+        chunks = store.query_engine().recorded_chunks(spec, stats=stats)
+        try:
+            out = carve_chunks(chunks, artifacts, protocols=protocols)
+        finally:
+            chunks.close()
+    print(f"query: {stats.packets} packets", file=sys.stderr)
+    return out
 
 
 def _jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -192,28 +192,38 @@ class QueryEngine:
                     stats.packets += len(ts) // 8
                     yield out, ts
 
-    def write(self, spec: QuerySpec, out: BinaryIO, query_id: str | None = None,
-              record: bool = True) -> QueryStats:
-        """Write the whole result as one capture (see :mod:`.output`) to ``out``."""
+    def recorded_chunks(self, spec: QuerySpec, query_id: str | None = None,
+                        record: bool = True, stats: QueryStats | None = None,
+                        plan: Plan | None = None) -> Iterator[PcapChunk]:
+        """:meth:`iter_chunks`, kept in the store's query history with its case and event
+        when ``record``: ``done``, ``error`` (with the message) or ``cancelled`` (the
+        consumer stopped early), with the packets and bytes returned."""
         query_id = query_id or uuid.uuid4().hex
-        stats = QueryStats()
-        plan = self.plan(spec)
-        fmt = StreamFormatter(plan.snaplens)
+        stats = stats if stats is not None else QueryStats()
+        plan = plan or self.plan(spec)
         if record:
             self.store.catalog.add_query(query_id, spec.case, spec.event, spec.to_dict())
-        status, error = "error", None
+        status, error = "cancelled", None
         try:
-            out.write(fmt.header())
-            for chunk in self.iter_chunks(spec, query_id, None, plan, stats):
-                out.write(fmt.body(chunk))
+            yield from self.iter_chunks(spec, query_id, None, plan, stats)
             status = "done"
         except Exception as exc:
-            error = str(exc)
+            status, error = "error", str(exc)
             raise
         finally:
             if record:
                 self.store.catalog.finish_query(query_id, status, stats.packets, stats.bytes,
                                                 error)
+
+    def write(self, spec: QuerySpec, out: BinaryIO, query_id: str | None = None,
+              record: bool = True) -> QueryStats:
+        """Write the whole result as one capture (see :mod:`.output`) to ``out``."""
+        stats = QueryStats()
+        plan = self.plan(spec)
+        fmt = StreamFormatter(plan.snaplens)
+        out.write(fmt.header())
+        for chunk in self.recorded_chunks(spec, query_id, record, stats, plan):
+            out.write(fmt.body(chunk))
         return stats
 
     def to_bytes(self, spec: QuerySpec, record: bool = False) -> bytes:

@@ -59,6 +59,16 @@ CREATE INDEX IF NOT EXISTS queries_case ON queries(case_name, event);
 """
 
 
+# A segment's flows on their way in (see Catalog._merge_flows): the native indexer's flow
+# tuples, the row number, and the flow each becomes.
+_INCOMING_COLUMNS = ("i, ipver, proto, addr_a, port_a, addr_b, port_b, init_a, first_ns, "
+                     "last_ns, p_ab, b_ab, p_ba, b_ba, offsets")
+_INCOMING = ("CREATE TEMP TABLE IF NOT EXISTS incoming (i INTEGER PRIMARY KEY, ipver INT, "
+             "proto INT, addr_a BLOB, port_a INT, addr_b BLOB, port_b INT, init_a INT, "
+             "first_ns INT, last_ns INT, p_ab INT, b_ab INT, p_ba INT, b_ba INT, "
+             "offsets BLOB, flow_id INT, new INT NOT NULL DEFAULT 0)")
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     id: int
@@ -183,45 +193,53 @@ class Catalog:
             raise
 
     def _merge_flows(self, segment_id: int, flows: Sequence[tuple]) -> None:
-        """Add a segment's flows: continue the latest flow of the same key when it was seen
-        less than FLOW_IDLE_TIMEOUT_NS before, else start a new one. Set-based (one join
-        to find the existing flows, bulk inserts and updates), inside the caller's
-        transaction, which also makes the explicit new ids safe."""
+        """Add a segment's flows (as the native indexer returns them, in order of their
+        first packet): the first flow of a key in the segment continues the latest stored
+        flow of that key when that one was seen less than FLOW_IDLE_TIMEOUT_NS before;
+        every other flow is new (inside a segment the native indexer has already split a
+        key's packets at idle gaps). Set-based: the flows are bound once, into a temporary
+        table, and everything else is SQL (a join to find stored flows, INSERT/UPDATE ...
+        SELECT); inside the caller's transaction, which also makes the explicit ids safe."""
         db = self.db
-        keys = [(f[2], f[4], f[3], f[5], f[1], f[0]) for f in flows]
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (i INTEGER PRIMARY KEY, "
-                   "addr_a BLOB, addr_b BLOB, port_a INT, port_b INT, proto INT, ipver INT)")
+        db.execute(_INCOMING)
         db.execute("DELETE FROM incoming")
-        db.executemany("INSERT INTO incoming VALUES (?,?,?,?,?,?,?)",
-                       [(i, *k) for i, k in enumerate(keys)])
-        known: dict[tuple, tuple[int, int]] = {}  # key -> (flow id, last_ns) of its latest flow
+        db.executemany(f"INSERT INTO incoming ({_INCOMING_COLUMNS}) VALUES "
+                       "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       [(i, *f) for i, f in enumerate(flows)])
+        stored: dict[int, tuple[int, int]] = {}  # incoming row -> latest stored flow, last_ns
         for i, flow_id, last_ns in db.execute(
                 "SELECT n.i, f.id, f.last_ns FROM incoming n JOIN flows f ON "
                 "f.addr_a=n.addr_a AND f.addr_b=n.addr_b AND f.port_a=n.port_a AND "
                 "f.port_b=n.port_b AND f.proto=n.proto AND f.ipver=n.ipver"):
-            if keys[i] not in known or last_ns > known[keys[i]][1]:
-                known[keys[i]] = (flow_id, last_ns)
+            if i not in stored or last_ns > stored[i][1]:
+                stored[i] = (flow_id, last_ns)
+        continuing: list[tuple[int, int]] = []  # (stored flow id, incoming row)
+        if stored:
+            seen: set[tuple] = set()
+            for i, f in enumerate(flows):
+                key = (f[0], f[1], f[2], f[3], f[4], f[5])
+                if key in seen:
+                    continue
+                seen.add(key)
+                prev = stored.get(i)
+                if prev is not None and f[7] - prev[1] <= FLOW_IDLE_TIMEOUT_NS:
+                    continuing.append((prev[0], i))
+        db.executemany("UPDATE incoming SET flow_id=? WHERE i=?", continuing)
         next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM flows").fetchone()[0]
-        inserts, updates, links = [], [], []
-        for key, (ipver, proto, addr_a, port_a, addr_b, port_b, init_a, first, last,
-                  p_ab, b_ab, p_ba, b_ba, offsets) in zip(keys, flows, strict=True):
-            prev = known.get(key)
-            if prev is not None and first - prev[1] <= FLOW_IDLE_TIMEOUT_NS:
-                flow_id = prev[0]
-                updates.append((first, last, p_ab, b_ab, p_ba, b_ba, flow_id))
-            else:
-                flow_id, next_id = next_id, next_id + 1
-                inserts.append((flow_id, ipver, proto, addr_a, port_a, addr_b, port_b,
-                                int(init_a), first, last, p_ab, b_ab, p_ba, b_ba))
-            known[key] = (flow_id, max(last, prev[1] if prev else last))
-            links.append((flow_id, segment_id, p_ab + p_ba, first, last, offsets))
-        db.executemany(f"INSERT INTO flows ({FLOW_COLUMNS}) VALUES "
-                       "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", inserts)
-        db.executemany(
-            "UPDATE flows SET first_ns=min(first_ns, ?), last_ns=max(last_ns, ?), "
-            "pkts_a2b=pkts_a2b+?, bytes_a2b=bytes_a2b+?, pkts_b2a=pkts_b2a+?, "
-            "bytes_b2a=bytes_b2a+? WHERE id=?", updates)
-        db.executemany("INSERT INTO flow_segments VALUES (?,?,?,?,?,?)", links)
+        db.execute("UPDATE incoming SET flow_id = ? + n.rank, new = 1 FROM (SELECT i, "
+                   "row_number() OVER (ORDER BY i) - 1 AS rank FROM incoming "
+                   "WHERE flow_id IS NULL) AS n WHERE incoming.i = n.i", (next_id,))
+        db.execute(f"INSERT INTO flows ({FLOW_COLUMNS}) SELECT flow_id, ipver, proto, addr_a, "
+                   "port_a, addr_b, port_b, init_a, first_ns, last_ns, p_ab, b_ab, p_ba, b_ba "
+                   "FROM incoming WHERE new = 1 ORDER BY i")
+        if continuing:
+            db.execute("UPDATE flows SET first_ns = min(flows.first_ns, n.first_ns), "
+                       "last_ns = max(flows.last_ns, n.last_ns), "
+                       "pkts_a2b = pkts_a2b + n.p_ab, bytes_a2b = bytes_a2b + n.b_ab, "
+                       "pkts_b2a = pkts_b2a + n.p_ba, bytes_b2a = bytes_b2a + n.b_ba "
+                       "FROM incoming AS n WHERE n.new = 0 AND flows.id = n.flow_id")
+        db.execute("INSERT INTO flow_segments SELECT flow_id, ?, p_ab + p_ba, first_ns, "
+                   "last_ns, offsets FROM incoming ORDER BY i", (segment_id,))
 
     # -- flows -----------------------------------------------------------------------------
     def flows(self, where: str = "1=1", args: Sequence[Any] = (), limit: int | None = None

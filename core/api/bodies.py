@@ -3,12 +3,45 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from pcapwire.api.errors import ApiError
 from pcapwire.api.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from pcapwire.api.schemas import validate
+
+#: Bytes read from a request body at a time while an upload streams to disk.
+UPLOAD_BLOCK = 1 * 2**20
+
+
+async def receive_upload(request: web.Request, directory: Path, limit: int, *, what: str,
+                         limit_name: str, instead: str, suffix: str) -> Path:
+    """Stream the body into a new file in ``directory``; more than ``limit`` bytes is a 413
+    (``upload_too_large``, naming ``what`` and what to do ``instead``), an empty body a 400.
+    The file is removed when anything fails."""
+    too_big = ApiError(413, "upload_too_large", f"the {what} is larger than the upload limit "
+                       f"of {limit} bytes; {instead}", {"limit": limit, "limit_name": limit_name})
+    if request.content_length is not None and request.content_length > limit:
+        raise too_big
+    fd, name = tempfile.mkstemp(suffix=suffix, dir=directory)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while block := await request.content.read(UPLOAD_BLOCK):
+                size += len(block)
+                if size > limit:
+                    raise too_big
+                out.write(block)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    if size == 0:
+        Path(name).unlink(missing_ok=True)
+        raise ApiError(400, "empty_upload", f"the request body is empty; send the {what}")
+    return Path(name)
 
 
 async def read_json(request: web.Request, schema: str | None = None) -> Any:

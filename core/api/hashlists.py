@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pcapwire.api.bodies import receive_upload
 from pcapwire.api.errors import ApiError
 from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
 from pcapwire.hashlist import DB_NAME, HashListStore
@@ -28,7 +27,6 @@ from pcapwire.hashlist import DB_NAME, HashListStore
 if TYPE_CHECKING:
     from pcapwire.api.tenants import TenantStore
 
-UPLOAD_BLOCK = 1 * 2**20
 STATUS_BY_CODE = {"hashlist_exists": 409, "hashlist_import_busy": 409,
                   "hashlist_not_found": 404, "invalid_hashlist": 400}
 
@@ -64,27 +62,10 @@ class ImportParams:
 
 async def receive(request: web.Request, directory: Path, limit: int) -> Path:
     """Stream the body to a file, refusing more than ``limit`` bytes (413)."""
-    too_big = ApiError(413, "upload_too_large", f"the hash list is larger than the upload "
-                       f"limit of {limit} bytes; import it on the server with `pcapwire "
-                       "hashlist import`", {"limit": limit, "limit_name": "max_hashlist_bytes"})
-    if request.content_length is not None and request.content_length > limit:
-        raise too_big
-    fd, name = tempfile.mkstemp(suffix=".hashlist", dir=directory)
-    size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while block := await request.content.read(UPLOAD_BLOCK):
-                size += len(block)
-                if size > limit:
-                    raise too_big
-                out.write(block)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    if size == 0:
-        Path(name).unlink(missing_ok=True)
-        raise ApiError(400, "empty_upload", "the request body is empty; send the hash list")
-    return Path(name)
+    return await receive_upload(request, directory, limit, what="hash list",
+                                limit_name="max_hashlist_bytes", suffix=".hashlist",
+                                instead="import it on the server with `pcapwire hashlist "
+                                        "import`")
 
 
 async def import_upload(ts: TenantStore, upload: Path, params: ImportParams

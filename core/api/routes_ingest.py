@@ -3,13 +3,11 @@ caller's tenant store, and the sensors that feed a tenant."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from aiohttp import web
 from pcapwire.api.auth import principal, role
-from pcapwire.api.bodies import read_json
+from pcapwire.api.bodies import read_json, receive_upload
 from pcapwire.api.errors import ApiError, not_found
 from pcapwire.api.keys import AUTH, CONFIG
 from pcapwire.api.routes_queries import tenant_store
@@ -17,7 +15,6 @@ from pcapwire.api.routes_queries import tenant_store
 routes = web.RouteTableDef()
 UPLOAD_TYPES = ("application/vnd.tcpdump.pcap", "application/octet-stream", "application/gzip",
                 "application/x-pcapng")
-UPLOAD_BLOCK = 1 * 2**20
 
 
 def _sensor(request: web.Request) -> str | None:
@@ -31,28 +28,10 @@ def _sensor(request: web.Request) -> str | None:
 
 async def _receive(request: web.Request, directory: Path) -> Path:
     """Stream the body to a file, refusing more than the upload limit (413)."""
-    limit = request.app[CONFIG].max_upload_bytes
-    too_big = ApiError(413, "upload_too_large", f"the capture is larger than the upload limit "
-                       f"of {limit} bytes; ingest it from a server-side path or split it",
-                       {"limit": limit, "limit_name": "max_upload_bytes"})
-    if request.content_length is not None and request.content_length > limit:
-        raise too_big
-    fd, name = tempfile.mkstemp(suffix=".upload", dir=directory)
-    size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while block := await request.content.read(UPLOAD_BLOCK):
-                size += len(block)
-                if size > limit:
-                    raise too_big
-                out.write(block)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    if size == 0:
-        Path(name).unlink(missing_ok=True)
-        raise ApiError(400, "empty_upload", "the request body is empty; send the capture bytes")
-    return Path(name)
+    return await receive_upload(request, directory, request.app[CONFIG].max_upload_bytes,
+                                what="capture", limit_name="max_upload_bytes",
+                                suffix=".upload",
+                                instead="ingest it from a server-side path or split it")
 
 
 def _allowed_path(request: web.Request, raw: str) -> Path:

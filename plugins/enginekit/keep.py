@@ -1,10 +1,10 @@
-"""Paths for the engine steps: how ``with:`` paths resolve, and where a step keeps what
-must outlive the run (Zeek logs, Suricata EVE metadata).
+"""Where an engine step keeps what must outlive the run (Zeek logs, Suricata EVE metadata).
 
-Paths in ``with:`` resolve like every analyzer's (:meth:`StepContext.resolve`): relative
-to the workflow file's directory. ``{data_dir}`` in a path stands for the pcapwire data
-directory of the run (``--data-dir``), e.g. ``{data_dir}/rules/suricata.rules``, where
-``pcapwire rules update`` writes.
+Paths in ``with:`` resolve like every analyzer's
+(:func:`pcapwire.workflow.context.resolve_path`): relative to the workflow file's
+directory, ``{data_dir}`` standing for the run's pcapwire data directory
+(``--data-dir``), e.g. ``{data_dir}/rules/suricata.rules``, where ``pcapwire rules
+update`` writes.
 
 A step keeps its files, in order of preference, under:
 

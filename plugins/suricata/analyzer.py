@@ -64,7 +64,8 @@ class SuricataConfig(AnalyzerConfig):
 def to_settings(config: SuricataConfig, base_dir: Path | None = None,
                 data_dir: Path | None = None) -> SuricataSettings:
     """The engine's settings; rule paths resolve like every ``with:`` path
-    (:mod:`..enginekit.keep`: relative to the workflow file, ``{data_dir}`` substituted)."""
+    (:func:`pcapwire.workflow.context.resolve_path`: relative to the workflow file,
+    ``{data_dir}`` substituted)."""
     raw = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     raw.pop("keep_dir")
     if raw["eve_types"] is None:

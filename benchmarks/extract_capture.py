@@ -17,15 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ETH = bytes.fromhex("020000000002020000000001") + b"\x08\x00"
+from pcapwire.synth import ETH_HDR, ipv4_header
+
 MSS = 1448
-
-
-def _csum(hdr: bytes) -> int:
-    s = sum(struct.unpack("!10H", hdr))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
 
 
 class _Tcp:
@@ -41,11 +35,8 @@ class _Tcp:
         tcp = struct.pack("!HHIIBBHHH", sp, dp, self.seq[side] & 0xFFFFFFFF,
                           self.seq[other] & 0xFFFFFFFF, 0x50, flags, 65535, 0, 0) + data
         self.ident = (self.ident + 1) & 0xFFFF
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), self.ident, 0x4000, 64, 6,
-                         0, src, dst)
-        ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
         self.seq[side] += len(data) + (1 if flags & 0x03 else 0)
-        return ETH + ip + tcp
+        return ETH_HDR + ipv4_header(src, dst, 6, len(tcp), self.ident) + tcp
 
     def handshake(self) -> Iterator[bytes]:
         yield self.seg("c", 0x02)

@@ -24,7 +24,8 @@ def _ip_checksum(hdr: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def _ipv4(src: bytes, dst: bytes, proto: int, payload_len: int, ident: int) -> bytes:
+def ipv4_header(src: bytes, dst: bytes, proto: int, payload_len: int, ident: int) -> bytes:
+    """A 20-byte IPv4 header (DF set, TTL 64) with its checksum."""
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ident & 0xFFFF, 0x4000, 64,
                       proto, 0, src, dst)
     return hdr[:10] + struct.pack("!H", _ip_checksum(hdr)) + hdr[12:]
@@ -46,7 +47,7 @@ def _tcp_session(rng: random.Random, cli: bytes, srv: bytes, sport: int, dport: 
         ident += 1
         tcp = struct.pack("!HHIIBBHHH", sp, dp, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 0x50, flags,
                           65535, 0, 0) + data
-        return ETH_HDR + _ipv4(src, dst, 6, len(tcp), ident) + tcp
+        return ETH_HDR + ipv4_header(src, dst, 6, len(tcp), ident) + tcp
 
     yield seg(cli, srv, sport, dport, seq_c, 0, 0x02), 0
     yield seg(srv, cli, dport, sport, seq_s, seq_c + 1, 0x12), 80
@@ -85,7 +86,7 @@ def _dns_exchange(rng: random.Random, cli: bytes, srv: bytes, sport: int
     for src, dst, sp, dp, payload, delay in ((cli, srv, sport, 53, q, 0),
                                              (srv, cli, 53, sport, a, 900)):
         udp = struct.pack("!HHHH", sp, dp, 8 + len(payload), 0) + payload
-        yield ETH_HDR + _ipv4(src, dst, 17, len(udp), rng.getrandbits(16)) + udp, delay
+        yield ETH_HDR + ipv4_header(src, dst, 17, len(udp), rng.getrandbits(16)) + udp, delay
 
 
 def generate(path: str | Path, target_bytes: int, seed: int = 1, start_s: int = 1_700_000_000,

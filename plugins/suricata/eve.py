@@ -24,6 +24,7 @@ mapping.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -140,6 +141,16 @@ def alert_verdict(event: dict[str, Any], *, step: str = "", case: str = "",
         tags=tags, evidence=evidence, step=step, case=case, query_id=query_id)
 
 
+def sid_counts(verdicts: Iterable[Verdict]) -> dict[int, int]:
+    """Alerts per signature id among ``verdicts`` (what Suricata's fidelity is judged on)."""
+    out: dict[int, int] = {}
+    for v in verdicts:
+        sid = v.evidence.get("sid")
+        if isinstance(sid, int):
+            out[sid] = out.get(sid, 0) + 1
+    return out
+
+
 @dataclass
 class EveMetadata:
     """A non-alert EVE record kept with the case, linked to its flow by 5-tuple."""
@@ -190,9 +201,4 @@ class EveSummary:
         return meta
 
     def sid_counts(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for v in self.verdicts:
-            sid = v.evidence.get("sid")
-            if isinstance(sid, int):
-                out[sid] = out.get(sid, 0) + 1
-        return out
+        return sid_counts(self.verdicts)

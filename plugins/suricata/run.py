@@ -23,7 +23,7 @@ from pcapwire.errors import AnalyzerError
 from pcapwire.plugins.enginekit.pcapfeed import parse_header
 from pcapwire.plugins.suricata.config import METADATA_EVE, SuricataSettings
 from pcapwire.plugins.suricata.engine import EngineResult, SuricataEngine
-from pcapwire.plugins.suricata.eve import EveMetadata, EveSummary
+from pcapwire.plugins.suricata.eve import EveMetadata, EveSummary, sid_counts
 from pcapwire.plugins.suricata.pool import EnginePool
 from pcapwire.plugins.suricata.ruleload import RuleError
 from pcapwire.records import PcapChunk, Verdict
@@ -47,12 +47,7 @@ class RunResult:
     errors: list[str] = field(default_factory=list)
 
     def sid_counts(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for v in self.verdicts:
-            sid = v.evidence.get("sid")
-            if isinstance(sid, int):
-                out[sid] = out.get(sid, 0) + 1
-        return out
+        return sid_counts(self.verdicts)
 
 
 class SuricataRun:

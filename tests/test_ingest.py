@@ -277,6 +277,65 @@ def test_in_place_index_answers_like_tcpdump_without_copying(tmp_path: Path) -> 
             engine.to_bytes(QuerySpec())
 
 
+def test_in_place_index_merged_in_parts_equals_the_copied_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An in-place file's flows are merged part by part while it is read: flows that span
+    parts get one row and their offsets appended, exactly as if indexed at once."""
+    import pcapwire.store.ingest as ingest
+
+    cap = tmp_path / "synth.pcap"
+    generate(cap, 3 * 2**20, seed=5, concurrency=6)
+    with Store(tmp_path / "whole") as store:  # one part
+        assert store.ingest([cap], in_place=True).ok
+        whole = store.catalog.db.execute(
+            "SELECT f.ipver, f.proto, f.addr_a, f.port_a, f.addr_b, f.port_b, "
+            "f.initiator_is_a, f.first_ns, f.last_ns, f.pkts_a2b, f.bytes_a2b, f.pkts_b2a, "
+            "f.bytes_b2a, s.packets, s.offsets FROM flows f JOIN flow_segments s "
+            "ON s.flow_id = f.id ORDER BY f.id").fetchall()
+    monkeypatch.setattr(ingest, "READ_BLOCK", 128 * 1024)
+    monkeypatch.setattr(ingest, "IN_PLACE_PART", 128 * 1024)
+    with Store(tmp_path / "parts") as store:
+        report = store.ingest([cap], in_place=True)
+        assert report.ok and report.segments == 1
+        parts = store.catalog.db.execute(
+            "SELECT f.ipver, f.proto, f.addr_a, f.port_a, f.addr_b, f.port_b, "
+            "f.initiator_is_a, f.first_ns, f.last_ns, f.pkts_a2b, f.bytes_a2b, f.pkts_b2a, "
+            "f.bytes_b2a, s.packets, s.offsets FROM flows f JOIN flow_segments s "
+            "ON s.flow_id = f.id ORDER BY f.id").fetchall()
+        spanning = sum(1 for r in parts if r[13] > 20)
+        engine = store.query_engine()
+        assert engine.to_bytes(QuerySpec(bpf="tcp port 8080")) == tcpdump(cap, "tcp port 8080")
+    assert len(parts) == len(whole) > 100 and spanning > 10
+    assert parts == whole
+
+
+def test_in_place_failure_mid_file_keeps_nothing_of_it(tmp_path: Path) -> None:
+    """Damage found after some parts were merged: the whole in-place transaction is rolled
+    back and the file is ingested by copying instead (one segment, no duplicate flows)."""
+    cap = tmp_path / "late-damage.pcap"
+    generate(cap, 3 * 2**20, seed=9)
+    data = bytearray(cap.read_bytes())
+    recs = read_records(bytes(data))[1]
+    at = 24 + sum(len(r) for r in recs[: len(recs) * 3 // 4])
+    struct.pack_into("<I", data, at + 8, 10 * 2**20)  # an absurd caplen, three quarters in
+    cap.write_bytes(bytes(data))
+    import pcapwire.store.ingest as ingest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ingest, "READ_BLOCK", 256 * 1024)
+        mp.setattr(ingest, "IN_PLACE_PART", 256 * 1024)
+        with Store(tmp_path / "s") as store:
+            report = store.ingest([cap], in_place=True)
+            assert not report.ok and report.segments >= 1
+            segs = store.catalog.segments()
+            assert all(not s.path.startswith("/") for s in segs)  # copied, not in place
+            assert store.catalog.stats()["packets"] == report.packets
+            dupes = store.catalog.db.execute(
+                "SELECT count(*) FROM (SELECT addr_a, addr_b, port_a, port_b, proto, "
+                "count(*) n FROM flows GROUP BY 1, 2, 3, 4, 5 HAVING n > 1)").fetchone()[0]
+            assert dupes == 0
+
+
 @pytest.mark.parametrize("case_id", ["zeek-http-get", "zeek-pcapng-two-interfaces",
                                      "suricata-pcap-corrupt-record-tls"])
 def test_in_place_falls_back_to_copying_what_it_cannot_index_as_is(

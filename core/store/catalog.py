@@ -192,6 +192,46 @@ class Catalog:
             db.execute("ROLLBACK")
             raise
 
+    def begin_segment(self, source_id: int, path: str) -> int:
+        """Open a transaction for a segment whose flows come in parts (a file indexed in
+        place: its flows are merged while the rest of it is still being read); returns
+        the segment's id. Follow with :meth:`add_flows` for each part, then
+        :meth:`end_segment` (commit) or :meth:`abort` (nothing of it is kept)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self.db.execute(
+                "INSERT INTO segments (path, linktype, snaplen, tsprec, first_ns, last_ns, "
+                "packets, size, source_id) VALUES (?,0,0,0,0,0,0,0,?)", (path, source_id))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return int(cur.lastrowid or 0)
+
+    def add_flows(self, segment_id: int, flows: Sequence[tuple]) -> None:
+        """One part's flows (inside :meth:`begin_segment`'s transaction)."""
+        self._merge_flows(segment_id, flows)
+
+    def end_segment(self, source_id: int, segment_id: int, seg: dict[str, Any],
+                    packets_done: int) -> None:
+        """Complete the segment row, advance the source, commit."""
+        try:
+            self.db.execute(
+                "UPDATE segments SET linktype=?, snaplen=?, tsprec=?, first_ns=?, last_ns=?, "
+                "packets=?, size=? WHERE id=?",
+                (seg["linktype"], seg["snaplen"], seg["tsprec"], seg["first_ns"],
+                 seg["last_ns"], seg["packets"], seg["size"], segment_id))
+            self.db.execute("UPDATE sources SET packets_done=? WHERE id=?",
+                            (packets_done, source_id))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Roll back the open transaction, if any."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
     def _merge_flows(self, segment_id: int, flows: Sequence[tuple]) -> None:
         """Add a segment's flows (as the native indexer returns them, in order of their
         first packet): the first flow of a key in the segment continues the latest stored
@@ -238,8 +278,15 @@ class Catalog:
                        "pkts_a2b = pkts_a2b + n.p_ab, bytes_a2b = bytes_a2b + n.b_ab, "
                        "pkts_b2a = pkts_b2a + n.p_ba, bytes_b2a = bytes_b2a + n.b_ba "
                        "FROM incoming AS n WHERE n.new = 0 AND flows.id = n.flow_id")
+        # A flow already in this segment (an earlier part of an in-place segment, see
+        # begin_segment) gets the part's offsets appended.
         db.execute("INSERT INTO flow_segments SELECT flow_id, ?, p_ab + p_ba, first_ns, "
-                   "last_ns, offsets FROM incoming ORDER BY i", (segment_id,))
+                   "last_ns, offsets FROM incoming WHERE true ORDER BY i "
+                   "ON CONFLICT (flow_id, segment_id) DO UPDATE SET "
+                   "packets = packets + excluded.packets, "
+                   "first_ns = min(first_ns, excluded.first_ns), "
+                   "last_ns = max(last_ns, excluded.last_ns), "
+                   "offsets = CAST(offsets || excluded.offsets AS BLOB)", (segment_id,))
 
     # -- flows -----------------------------------------------------------------------------
     def flows(self, where: str = "1=1", args: Sequence[Any] = (), limit: int | None = None

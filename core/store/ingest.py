@@ -14,6 +14,7 @@ interrupted one skips the packets already stored and continues.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import logging
@@ -22,6 +23,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -167,6 +169,10 @@ class _NotInPlace(Exception):
 
 
 IN_PLACE_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")  # LE µs, LE ns
+#: Input bytes whose flows an in-place ingest merges into the catalog as one part.
+IN_PLACE_PART = 128 * 2**20
+# Merges the flow parts of an in-place ingest while the ingest thread reads on.
+_MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapwire-flow-merge")
 
 
 def _in_place_candidate(path: Path, size: int) -> bool:
@@ -277,13 +283,18 @@ class Ingestor:
     def _index_in_place(self, path: Path, size: int, source_id: int) -> FileReport:
         """Index a clean little-endian classic pcap where it lies: one segment that is the
         file itself (absolute path), no bytes copied. Anything the reader would change or
-        report (damage, several link types) raises _NotInPlace before anything is committed,
-        and the caller ingests by copying instead."""
+        report (damage, several link types) raises _NotInPlace, nothing is kept, and the
+        caller ingests by copying instead.
+
+        The flows of every IN_PLACE_PART bytes of input are merged into the catalog by
+        another thread while this one reads on (SQLite and the native reader both release
+        the GIL), all in one transaction that commits only when the file is done."""
         rep = FileReport(str(path), segments=1)
+        catalog = self.store.catalog
         reader = _native.Reader(str(path), max_batch_bytes=READ_BLOCK)
         indexer = _native.SegmentIndexer()
         key: tuple[int, int, int] | None = None
-        expect, first_ns, last_ns = 24, None, None
+        expect, first_ns, last_ns, part_start = 24, None, None, 0
 
         def add(batches: list[tuple]) -> None:
             nonlocal key, expect, first_ns, last_ns
@@ -303,19 +314,42 @@ class Ingestor:
                 rep.packets += count
                 rep.bytes += len(records) - 16 * count
 
-        for data, done in _blocks(path, rep):
-            add(reader.feed(data))
-            if self.progress is not None:
-                self.progress(str(path), done, size)
-        add(reader.finish())
-        if key is None or expect != size:
-            raise _NotInPlace("no packets" if key is None else f"trailing bytes at {expect}")
-        row = {"path": str(path.resolve()), "linktype": key[0], "snaplen": key[1],
-               "tsprec": key[2], "first_ns": first_ns or 0, "last_ns": last_ns or 0,
-               "packets": rep.packets, "size": size}
-        self.store.catalog.commit_checkpoint(source_id, rep.packets, [(row, indexer.finish())])
+        segment_id = catalog.begin_segment(source_id, str(path.resolve()))
+        merging: Future[None] | None = None
+
+        def merge_part() -> None:
+            nonlocal merging
+            if merging is not None:
+                merging.result()  # one part in flight: the connection is used by one thread
+            merging = _MERGER.submit(catalog.add_flows, segment_id, indexer.finish())
+
+        try:
+            for data, done in _blocks(path, rep):
+                add(reader.feed(data))
+                if done - part_start >= IN_PLACE_PART:
+                    merge_part()
+                    part_start = done
+                if self.progress is not None:
+                    self.progress(str(path), done, size)
+            add(reader.finish())
+            if key is None or expect != size:
+                raise _NotInPlace("no packets" if key is None
+                                  else f"trailing bytes at {expect}")
+            merge_part()
+            assert merging is not None
+            merging.result()
+            row = {"linktype": key[0], "snaplen": key[1], "tsprec": key[2],
+                   "first_ns": first_ns or 0, "last_ns": last_ns or 0,
+                   "packets": rep.packets, "size": size}
+            catalog.end_segment(source_id, segment_id, row, rep.packets)
+        except BaseException:
+            if merging is not None:
+                with contextlib.suppress(BaseException):
+                    merging.result()
+            catalog.abort()
+            raise
         rep.warnings += list(reader.warnings)
-        self.store.catalog.finish_source(source_id, rep.errors)
+        catalog.finish_source(source_id, rep.errors)
         return rep
 
     def _new_writer(self, source_id: int, linktype: int, snaplen: int, tsprec: int

@@ -174,11 +174,27 @@ class _Run:
                 if inspect.isawaitable(res):
                     await paused(res)
         for sub in node.subs.get(kind, ()):
+            if not self._admit(sub, item):
+                continue
             queue = sub.queue
             if queue.full():
                 await paused(queue.put(item))
             else:
                 queue.put_nowait(item)
+
+    def _admit(self, node: _Node, item: Any) -> bool:
+        """Whether ``item`` goes into the step's queue: its ``if:`` is checked as the
+        record is offered, so a record the step skips costs no hand-over (it is counted
+        in and skipped). A failed step's reader discards what it is given."""
+        condition = node.step.condition
+        if condition is None or node.failed is not None:
+            return True
+        if condition(record_context(item, self.run_ctx)):
+            return True
+        r = node.result
+        r.records_in += 1
+        r.records_skipped += 1
+        return False
 
     # ---- the source -----------------------------------------------------------------------
     async def source(self, chunks: AsyncIterator[PcapChunk]) -> None:
@@ -188,19 +204,22 @@ class _Run:
             async for chunk in chunks:
                 self.chunks += 1
                 for sub in pcap_subs:
-                    await sub.queue.put(chunk)
+                    if self._admit(sub, chunk):
+                        await sub.queue.put(chunk)
                 if streams is not None:
                     # Reassembly runs here, one chunk at a time (a few ms): a worker thread
                     # would not free the loop any sooner (it holds the GIL as long) and
                     # the hand-overs cost more than they save (see bench_workflow.py).
                     for rec in streams.feed(chunk):
                         for sub in stream_subs:
-                            await sub.queue.put(rec)
+                            if self._admit(sub, rec):
+                                await sub.queue.put(rec)
                     await asyncio.sleep(0)  # let the steps run between two chunks
             if streams is not None:
                 for rec in streams.flush():
                     for sub in stream_subs:
-                        await sub.queue.put(rec)
+                        if self._admit(sub, rec):
+                            await sub.queue.put(rec)
         except Exception as exc:
             self.source_error = f"input failed after {self.chunks} chunk(s): {exc}"
             log.warning("run %s: %s", self.info.run_id, self.source_error)
@@ -258,7 +277,7 @@ class _Run:
                        ends: list[int], workers: int) -> None:
         """Read the step's queue until every producer has ended (one of ``workers``
         readers; ``ends`` is shared by them). A failed step keeps draining its queue."""
-        queue, r, condition = node.queue, node.result, node.step.condition
+        queue, r = node.queue, node.result
         dog = Watchdog(node.step.timeout)
         try:
             while node.producers:
@@ -274,11 +293,7 @@ class _Run:
                     continue
                 if node.failed is not None or session is None:
                     continue
-                r.records_in += 1
-                if condition is not None and not condition(record_context(item,
-                                                                          self.run_ctx)):
-                    r.records_skipped += 1
-                    continue
+                r.records_in += 1  # its if: held (see _admit)
                 await self._feed(node, session, item, per_record, dog)
         finally:
             dog.close()

@@ -42,6 +42,7 @@ class TenantStore:
         self._writer = Catalog(root / "catalog.sqlite")
         self._cases: CaseStore | None = None
         self._write_lock = threading.Lock()
+        self._closed = False
         self.ingesting = asyncio.Lock()
         self.carve_locks: dict[str, asyncio.Lock] = {}  # query id -> carving it
         self._hashlists: HashListSet | None = None
@@ -70,9 +71,14 @@ class TenantStore:
         return self.store.query_engine()
 
     async def write(self, method: str, *args: Any) -> None:
-        """Call a writing Catalog method (``add_query``, ``finish_query``) off the loop."""
+        """Call a writing Catalog method (``add_query``, ``finish_query``) off the loop.
+        A write still running when its caller is cancelled finishes in its thread;
+        :meth:`close` waits for it, and a write after close is dropped (logged)."""
         def call() -> None:
             with self._write_lock:
+                if self._closed:
+                    log.warning("tenant %s: %s after close, dropped", self.tenant, method)
+                    return
                 getattr(self._writer, method)(*args)
         await asyncio.to_thread(call)
 
@@ -103,7 +109,9 @@ class TenantStore:
 
     def close(self) -> None:
         self.store.close()
-        self._writer.close()
+        with self._write_lock:  # never under a write in flight (SQLite would crash)
+            self._closed = True
+            self._writer.close()
         if self._cases is not None:
             self._cases.close()
         if self._hashlists is not None:

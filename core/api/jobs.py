@@ -150,31 +150,35 @@ class QueryManager:
             await asyncio.wait({put, runner}, return_when=asyncio.FIRST_COMPLETED)
             put.cancel()  # no-op once done; a failed runner no longer takes chunks
 
+        # The job turns final only once its end is in the query history: whoever sees it
+        # final (the SSE stream's end event, a rerun) finds the history row final too.
+        status = "error"
         try:
             await source(deliver)
             if runner is not None:
                 if not runner.done():
                     await feed.put(None)
                 await runner
-            job.status = "done"
+            status = "done"
         except asyncio.CancelledError:
-            job.status = "cancelled"
+            status = "cancelled"
         except QueryError as exc:
-            job.status, job.error = "error", str(exc)
+            job.error = str(exc)
             job.error_code = "result_too_large" if "exceeds the limit" in str(exc) \
                 else "invalid_query"
         except Exception as exc:
             log.exception("query %s failed", job.id)
-            job.status, job.error, job.error_code = "error", str(exc), "internal_error"
+            job.error, job.error_code = str(exc), "internal_error"
         finally:
             if runner is not None and not runner.done():
                 runner.cancel()
             job.finished = time.time()
             self.slots.release(job.tenant)
             try:
-                await ts.write("finish_query", job.id, job.status, job.stats.packets,
+                await ts.write("finish_query", job.id, status, job.stats.packets,
                                job.stats.bytes, job.error)
             finally:
+                job.status = status
                 await job.notify()
 
     def _scan(self, engine: Any, job: QueryJob, snaplens: dict[int, int]) -> Source:

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, pytest, then a bounded fuzz run of the native code.
+# The whole test suite: lint and type check, a bounded fuzz run of the native code, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"
 ruff check core plugins tests benchmarks examples
+echo "== mypy"
+mypy core plugins
 mkdir -p artifacts
 echo "== fuzz (native indexer, ${PCAPWIRE_FUZZ_SECONDS:-60} s)"
 python tests/fuzz/fuzz_native.py -max_total_time="${PCAPWIRE_FUZZ_SECONDS:-60}" \

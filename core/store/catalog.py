@@ -295,7 +295,8 @@ class Catalog:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         for r in self.db.execute(sql, tuple(args)):
-            yield FlowRow(*r[:7], bool(r[7]), *r[8:])
+            yield FlowRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9],
+                          r[10], r[11], r[12], r[13])
 
     def flow_offsets(self, flow_ids: Sequence[int], segment_ids: Sequence[int] | None = None
                      ) -> Iterator[tuple[int, int, int, bytes]]:

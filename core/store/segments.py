@@ -106,7 +106,7 @@ class SegmentWriter:
 
 def remove_orphans(segment_dir: Path, known: set[str], root: Path) -> list[Path]:
     """Delete ``.part`` files and segment files the catalog does not know."""
-    removed = []
+    removed: list[Path] = []
     if not segment_dir.exists():
         return removed
     for p in segment_dir.rglob("*"):

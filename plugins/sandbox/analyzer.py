@@ -199,6 +199,14 @@ class SandboxAnalyzer(Analyzer):
             evidence["engine"] = "olevba"
             evidence["office"] = office
             analysis = "office"
+        elif kind == "pdf":
+            pdf = result["pdf"]
+            scoring.pdf_findings(pdf, findings)
+            evidence["engine"] = "pdf names (pdfid's list, compressed objects included)"
+            evidence["pdf"] = pdf
+            analysis = "pdf"
+            if pdf.get("limits"):
+                tags.append("incomplete")
         else:
             evidence["engine"] = "libmagic"
             analysis = "unsupported"

@@ -64,6 +64,16 @@ HEURISTICS: dict[str, Heuristic] = {h.id: h for h in (
               "executable file names)"),
     Heuristic("office.obfuscation", 10, "obfuscated strings in macro code (hex, base64, "
               "Dridex, VBA string expressions)"),
+    # static analysis of PDF documents (names as pdfid counts them, compressed objects too)
+    Heuristic("pdf.javascript", 30, "contains JavaScript (/JS, /JavaScript)"),
+    Heuristic("pdf.auto_action", 20, "runs an action when opened or when a page is shown "
+              "(/OpenAction, /AA)"),
+    Heuristic("pdf.launch", 40, "has a /Launch action (starts a program or opens a file)"),
+    Heuristic("pdf.embedded_file", 20, "carries embedded files (/EmbeddedFile)"),
+    Heuristic("pdf.active_content", 10, "has Flash, XFA forms or form submission "
+              "(/RichMedia, /XFA, /SubmitForm)"),
+    Heuristic("pdf.hidden_names", 15, "spells one of these names with #xx escapes "
+              "(e.g. /J#61vaScript), which only evasion needs"),
     # CAPE's own signatures (severity 1-3, as CAPE rates them)
     Heuristic("cape.signature_high", 40, "a CAPE signature of severity 3 or more matched"),
     Heuristic("cape.signature_medium", 20, "a CAPE signature of severity 2 matched"),
@@ -386,6 +396,28 @@ def office_findings(office: dict[str, Any], findings: Findings) -> None:
     obf = [k for t, ks in by_type.items() if t in OBFUSCATION_TYPES for k in ks]
     if obf:
         findings.fire("office.obfuscation", obf)
+
+
+# ---- PDF (worker.pdf_facts) -------------------------------------------------------------
+PDF_HEURISTICS = (("pdf.javascript", ("/JS", "/JavaScript")),
+                  ("pdf.auto_action", ("/OpenAction", "/AA")),
+                  ("pdf.launch", ("/Launch",)),
+                  ("pdf.embedded_file", ("/EmbeddedFile",)),
+                  ("pdf.active_content", ("/RichMedia", "/XFA", "/SubmitForm")))
+
+
+def pdf_findings(pdf: dict[str, Any], findings: Findings) -> None:
+    counts = pdf.get("keywords", {})
+    for hid, names in PDF_HEURISTICS:
+        seen = [f"{n} x{counts[n]}" for n in names if counts.get(n)]
+        if seen:
+            findings.fire(hid, seen)
+    hidden = pdf.get("hex_escaped_names") or {}
+    if hidden:
+        findings.fire("pdf.hidden_names", [f"{n} x{c}" for n, c in hidden.items()])
+    uris = pdf.get("uris") or []
+    if uris:
+        findings.fire("network.contact", uris[:MAX_ITEMS])
 
 
 # ---- CAPE -------------------------------------------------------------------------------

@@ -11,8 +11,10 @@ The job file (JSON) names the ``sample``, the ``result`` path and the ``limits``
 result (JSON, written atomically) holds raw facts only; scoring happens in the parent
 (:mod:`pcapwire.plugins.sandbox.scoring`)::
 
-    {"kind": "pe" | "office" | "other", "file_type": {"mime": ..., "description": ...},
-     "pe": {...}, "office": {...}, "emulation": {"report": {...}} | {"skipped": reason}
+    {"kind": "pe" | "office" | "pdf" | "other",
+     "file_type": {"mime": ..., "description": ...},
+     "pe": {...}, "office": {...}, "pdf": {...},
+     "emulation": {"report": {...}} | {"skipped": reason}
                                                | {"error": {"stage": ..., "message": ...}},
      "errors": [{"stage": ..., "message": ...}]}
 
@@ -26,10 +28,12 @@ import json
 import logging
 import math
 import os
+import re
 import resource
 import sys
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,21 @@ MAX_MACRO_EXCERPT = 2048
 MAX_MACRO_MODULES = 32
 #: Lines kept from a speakeasy traceback.
 MAX_TRACEBACK_LINES = 12
+#: A PDF header may start this far into the file (as PDF readers accept it).
+PDF_HEADER_WINDOW = 1024
+#: Bytes inflated from one PDF stream, and from all of a file's streams together, to look
+#: for names hidden in compressed objects (object streams); beyond them the rest is not
+#: inflated and the result says so (a decompression bomb stops here).
+MAX_PDF_STREAM_INFLATE = 8 * 2**20
+MAX_PDF_INFLATE = 64 * 2**20
+#: Streams inflated per file.
+MAX_PDF_STREAMS = 10_000
+#: URIs listed per PDF (the count is exact).
+MAX_PDF_URIS = 32
+#: PDF names counted (pdfid's list): what a malicious PDF needs to act.
+PDF_KEYWORDS = ("/JS", "/JavaScript", "/AA", "/OpenAction", "/Launch", "/EmbeddedFile",
+                "/RichMedia", "/XFA", "/AcroForm", "/URI", "/SubmitForm", "/GoToR",
+                "/ObjStm", "/Encrypt", "/JBIG2Decode")
 
 
 def _error(stage: str, exc: BaseException) -> dict[str, str]:
@@ -106,7 +125,72 @@ def classify(data: bytes) -> str:
             return "pe"
     if office_container(data):
         return "office"
+    if b"%PDF-" in data[:PDF_HEADER_WINDOW]:
+        return "pdf"
     return "other"
+
+
+_PDF_NAME = re.compile(rb"/[^\x00\t\n\f\r ()<>\[\]{}/%]+")
+_PDF_HEX = re.compile(rb"#([0-9A-Fa-f]{2})")
+_PDF_STREAM = re.compile(rb"(?<!end)stream\r?\n")
+_PDF_URI = re.compile(rb"/URI\s*\(((?:[^()\\]|\\.){1,2048})\)")
+
+
+def _pdf_names(blob: bytes, counts: dict[str, int], hidden: dict[str, int]) -> None:
+    """Count the PDF_KEYWORDS among the names in ``blob``; a name spelt with ``#xx``
+    escapes (``/J#61vaScript``) counts as what it decodes to, and in ``hidden`` too."""
+    for m in _PDF_NAME.finditer(blob):
+        raw = m.group()
+        name = _PDF_HEX.sub(lambda h: bytes([int(h.group(1), 16)]), raw) if b"#" in raw \
+            else raw
+        key = name.decode("latin-1")
+        if key in counts:
+            counts[key] += 1
+            if name != raw:
+                hidden[key] = hidden.get(key, 0) + 1
+
+
+def pdf_facts(data: bytes) -> dict[str, Any]:
+    """What pdfid reports (keyword counts), plus the same count inside every stream that
+    inflates with zlib (FlateDecode: object streams hide names there), the URIs, and
+    names obfuscated with ``#xx`` escapes. ``limits`` names every MAX_PDF_* limit that
+    stopped the inflating (``streams_cut``: streams cut at the per-stream one)."""
+    start = data.find(b"%PDF-", 0, PDF_HEADER_WINDOW)
+    counts = dict.fromkeys(PDF_KEYWORDS, 0)
+    hidden: dict[str, int] = {}
+    _pdf_names(data, counts, hidden)
+    inflated_total, streams, cut, limits = 0, 0, 0, []
+    for m in _PDF_STREAM.finditer(data):
+        if streams >= MAX_PDF_STREAMS:
+            limits.append("MAX_PDF_STREAMS")
+            break
+        if inflated_total >= MAX_PDF_INFLATE:
+            limits.append("MAX_PDF_INFLATE")
+            break
+        end = data.find(b"endstream", m.end())
+        body = data[m.end():end if end >= 0 else len(data)]
+        d = zlib.decompressobj()
+        try:
+            out = d.decompress(body, min(MAX_PDF_STREAM_INFLATE,
+                                         MAX_PDF_INFLATE - inflated_total))
+        except zlib.error:
+            continue  # not FlateDecode (or damaged): its raw bytes were scanned already
+        streams += 1
+        inflated_total += len(out)
+        _pdf_names(out, counts, hidden)
+        if d.unconsumed_tail:
+            if len(out) < MAX_PDF_STREAM_INFLATE:  # cut by what was left of the total
+                limits.append("MAX_PDF_INFLATE")
+                break
+            cut += 1
+    if cut:
+        limits.insert(0, "MAX_PDF_STREAM_INFLATE")
+    uris = [u.group(1).decode("latin-1") for u in _PDF_URI.finditer(data)]
+    return {"version": data[start + 5:start + 8].decode("latin-1", "replace"),
+            "keywords": {k: v for k, v in counts.items() if v},
+            "hex_escaped_names": hidden, "streams_inflated": streams,
+            "bytes_inflated": inflated_total, "streams_cut": cut, "limits": limits,
+            "uris": uris[:MAX_PDF_URIS], "uri_count": len(uris)}
 
 
 def _entropy(blob: bytes) -> float:
@@ -284,6 +368,8 @@ def analyze(data: bytes, limits: dict[str, Any]) -> dict[str, Any]:
             out["office"] = office_facts(data)
         except Exception as exc:
             out["errors"].append(_error("olevba", exc))
+    elif kind == "pdf":
+        out["pdf"] = pdf_facts(data)
     return out
 
 

@@ -207,6 +207,12 @@ class SandboxAnalyzer(Analyzer):
             analysis = "pdf"
             if pdf.get("limits"):
                 tags.append("incomplete")
+        elif kind == "rtf":
+            rtf = result["rtf"]
+            scoring.rtf_findings(rtf, findings)
+            evidence["engine"] = "rtfobj"
+            evidence["rtf"] = rtf
+            analysis = "rtf"
         else:
             evidence["engine"] = "libmagic"
             analysis = "unsupported"

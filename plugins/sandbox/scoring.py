@@ -74,6 +74,12 @@ HEURISTICS: dict[str, Heuristic] = {h.id: h for h in (
               "(/RichMedia, /XFA, /SubmitForm)"),
     Heuristic("pdf.hidden_names", 15, "spells one of these names with #xx escapes "
               "(e.g. /J#61vaScript), which only evasion needs"),
+    # OLE objects embedded in RTF documents (oletools' rtfobj)
+    Heuristic("rtf.object", 15, "embeds OLE objects (\\objdata)"),
+    Heuristic("rtf.package", 30, "embeds a file in an OLE Package object (dropped when "
+              "the object is opened)"),
+    Heuristic("rtf.exploit", 50, "embeds an object of a class known from exploits "
+              "(Equation Editor, OLE2Link, CLSIDs oletools ties to a CVE)"),
     # CAPE's own signatures (severity 1-3, as CAPE rates them)
     Heuristic("cape.signature_high", 40, "a CAPE signature of severity 3 or more matched"),
     Heuristic("cape.signature_medium", 20, "a CAPE signature of severity 2 matched"),
@@ -418,6 +424,19 @@ def pdf_findings(pdf: dict[str, Any], findings: Findings) -> None:
     uris = pdf.get("uris") or []
     if uris:
         findings.fire("network.contact", uris[:MAX_ITEMS])
+
+
+# ---- RTF (worker.rtf_facts) -------------------------------------------------------------
+def rtf_findings(rtf: dict[str, Any], findings: Findings) -> None:
+    objects = rtf.get("objects", [])
+    if objects:
+        findings.fire("rtf.object", [o["class"] or "(not OLE 1.0)" for o in objects])
+    packages = [o["package"]["filename"] or "(no name)" for o in objects if "package" in o]
+    if packages:
+        findings.fire("rtf.package", packages)
+    exploits = [f"{o['class']}: {o['exploit']}" for o in objects if o.get("exploit")]
+    if exploits:
+        findings.fire("rtf.exploit", exploits)
 
 
 # ---- CAPE -------------------------------------------------------------------------------

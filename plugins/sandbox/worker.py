@@ -11,9 +11,9 @@ The job file (JSON) names the ``sample``, the ``result`` path and the ``limits``
 result (JSON, written atomically) holds raw facts only; scoring happens in the parent
 (:mod:`pcapwire.plugins.sandbox.scoring`)::
 
-    {"kind": "pe" | "office" | "pdf" | "other",
+    {"kind": "pe" | "office" | "pdf" | "rtf" | "other",
      "file_type": {"mime": ..., "description": ...},
-     "pe": {...}, "office": {...}, "pdf": {...},
+     "pe": {...}, "office": {...}, "pdf": {...}, "rtf": {...},
      "emulation": {"report": {...}} | {"skipped": reason}
                                                | {"error": {"stage": ..., "message": ...}},
      "errors": [{"stage": ..., "message": ...}]}
@@ -60,6 +60,8 @@ MAX_PDF_INFLATE = 64 * 2**20
 MAX_PDF_STREAMS = 10_000
 #: URIs listed per PDF (the count is exact).
 MAX_PDF_URIS = 32
+#: RTF objects described per file (the count is exact).
+MAX_RTF_OBJECTS = 64
 #: PDF names counted (pdfid's list): what a malicious PDF needs to act.
 PDF_KEYWORDS = ("/JS", "/JavaScript", "/AA", "/OpenAction", "/Launch", "/EmbeddedFile",
                 "/RichMedia", "/XFA", "/AcroForm", "/URI", "/SubmitForm", "/GoToR",
@@ -127,7 +129,46 @@ def classify(data: bytes) -> str:
         return "office"
     if b"%PDF-" in data[:PDF_HEADER_WINDOW]:
         return "pdf"
+    if data[:4] == b"{\\rt":  # what Word opens as RTF (oletools' is_rtf)
+        return "rtf"
     return "other"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.rstrip(b"\0").decode("latin-1")
+    return "" if value is None else str(value)
+
+
+def rtf_facts(data: bytes) -> dict[str, Any]:
+    """The OLE objects embedded in an RTF document (oletools' rtfobj): class, size,
+    OLE Package contents (the file it drops), CLSID, and the exploit each is known for."""
+    from oletools.rtfobj import RtfObjParser
+
+    parser = RtfObjParser(data)
+    parser.parse()
+    objects = []
+    for obj in parser.objects[:MAX_RTF_OBJECTS]:
+        cls = _text(obj.class_name) if obj.is_ole else ""
+        item: dict[str, Any] = {"offset": obj.start, "ole": bool(obj.is_ole), "class": cls,
+                                "size": len(obj.rawdata or b"")}
+        if obj.is_package:
+            item["package"] = {"filename": _text(obj.filename),
+                               "source_path": _text(obj.src_path),
+                               "size": len(obj.olepkgdata or b"")}
+        if obj.clsid:
+            item["clsid"], item["clsid_description"] = obj.clsid, obj.clsid_desc
+        exploit = ""
+        if cls.lower().startswith("equation.3"):
+            exploit = "Equation Editor (CVE-2017-11882, CVE-2018-0802)"
+        elif cls == "OLE2Link":
+            exploit = "OLE2Link (CVE-2017-0199)"
+        elif obj.clsid_desc and "CVE" in obj.clsid_desc:
+            exploit = str(obj.clsid_desc)
+        if exploit:
+            item["exploit"] = exploit
+        objects.append(item)
+    return {"objects": objects, "object_count": len(parser.objects)}
 
 
 _PDF_NAME = re.compile(rb"/[^\x00\t\n\f\r ()<>\[\]{}/%]+")
@@ -370,6 +411,11 @@ def analyze(data: bytes, limits: dict[str, Any]) -> dict[str, Any]:
             out["errors"].append(_error("olevba", exc))
     elif kind == "pdf":
         out["pdf"] = pdf_facts(data)
+    elif kind == "rtf":
+        try:
+            out["rtf"] = rtf_facts(data)
+        except Exception as exc:
+            out["errors"].append(_error("rtfobj", exc))
     return out
 
 

@@ -1,6 +1,7 @@
-"""The ``sandbox`` analyzer on PDF files: pdfid's name counts in the analysis worker,
-compressed object streams included, ``#xx``-escaped names, URIs, and the inflate limits.
-The PDFs are harmless and built byte for byte by ``tests/samples/pdfdoc.py``."""
+"""The ``sandbox`` analyzer on documents other than Office: PDF (pdfid's name counts in
+the analysis worker, compressed object streams included, ``#xx``-escaped names, URIs, the
+inflate limits) and RTF (embedded OLE objects through oletools' rtfobj). The documents are
+harmless and built byte for byte by ``tests/samples/pdfdoc.py`` and ``rtfdoc.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from pcapwire.extract.artifacts import ArtifactStore
 from pcapwire.plugins.sandbox import worker
 from samples.pdfdoc import active_pdf, benign_pdf, bomb_pdf
+from samples.rtfdoc import dropper_rtf, plain_rtf
 from test_sandbox_local import analyze, record
 
 
@@ -66,3 +68,24 @@ async def test_a_pdf_bomb_is_an_incomplete_verdict_not_an_error(artifacts,
     (v,) = await analyze(record(artifacts, bomb_pdf(streams=1, mib=20), "big.pdf"), tmp_path)
     assert v.evidence["pdf"]["limits"] == ["MAX_PDF_STREAM_INFLATE"]
     assert "incomplete" in v.tags and v.score == 0
+
+
+async def test_plain_rtf_has_no_objects(artifacts, tmp_path: Path) -> None:
+    (v,) = await analyze(record(artifacts, plain_rtf(), "letter.rtf"), tmp_path)
+    assert v.evidence["analysis"] == "rtf" and v.evidence["engine"] == "rtfobj"
+    assert v.evidence["rtf"] == {"objects": [], "object_count": 0}
+    assert (v.score, v.signature) == (0, "sandbox: nothing suspicious found")
+
+
+async def test_rtf_package_and_equation_editor_objects(artifacts, tmp_path: Path) -> None:
+    (v,) = await analyze(record(artifacts, dropper_rtf(), "order.rtf"), tmp_path)
+    pkg, eq = v.evidence["rtf"]["objects"]
+    assert (pkg["class"], pkg["package"]) == ("Package", {
+        "filename": "invoice.vbs", "source_path": "C:\\Users\\a\\invoice.vbs", "size": 18})
+    assert (eq["class"], eq["exploit"]) == (
+        "Equation.3", "Equation Editor (CVE-2017-11882, CVE-2018-0802)")
+    behaviours = {b["id"]: b["evidence"] for b in v.evidence["behaviours"]}
+    assert behaviours == {
+        "rtf.object": ["Package", "Equation.3"], "rtf.package": ["invoice.vbs"],
+        "rtf.exploit": ["Equation.3: Equation Editor (CVE-2017-11882, CVE-2018-0802)"]}
+    assert (v.score, v.severity) == (95, "critical")  # 15 + 30 + 50

@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -193,26 +193,14 @@ class SandboxAnalyzer(Analyzer):
                         crash += f" (memory_mb={cfg.memory_mb} is too low)"
                 evidence["emulation"] = {"skipped": emu.get("skipped")
                                          or "emulator error (see the step's errors)"}
-        elif kind == "office":
-            office = result["office"]
-            scoring.office_findings(office, findings)
-            evidence["engine"] = "olevba"
-            evidence["office"] = office
-            analysis = "office"
-        elif kind == "pdf":
-            pdf = result["pdf"]
-            scoring.pdf_findings(pdf, findings)
-            evidence["engine"] = "pdf names (pdfid's list, compressed objects included)"
-            evidence["pdf"] = pdf
-            analysis = "pdf"
-            if pdf.get("limits"):
+        elif kind in DOCUMENT_ANALYSES:
+            score_facts, engine = DOCUMENT_ANALYSES[kind]
+            facts = result[kind]
+            score_facts(facts, findings)
+            evidence["engine"], evidence[kind] = engine, facts
+            analysis = kind
+            if facts.get("limits"):  # a limit stopped the analysis early
                 tags.append("incomplete")
-        elif kind == "rtf":
-            rtf = result["rtf"]
-            scoring.rtf_findings(rtf, findings)
-            evidence["engine"] = "rtfobj"
-            evidence["rtf"] = rtf
-            analysis = "rtf"
         else:
             evidence["engine"] = "libmagic"
             analysis = "unsupported"
@@ -257,6 +245,15 @@ class SandboxAnalyzer(Analyzer):
                             "package": info.get("package"), "duration": info.get("duration")}
         return _verdict(ctx, record, "cape", "cape", findings, score, severity, evidence,
                         ["sandbox", "cape"])
+
+
+#: Static analyses of documents in the worker: kind -> (scoring of its facts, engine named
+#: in the evidence). The facts are under the kind's name in the worker's result.
+DOCUMENT_ANALYSES: dict[str, tuple[Callable[[dict[str, Any], scoring.Findings], None], str]] = {
+    "office": (scoring.office_findings, "olevba"),
+    "pdf": (scoring.pdf_findings, "pdf names (pdfid's list, compressed objects included)"),
+    "rtf": (scoring.rtf_findings, "rtfobj"),
+}
 
 
 def _base_evidence(record: FileRecord, backend: str) -> dict[str, Any]:

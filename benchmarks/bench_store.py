@@ -23,9 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE / "data"
-RESULTS = HERE / "results"
+from benchdata import DATA, RESULTS, synth_capture
 
 
 def _timed(cmd: list[str]) -> tuple[float, int]:
@@ -55,14 +53,8 @@ def main() -> None:
     from pcapwire.query.flows import flow_dict
     from pcapwire.records import FlowKey
     from pcapwire.store import Store
-    from pcapwire.synth import generate
 
-    DATA.mkdir(exist_ok=True)
-    RESULTS.mkdir(exist_ok=True)
-    cap = DATA / f"synth-{args.size_mib}m.pcap"
-    if not cap.exists():
-        print(f"generating {cap} ...", file=sys.stderr)
-        generate(cap, args.size_mib * 2**20, seed=42)
+    cap = synth_capture(args.size_mib, seed=42)
     size = cap.stat().st_size
     _warm(cap)
 

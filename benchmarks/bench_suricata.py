@@ -47,16 +47,14 @@ import os
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE / "data"
-RESULTS = HERE / "results"
+from benchdata import RESULTS, synth_capture
+
 DIST_RULES = Path("/etc/suricata/rules")
 #: Distribution rule files that need protocols the default config disables.
 DIST_SKIP = {"dnp3-events.rules", "modbus-events.rules"}
@@ -287,14 +285,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from pcapwire.store import Store
-    from pcapwire.synth import generate
 
-    DATA.mkdir(exist_ok=True)
-    RESULTS.mkdir(exist_ok=True)
-    capture = DATA / f"synth-{args.size_mib}m.pcap"
-    if not capture.exists():
-        print(f"generating {capture} ...", file=sys.stderr)
-        generate(capture, args.size_mib * 2**20)
+    capture = synth_capture(args.size_mib)
     size = capture.stat().st_size
     assert size >= 200 * 2**20, "the benchmark capture must be at least 200 MiB"
 

@@ -33,16 +33,14 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from benchdata import HERE, RESULTS, synth_capture
+
 REPO = HERE.parent
-DATA = HERE / "data"
-RESULTS = HERE / "results"
 SHIPPED_RULES = REPO / "workflows" / "rules"
 BENCH_RULES = """\
 rule Bench_Synth_Request : bench
@@ -153,16 +151,10 @@ def main() -> None:
 
     from pcapwire.hooks.host import build_host
     from pcapwire.store import Store
-    from pcapwire.synth import generate
     from pcapwire.workflow.document import load_workflow
     from pcapwire.workflow.sources import iter_file_chunks
 
-    DATA.mkdir(exist_ok=True)
-    RESULTS.mkdir(exist_ok=True)
-    capture = DATA / f"synth-{args.size_mib}m.pcap"
-    if not capture.exists():
-        print(f"generating {capture} ...", file=sys.stderr)
-        generate(capture, args.size_mib * 2**20)
+    capture = synth_capture(args.size_mib)
     med = statistics.median
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-workflow-") as tmpname:

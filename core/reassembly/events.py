@@ -3,8 +3,8 @@ its per-connection counters."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal, TypeVar
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 from pcapwire.records import Direction, FlowKey
 
@@ -75,25 +75,6 @@ class ConnStats:
     late_packets: int = 0
 
 
-_T = TypeVar("_T")
-
-
-def _fast_init(cls: type[_T]) -> type[_T]:
-    """Give a frozen slots dataclass an ``__init__`` that fills the slots through their
-    descriptors: the generated one calls ``object.__setattr__`` per field, which costs
-    about a microsecond per event on the reassembler's per-segment path. Same signature,
-    same instances (still frozen)."""
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    env: dict[str, Any] = {f"_set_{n}": cls.__dict__[n].__set__ for n in names}
-    body = "".join(f"    _set_{n}(self, {n})\n" for n in names)
-    exec(f"def __init__(self, {', '.join(names)}):\n{body}", env)  # noqa: S102
-    init = env["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__
-    cls.__init__ = init  # type: ignore[method-assign]
-    return cls
-
-
 @dataclass(frozen=True, slots=True)
 class Open:
     """A connection starts. ``key`` is oriented initiator -> responder (see the package
@@ -106,7 +87,6 @@ class Open:
     handshake: bool
 
 
-@_fast_init
 @dataclass(frozen=True, slots=True)
 class Data:
     """In-order bytes of one direction, starting at stream ``offset``; ``ts`` is the
@@ -121,7 +101,6 @@ class Data:
     ts: float
 
 
-@_fast_init
 @dataclass(frozen=True, slots=True)
 class Gap:
     """``length`` bytes at stream ``offset`` were never seen (not invented: no bytes)."""

@@ -3,6 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
+# The shared corpus: $PCAPWIRE_CORPUS, else ../shared/corpus beside this checkout, else
+# beside the local repository this checkout was cloned from (a clone in a scratch folder).
+if [ -z "${PCAPWIRE_CORPUS:-}" ] && [ ! -f ../shared/corpus/manifest.json ]; then
+  origin=$(git config --get remote.origin.url 2>/dev/null || true)
+  if [ -n "$origin" ] && [ -f "$origin/../shared/corpus/manifest.json" ]; then
+    PCAPWIRE_CORPUS=$(cd "$origin/../shared/corpus" && pwd)
+    export PCAPWIRE_CORPUS
+  fi
+fi
 echo "== ruff"
 ruff check core plugins tests benchmarks examples
 echo "== mypy"

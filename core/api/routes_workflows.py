@@ -9,7 +9,7 @@ from pcapwire.api.bodies import read_json
 from pcapwire.api.errors import ApiError
 from pcapwire.api.history import get_query
 from pcapwire.api.keys import QUERIES, WORKFLOWS
-from pcapwire.api.routes_queries import lookup, view
+from pcapwire.api.routes_queries import lookup, tenant_store, view
 
 routes = web.RouteTableDef()
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml",
@@ -44,7 +44,8 @@ async def validate(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_encoding", f"the document is not UTF-8 (byte "
                        f"{exc.start})") from None
     name = request.query.get("name", "workflow.yaml")[:200]
-    return web.json_response(request.app[WORKFLOWS].validate(text, name))
+    return web.json_response(await request.app[WORKFLOWS].validate(tenant_store(request),
+                                                                   text, name))
 
 
 @routes.post("/api/v1/queries/{id}/run")

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 OnVerdict = Callable[[dict[str, Any]], Awaitable[None]]
 ENGINE_MODULE = "pcapwire.workflow.engine"
 RUN_QUEUE_CHUNKS = 4  # chunks buffered per workflow run of one query
+MAX_CONCURRENT_CHECKS = 2  # posted workflow documents checked at once (server-wide)
 
 
 def _problem(p: Any) -> dict[str, Any]:
@@ -38,6 +39,8 @@ class WorkflowService:
         self.host: Any = None
         self.loaded: dict[str, Any] = {}  # name -> Workflow
         self.broken: list[dict[str, Any]] = []  # documents in the directories that fail
+        self.checks = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)  # posted documents checked
+        self.checking: set[str] = set()  # tenants with a check running
 
     @property
     def engine_present(self) -> bool:
@@ -90,11 +93,32 @@ class WorkflowService:
     def plugins(self) -> dict[str, Any]:
         return dict(self.host.describe())
 
-    def validate(self, text: str, name: str = "<posted>") -> dict[str, Any]:
-        from pcapwire.workflow.document import check_workflow
+    async def validate(self, ts: TenantStore, text: str, name: str = "<posted>"
+                       ) -> dict[str, Any]:
+        """Check a posted document confined to the tenant's ``workflows/`` and ``rules/``
+        directories, in a child process with limits (:mod:`pcapwire.workflow.isolated`);
+        one check per tenant and :data:`MAX_CONCURRENT_CHECKS` in all at a time."""
+        from pcapwire.workflow.confine import Confinement
+        from pcapwire.workflow.document import Problem
+        from pcapwire.workflow.isolated import CheckFailed, check_isolated
 
-        wf, problems = check_workflow(name, self.host, text=text)
-        return {"valid": wf is not None, "name": wf.name if wf is not None else None,
+        if ts.tenant in self.checking or self.checks.locked():
+            raise ApiError(429, "validation_busy", "a workflow validation is already running "
+                           "(one per tenant, MAX_CONCURRENT_CHECKS="
+                           f"{MAX_CONCURRENT_CHECKS} in all); retry when it has finished",
+                           {"limit_name": "max_concurrent_checks"})
+        for sub in ("workflows", "rules"):
+            (ts.root / sub).mkdir(exist_ok=True)
+        self.checking.add(ts.tenant)
+        try:
+            async with self.checks:
+                answer = await check_isolated(text, name, Confinement.for_tenant(ts.root))
+        except CheckFailed as exc:
+            raise ApiError(422, "validation_failed", str(exc)) from None
+        finally:
+            self.checking.discard(ts.tenant)
+        problems = [Problem(**p) for p in answer["problems"]]
+        return {"valid": answer["valid"], "name": answer["name"],
                 "problems": [_problem(p) for p in problems]}
 
     def triggered(self, case: str, event: str) -> list[str]:

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pcapwire.workflow.config import AnalyzerConfig, NoConfig
+from pcapwire.workflow.confine import Confinement
 from pcapwire.workflow.context import INPUT_KINDS, Output, Record, StepContext
 
 #: Analyzer names: lowercase, digits, ``_ . -``; they are the ``uses:`` values.
@@ -91,11 +92,20 @@ class Analyzer:
         """Why this analyzer cannot run on this machine, or ``None`` when it can."""
         return None
 
-    def check_config(self, config: Any, base_dir: Path | None) -> list[str]:
+    def check_config(self, config: Any, base_dir: Path | None,
+                     confinement: Confinement | None = None) -> list[str]:
         """Checks that need I/O, run by ``pcapwire workflow validate`` after the schema
         passed (rule files exist and compile, say). Returns problems as messages that
         name their file and line where they have one; the default finds none.
-        ``base_dir`` is the workflow file's directory (relative paths start there)."""
+        ``base_dir`` is the workflow file's directory (relative paths start there).
+
+        ``confinement`` is set for a workflow submitted through the API
+        (:mod:`pcapwire.workflow.confine`): the core has already resolved the ``path`` and
+        ``glob`` options inside its roots; a file named *inside* a file (an include) must
+        pass :meth:`Confinement.allows` before it is read, and messages must not quote the
+        contents of files. An analyzer whose ``check_config`` takes no ``confinement`` is
+        skipped for such workflows. These checks run in a child process with time and
+        memory limits under the API."""
         return []
 
     def open_session(self, ctx: StepContext) -> Session:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 
 import jsonschema
 from pcapwire.errors import ConfigError
+from pcapwire.workflow.confine import OPTION_KINDS
 
 #: What :meth:`AnalyzerConfig.redacted` shows instead of a secret value.
 REDACTED = "***"
@@ -39,15 +40,23 @@ _SCALARS: dict[Any, dict[str, Any]] = {
 
 def option(default: Any = MISSING, *, default_factory: Any = MISSING, description: str = "",
            minimum: float | None = None, maximum: float | None = None,
-           secret: bool = False, examples: list[Any] | None = None) -> Any:
+           secret: bool = False, examples: list[Any] | None = None,
+           kind: str | None = None) -> Any:
     """A config field with its documentation and bounds (a :func:`dataclasses.field`).
 
     A field without ``default`` (or ``default_factory``) is required in ``with:``.
     ``secret=True`` keeps the value out of logs, ``plugins list`` and error messages.
     Mutable defaults are copied: ``option([])`` behaves like ``default_factory=list``.
+    ``kind`` says what a string value is, for workflows submitted through the API
+    (:mod:`pcapwire.workflow.confine`): ``"path"`` (a file or directory read),
+    ``"glob"`` (files, directories or glob patterns), ``"server"`` (only the server's
+    configuration sets it: programs, engine arguments, scripts, output locations, URLs),
+    ``"text"`` (plain data). A string option without a kind cannot be set through the API.
     """
+    if kind is not None and kind not in OPTION_KINDS:
+        raise ValueError(f"option kind {kind!r} is not one of {', '.join(OPTION_KINDS)}")
     meta = {"description": description, "minimum": minimum, "maximum": maximum,
-            "secret": secret, "examples": examples}
+            "secret": secret, "examples": examples, "kind": kind}
     if default is not MISSING and isinstance(default, (list, dict, set)):
         frozen_default = default
         default_factory = lambda: type(frozen_default)(frozen_default)  # noqa: E731
@@ -122,6 +131,8 @@ class AnalyzerConfig:
                 schema["examples"] = meta["examples"]
             if meta.get("secret"):
                 schema["writeOnly"] = True
+            if meta.get("kind"):
+                schema["x-pcapwire-kind"] = meta["kind"]
             if f.default is not MISSING:
                 if not meta.get("secret"):
                     schema["default"] = f.default

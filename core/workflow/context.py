@@ -19,6 +19,7 @@ from pcapwire.records import (
     Verdict,
 )
 from pcapwire.workflow.config import AnalyzerConfig
+from pcapwire.workflow.confine import Confinement
 from pcapwire.workflow.severity import grade
 
 #: Every record kind that can flow between steps.
@@ -90,6 +91,9 @@ class StepContext:
     #: False when the run keeps nothing with the case (``pcapwire run --no-store``): steps
     #: leave their logs in ``workdir``, which is removed with the run
     keep: bool = True
+    #: set when the workflow came from outside the server (:mod:`.confine`): files named
+    #: inside files (includes) are read only where it allows
+    confinement: Confinement | None = None
     log: logging.LoggerAdapter[logging.Logger] = field(init=False)
 
     def __post_init__(self) -> None:

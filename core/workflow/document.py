@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import inspect
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,15 +26,20 @@ import jsonschema
 import yaml
 from pcapwire.errors import WorkflowError
 from pcapwire.workflow.analyzer import Analyzer
-from pcapwire.workflow.config import AnalyzerConfig
+from pcapwire.workflow.config import AnalyzerConfig, ConfigProblem
+from pcapwire.workflow.confine import Confinement, confine_config
 from pcapwire.workflow.context import INPUT_KINDS
 from pcapwire.workflow.expr import Expression, ExpressionError, check_names
 from pcapwire.workflow.policy import VerdictPolicy
+
+log = logging.getLogger(__name__)
 
 #: Largest workflow document accepted (bytes).
 MAX_WORKFLOW_BYTES = 1 * 2**20
 #: Most YAML nodes in one document (bounds alias expansion, "billion laughs").
 MAX_YAML_NODES = 100_000
+#: Deepest nesting of YAML mappings and sequences in one document.
+MAX_YAML_DEPTH = 64
 #: Default per-call timeout of a step (seconds).
 DEFAULT_STEP_TIMEOUT = 300.0
 #: Default bound of each step's input queue.
@@ -98,10 +105,15 @@ class Workflow:
     document: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
     warnings: list[Problem] = field(default_factory=list)
+    #: set for a workflow that came from outside the server (:mod:`.confine`)
+    confinement: Confinement | None = None
 
     @property
     def base_dir(self) -> Path | None:
-        """Directory of the workflow file (None when it came from text, not a file)."""
+        """Directory of the workflow file (None when it came from text, not a file); the
+        confinement's base directory for a confined workflow."""
+        if self.confinement is not None:
+            return self.confinement.base_dir
         p = Path(self.source)
         return p.resolve().parent if p.is_file() else None
 
@@ -163,6 +175,10 @@ def _load_yaml(text: str, file: str) -> tuple[Any, _Positions, list[Problem]]:
             if count > MAX_YAML_NODES:
                 raise WorkflowError(f"more than MAX_YAML_NODES={MAX_YAML_NODES} YAML nodes "
                                     "(aliases expanded)")
+            if len(path) > MAX_YAML_DEPTH:
+                mark = node.start_mark
+                raise WorkflowError(f"line {mark.line + 1}: nested deeper than MAX_YAML_DEPTH="
+                                    f"{MAX_YAML_DEPTH} levels")
             mark = node.start_mark
             pos.values[path] = (mark.line + 1, mark.column + 1, node)
             if isinstance(node, yaml.MappingNode):
@@ -190,6 +206,10 @@ def _load_yaml(text: str, file: str) -> tuple[Any, _Positions, list[Problem]]:
         return None, pos, problems
     except WorkflowError as exc:
         problems.append(Problem(file, 1, 1, "", str(exc)))
+        return None, pos, problems
+    except RecursionError:  # PyYAML's composer recurses once per level
+        problems.append(Problem(file, 1, 1, "", f"nested deeper than MAX_YAML_DEPTH="
+                                f"{MAX_YAML_DEPTH} levels"))
         return None, pos, problems
     finally:
         loader.dispose()
@@ -223,6 +243,8 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
             raise WorkflowError(f"--set {item!r}: expected STEP.KEY=VALUE")
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
+        except RecursionError:
+            raise WorkflowError(f"--set {item!r}: value nested too deeply") from None
         except yaml.YAMLError as exc:
             raise WorkflowError(f"--set {item!r}: value is not valid YAML: {exc}") from None
         out.setdefault(step, {})[key] = value
@@ -231,9 +253,11 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
 
 # ---- validation ---------------------------------------------------------------------------
 def load_workflow(source: str | Path, host: Any, *, text: str | None = None,
-                  overrides: dict[str, dict[str, Any]] | None = None) -> Workflow:
+                  overrides: dict[str, dict[str, Any]] | None = None,
+                  confinement: Confinement | None = None) -> Workflow:
     """Load and validate; :class:`WorkflowInvalid` carries every problem."""
-    wf, problems = check_workflow(source, host, text=text, overrides=overrides)
+    wf, problems = check_workflow(source, host, text=text, overrides=overrides,
+                                  confinement=confinement)
     errors = [p for p in problems if not p.warning]
     if errors or wf is None:
         raise WorkflowInvalid(errors or problems)
@@ -241,10 +265,13 @@ def load_workflow(source: str | Path, host: Any, *, text: str | None = None,
 
 
 def check_workflow(source: str | Path, host: Any, *, text: str | None = None,
-                   overrides: dict[str, dict[str, Any]] | None = None
+                   overrides: dict[str, dict[str, Any]] | None = None,
+                   confinement: Confinement | None = None
                    ) -> tuple[Workflow | None, list[Problem]]:
     """Validate a document; returns the workflow (None when invalid) and all problems
-    (errors and warnings). ``host`` is a :class:`~pcapwire.hooks.host.PluginHost`."""
+    (errors and warnings). ``host`` is a :class:`~pcapwire.hooks.host.PluginHost`.
+    ``confinement`` (a workflow from outside the server, :mod:`.confine`): paths stay in
+    its roots, server-only options keep their defaults."""
     file = str(source)
     if text is None:
         try:
@@ -282,7 +309,7 @@ def check_workflow(source: str | Path, host: Any, *, text: str | None = None,
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
         return None, problems
     # what a schema cannot know, also checked when the schema found problems elsewhere
-    wf, more = _semantic(data, pos, file, host, overrides or {}, text)
+    wf, more = _semantic(data, pos, file, host, overrides or {}, text, confinement)
     seen = {(p.line, p.column, p.key) for p in problems}
     problems += [p for p in more if (p.line, p.column, p.key) not in seen]
     if any(not p.warning for p in problems):
@@ -290,8 +317,32 @@ def check_workflow(source: str | Path, host: Any, *, text: str | None = None,
     return wf, problems
 
 
+def _check_config(analyzer: Analyzer, config: AnalyzerConfig, base: Path | None,
+                  confinement: Confinement | None) -> tuple[list[str], bool]:
+    """The analyzer's own I/O checks: (messages, whether they are only warnings). For a
+    confined workflow an analyzer whose ``check_config`` takes no ``confinement`` is not
+    trusted to read files (its checks are skipped), and an exception's text is not shown
+    (it could quote a file)."""
+    takes = "confinement" in inspect.signature(analyzer.check_config).parameters
+    if confinement is not None and not takes:
+        return [f"analyzer {type(analyzer).name!r} cannot check its files inside this "
+                "tenant's directories (its check_config takes no 'confinement'); checks "
+                "skipped"], True
+    try:
+        if takes:
+            return analyzer.check_config(config, base, confinement=confinement), False
+        return analyzer.check_config(config, base), False
+    except Exception as exc:  # an analyzer bug must not hide the other problems
+        if confinement is not None:
+            log.exception("check_config of analyzer %s failed", type(analyzer).name)
+            return [f"check_config failed ({type(exc).__name__}); the server log has the "
+                    "details"], False
+        return [f"check_config raised {type(exc).__name__}: {exc}"], False
+
+
 def _semantic(data: dict[str, Any], pos: _Positions, file: str, host: Any,
-              overrides: dict[str, dict[str, Any]], text: str
+              overrides: dict[str, dict[str, Any]], text: str,
+              confinement: Confinement | None
               ) -> tuple[Workflow | None, list[Problem]]:
     problems: list[Problem] = []
 
@@ -384,15 +435,21 @@ def _semantic(data: dict[str, Any], pos: _Positions, file: str, host: Any,
             else:
                 err(("steps", i, "with", *p.path), p.message,
                     key=p.message.startswith("unknown key"))
+        if not cproblems and confinement is not None:
+            with_, confined = confine_config(acls.Config, with_, confinement)
+            for key, message in confined:
+                err(("steps", i, "with", key), message)
+            cproblems = [ConfigProblem((key,), m) for key, m in confined]
         if not cproblems:
             config = acls.Config.from_mapping(with_)
-            base = Path(file).resolve().parent if Path(file).is_file() else None
-            try:
-                extra = analyzer.check_config(config, base)
-            except Exception as exc:  # an analyzer bug must not hide the other problems
-                extra = [f"check_config raised {type(exc).__name__}: {exc}"]
+            if confinement is not None:
+                base: Path | None = confinement.base_dir
+            else:
+                base = Path(file).resolve().parent if Path(file).is_file() else None
+            extra, warn = _check_config(analyzer, config, base, confinement)
             for message in extra:
-                err(("steps", i, "with") if "with" in s else ("steps", i, "uses"), message)
+                err(("steps", i, "with") if "with" in s else ("steps", i, "uses"), message,
+                    warning=warn)
         condition = None
         if isinstance(s.get("if"), str):
             line, col, node = pos.values[("steps", i, "if")]
@@ -444,5 +501,5 @@ def _semantic(data: dict[str, Any], pos: _Positions, file: str, host: Any,
                   policy=VerdictPolicy.from_dict(data.get("verdicts")),
                   queue_size=int(data.get("queue_size", DEFAULT_QUEUE_SIZE)),
                   document=data, digest=hashlib.sha256(text.encode()).hexdigest(),
-                  warnings=[p for p in problems if p.warning])
+                  warnings=[p for p in problems if p.warning], confinement=confinement)
     return wf, problems

@@ -315,7 +315,7 @@ class _Run:
                                   outputs=tuple(type(step.analyzer).outputs),
                                   emit_fn=lambda item, n=node: self.emit(n, item),
                                   base_dir=self.wf.base_dir, data_dir=self.engine.data_dir,
-                                  keep=self.engine.keep)
+                                  keep=self.engine.keep, confinement=self.wf.confinement)
                 session = step.analyzer.open_session(ctx)
                 try:
                     async with CallTimeout(step.timeout):

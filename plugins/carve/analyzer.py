@@ -28,7 +28,7 @@ Protocol = Literal["http", "smtp", "pop3", "imap", "ftp"]
 class CarveConfig(AnalyzerConfig):
     protocols: list[Protocol] = option(list(PROTOCOLS),
                                        description="application protocols to carve")
-    artifacts_dir: str = option("", description="content-addressed artifact store "
+    artifacts_dir: str = option("", kind="server", description="content-addressed artifact store "
                                 "(default: <data-dir>/artifacts, else the run's "
                                 "scratch directory, removed with the run)")
 

@@ -42,6 +42,7 @@ from pcapwire.hashlist import VERDICTS, HashListError, HashListSet, Triage, pars
 from pcapwire.plugins.hashlist.followup import FollowUps
 from pcapwire.records import FileRecord
 from pcapwire.workflow import Analyzer, AnalyzerConfig, Session, StepContext, option
+from pcapwire.workflow.confine import Confinement
 from pcapwire.workflow.context import DATA_DIR_PLACEHOLDER, resolve_path
 
 Outcome = Literal["known-good", "known-bad", "unknown"]
@@ -56,11 +57,13 @@ REFRESH_INTERVAL = 1.0
 
 @dataclass(frozen=True)
 class HashlistConfig(AnalyzerConfig):
-    databases: list[str] = option([], description="hash-list stores (hashlists.sqlite files) "
+    databases: list[str] = option([], kind="glob",
+                                  description="hash-list stores (hashlists.sqlite files) "
                                   "to consult, relative to the workflow file; {data_dir} is "
                                   "the run's data directory. Empty: the data directory's "
                                   "store and, for a tenant, the server's global lists")
-    lists: list[str] = option([], description="consult only these lists (names); empty: all")
+    lists: list[str] = option([], kind="text",
+                              description="consult only these lists (names); empty: all")
     verdicts: list[Outcome] = option(list(VERDICTS), description="outcomes that give a "
                                      "verdict")
     forward: list[Outcome] = option([], description="re-emit file records with these "
@@ -186,7 +189,8 @@ class HashlistAnalyzer(Analyzer):
                    "hash lists (text, CSV, NSRL RDS); follow-up PCAP queries for known-bad")
     Config = HashlistConfig
 
-    def check_config(self, config: Any, base_dir: Path | None) -> list[str]:
+    def check_config(self, config: Any, base_dir: Path | None,
+                     confinement: Confinement | None = None) -> list[str]:
         assert isinstance(config, HashlistConfig)
         out = []
         for p in config.databases:

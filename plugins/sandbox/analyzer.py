@@ -36,6 +36,7 @@ from pcapwire.plugins.sandbox import cape, scoring
 from pcapwire.plugins.sandbox.local import WALL_GRACE, Limits, run_worker
 from pcapwire.records import FileRecord, Verdict
 from pcapwire.workflow import Analyzer, AnalyzerConfig, StepContext, option
+from pcapwire.workflow.confine import Confinement
 
 #: Python packages the ``local`` backend needs (import name -> distribution).
 LOCAL_REQUIREMENTS = {"speakeasy": "speakeasy-emulator", "pefile": "pefile",
@@ -72,15 +73,17 @@ class SandboxConfig(AnalyzerConfig):
                            "static analysis only)")
     max_file_bytes: int = option(DEFAULT_MAX_FILE_BYTES, minimum=1, description="larger "
                                  "files are not analysed (a step error names the file)")
-    cape_url: str = option("", description="cape: base URL of CAPE's web service, e.g. "
+    cape_url: str = option("", kind="server",
+                           description="cape: base URL of CAPE's web service, e.g. "
                            "https://cape.example.org (the /apiv2/ paths are added)")
-    cape_token: str = option("", secret=True, description="cape: API token (sent as "
+    cape_token: str = option("", secret=True, kind="server", description="cape: API token (sent as "
                              "'Authorization: Token …'; never logged)")
-    cape_token_env: str = option("PCAPWIRE_CAPE_TOKEN", description="cape: environment "
+    cape_token_env: str = option("PCAPWIRE_CAPE_TOKEN", kind="server",
+                                 description="cape: environment "
                                  "variable holding the token when cape_token is empty")
-    cape_package: str = option("", description="cape: analysis package (empty: CAPE "
+    cape_package: str = option("", kind="server", description="cape: analysis package (empty: CAPE "
                                "chooses)")
-    cape_options: str = option("", description="cape: options string passed to CAPE")
+    cape_options: str = option("", kind="server", description="cape: options string passed to CAPE")
     cape_analysis_timeout: int = option(0, minimum=0, description="cape: analysis duration "
                                         "in the VM (seconds; 0: CAPE's default)")
     cape_poll_interval: float = option(10.0, minimum=0.001, description="cape: seconds "
@@ -103,7 +106,8 @@ class SandboxAnalyzer(Analyzer):
                    "CAPEv2 sandbox")
     Config = SandboxConfig
 
-    def check_config(self, config: Any, base_dir: Path | None) -> list[str]:
+    def check_config(self, config: Any, base_dir: Path | None,
+                     confinement: Confinement | None = None) -> list[str]:
         assert isinstance(config, SandboxConfig)
         if config.backend == "cape":
             if not config.cape_url:

@@ -32,23 +32,32 @@ from pcapwire.plugins.suricata.run import RunResult, SuricataRun
 from pcapwire.plugins.suricata.update import check_rules
 from pcapwire.records import PcapChunk
 from pcapwire.workflow import Analyzer, AnalyzerConfig, Session, StepContext, option
+from pcapwire.workflow.confine import Confinement
 from pcapwire.workflow.context import DATA_DIR_PLACEHOLDER, resolve_path
 
 VERSION = "1.0"
+#: Most spare engines one step configuration keeps loaded.
+MAX_WARM_SPARES = 4
 METADATA_FILE = METADATA_EVE
 
 
 @dataclass(frozen=True, repr=False)
 class SuricataConfig(AnalyzerConfig):
-    rules: list[str] = option([], description="rule files and directories of *.rules, "
-                              "relative to the workflow file; {data_dir}/rules/suricata.rules "
-                              "is what 'pcapwire rules update' writes")
-    binary: str = option("suricata", description="suricata executable (looked up on PATH)")
-    base_config: str = option(DEFAULT_BASE_CONFIG, description="suricata.yaml to start from")
-    set: dict[str, Any] = option({}, description="suricata.yaml overrides, dotted keys")
-    args: list[str] = option([], description="extra suricata arguments, e.g. ['-k', 'none']")
-    eve_types: list[Any] | None = option(None, description="EVE types (default: alert, "
-                                         "anomaly, http, dns, tls, files, smtp)")
+    rules: list[str] = option([], kind="glob", description="rule files and directories of "
+                              "*.rules, relative to the workflow file; "
+                              "{data_dir}/rules/suricata.rules is what 'pcapwire rules "
+                              "update' writes")
+    binary: str = option("suricata", kind="server",
+                         description="suricata executable (looked up on PATH)")
+    base_config: str = option(DEFAULT_BASE_CONFIG, kind="server",
+                              description="suricata.yaml to start from")
+    set: dict[str, Any] = option({}, kind="server",
+                                 description="suricata.yaml overrides, dotted keys")
+    args: list[str] = option([], kind="server",
+                             description="extra suricata arguments, e.g. ['-k', 'none']")
+    eve_types: list[Any] | None = option(None, kind="server", description="EVE types "
+                                         "(default: alert, anomaly, http, dns, tls, files, "
+                                         "smtp)")
     ja3: bool = option(False, description="JA3/JA3S fingerprints in tls metadata")
     ja4: bool = option(False, description="JA4 fingerprints in tls metadata")
     start_timeout: float = option(START_TIMEOUT_S, minimum=0.001,
@@ -57,8 +66,10 @@ class SuricataConfig(AnalyzerConfig):
                                    description="seconds to finish after the end of input")
     on_rule_error: Literal["fail", "warn"] = option(
         "fail", description="a rule that fails to load fails the step (fail) or is logged")
-    warm_spares: int = option(1, minimum=0, description="engines kept loaded for next runs")
-    keep_dir: str = option("", description="where EVE metadata is kept (default: the case)")
+    warm_spares: int = option(1, minimum=0, maximum=MAX_WARM_SPARES,
+                              description="engines kept loaded for next runs")
+    keep_dir: str = option("", kind="server",
+                           description="where EVE metadata is kept (default: the case)")
 
 
 def to_settings(config: SuricataConfig, base_dir: Path | None = None,
@@ -104,9 +115,13 @@ class SuricataAnalyzer(Analyzer):
         if pool is not None:
             await pool.close()
 
-    def check_config(self, config: Any, base_dir: Path | None) -> list[str]:
+    def check_config(self, config: Any, base_dir: Path | None,
+                     confinement: Confinement | None = None) -> list[str]:
         """``pcapwire workflow validate``: settings, rule paths, and every rule loaded by
-        Suricata itself (``suricata -T``), refused ones as ``FILE:LINE: message``."""
+        Suricata itself (``suricata -T``), refused ones as ``FILE:LINE: message``. The
+        files were confined by the core; Suricata's rule keywords that read further
+        files (Lua scripts, dataset files by absolute or ``..`` path) are off in the
+        configuration the plugin generates."""
         try:
             settings = to_settings(config, base_dir, None)
             settings.rule_files()

@@ -46,6 +46,11 @@ RESERVED_ARGS = frozenset({"-c", "-r", "-l", "-S", "-s", "-i", "-T", "--unix-soc
                            "--pcap", "--af-packet", "--pidfile", "-D", "--daemon",
                            "--pcap-file-continuous", "--user", "--group"})
 ON_RULE_ERROR = ("fail", "warn")
+#: What rules may not do in an engine the plugin starts (a step's ``set:`` may change it):
+#: run Lua scripts, write dataset files, name dataset files by absolute or ``..`` path.
+RULE_SAFETY = {"security.lua.allow-rules": False,
+               "datasets.rules.allow-write": False,
+               "datasets.rules.allow-absolute-filenames": False}
 
 
 def _str_list(value: Any, key: str) -> list[str]:
@@ -269,6 +274,8 @@ def build_config(settings: SuricataSettings, log_dir: Path, eve_socket: Path,
     cfg["stats"] = {"enabled": False}
     cfg["default-rule-path"] = str(log_dir)
     cfg["rule-files"] = [str(p) for p in rule_files]
+    for key, value in RULE_SAFETY.items():
+        set_dotted(cfg, key, value)
     if settings.ja3:
         set_dotted(cfg, "app-layer.protocols.tls.ja3-fingerprints", True)
     if settings.ja4:

@@ -40,6 +40,7 @@ from pcapwire.workflow import (
     StepContext,
     option,
 )
+from pcapwire.workflow.confine import Confinement
 
 #: Matches listed per string identifier in a verdict's evidence (the count is exact).
 MAX_OFFSETS_PER_STRING = 16
@@ -59,7 +60,7 @@ Severity = Literal["info", "low", "medium", "high", "critical"]
 
 @dataclass(frozen=True)
 class YaraConfig(AnalyzerConfig):
-    rules: list[str] = option(description="rule files, directories (*.yar, *.yara, "
+    rules: list[str] = option(kind="glob", description="rule files, directories (*.yar, *.yara, "
                               "recursive) and globs; relative to the workflow file",
                               examples=[["rules/"], ["/etc/yara/*.yar"]])
     default_severity: Severity = option("medium", description="severity of a match whose "
@@ -69,7 +70,8 @@ class YaraConfig(AnalyzerConfig):
                             "the verdict says how many)")
     scan_timeout: int = option(DEFAULT_SCAN_TIMEOUT, minimum=1, maximum=3600,
                                description="YARA's own timeout per scan (seconds)")
-    externals: dict[str, Any] = option({}, description="external variables for the rules")
+    externals: dict[str, Any] = option({}, kind="text",
+                                       description="external variables for the rules")
 
 
 def stream_offset(data_offset: int, gaps: list[tuple[int, int]]) -> int:
@@ -96,7 +98,7 @@ class YaraSession(RecordSession):
         analyzer = self.analyzer
         assert isinstance(analyzer, YaraAnalyzer)
         ruleset = await asyncio.to_thread(analyzer.cache.get, cfg.rules, self.ctx.base_dir,
-                                          dict(cfg.externals))
+                                          dict(cfg.externals), self.ctx.confinement)
         self.ruleset = ruleset
         self.ctx.log.info("yara: %d rules from %d files", ruleset.count, len(ruleset.files))
 
@@ -185,11 +187,13 @@ class YaraAnalyzer(Analyzer):
     def __init__(self) -> None:
         self.cache = RuleCache()  # compiled rule sets, keyed by the files' contents
 
-    def check_config(self, config: Any, base_dir: Path | None) -> list[str]:
-        """Compile the rules (cached for the run that follows): errors name file:line."""
+    def check_config(self, config: Any, base_dir: Path | None,
+                     confinement: Confinement | None = None) -> list[str]:
+        """Compile the rules (cached for the run that follows): errors name file:line.
+        Confined: ``include`` reads only inside the confinement's roots."""
         assert isinstance(config, YaraConfig)
         try:
-            self.cache.get(config.rules, base_dir, dict(config.externals))
+            self.cache.get(config.rules, base_dir, dict(config.externals), confinement)
         except RuleError as exc:
             return [str(exc)]
         return []

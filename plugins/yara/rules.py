@@ -31,6 +31,7 @@ from typing import Any
 import yara
 from pcapwire.errors import ConfigError
 from pcapwire.records import SEVERITIES
+from pcapwire.workflow.confine import MAX_CONFINED_FILE_BYTES, Confinement
 from pcapwire.workflow.severity import check_score
 
 #: File name suffixes taken from a directory (recursively).
@@ -96,13 +97,18 @@ def resolve_sources(sources: list[str], base_dir: Path | None) -> dict[str, str]
     return out
 
 
-def fingerprint(files: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """(path, digest) of every rule file and, transitively, every file it includes."""
+def fingerprint(files: dict[str, str], confinement: Confinement | None = None
+                ) -> tuple[tuple[str, str], ...]:
+    """(path, digest) of every rule file and, transitively, every file it includes
+    (confined: only includes inside the confinement's roots are read)."""
     out: dict[str, str] = {}
 
     def visit(path: Path, depth: int) -> None:
         key = str(path)
         if key in out or depth > MAX_INCLUDE_DEPTH:
+            return
+        if depth and confinement is not None and not confinement.allows(path):
+            out[key] = "refused"
             return
         try:
             data = path.read_bytes()
@@ -120,6 +126,25 @@ def fingerprint(files: dict[str, str]) -> tuple[tuple[str, str], ...]:
         out.setdefault(f"namespace {ns}", path)
         visit(Path(path), 0)
     return tuple(sorted(out.items()))
+
+
+def _confined_includes(confinement: Confinement) -> Any:
+    """yara-python's ``include_callback``: the text of an included file inside the roots
+    (and under the size limit), else ``None`` (libyara then reports the include with its
+    line, quoting nothing of the file)."""
+    def include(requested: str, including: str | None, _namespace: str) -> str | None:
+        path = Path(requested)
+        if not path.is_absolute() and including:
+            path = Path(including).parent / path
+        if not confinement.allows(path):
+            return None
+        try:
+            if path.stat().st_size > MAX_CONFINED_FILE_BYTES:
+                return None
+            return path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    return include
 
 
 def _syntax_error(exc: Exception) -> RuleError:
@@ -174,21 +199,25 @@ class RuleCache:
         self.compiles = 0
 
     def get(self, sources: list[str], base_dir: Path | None,
-            externals: dict[str, Any] | None = None) -> RuleSet:
+            externals: dict[str, Any] | None = None,
+            confinement: Confinement | None = None) -> RuleSet:
         """The compiled rules for ``sources``; compiles only when no cached set has the
-        same file contents and externals. :class:`RuleError` names file and line."""
+        same file contents and externals. :class:`RuleError` names file and line.
+        With a ``confinement``, ``include`` reads only files inside its roots."""
         if not sources:
             raise RuleError("rules: no rule file, directory or glob given")
         files = resolve_sources(sources, base_dir)
-        fp = fingerprint(files)
-        key = (fp, tuple(sorted((externals or {}).items())))
+        fp = fingerprint(files, confinement)
+        key = (fp, tuple(sorted((externals or {}).items())), confinement)
         with self._lock:
             cached = self._sets.get(key)
             if cached is not None:
                 self._sets.move_to_end(key)
                 return cached
         try:
-            rules = yara.compile(filepaths=files, externals=externals or {})
+            extra = ({} if confinement is None
+                     else {"include_callback": _confined_includes(confinement)})
+            rules = yara.compile(filepaths=files, externals=externals or {}, **extra)
         except yara.SyntaxError as exc:
             raise _syntax_error(exc) from None
         except yara.Error as exc:

@@ -23,6 +23,7 @@ from pcapwire.plugins.zeek.config import FINISH_TIMEOUT_S, ZeekSettings
 from pcapwire.plugins.zeek.run import ZeekRun, ZeekRunResult
 from pcapwire.records import PcapChunk
 from pcapwire.workflow import Analyzer, AnalyzerConfig, Session, StepContext, option
+from pcapwire.workflow.confine import Confinement
 from pcapwire.workflow.context import DATA_DIR_PLACEHOLDER, resolve_path
 
 VERSION = "1.0"
@@ -31,18 +32,21 @@ METADATA_FILE = "metadata.json"
 
 @dataclass(frozen=True, repr=False)
 class ZeekConfig(AnalyzerConfig):
-    binary: str = option("zeek", description="zeek executable (looked up on PATH)")
-    scripts: list[str] = option([], description="scripts to @load, e.g. "
+    binary: str = option("zeek", kind="server", description="zeek executable (looked up on PATH)")
+    scripts: list[str] = option([], kind="server", description="scripts to @load, e.g. "
                                 "policy/protocols/conn/community-id-logging")
-    redefs: dict[str, str] = option({}, description="redef NAME = VALUE (one expression)")
-    intel_files: list[str] = option([], description="Intel framework files (IoC lists)")
+    redefs: dict[str, str] = option({}, kind="server",
+                                    description="redef NAME = VALUE (one expression)")
+    intel_files: list[str] = option([], kind="glob",
+                                    description="Intel framework files (IoC lists)")
     log_format: Literal["json", "tsv"] = option("json", description="Zeek's JSON or ASCII "
                                                 "(TSV: zeek-cut, ZAT) logs")
-    args: list[str] = option([], description="extra zeek arguments")
+    args: list[str] = option([], kind="server", description="extra zeek arguments")
     finish_timeout: float = option(FINISH_TIMEOUT_S, minimum=0.001,
                                    description="seconds to finish after the end of input")
-    notice_severity: dict[str, str] = option({}, description="notice type -> severity")
-    keep_dir: str = option("", description="where the logs are kept (default: the case)")
+    notice_severity: dict[str, str] = option({}, kind="text", description="notice type -> severity")
+    keep_dir: str = option("", kind="server",
+                           description="where the logs are kept (default: the case)")
 
 
 def to_settings(config: ZeekConfig, base_dir: Path | None = None,
@@ -67,7 +71,8 @@ class ZeekAnalyzer(Analyzer):
         # may name its own zeek binary. Without one, start() fails the step with NOT_FOUND.
         return None
 
-    def check_config(self, config: Any, base_dir: Path | None) -> list[str]:
+    def check_config(self, config: Any, base_dir: Path | None,
+                     confinement: Confinement | None = None) -> list[str]:
         """``pcapwire workflow validate``: scripts, redefs, intel files (a missing zeek
         binary is not a document problem: the step reports it when it runs)."""
         try:

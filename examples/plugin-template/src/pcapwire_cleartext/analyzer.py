@@ -28,7 +28,7 @@ class CleartextConfig(AnalyzerConfig):
     mechanisms: list[Mechanism] = option(list(MECHANISMS),
                                          description="which kinds of login to report")
     severity: Severity = option("medium", description="severity of a clear-text login")
-    anonymous_users: list[str] = option(["anonymous", "ftp"],
+    anonymous_users: list[str] = option(["anonymous", "ftp"], kind="text",
                                         description="user names that are not secrets")
     anonymous_severity: Severity = option("info", description="severity of their logins")
 

@@ -140,9 +140,11 @@ def test_workflow_test_passes_and_fails_with_the_differences(
                      "--expect", str(expect))
     lines = out.splitlines()
     assert rc == 1
-    assert lines[:8] == [
+    assert lines[:9] == [
         f"FAIL {SHIPPED} on {capture}:",
         "  verdicts[1] {'signature': 'Other_Rule'}: expected 1, got 0",
+        "      signature: expected 'Other_Rule'; 0 of 2 match; the run had "
+        "'EICAR_Test_File' ×2",
         "  unexpected verdict: yara medium/60 EICAR_Test_File on stream "
         "Cd35cfaa8ccbc3695-resp (tcp 10.211.93.16:38048 -> 192.0.2.162:80)",
         "  step yara: expected status error, got ok",
@@ -151,8 +153,8 @@ def test_workflow_test_passes_and_fails_with_the_differences(
         "10.211.93.16:38048 -> 192.0.2.162:80)",
         "  yara medium/60 EICAR_Test_File on stream Cd35cfaa8ccbc3695-resp (tcp "
         "10.211.93.16:38048 -> 192.0.2.162:80)",
-        lines[7]]
-    assert lines[7].startswith("run ") and lines[7].endswith(
+        lines[8]]
+    assert lines[8].startswith("run ") and lines[8].endswith(
         " (yara-streams, case workflow-test): ok; 12 chunk(s), 2 verdict(s), highest medium")
 
     expect.write_text("verdicts:\n  - rule: x\n")

@@ -65,6 +65,10 @@ def not_found(what: str, ident: str) -> ApiError:
     return ApiError(404, "not_found", f"no {what} {ident!r} in your tenant", {what: ident})
 
 
+#: Status logged for a response the client did not wait for.
+CLIENT_CLOSED = 499
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -86,7 +90,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if isinstance(exc, cls):
                 return json_error(status, code, str(exc))
         raise  # unreachable: PcapwireError is the last entry
-    except (ConnectionResetError, TimeoutError):
+    except ConnectionResetError:
+        # The client went away mid-response (closed an SSE stream, stopped a download):
+        # not an error of ours. The answer goes nowhere; aiohttp drops it quietly and the
+        # access log shows 499 (nginx's "client closed request").
+        log.debug("client closed %s %s before the response ended", request.method,
+                  request.path)
+        return web.Response(status=CLIENT_CLOSED)
+    except TimeoutError:
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)

@@ -113,7 +113,7 @@ def _carve_query(args: argparse.Namespace, artifacts: Any, protocols: tuple[str,
     from pcapwire.store import Store
 
     spec, stats = spec_from_args(args), QueryStats()
-    with Store(args.data_dir) as store:
+    with Store.existing(args.data_dir) as store:
         chunks = store.query_engine().recorded_chunks(spec, stats=stats)
         try:
             out = carve_chunks(chunks, artifacts, protocols=protocols)

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
-    with Store(args.data_dir) as store:
+    with Store.existing(args.data_dir) as store:
         rows = find_flows(store.catalog, spec, args.limit)
     if args.json:
         for r in rows:

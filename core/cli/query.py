@@ -7,6 +7,7 @@ import os
 import sys
 
 from pcapwire.cli.filters import add_filter_args, spec_from_args
+from pcapwire.errors import ConfigError
 from pcapwire.store import Store
 
 
@@ -20,9 +21,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_output_path(path: str) -> None:
+    """Refuse ``-w`` into a directory that does not exist (before any query work)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"-w {path}: directory {parent} does not exist; create it first")
+    if os.path.isdir(path):
+        raise ConfigError(f"-w {path}: is a directory; name a file in it")
+
+
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args, chunk_bytes=args.chunk_kib * 1024)
-    with Store(args.data_dir) as store:
+    if args.write != "-":
+        check_output_path(args.write)
+    with Store.existing(args.data_dir) as store:
         engine = store.query_engine()
         if args.write == "-":
             stats = engine.write(spec, sys.stdout.buffer)

@@ -4,13 +4,15 @@
 ``validate`` prints every problem as ``FILE:LINE:COL: key: message`` (warnings too) and
 exits 2 when any file has an error. ``test`` runs the workflow on a capture (not
 recorded in the case store) and compares its verdicts with an expectation file
-(:mod:`pcapwire.workflow.expect`): exit 0 when they match, 1 when they differ."""
+(:mod:`pcapwire.workflow.expect`): exit 0 when they match, 1 when they differ, 2 when the
+run could not compare anything (a capture it cannot read, a failed run): never a pass."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from pcapwire.cli import EXIT_USAGE
 from pcapwire.cli.workflow_common import execute, load, print_summary
 from pcapwire.workflow.expect import compare, describe, load_expectation
 
@@ -65,6 +67,11 @@ def test(args: argparse.Namespace) -> int:
     expectation = load_expectation(args.expect)
     host, wf = load(args, args.file, args.set)
     summary, verdicts = execute(args, host, wf, None, store=False)
+    if summary.status in ("failed", "cancelled", "interrupted"):
+        print(f"ERROR {args.file} on {args.pcap}: the run {summary.status}"
+              + (f": {summary.error}" if summary.error else ""), file=sys.stderr)
+        print_summary(summary)
+        return EXIT_USAGE
     diffs = compare(expectation, verdicts, summary)
     if diffs:
         print(f"FAIL {args.file} on {args.pcap}:")

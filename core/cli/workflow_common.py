@@ -35,7 +35,7 @@ def default_chunk_source(args: argparse.Namespace) -> tuple[AsyncIterator[PcapCh
     from pcapwire.store import Store
 
     spec = spec_from_args(args)
-    store = Store(args.data_dir)
+    store = Store.existing(args.data_dir)
     return store.query_engine().run(spec, query_id=query_id), query_id
 
 
@@ -99,4 +99,5 @@ def print_summary(summary: RunSummary, file: Any = None) -> None:
 
 
 def exit_code(summary: RunSummary) -> int:
-    return 0 if summary.status == "ok" else 1
+    """0 every step ran; 2 the input could not be read (nothing was analysed); else 1."""
+    return {"ok": 0, "failed": 2}.get(summary.status, 1)

@@ -31,6 +31,18 @@ class Store:
             raise ConfigError(f"cannot use data directory {self.root}: {exc}") from None
         self.catalog = Catalog(self.root / "catalog.sqlite")
 
+    @classmethod
+    def existing(cls, root: str | os.PathLike[str]) -> Store:
+        """A store that already exists (for commands that only answer from it): a
+        directory without a catalog is refused instead of becoming an empty store."""
+        path = Path(root)
+        if not (path / "catalog.sqlite").is_file():
+            what = "does not exist" if not path.exists() else "is not a pcapwire store"
+            raise ConfigError(f"data directory {path} {what} (no catalog.sqlite); ingest "
+                              "into it first, or name the store with --data-dir or "
+                              "PCAPWIRE_DATA_DIR")
+        return cls(path)
+
     def close(self) -> None:
         self.catalog.close()
 

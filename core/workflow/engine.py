@@ -54,7 +54,7 @@ from pcapwire.workflow.context import Output, RunInfo, StepContext
 from pcapwire.workflow.document import Step, Workflow
 from pcapwire.workflow.expr import record_context
 from pcapwire.workflow.policy import Aggregator
-from pcapwire.workflow.results import RunSummary, StepError, StepResult
+from pcapwire.workflow.results import RunSummary, StepError, StepResult, format_traceback
 from pcapwire.workflow.severity import severity_rank
 from pcapwire.workflow.timeouts import CallTimeout, Watchdog, paused
 
@@ -232,21 +232,26 @@ class _Run:
             await sub.queue.put(_END)
 
     # ---- one step -------------------------------------------------------------------------
-    def _error(self, node: _Node, kind: str, message: str, subject: str = "") -> None:
+    def _error(self, node: _Node, kind: str, message: str, subject: str = "",
+               exc: BaseException | None = None) -> None:
         r = node.result
+        trace = format_traceback(exc) if exc is not None else ""
         if len(r.errors) < MAX_STEP_ERRORS:
-            r.errors.append(StepError(kind, message, subject))  # type: ignore[arg-type]
+            r.errors.append(StepError(kind, message, subject, trace))  # type: ignore[arg-type]
         else:
             r.errors_dropped += 1
         if not r.reason:
             r.reason = message
         log.warning("run %s step %s: %s%s", self.info.run_id, node.step.id, message,
                     f" ({subject})" if subject else "")
+        if trace:
+            log.info("run %s step %s:\n%s", self.info.run_id, node.step.id, trace)
 
     async def _feed(self, node: _Node, session: Session, item: Any, per_record: bool,
                     dog: Watchdog) -> None:
         step = node.step
         failure: tuple[str, str] | None = None
+        raised: Exception | None = None
         dog.start()
         try:
             await session.feed(item)
@@ -256,6 +261,7 @@ class _Run:
             failure = ("timeout", "")
         except Exception as exc:
             failure = ("error", f"{type(exc).__name__}: {exc}")
+            raised = exc
         finally:
             dog.stop()
         if failure is None and dog.expired:  # it swallowed the cancellation
@@ -266,7 +272,7 @@ class _Run:
             if kind == "timeout":
                 msg = f"no result within the step timeout of {step.timeout:g} s"
             subject = getattr(item, "id", "") or f"chunk {getattr(item, 'seq', '')}"
-            self._error(node, kind, msg, subject)
+            self._error(node, kind, msg, subject, raised)
             if not per_record:
                 node.failed = (kind, msg)
         if per_record and len(node.result.errors) + node.result.errors_dropped >= MAX_STEP_ERRORS:
@@ -325,7 +331,7 @@ class _Run:
                     self._error(node, "timeout", node.failed[1])
                 except Exception as exc:
                     node.failed = ("error", f"start failed: {type(exc).__name__}: {exc}")
-                    self._error(node, "error", node.failed[1])
+                    self._error(node, "error", node.failed[1], exc=exc)
             per_record = isinstance(session, RecordSession)
             workers = (step.concurrency if session is not None and session.concurrent_feed
                        else 1)
@@ -347,7 +353,7 @@ class _Run:
                     self._error(node, "timeout", node.failed[1])
                 except Exception as exc:
                     node.failed = ("error", f"{type(exc).__name__}: {exc}")
-                    self._error(node, "error", node.failed[1])
+                    self._error(node, "error", node.failed[1], exc=exc)
         except asyncio.CancelledError:
             node.failed = ("cancelled", "run cancelled")
             raise
@@ -362,7 +368,8 @@ class _Run:
                 except BaseException as exc:  # noqa: BLE001 - report, never mask the run
                     if isinstance(exc, asyncio.CancelledError) and _cancelling():
                         raise
-                    self._error(node, "error", f"aclose failed: {type(exc).__name__}: {exc}")
+                    self._error(node, "error", f"aclose failed: {type(exc).__name__}: {exc}",
+                                exc=exc)
             self._conclude(node)
         for sub in {id(x): x for xs in node.subs.values() for x in xs}.values():
             await sub.queue.put(_END)

@@ -20,6 +20,7 @@ the run matches).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,20 +66,38 @@ def load_expectation(path: str | Path) -> Expectation:
                        steps=dict(data.get("steps") or {}))
 
 
+def _value(v: Verdict, key: str) -> Any:
+    return v.flow.to_dict()[key] if key in FLOW_KEYS else getattr(v, key)
+
+
+def _field_matches(v: Verdict, key: str, want: Any) -> bool:
+    got = _value(v, key)
+    if key == "tags":
+        return set(want) <= set(got)
+    if key == "signature_id":  # 2100498 in YAML and "2100498" from an engine are one id
+        return str(got) == str(want)
+    return bool(got == want)
+
+
 def _matches(v: Verdict, e: dict[str, Any]) -> bool:
-    flow = v.flow.to_dict()
+    return all(_field_matches(v, k, want) for k, want in e.items() if k != "count")
+
+
+def _fields_report(e: dict[str, Any], verdicts: list[Verdict]) -> list[str]:
+    """Every compared field: the expected value, and what the run's verdicts had (the
+    verdicts of the same analyzer when it names one, else all)."""
+    pool = [v for v in verdicts if v.analyzer == e.get("analyzer", v.analyzer)] or verdicts
+    out = []
     for key, want in e.items():
         if key == "count":
             continue
-        if key == "tags":
-            if not set(want) <= set(v.tags):
-                return False
-        elif key in FLOW_KEYS:
-            if flow[key] != want:
-                return False
-        elif getattr(v, key) != want:
-            return False
-    return True
+        seen = Counter(repr(sorted(_value(v, key)) if key == "tags" else _value(v, key))
+                       for v in pool)
+        matching = sum(_field_matches(v, key, want) for v in pool)
+        shown = ", ".join(f"{val} ×{n}" for val, n in seen.most_common(5)) or "no verdict"
+        out.append(f"    {key}: expected {want!r}; {matching} of {len(pool)} match; the run "
+                   f"had {shown}")
+    return out
 
 
 def describe(v: Verdict) -> str:
@@ -100,6 +119,7 @@ def compare(exp: Expectation, verdicts: list[Verdict],
         if len(hits) != want:
             shown = {k: v for k, v in e.items() if k != "count"}
             out.append(f"verdicts[{i}] {shown}: expected {want}, got {len(hits)}")
+            out.extend(_fields_report(e, verdicts))
     if exp.exhaustive:
         for j, v in enumerate(verdicts):
             if j not in claimed:

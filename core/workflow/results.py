@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +25,19 @@ class StepError:
     kind: Literal["error", "timeout"]
     message: str
     subject: str = ""
+    #: where the analyzer raised: the innermost frames (``File "...", line N, in f``), at
+    #: most :data:`MAX_TRACEBACK_CHARS`; empty for a timeout
+    traceback: str = ""
+
+
+#: Longest traceback kept in a step error record (the innermost frames are kept).
+MAX_TRACEBACK_CHARS = 4000
+
+
+def format_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback as text, its innermost part when longer than the limit."""
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    return text if len(text) <= MAX_TRACEBACK_CHARS else "…" + text[-MAX_TRACEBACK_CHARS:]
 
 
 @dataclass

@@ -9,10 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-from pcapwire.api import ApiConfig, create_app
+from pcapwire.api import ApiConfig, server
 from pcapwire.api.authdb import AuthDB
-from pcapwire.api.limits import SERVER_HANDLER_ARGS
 
 PCAP_TYPE = "application/vnd.tcpdump.pcap"
 # One Suricata rule that fires once on the corpus capture zeek-http-get (its GET request).
@@ -67,7 +65,8 @@ def bearer(token: str) -> dict[str, str]:
 
 
 class ServerThread:
-    """``create_app(config)`` served on 127.0.0.1:<free port> by a thread with its own loop."""
+    """``create_app(config)`` served on 127.0.0.1:<free port> by a thread with its own loop,
+    the way ``pcapwire serve`` serves it (connection guard, log throttle, TLS if configured)."""
 
     def __init__(self, config: ApiConfig) -> None:
         self.config = config
@@ -100,15 +99,11 @@ class ServerThread:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        runner = web.AppRunner(create_app(self.config), **SERVER_HANDLER_ARGS)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        running = await server.start(self.config, "127.0.0.1", 0)  # as `pcapwire serve`
+        self.url = running.url
         self._ready.set()
         await self._stop.wait()
-        await runner.cleanup()
+        await running.close()
 
 
 async def upload(client: Any, path: Path, token: str, **params: str) -> dict[str, Any]:

@@ -45,6 +45,10 @@ SECURITY_HEADERS = {
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for k, v in SECURITY_HEADERS.items():
         response.headers.setdefault(k, v)
+    config = request.app[CONFIG]
+    if config.tls:  # served over HTTPS by this process (behind a proxy: the proxy sends it)
+        response.headers.setdefault("Strict-Transport-Security",
+                                    f"max-age={config.hsts_max_age_s}")
 
 
 async def _state(app: web.Application) -> AsyncIterator[None]:

@@ -3,7 +3,8 @@
 A token is ``pwt_<id>_<secret>``. Only ``sha256(salt || secret)`` and a per-token random
 salt are stored, so the token is shown once, at creation, and can never be shown again.
 ``<id>`` is public (it names the token in lists and logs). Dashboard sessions are stored
-hashed too, and die with their token (revocation ends them at once).
+hashed too, and die with their token (revocation ends them at once). Sensor names are
+per tenant: two tenants may each have a sensor ``edge1``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 TOKEN_RE = re.compile(r"pwt_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 LAST_USED_RESOLUTION_S = 60  # last_used is written at most once a minute per token
 
-SCHEMA = """
+SENSORS_TABLE = """CREATE TABLE IF NOT EXISTS sensors (
+  name TEXT NOT NULL, tenant TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (tenant, name))"""
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tokens (
   id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL, role TEXT NOT NULL,
   salt BLOB NOT NULL, hash BLOB NOT NULL, created REAL NOT NULL, last_used REAL,
   revoked REAL);
-CREATE TABLE IF NOT EXISTS sensors (
-  name TEXT PRIMARY KEY, tenant TEXT NOT NULL, created REAL NOT NULL);
+{SENSORS_TABLE};
 CREATE TABLE IF NOT EXISTS sessions (
   hash BLOB PRIMARY KEY, token_id TEXT NOT NULL REFERENCES tokens(id), csrf TEXT NOT NULL,
   created REAL NOT NULL, expires REAL NOT NULL);
@@ -69,6 +71,31 @@ class AuthDB:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        self._migrate_sensors()
+
+    def _migrate_sensors(self) -> None:
+        """Rebuild a sensors table keyed by name alone (global names) as one keyed by
+        (tenant, name), keeping every row; once, in one transaction."""
+        if not self._sensor_names_global():
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._sensor_names_global():  # not migrated meanwhile by another process
+                self.db.execute("ALTER TABLE sensors RENAME TO sensors_global")
+                self.db.execute(SENSORS_TABLE)
+                self.db.execute("INSERT INTO sensors (name, tenant, created) "
+                                "SELECT name, tenant, created FROM sensors_global")
+                self.db.execute("DROP TABLE sensors_global")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _sensor_names_global(self) -> bool:
+        """Whether the sensors table is keyed by name alone (as before names were per
+        tenant): ``tenant`` is not part of its primary key."""
+        key = {r[1]: r[5] for r in self.db.execute("PRAGMA table_info(sensors)")}
+        return key.get("tenant", 0) == 0
 
     def close(self) -> None:
         self.db.close()
@@ -117,14 +144,16 @@ class AuthDB:
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def revoke(self, token_id: str, tenant: str | None = None) -> bool:
-        """Revoke a token (and end its sessions); False when no such live token."""
+        """Revoke a live token (of ``tenant`` when given) and end its sessions; False, with
+        nothing changed, when there is no such token."""
         sql, args = "UPDATE tokens SET revoked=? WHERE id=? AND revoked IS NULL", [time.time(),
                                                                                    token_id]
         if tenant is not None:
             sql += " AND tenant=?"
             args.append(tenant)
         changed = self.db.execute(sql, args).rowcount > 0
-        self.db.execute("DELETE FROM sessions WHERE token_id=?", (token_id,))
+        if changed:  # another tenant's id: its sessions are not this caller's to end
+            self.db.execute("DELETE FROM sessions WHERE token_id=?", (token_id,))
         return changed
 
     # -- sensors ---------------------------------------------------------------------------
@@ -132,15 +161,17 @@ class AuthDB:
         check_name("sensor", name)
         check_name("tenant", tenant)
         try:
-            self.db.execute("INSERT INTO sensors VALUES (?,?,?)", (name, tenant, time.time()))
+            self.db.execute("INSERT INTO sensors (name, tenant, created) VALUES (?,?,?)",
+                            (name, tenant, time.time()))
         except sqlite3.IntegrityError:
-            raise ConfigError(f"sensor {name!r} already exists (sensor names are global; "
-                              "pick another name)") from None
+            raise ConfigError(f"sensor {name!r} already exists in tenant {tenant!r}; pick "
+                              "another name") from None
         return {"name": name, "tenant": tenant}
 
-    def sensor_tenant(self, name: str) -> str | None:
-        row = self.db.execute("SELECT tenant FROM sensors WHERE name=?", (name,)).fetchone()
-        return None if row is None else str(row[0])
+    def has_sensor(self, name: str, tenant: str) -> bool:
+        """Whether ``tenant`` has a sensor ``name`` (other tenants' sensors are not seen)."""
+        return self.db.execute("SELECT 1 FROM sensors WHERE tenant=? AND name=?",
+                               (tenant, name)).fetchone() is not None
 
     def sensors(self, tenant: str) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT name, tenant, created FROM sensors WHERE tenant=? "

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 from pcapwire.api.errors import ApiError
-from pcapwire.api.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from pcapwire.api.limits import DEFAULT_PAGE_SIZE, MAX_JSON_DEPTH, MAX_PAGE_SIZE
 from pcapwire.api.schemas import validate
 
 #: Bytes read from a request body at a time while an upload streams to disk.
@@ -51,11 +51,32 @@ async def read_json(request: web.Request, schema: str | None = None) -> Any:
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as application/json (got {request.content_type!r})")
     raw = await request.read()
+    too_deep = ApiError(400, "json_too_deep", "the JSON body nests arrays and objects more "
+                        f"than {MAX_JSON_DEPTH} levels deep (the limit max_json_depth); send "
+                        "a flatter document", {"limit": MAX_JSON_DEPTH,
+                                               "limit_name": "max_json_depth"})
     try:
         body = json.loads(raw)
+    except RecursionError:  # deeper than Python's parser goes: far beyond the limit
+        raise too_deep from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if json_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise too_deep
     return validate(body, schema) if schema is not None else body
+
+
+def json_depth(value: Any, stop: int) -> int:
+    """How deep arrays and objects nest in ``value`` (``[]`` is 1, ``[[1]]`` 2), counted
+    without recursion; counting stops past ``stop``."""
+    depth, level = 0, [value]
+    while depth <= stop:
+        level = [v for v in level if isinstance(v, dict | list)]
+        if not level:
+            break
+        depth += 1
+        level = [c for v in level for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
 
 
 def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

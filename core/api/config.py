@@ -6,6 +6,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pcapwire.api import limits
+from pcapwire.errors import ConfigError
+from pcapwire.store.limits import IngestLimits
+
+
+@dataclass
+class HttpLimits:
+    """Connection-level limits (see :mod:`.limits`; 0 turns one off), enforced by
+    :mod:`.connections` before a request reaches the application."""
+
+    header_timeout_s: float = limits.HEADER_TIMEOUT_S
+    keepalive_timeout_s: float = limits.KEEPALIVE_TIMEOUT_S
+    body_min_bytes_per_s: int = limits.BODY_MIN_BYTES_PER_S
+    body_rate_window_s: float = limits.BODY_RATE_WINDOW_S
+    max_connections_per_client: int = limits.MAX_CONNECTIONS_PER_CLIENT
+    log_burst_lines: int = limits.LOG_BURST_LINES
+    log_lines_per_s: float = limits.LOG_LINES_PER_S
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not value >= 0:  # also refuses nan
+                raise ConfigError(f"{name} must be 0 (off) or positive, not {value!r}")
 
 
 @dataclass
@@ -16,7 +37,14 @@ class ApiConfig:
     data_dir: Path
     max_body_bytes: int = limits.MAX_JSON_BODY_BYTES
     max_upload_bytes: int = limits.MAX_UPLOAD_BYTES
+    # An ingest's limits (0: off); see ingest_limits.
+    max_decompressed_bytes: int = limits.MAX_DECOMPRESSED_BYTES
+    max_decompression_ratio: float = limits.MAX_DECOMPRESSION_RATIO
+    tenant_quota_bytes: int = limits.TENANT_QUOTA_BYTES
     max_hashlist_bytes: int = limits.MAX_HASHLIST_UPLOAD_BYTES
+    max_hashlist_rows: int = limits.MAX_HASHLIST_ROWS
+    max_hashlist_steps: int = limits.MAX_HASHLIST_SQLITE_STEPS
+    hashlist_import_timeout_s: float = limits.HASHLIST_IMPORT_TIMEOUT_S
     max_concurrent_queries: int = limits.MAX_CONCURRENT_QUERIES_PER_TENANT
     max_query_result_bytes: int = limits.MAX_QUERY_RESULT_BYTES
     event_margin_s: float = limits.DEFAULT_EVENT_MARGIN_S
@@ -24,14 +52,42 @@ class ApiConfig:
     ingest_paths: list[Path] = field(default_factory=list)
     # Directories of workflow YAML documents this server offers (by their ``name``).
     workflow_dirs: list[Path] = field(default_factory=list)
-    # Set when served behind TLS so the session cookie gets the Secure attribute.
-    secure_cookies: bool = False
     session_ttl_s: int = limits.SESSION_TTL_S
+    http: HttpLimits = field(default_factory=HttpLimits)
+    # TLS served by pcapwire itself (certificate chain and key, PEM), or a TLS-terminating
+    # proxy declared in front; either makes the session cookie Secure unless
+    # ``secure_cookies`` says otherwise.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    behind_tls_proxy: bool = False
+    secure_cookies: bool | None = None
+    hsts_max_age_s: int = limits.HSTS_MAX_AGE_S  # sent only when serving TLS itself
 
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both a certificate (--tls-cert) and its key "
+                              "(--tls-key)")
+        self.tls_cert = Path(self.tls_cert).resolve() if self.tls_cert else None
+        self.tls_key = Path(self.tls_key).resolve() if self.tls_key else None
+        if self.secure_cookies is None:
+            self.secure_cookies = self.tls or self.behind_tls_proxy
+        if self.hsts_max_age_s < 0:
+            raise ConfigError("the HSTS max-age must be 0 or positive")
         self.data_dir = Path(self.data_dir).resolve()
         self.ingest_paths = [Path(p).resolve() for p in self.ingest_paths]
         self.workflow_dirs = [Path(p).resolve() for p in self.workflow_dirs]
+
+    @property
+    def tls(self) -> bool:
+        """pcapwire itself serves HTTPS."""
+        return self.tls_cert is not None
+
+    @property
+    def ingest_limits(self) -> IngestLimits:
+        """What one ingest into a tenant may add (passed to its ``pcapwire ingest``)."""
+        return IngestLimits(max_decompressed_bytes=self.max_decompressed_bytes or None,
+                            max_decompression_ratio=self.max_decompression_ratio or None,
+                            quota_bytes=self.tenant_quota_bytes or None)
 
     @property
     def auth_db(self) -> Path:

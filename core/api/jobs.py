@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -22,11 +23,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pcapwire.api.errors import ApiError
-from pcapwire.api.limits import RUNNING_JOBS_KEPT, QuerySlots
+from pcapwire.api.limits import MAX_BPF_PORT_TERMS, RUNNING_JOBS_KEPT, QuerySlots
 from pcapwire.api.tenants import TenantStore
 from pcapwire.api.workflows import WorkflowService
 from pcapwire.errors import QueryError
 from pcapwire.query import QuerySpec, QueryStats, StreamFormatter
+from pcapwire.query.bpfcache import precompile
 from pcapwire.records import PcapChunk
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,21 @@ class QueryJob:
         return min(0.99, self.stats.segments_scanned / self.segments_planned)
 
 
+async def compile_off_loop(engine: Any, spec: QuerySpec) -> None:
+    """Compile the query's BPF in a worker thread (libpcap's compiler can take seconds and
+    releases the GIL) so planning on the event loop finds it compiled; refuse more than
+    :data:`MAX_BPF_PORT_TERMS` ``port``/``portrange`` terms, the terms that make libpcap
+    slow."""
+    if not spec.bpf:
+        return
+    terms = len(re.findall(r"\bport(?:range)?\b", spec.bpf))
+    if terms > MAX_BPF_PORT_TERMS:
+        raise QueryError(f"the BPF expression has {terms} port/portrange terms, more than "
+                         f"the limit of {MAX_BPF_PORT_TERMS} (max_bpf_port_terms) that libpcap "
+                         "compiles in reasonable time; use a portrange, or several queries")
+    await asyncio.to_thread(precompile, spec.bpf, engine.filter_keys(spec))
+
+
 class QueryManager:
     def __init__(self, slots: QuerySlots, workflows: WorkflowService) -> None:
         self.slots = slots
@@ -114,6 +131,7 @@ class QueryManager:
             workflows = self.workflows.triggered(spec.case, spec.event)
         self.workflows.check(ts.tenant, workflows)
         engine = ts.engine()
+        await compile_off_loop(engine, spec)
         plan = engine.plan(spec)  # QueryError (bad BPF...) before anything starts
         self.slots.acquire(ts.tenant)
         qid = uuid.uuid4().hex

@@ -55,9 +55,13 @@ async def create_token(request: web.Request) -> web.Response:
 async def revoke_token(request: web.Request) -> web.Response:
     token_id = request.match_info["token_id"]
     who = principal(request)
+    db = request.app[AUTH]
+    info = db.token_info(token_id)
+    if info is None or info["tenant"] != who.tenant:  # before anything is touched
+        raise not_found("token", token_id)
     if token_id == who.token_id:
         raise ApiError(409, "own_token", "a token cannot revoke itself through the API; use "
                        "another admin token or `pcapwire token revoke`")
-    if not request.app[AUTH].revoke(token_id, who.tenant):
+    if not db.revoke(token_id, who.tenant):  # already revoked
         raise not_found("token", token_id)
     return web.Response(status=204)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from aiohttp import web
 from pcapwire.api.auth import principal, role
-from pcapwire.api.bodies import read_json, receive_upload
+from pcapwire.api.bodies import read_json
 from pcapwire.api.errors import ApiError, not_found
+from pcapwire.api.ingest_limits import receive_capture, refuse_if_stopped
 from pcapwire.api.keys import AUTH, CONFIG
 from pcapwire.api.routes_queries import tenant_store
 
@@ -21,17 +22,9 @@ def _sensor(request: web.Request) -> str | None:
     name = request.query.get("sensor")
     if name is None:
         return None
-    if request.app[AUTH].sensor_tenant(name) != principal(request).tenant:
+    if not request.app[AUTH].has_sensor(name, principal(request).tenant):
         raise not_found("sensor", name)
     return name
-
-
-async def _receive(request: web.Request, directory: Path) -> Path:
-    """Stream the body to a file, refusing more than the upload limit (413)."""
-    return await receive_upload(request, directory, request.app[CONFIG].max_upload_bytes,
-                                what="capture", limit_name="max_upload_bytes",
-                                suffix=".upload",
-                                instead="ingest it from a server-side path or split it")
 
 
 def _allowed_path(request: web.Request, raw: str) -> Path:
@@ -52,23 +45,31 @@ def _allowed_path(request: web.Request, raw: str) -> Path:
 async def ingest(request: web.Request) -> web.Response:
     sensor = _sensor(request)
     ts = tenant_store(request)
+    config = request.app[CONFIG]
     if request.content_type == "application/json":
         if not principal(request).has("admin"):
             raise ApiError(403, "forbidden", "ingesting a server-side path needs the 'admin' "
                            "role", {"required_role": "admin"})
         path = _allowed_path(request, (await read_json(request, "IngestPath"))["path"])
-        return web.json_response({**await ts.ingest([path]), "sensor": sensor})
+        summary = await ts.ingest([path], config.ingest_limits)
+        refuse_if_stopped(summary, str)
+        summary.pop("unusable", None)  # a directory may hold other files: reported in errors
+        return web.json_response({**summary, "sensor": sensor})
     if request.content_type not in UPLOAD_TYPES:
         raise ApiError(415, "unsupported_media_type", "upload the capture as "
                        "application/vnd.tcpdump.pcap (pcap, pcapng or gzip'd either)")
-    upload = await _receive(request, ts.uploads)
+    upload = await receive_capture(request, ts.tenant, ts.root, ts.uploads, config)
     shown = request.query.get("filename", "upload")[:200]
     try:
-        summary = await ts.ingest([upload])
+        summary = await ts.ingest([upload], config.ingest_limits)
     finally:
         upload.unlink(missing_ok=True)
     summary["errors"] = [e.replace(str(upload), shown) for e in summary["errors"]]
     summary["warnings"] = [w.replace(str(upload), shown) for w in summary["warnings"]]
+    refuse_if_stopped(summary, lambda p: p.replace(str(upload), shown))
+    if summary.pop("unusable", None):
+        raise ApiError(400, "not_a_capture", f"{summary['errors'][0]}; upload a pcap or "
+                       "pcapng file (gzip'd or not)", {"errors": summary["errors"]})
     return web.json_response({**summary, "sensor": sensor})
 
 
@@ -83,8 +84,9 @@ async def list_sensors(request: web.Request) -> web.Response:
 async def add_sensor(request: web.Request) -> web.Response:
     body = await read_json(request, "SensorRequest")
     db = request.app[AUTH]
-    if db.sensor_tenant(body["name"]) is not None:
-        raise ApiError(409, "sensor_exists", f"sensor {body['name']!r} already exists")
+    if db.has_sensor(body["name"], principal(request).tenant):  # names are per tenant
+        raise ApiError(409, "sensor_exists", f"sensor {body['name']!r} already exists in "
+                       "your tenant")
     db.add_sensor(body["name"], principal(request).tenant)
     created = next(s for s in db.sensors(principal(request).tenant) if s["name"] == body["name"])
     return web.json_response(created, status=201)

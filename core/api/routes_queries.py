@@ -12,7 +12,7 @@ from pcapwire.api.bodies import page, read_json
 from pcapwire.api.config import ApiConfig
 from pcapwire.api.errors import ApiError, not_found
 from pcapwire.api.history import get_query, query_view, runs_of, search_queries
-from pcapwire.api.jobs import QueryJob
+from pcapwire.api.jobs import QueryJob, compile_off_loop
 from pcapwire.api.keys import CONFIG, QUERIES, TENANTS
 from pcapwire.api.tenants import TenantStore
 from pcapwire.errors import QueryError
@@ -117,7 +117,10 @@ async def check_bpf(request: web.Request) -> web.Response:
     """Syntax check of a BPF expression by libpcap (the dashboard calls it as you type)."""
     body = await read_json(request, "BpfCheck")
     try:
-        tenant_store(request).engine().plan(QuerySpec(bpf=body["bpf"], start_ns=0, end_ns=1))
+        spec = QuerySpec(bpf=body["bpf"], start_ns=0, end_ns=1)
+        engine = tenant_store(request).engine()
+        await compile_off_loop(engine, spec)
+        engine.plan(spec)
     except QueryError as exc:
         return web.json_response({"valid": False, "error": str(exc)})
     return web.json_response({"valid": True, "error": None})

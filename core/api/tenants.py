@@ -21,9 +21,11 @@ from pcapwire.api.authdb import check_name
 from pcapwire.api.config import ApiConfig
 from pcapwire.api.errors import ApiError
 from pcapwire.cases import CaseStore
-from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
+from pcapwire.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+from pcapwire.cli.ingest import limit_args
 from pcapwire.hashlist import HashListSet
 from pcapwire.store import Catalog, Store
+from pcapwire.store.limits import IngestLimits
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +84,19 @@ class TenantStore:
                 getattr(self._writer, method)(*args)
         await asyncio.to_thread(call)
 
-    async def ingest(self, paths: list[Path]) -> dict[str, Any]:
+    async def ingest(self, paths: list[Path], limits: IngestLimits | None = None
+                     ) -> dict[str, Any]:
         """Ingest in a child process (``pcapwire ingest --json``), so that its CPU work never
-        competes with the event loop for the interpreter; returns the CLI's JSON summary."""
+        competes with the event loop for the interpreter; returns the CLI's JSON summary
+        (with ``stopped`` when one of ``limits`` stopped it: see :mod:`.ingest_limits`)."""
         if self.ingesting.locked():
             raise ApiError(409, "ingest_busy", f"tenant {self.tenant!r} is already ingesting; "
                            "retry when it finishes")
         async with self.ingesting:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "pcapwire.cli", "--data-dir", str(self.root), "ingest",
-                "--json", "--progress", "none", "--", *map(str, paths),
+                "--json", "--progress", "none", *limit_args(limits or IngestLimits()),
+                "--", *map(str, paths),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             try:
                 out, err = await proc.communicate()
@@ -99,8 +104,9 @@ class TenantStore:
                 proc.kill()
                 await proc.wait()
                 raise
-        if proc.returncode in (EXIT_OK, EXIT_PARTIAL):
-            return dict(json.loads(out))
+        if proc.returncode in (EXIT_OK, EXIT_PARTIAL) or (proc.returncode == EXIT_USAGE
+                                                          and out.startswith(b"{")):
+            return dict(json.loads(out))  # exit 2 with a summary: an input was no capture
         message = err.decode(errors="replace").strip().removeprefix("pcapwire: error: ")
         if "another ingest is running" in message:
             raise ApiError(409, "ingest_busy", message)

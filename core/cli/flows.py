@@ -6,8 +6,11 @@ import argparse
 import json
 
 from pcapwire.cli.filters import add_filter_args, spec_from_args
+from pcapwire.errors import QueryError
 from pcapwire.query.flows import find_flows
 from pcapwire.store import Store
+
+MAX_LIMIT = 2**63 - 1  # --limit: SQLite's largest integer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    if args.limit is not None and not 0 <= args.limit <= MAX_LIMIT:
+        raise QueryError(f"--limit {args.limit} is outside 0..{MAX_LIMIT}")
     with Store.existing(args.data_dir) as store:
         rows = find_flows(store.catalog, spec, args.limit)
     if args.json:

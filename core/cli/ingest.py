@@ -1,4 +1,9 @@
-"""``pcapwire ingest PATH…``: files, directories and .gz captures into the store."""
+"""``pcapwire ingest PATH…``: files, directories and .gz captures into the store.
+
+Limits (:mod:`pcapwire.store.limits`) are off unless given: the operator ingests their own
+files onto their own disk, and large archives must go through. ``pcapwire serve`` passes its
+limits with these flags (:func:`limit_args`) to the ingest it runs for each upload.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ import json
 import sys
 import time
 
-from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
+from pcapwire.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from pcapwire.store import Store
+from pcapwire.store.limits import DECOMPRESSED, QUOTA, RATIO, IngestLimits
 from pcapwire.store.segments import SEGMENT_MAX_BYTES
 
 
@@ -23,8 +29,46 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="index clean little-endian pcap files where they lie instead of "
                         "copying them into segments (they must then stay unchanged); other "
                         "inputs are copied as usual")
+    p.add_argument("--max-decompressed-mb", type=non_negative, default=0, metavar="MiB",
+                   help="stop a .gz input that decompresses to more than this "
+                        "(default 0: no limit)")
+    p.add_argument("--max-ratio", type=non_negative, default=0, metavar="N",
+                   help="stop a .gz input that decompresses to more than N times its "
+                        "compressed bytes, counted after its first MiB (default 0: no limit)")
+    p.add_argument("--quota-mb", type=non_negative, default=0, metavar="MiB",
+                   help="stop before the data directory's files exceed this size (the inputs "
+                        "being ingested not counted, nor the index of files --in-place; "
+                        "default 0: no quota)")
     p.add_argument("--json", action="store_true", help="summary as JSON")
     p.set_defaults(func=run)
+
+
+def non_negative(text: str) -> float:
+    """argparse type of a limit: a number, 0 (off) or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more, not {text}")
+    return value
+
+
+def _mib(value: float) -> int | None:
+    return int(value * 2**20) or None
+
+
+def limit_args(limits: IngestLimits) -> list[str]:
+    """The flags that give an ingest child these limits (exact to the byte: a byte count
+    divided by 2**20 is an exact float)."""
+    out: list[str] = []
+    for flag, value in (("--max-decompressed-mb", limits.max_decompressed_bytes),
+                        ("--quota-mb", limits.quota_bytes)):
+        if value:
+            out += [flag, repr(value / 2**20)]
+    if limits.max_decompression_ratio:
+        out += ["--max-ratio", repr(float(limits.max_decompression_ratio))]
+    return out
 
 
 class _Bar:
@@ -44,6 +88,11 @@ class _Bar:
         sys.stderr.flush()
 
 
+_REMEDY = {DECOMPRESSED: "raise --max-decompressed-mb (0: no limit)",
+           RATIO: "raise --max-ratio (0: no limit)",
+           QUOTA: "free space in the data directory or raise --quota-mb"}
+
+
 def run(args: argparse.Namespace) -> int:
     mode = args.progress
     if mode == "auto":
@@ -54,9 +103,12 @@ def run(args: argparse.Namespace) -> int:
         if mode == "lines":
             print(f"checkpoint: {n} segment(s) committed", file=sys.stderr, flush=True)
 
+    limits = IngestLimits(max_decompressed_bytes=_mib(args.max_decompressed_mb),
+                          max_decompression_ratio=args.max_ratio or None,
+                          quota_bytes=_mib(args.quota_mb))
     with Store(args.data_dir) as store:
         report = store.ingest(args.paths, segment_max_bytes=args.segment_size * 2**20,
-                              in_place=args.in_place,
+                              in_place=args.in_place, limits=limits,
                               progress=bar, on_checkpoint=on_checkpoint)
     if bar is not None:
         sys.stderr.write("\n")
@@ -71,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
         "errors": report.errors,
         "warnings": [f"{f.path}: byte {o}: {m}" for f in report.files for o, m in f.warnings],
     }
+    if report.stopped:  # only then: the API's IngestSummary schema has no such field
+        summary["stopped"] = [s.as_dict() for s in report.stopped]
+    if report.unusable:  # likewise: the API answers these with a 400
+        summary["unusable"] = report.unusable
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
@@ -84,4 +140,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {w}", file=sys.stderr)
         for e in summary["errors"]:
             print(f"error: {e}", file=sys.stderr)
+        for stop in report.stopped:
+            print(f"error: {stop.path}: {_REMEDY[stop.limit_name]}; ingesting it again then "
+                  "resumes after the packets already stored", file=sys.stderr)
+    if report.unusable:
+        return EXIT_USAGE  # an input that is not a capture is an input error (the rest kept)
     return EXIT_PARTIAL if report.errors else EXIT_OK

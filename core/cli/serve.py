@@ -1,4 +1,5 @@
-"""``pcapwire serve [--listen HOST:PORT]``: the REST API and the dashboard.
+"""``pcapwire serve [--listen HOST:PORT] [--tls-cert F --tls-key F]``: the REST API and the
+dashboard, behind the connection guard (:mod:`pcapwire.api.connections`).
 
 The data directory holds ``auth.sqlite`` and one store per tenant (``tenants/<tenant>/``).
 Create the first token with ``pcapwire token create --tenant T --role admin``.
@@ -8,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from pcapwire.api import limits
+from pcapwire.api.config import ApiConfig, HttpLimits
+from pcapwire.cli.ingest import non_negative
 from pcapwire.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workflows", action="append", default=[], metavar="DIR",
                    help="directory of workflow YAML documents to offer (repeatable)")
     p.add_argument("--max-upload-mb", type=int, default=limits.MAX_UPLOAD_BYTES // 2**20)
+    p.add_argument("--max-decompressed-mb", type=non_negative,
+                   default=limits.MAX_DECOMPRESSED_BYTES // 2**20,
+                   help="largest decompressed size of one gzip'd capture, in MiB (default "
+                   f"{limits.MAX_DECOMPRESSED_BYTES // 2**20}; 0: no limit)")
+    p.add_argument("--max-decompression-ratio", type=non_negative,
+                   default=limits.MAX_DECOMPRESSION_RATIO, metavar="N",
+                   help="largest decompressed/compressed ratio of a gzip'd capture after its "
+                   f"first MiB (default {limits.MAX_DECOMPRESSION_RATIO:g}; 0: no limit)")
+    p.add_argument("--tenant-quota-gb", type=non_negative,
+                   default=limits.TENANT_QUOTA_BYTES / 2**30,
+                   help="bytes of one tenant's directory an ingest may fill, in GiB (default "
+                   f"{limits.TENANT_QUOTA_BYTES / 2**30:g}; 0: no quota)")
     p.add_argument("--max-hashlist-mb", type=int,
                    default=limits.MAX_HASHLIST_UPLOAD_BYTES // 2**20,
                    help="largest hash-list upload in MiB (bigger lists: `pcapwire hashlist`)")
@@ -43,25 +59,73 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="concurrent queries per tenant")
     p.add_argument("--event-margin", type=float, default=limits.DEFAULT_EVENT_MARGIN_S,
                    metavar="SECONDS", help="event-to-PCAP time margin before and after")
-    p.add_argument("--secure-cookies", action="store_true",
-                   help="mark the session cookie Secure (when served behind TLS)")
+    p.add_argument("--tls-cert", type=Path, metavar="FILE",
+                   help="serve HTTPS with this PEM certificate chain (needs --tls-key)")
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's PEM key")
+    p.add_argument("--behind-tls-proxy", action="store_true",
+                   help="a TLS-terminating proxy is in front (cookies become Secure)")
+    p.add_argument("--secure-cookies", action=argparse.BooleanOptionalAction, default=None,
+                   help="mark the session cookie Secure (default: on with --tls-cert or "
+                   "--behind-tls-proxy, else off)")
+    p.add_argument("--hsts-max-age", type=int, default=limits.HSTS_MAX_AGE_S,
+                   metavar="SECONDS", help="Strict-Transport-Security max-age sent with "
+                   f"--tls-cert (default {limits.HSTS_MAX_AGE_S}; 0 makes browsers forget it)")
+    http = p.add_argument_group("connection limits (0 turns one off)")
+    http.add_argument("--header-timeout", type=float, default=limits.HEADER_TIMEOUT_S,
+                      metavar="SECONDS", help="request headers (and TLS handshake) must "
+                      f"arrive within this (default {limits.HEADER_TIMEOUT_S:g})")
+    http.add_argument("--keepalive-timeout", type=float, default=limits.KEEPALIVE_TIMEOUT_S,
+                      metavar="SECONDS", help="close idle keep-alive connections after this "
+                      f"(default {limits.KEEPALIVE_TIMEOUT_S:g}; 0: after each response)")
+    http.add_argument("--body-min-rate", type=int, default=limits.BODY_MIN_BYTES_PER_S,
+                      metavar="BYTES_PER_S", help="slower request bodies get 408 (default "
+                      f"{limits.BODY_MIN_BYTES_PER_S})")
+    http.add_argument("--body-rate-window", type=float, default=limits.BODY_RATE_WINDOW_S,
+                      metavar="SECONDS", help="window the body rate is averaged over "
+                      f"(default {limits.BODY_RATE_WINDOW_S:g})")
+    http.add_argument("--max-connections-per-client", type=int,
+                      default=limits.MAX_CONNECTIONS_PER_CLIENT, metavar="N",
+                      help="open connections per client address (IPv6: per /64; default "
+                      f"{limits.MAX_CONNECTIONS_PER_CLIENT}; behind a proxy: raise it)")
+    http.add_argument("--log-burst", type=int, default=limits.LOG_BURST_LINES, metavar="LINES",
+                      help="log lines of one kind written before throttling (default "
+                      f"{limits.LOG_BURST_LINES})")
+    http.add_argument("--log-rate", type=float, default=limits.LOG_LINES_PER_S,
+                      metavar="LINES_PER_S", help="then at most this many per second "
+                      f"(default {limits.LOG_LINES_PER_S:g})")
     p.set_defaults(func=run)
 
 
+def config_from(args: argparse.Namespace) -> ApiConfig:
+    return ApiConfig(
+        data_dir=args.data_dir, ingest_paths=args.ingest_path, workflow_dirs=args.workflows,
+        max_upload_bytes=args.max_upload_mb * 2**20,
+        max_decompressed_bytes=int(args.max_decompressed_mb * 2**20),
+        max_decompression_ratio=args.max_decompression_ratio,
+        tenant_quota_bytes=int(args.tenant_quota_gb * 2**30),
+        max_hashlist_bytes=args.max_hashlist_mb * 2**20,
+        max_query_result_bytes=args.max_result_mb * 2**20,
+        max_concurrent_queries=args.max_queries, event_margin_s=args.event_margin,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, behind_tls_proxy=args.behind_tls_proxy,
+        secure_cookies=args.secure_cookies, hsts_max_age_s=args.hsts_max_age,
+        http=HttpLimits(
+            header_timeout_s=args.header_timeout, keepalive_timeout_s=args.keepalive_timeout,
+            body_min_bytes_per_s=args.body_min_rate, body_rate_window_s=args.body_rate_window,
+            max_connections_per_client=args.max_connections_per_client,
+            log_burst_lines=args.log_burst, log_lines_per_s=args.log_rate))
+
+
 def run(args: argparse.Namespace) -> int:
-    from aiohttp import web
-    from pcapwire.api import ApiConfig, create_app
+    import asyncio
+
+    from pcapwire.api import server
 
     host, port = parse_listen(args.listen)
-    config = ApiConfig(data_dir=args.data_dir, ingest_paths=args.ingest_path,
-                       workflow_dirs=args.workflows,
-                       max_upload_bytes=args.max_upload_mb * 2**20,
-                       max_hashlist_bytes=args.max_hashlist_mb * 2**20,
-                       max_query_result_bytes=args.max_result_mb * 2**20,
-                       max_concurrent_queries=args.max_queries,
-                       event_margin_s=args.event_margin, secure_cookies=args.secure_cookies)
-    log.warning("pcapwire serving %s on http://%s:%d/ui/", config.data_dir, host, port)
-    web.run_app(create_app(config), host=host, port=port, print=None,
-                **limits.SERVER_HANDLER_ARGS,
-                access_log=logging.getLogger("pcapwire.api.access"))
+    config = config_from(args)
+
+    def started(running: server.Running) -> None:
+        log.warning("pcapwire serving %s on %s/ui/ (secure cookies %s)", config.data_dir,
+                    running.url, "on" if config.secure_cookies else "off")
+
+    asyncio.run(server.serve(config, host, port, started))
     return 0

@@ -6,7 +6,12 @@
 #include "pcapwire_native.h" /* Python.h first: it sets the feature macros pcap.h needs */
 
 #include <pcap/pcap.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+/* one libpcap compile at a time in this process (see Filter_init) */
+static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* tcpdump compiles with netmask 0 when reading a file (so "ip broadcast" works there);
  * PCAP_NETMASK_UNKNOWN would reject it. Same netmask, same programs. */
@@ -55,9 +60,20 @@ static int Filter_init(PwFilter *self, PyObject *args, PyObject *kwds)
         PyErr_NoMemory();
         return -1;
     }
-    /* pcap_compile() runs with the GIL held: older libpcaps are not reentrant here */
-    if (pcap_compile(p, &self->prog, s, 1, PW_BPF_NETMASK) < 0) {
-        PyErr_SetString(PyExc_ValueError, pcap_geterr(p));
+    /* libpcap's compiler can take seconds on a long expression: it runs without the GIL,
+     * one compile at a time in the process (older libpcaps are not reentrant here). The
+     * expression's bytes stay valid: self->expr holds a reference to the str. */
+    int rc;
+    char err[PCAP_ERRBUF_SIZE];
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&compile_lock);
+    rc = pcap_compile(p, &self->prog, s, 1, PW_BPF_NETMASK);
+    if (rc < 0)
+        snprintf(err, sizeof err, "%s", pcap_geterr(p));
+    pthread_mutex_unlock(&compile_lock);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        PyErr_SetString(PyExc_ValueError, err);
         pcap_close(p);
         return -1;
     }

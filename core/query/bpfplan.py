@@ -15,7 +15,10 @@ packet tcpdump would match, so it is deliberately conservative:
   every expression.
 
 The result is an SQL condition over the ``flows`` table, or ``None`` when the expression
-cannot narrow anything.
+cannot narrow anything. Beyond :data:`MAX_PLAN_DEPTH` or :data:`MAX_PLAN_TERMS` the planner
+does not narrow (every packet of the time window goes through libpcap, so the result is
+still tcpdump's); an expression nested deeper than :data:`MAX_BPF_NESTING` is refused
+(:func:`check_nesting`).
 """
 
 from __future__ import annotations
@@ -35,10 +38,23 @@ PROTO_QUALS = {"ip", "ip6", "tcp", "udp", "sctp", "icmp", "icmp6", "ether", "arp
 DIR_QUALS = {"src", "dst", "inbound", "outbound"}
 TYPE_QUALS = {"host", "net", "port", "portrange", "gateway", "proto", "protochain"}
 CONNECTIVES = {"and", "&&", "or", "||"}
+#: Nesting the planner follows: parentheses, ``not``, and each switch between ``and`` and
+#: ``or``. Deeper expressions are not narrowed through the index (libpcap still runs them
+#: over every packet of the time window). Keeps the planner's recursion far below Python's
+#: limit and the SQL it writes below SQLite's parser stack (overflows near 28 levels).
+MAX_PLAN_DEPTH = 16
+#: Index-usable primitives (``host``, ``net``, ``port`` ...) the planner turns into SQL; an
+#: expression with more (a long list of hosts) is not narrowed through the index. Keeps the
+#: SQL far below SQLite's expression depth (1000) and bound-parameter (999) limits.
+MAX_PLAN_TERMS = 128
+#: Parentheses and ``not``s open at once in a BPF expression: deeper is refused as input
+#: nobody writes (libpcap itself gives up near 10,000 with "memory exhausted").
+MAX_BPF_NESTING = 256
 
 
 class _Unparsed(Exception):
-    """The expression uses syntax this planner does not model; fall back to a full scan."""
+    """The expression uses syntax this planner does not model, or is deeper or longer than
+    it follows; fall back to a full scan."""
 
 
 @dataclass(frozen=True)
@@ -47,21 +63,55 @@ class Sql:
     args: tuple[object, ...]
 
 
-TRUE: Sql | None = None  # "may match anything"
+@dataclass(frozen=True)
+class _Chain:
+    """Conditions joined by one connective, flat (``a OR b OR c``, not ``((a OR b) OR c)``),
+    so a long list of alternatives does not nest the SQL."""
+
+    op: str  # "AND" or "OR"
+    parts: tuple[Sql | _Chain, ...]
+    depth: int  # chains nested in this one, itself included
 
 
-def _and(a: Sql | None, b: Sql | None) -> Sql | None:
+Cond = Sql | _Chain
+TRUE: Cond | None = None  # "may match anything"
+
+
+def _depth(c: Cond) -> int:
+    return c.depth if isinstance(c, _Chain) else 0
+
+
+def _join(op: str, a: Cond, b: Cond) -> _Chain:
+    parts: list[Cond] = []
+    for c in (a, b):
+        parts.extend(c.parts if isinstance(c, _Chain) and c.op == op else (c,))
+    chain = _Chain(op, tuple(parts), 1 + max(_depth(p) for p in parts))
+    if chain.depth > MAX_PLAN_DEPTH:
+        raise _Unparsed
+    return chain
+
+
+def _and(a: Cond | None, b: Cond | None) -> Cond | None:
     if a is None:
         return b
     if b is None:
         return a
-    return Sql(f"({a.where} AND {b.where})", a.args + b.args)
+    return _join("AND", a, b)
 
 
-def _or(a: Sql | None, b: Sql | None) -> Sql | None:
+def _or(a: Cond | None, b: Cond | None) -> Cond | None:
     if a is None or b is None:
         return None
-    return Sql(f"({a.where} OR {b.where})", a.args + b.args)
+    return _join("OR", a, b)
+
+
+def _render(c: Cond) -> Sql:
+    """SQL text of a condition (recursion bounded by :data:`MAX_PLAN_DEPTH`)."""
+    if isinstance(c, Sql):
+        return c
+    parts = [_render(p) for p in c.parts]
+    return Sql("(" + f" {c.op} ".join(p.where for p in parts) + ")",
+               tuple(a for p in parts for a in p.args))
 
 
 def addr_blob(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
@@ -102,6 +152,8 @@ class _Parser:
         self.toks = [t for t in TOKEN.findall(expr) if t.strip()]
         self.i = 0
         self.last_quals: tuple[str | None, str | None] = (None, None)
+        self.depth = 0  # parentheses and ``not``s being parsed
+        self.terms = 0  # index-usable primitives so far
 
     def peek(self, k: int = 0) -> str | None:
         j = self.i + k
@@ -114,7 +166,7 @@ class _Parser:
         self.i += 1
         return tok
 
-    def parse(self) -> Sql | None:
+    def parse(self) -> Cond | None:
         if not self.toks:
             return TRUE
         result = self.expr()
@@ -122,7 +174,7 @@ class _Parser:
             raise _Unparsed
         return result
 
-    def expr(self) -> Sql | None:
+    def expr(self) -> Cond | None:
         left = self.unary()
         while self.peek() in CONNECTIVES:
             op = self.take().lower()
@@ -130,19 +182,23 @@ class _Parser:
             left = _and(left, right) if op in ("and", "&&") else _or(left, right)
         return left
 
-    def unary(self) -> Sql | None:
+    def unary(self) -> Cond | None:
         tok = self.peek()
-        if tok in ("not", "!"):
-            self.take()
-            self.unary()
-            return TRUE
+        if tok not in ("not", "!", "("):
+            return self.primitive()
+        self.depth += 1
+        if self.depth > MAX_PLAN_DEPTH:
+            raise _Unparsed
+        self.take()
         if tok == "(":
-            self.take()
             inner = self.expr()
             if self.take() != ")":
                 raise _Unparsed
-            return inner
-        return self.primitive()
+        else:
+            self.unary()
+            inner = TRUE
+        self.depth -= 1
+        return inner
 
     def _skip_relation(self) -> None:
         """Consume an arithmetic relation (``tcp[13] & 2 != 0``) up to the next connective."""
@@ -155,7 +211,15 @@ class _Parser:
             depth -= tok in (")", "]")  # type: ignore[operator]
             self.take()
 
-    def primitive(self) -> Sql | None:
+    def primitive(self) -> Cond | None:
+        cond = self._primitive()
+        if cond is not None:
+            self.terms += 1
+            if self.terms > MAX_PLAN_TERMS:
+                raise _Unparsed
+        return cond
+
+    def _primitive(self) -> Cond | None:
         start = self.i
         proto: str | None = None
         qtype: str | None = None
@@ -197,7 +261,7 @@ class _Parser:
         self.last_quals = (proto, qtype)
         return self._typed(proto, qtype)
 
-    def _proto_only(self, proto: str) -> Sql | None:
+    def _proto_only(self, proto: str) -> Cond | None:
         if proto == "ip":
             return Sql("(ipver = 4)", ())
         if proto == "ip6":
@@ -207,7 +271,7 @@ class _Parser:
             return proto_sql(PROTO_NUMBERS[proto], ipver)
         return TRUE
 
-    def _typed(self, proto: str | None, qtype: str) -> Sql | None:
+    def _typed(self, proto: str | None, qtype: str) -> Cond | None:
         value = self.take()
         try:
             if qtype == "host":
@@ -225,10 +289,16 @@ class _Parser:
                 p = PROTO_NUMBERS.get(proto or "")
                 if proto not in (None, "tcp", "udp", "sctp", "ip", "ip6"):
                     return TRUE
-                return port_sql(int(lo), int(hi or lo), p)
+                first, last = int(lo), int(hi or lo)
+                if not (0 <= first <= 65535 and 0 <= last <= 65535):
+                    return TRUE  # libpcap refuses it, with its own message
+                # libpcap swaps a range written high-low (portrange 90-70 is 70-90)
+                return port_sql(min(first, last), max(first, last), p)
             if qtype == "proto":
                 num = PROTO_NUMBERS.get(value.lstrip("\\").lower())
                 num = num if num is not None else int(value, 0)
+                if not 0 <= num <= 255:
+                    return TRUE  # libpcap decides (it refuses or matches nothing)
                 return proto_sql(num, {"ip": 4, "ip6": 6}.get(proto or ""))
         except ValueError:
             return TRUE  # host names, named ports, odd literals: libpcap decides
@@ -251,9 +321,43 @@ def candidate_sql(expr: str) -> Sql | None:
     """SQL over ``flows`` selecting every flow that may hold a packet matching ``expr``
     (non-IP flows always included), or ``None`` when nothing can be narrowed."""
     try:
-        sql = _Parser(expr).parse()
+        cond = _Parser(expr).parse()
     except (_Unparsed, IndexError):
-        return TRUE
-    if sql is None:
         return None
+    if cond is None:
+        return None
+    sql = _render(cond)
     return Sql(f"(ipver = 0 OR {sql.where})", sql.args)
+
+
+def check_nesting(expr: str) -> str | None:
+    """Why ``expr`` is refused (nested deeper than :data:`MAX_BPF_NESTING`), or None."""
+    depth = nesting(expr)
+    if depth <= MAX_BPF_NESTING:
+        return None
+    return (f"the BPF expression nests parentheses and 'not' {depth} levels deep, more than "
+            f"the limit of {MAX_BPF_NESTING} (max_bpf_nesting); remove redundant parentheses "
+            "and double negations")
+
+
+def nesting(expr: str) -> int:
+    """How deep ``expr`` nests: parentheses open at once plus the ``not``s still waiting for
+    their operand (``not not (not tcp)`` is 4), as libpcap's parser stacks them."""
+    depth = deepest = 0
+    pending = [0]  # per open parenthesis: the ``not``s waiting for their operand
+    for raw in TOKEN.findall(expr):
+        tok = raw.strip().lower()
+        if tok in ("not", "!"):
+            pending[-1] += 1
+            depth += 1
+        elif tok == "(":
+            pending.append(0)
+            depth += 1
+        elif tok == ")" and len(pending) > 1:
+            depth -= pending.pop() + 1 + pending[-1]  # the group is its ``not``s' operand
+            pending[-1] = 0
+        elif tok in CONNECTIVES:
+            depth -= pending[-1]
+            pending[-1] = 0
+        deepest = max(deepest, depth)
+    return deepest

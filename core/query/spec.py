@@ -1,11 +1,12 @@
 """What a query asks for, in one serialisable record, and the parsing of user input into it.
 
 Explicit filters are flow-level and exact through the index: ``hosts`` (every one must be
-an endpoint of the flow), ``nets`` (every one must contain an endpoint), ``ports`` (every
-one must be an endpoint port), ``protos`` (any of them), ``five_tuple`` (either direction),
-``flow_ids``. They select whole flows, so IP fragments and VLAN-tagged frames of a flow
-come with it. ``bpf`` is applied per packet by libpcap with tcpdump's semantics. All terms
-combine with AND; the time window is ``start <= ts < end``.
+an endpoint of the flow), ``nets`` (every one must contain an endpoint), ``ports`` (any of
+them is an endpoint port, like ``port A or port B``), ``protos`` (any of them),
+``five_tuple`` (either direction), ``flow_ids``. They select whole flows, so IP fragments
+and VLAN-tagged frames of a flow come with it. ``bpf`` is applied per packet by libpcap
+with tcpdump's semantics. All terms combine with AND; the time window is
+``start <= ts < end``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,18 @@ from decimal import Decimal
 from typing import Any
 
 from pcapwire.errors import QueryError
+from pcapwire.query.bpfplan import check_nesting
 from pcapwire.records import IP_PROTO_NAMES, FlowKey
 
 DEFAULT_CHUNK_BYTES = 256 * 1024
 MIN_CHUNK_BYTES = 4096
 MAX_CHUNK_BYTES = 64 * 2**20
 PROTO_BY_NAME = {v: k for k, v in IP_PROTO_NAMES.items()} | {"igmp": 2, "gre": 47, "esp": 50}
+#: Values of one explicit filter (hosts, nets, ports). Hosts and nets must all match, so a
+#: flow with its two endpoints never needs many; ports match any. The API's schema allows
+#: as many; more would make the index query deeper than SQLite parses.
+MAX_FILTER_VALUES = 64
+MAX_TIME_NS = 2**63 - 1  # timestamps are int64 ns in the index and the native scan
 
 
 @dataclass
@@ -43,6 +50,12 @@ class QuerySpec:
     max_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        for what, values in (("host", self.hosts), ("net", self.nets), ("port", self.ports)):
+            if len(values) > MAX_FILTER_VALUES:
+                raise QueryError(f"{len(values)} {what} filters are more than the limit of "
+                                 f"{MAX_FILTER_VALUES} (max_filter_values); every one must "
+                                 f"match, so give those of one flow, and for alternatives a "
+                                 f"BPF expression ('{what} A or {what} B ...')")
         for h in self.hosts:
             _parse(ipaddress.ip_address, h, "host")
         for n in self.nets:
@@ -50,6 +63,14 @@ class QuerySpec:
         for p in self.ports:
             if not 0 <= int(p) <= 65535:
                 raise QueryError(f"port {p} is outside 0..65535")
+        if self.five_tuple is not None:
+            _check_five_tuple(self.five_tuple)
+        for ns in (self.start_ns, self.end_ns):
+            if ns is not None and not -MAX_TIME_NS - 1 <= ns <= MAX_TIME_NS:
+                raise QueryError(f"time {ns // 10**9} (Unix seconds) is outside "
+                                 "1677-09-21..2262-04-11")
+        if self.bpf and (why := check_nesting(self.bpf)) is not None:
+            raise QueryError(why)
         if not MIN_CHUNK_BYTES <= self.chunk_bytes <= MAX_CHUNK_BYTES:
             raise QueryError(f"chunk size {self.chunk_bytes} is outside "
                              f"{MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES} bytes")
@@ -73,6 +94,16 @@ class QuerySpec:
         if d.get("five_tuple"):
             d["five_tuple"] = FlowKey.from_dict(d["five_tuple"])
         return cls(**d)
+
+
+def _check_five_tuple(key: FlowKey) -> None:
+    for ip in (key.src, key.dst):
+        _parse(ipaddress.ip_address, ip, "five-tuple address")
+    for port in (key.sport, key.dport):
+        if not 0 <= int(port) <= 65535:
+            raise QueryError(f"five-tuple port {port} is outside 0..65535")
+    if not 0 <= int(key.proto) <= 255:
+        raise QueryError(f"five-tuple IP protocol {key.proto} is outside 0..255")
 
 
 def _parse(fn: Any, value: str, what: str) -> Any:

@@ -150,6 +150,11 @@ class Catalog:
         self.db.execute("UPDATE sources SET state='done', finished=?, errors=? WHERE id=?",
                         (time.time(), json.dumps(list(errors)), source_id))
 
+    def forget_source(self, source_id: int) -> None:
+        """Drop a source that stored nothing (an input that was not a capture)."""
+        self.db.execute("DELETE FROM sources WHERE id=? AND NOT EXISTS (SELECT 1 FROM "
+                        "segments WHERE source_id=?)", (source_id, source_id))
+
     # -- segments --------------------------------------------------------------------------
     def segment_paths(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT path FROM segments")}

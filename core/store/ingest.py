@@ -15,20 +15,20 @@ interrupted one skips the packets already stored and continues.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import logging
 import mmap
 import os
 import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from pcapwire import _native
+from pcapwire.store.gunzip import GZIP_MAGIC, Gunzip
+from pcapwire.store.limits import QUOTA, IngestLimits, LimitStop, Quota
 from pcapwire.store.segments import SEGMENT_MAX_BYTES, SEGMENT_MAX_SPAN_NS, SegmentWriter
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK = 8 * 2**20
 FINGERPRINT_SPAN = 2**20
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -51,6 +50,10 @@ class FileReport:
     resumed_from: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
     warnings: list[tuple[int, str]] = field(default_factory=list)
+    stopped: LimitStop | None = None  # a limit ended it early (pcapwire.store.limits)
+    #: not a capture at all (missing, unreadable, empty, neither pcap nor pcapng): nothing
+    #: of it was stored, and it is not remembered as ingested
+    unusable: bool = False
 
 
 @dataclass
@@ -76,6 +79,15 @@ class IngestReport:
     def errors(self) -> list[str]:
         return [f"{f.path}: byte {off}: {msg}" if off >= 0 else f"{f.path}: {msg}"
                 for f in self.files for off, msg in f.errors]
+
+    @property
+    def unusable(self) -> list[str]:
+        """Inputs that are not captures (an input error, not a partial result)."""
+        return [f.path for f in self.files if f.unusable]
+
+    @property
+    def stopped(self) -> list[LimitStop]:
+        return [f.stopped for f in self.files if f.stopped is not None]
 
     @property
     def ok(self) -> bool:
@@ -120,48 +132,53 @@ def fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
-def _open_input(path: Path) -> BinaryIO:
+def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == GZIP_MAGIC:
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb", buffering=0)  # noqa: SIM115 - caller closes
+        return f.read(2) == GZIP_MAGIC
 
 
-def _blocks(path: Path, rep: FileReport) -> Iterator[tuple[memoryview, int]]:
+def _blocks(path: Path, rep: FileReport, limits: IngestLimits | None = None
+            ) -> Generator[tuple[memoryview, int], None, None]:
     """The input in blocks of READ_BLOCK bytes, with the input bytes consumed so far.
 
     Plain files are mapped and fed as slices of the mapping (no kernel→user copy); gzip
-    input is decompressed into one reused buffer. A broken gzip stream ends the input
-    with an error in ``rep``; everything decompressed before it is kept.
+    input is decompressed in small steps (:mod:`.gunzip`) into one reused buffer. Damage
+    in a gzip stream ends the input with an error in ``rep`` at its decompressed offset;
+    every byte decompressed before it is handed on first. A decompression limit ends it
+    likewise, with ``rep.stopped`` set.
     """
-    with _open_input(path) as f:
-        if not isinstance(f, gzip.GzipFile):
-            # Not closed explicitly: the caller may still hold the last slice; the
-            # mapping goes when the last view of it does.
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            mm.madvise(mmap.MADV_SEQUENTIAL)
-            view = memoryview(mm)
-            for start in range(0, len(mm), READ_BLOCK):
-                yield view[start:start + READ_BLOCK], min(start + READ_BLOCK, len(mm))
-                # Parsed (the reader copies what it keeps): unmap, so the process does not
-                # grow to the file's size (the pages stay in the page cache).
-                mm.madvise(mmap.MADV_DONTNEED, start, min(READ_BLOCK, len(mm) - start))
-            return
-        buf = bytearray(READ_BLOCK)
-        view = memoryview(buf)
-        out = 0
-        while True:
-            try:
-                n = f.readinto(view)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                rep.errors.append((out, f"gzip stream broken after {out} "
-                                   f"decompressed bytes: {exc}"))
-                return
-            if not n:
-                return
-            out += n
-            yield view[:n], f.fileobj.tell()  # type: ignore[union-attr]
+    if _is_gzip(path):
+        with open(path, "rb") as f:
+            gz = Gunzip(f, limits)
+            for block in gz.blocks(READ_BLOCK):
+                yield block, gz.consumed
+        if gz.damage is not None:
+            rep.errors.append((gz.out, f"gzip stream broken after {gz.out} decompressed "
+                                       f"bytes: {gz.damage}; the {gz.out} bytes before it "
+                                       "were read"))
+        if gz.stopped is not None:
+            rep.stopped = LimitStop(gz.stopped[0], gz.stopped[1], str(path), gz.out,
+                                    gz.consumed, decompressed=True)
+        return
+    with open(path, "rb", buffering=0) as f:
+        # Not closed explicitly: the caller may still hold the last slice; the
+        # mapping goes when the last view of it does.
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    mm.madvise(mmap.MADV_SEQUENTIAL)
+    view = memoryview(mm)
+    for start in range(0, len(mm), READ_BLOCK):
+        yield view[start:start + READ_BLOCK], min(start + READ_BLOCK, len(mm))
+        # Parsed (the reader copies what it keeps): unmap, so the process does not
+        # grow to the file's size (the pages stay in the page cache).
+        mm.madvise(mmap.MADV_DONTNEED, start, min(READ_BLOCK, len(mm) - start))
+
+
+class _QuotaReached(Exception):
+    """The next batch would take the store over its quota."""
+
+    def __init__(self, stop: LimitStop) -> None:
+        super().__init__(stop.limit_name)
+        self.stop = stop
 
 
 class _NotInPlace(Exception):
@@ -190,25 +207,35 @@ class Ingestor:
                  segment_max_span_ns: int = SEGMENT_MAX_SPAN_NS,
                  progress: Progress | None = None,
                  on_checkpoint: Callable[[int], None] | None = None,
-                 in_place: bool = False) -> None:
+                 in_place: bool = False, limits: IngestLimits | None = None) -> None:
         self.store = store
         self.in_place = in_place
         self.segment_max_bytes = segment_max_bytes
         self.segment_max_span_ns = segment_max_span_ns
         self.progress = progress
         self.on_checkpoint = on_checkpoint
+        self.limits = limits or IngestLimits()
+        self.quota: Quota | None = None
 
     def ingest(self, paths: Iterable[str | os.PathLike[str]]) -> IngestReport:
         started = time.monotonic()
+        paths = list(paths)
         report = IngestReport(flows_before=self.store.catalog.stats()["flows"])
+        if self.limits.quota_bytes:
+            inputs = [Path(p) for p in paths if Path(p).is_file()]
+            self.quota = Quota(self.limits.quota_bytes, self.store.root, inputs)
         for path, error in expand_paths(paths):
             if error is not None:
-                report.files.append(FileReport(str(path), errors=[(-1, error)]))
+                report.files.append(FileReport(str(path), errors=[(-1, error)], unusable=True))
                 continue
             try:
                 report.files.append(self.ingest_file(path))
             except OSError as exc:
-                report.files.append(FileReport(str(path), errors=[(-1, f"cannot read: {exc}")]))
+                report.files.append(FileReport(str(path), errors=[(-1, f"cannot read: {exc}")],
+                                               unusable=True))
+            stop = report.files[-1].stopped
+            if stop is not None and stop.limit_name == QUOTA:
+                break  # the store is full: no later input fits either
         report.flows_after = self.store.catalog.stats()["flows"]
         report.seconds = time.monotonic() - started
         return report
@@ -219,6 +246,7 @@ class Ingestor:
         size = path.stat().st_size
         if size == 0:
             rep.errors.append((0, "empty file (0 bytes): not a pcap or pcapng capture"))
+            rep.unusable = True
             return rep
         fp = fingerprint(path)
         src = catalog.source(fp)
@@ -238,21 +266,39 @@ class Ingestor:
                 log.info("%s: indexed by copying (%s)", path, why)
         # Batches no bigger than a quarter segment, so a segment closes near its limit.
         batch_max = max(1, min(READ_BLOCK, self.segment_max_bytes // 4))
+        quota = self.quota
+        if quota is not None:
+            batch_max = quota.batch_bytes(batch_max)
         reader = _native.Reader(str(path), skip_packets=skip, max_batch_bytes=batch_max)
         writers: dict[tuple[int, int, int], SegmentWriter] = {}
+        gzipped = _is_gzip(path)
 
         def checkpoint() -> None:
             closed = [w.close() for w in writers.values()]
             writers.clear()
             catalog.commit_checkpoint(source_id, skip + rep.packets, closed)
             rep.segments += len(closed)
+            if quota is not None:
+                quota.measure()
             if self.on_checkpoint is not None:
                 self.on_checkpoint(rep.segments)
 
+        def make_room(nbytes: int, packets: int, off: int) -> None:
+            """Raise _QuotaReached unless the quota has room for a batch."""
+            assert quota is not None
+            if not quota.fits(nbytes, packets) and (writers or quota.pending):
+                checkpoint()  # the estimate is pessimistic: measure what is really used
+            if not quota.fits(nbytes, packets):
+                raise _QuotaReached(LimitStop(QUOTA, quota.limit, str(path), off,
+                                              decompressed=gzipped))
+            quota.charge(nbytes, packets)
+
         def add(batches: list[tuple]) -> None:
-            for linktype, snaplen, tsprec, records, meta, _off in batches:
+            for linktype, snaplen, tsprec, records, meta, off in batches:
                 if not records:
                     continue
+                if quota is not None:
+                    make_room(len(records), len(meta) // _native.META_SIZE, off)
                 key = (linktype, snaplen, tsprec)
                 w = writers.get(key)
                 if w is None:
@@ -264,21 +310,45 @@ class Ingestor:
                         or (w.last_ns or 0) - (w.first_ns or 0) > self.segment_max_span_ns):
                     checkpoint()
 
+        blocks = _blocks(path, rep, self.limits)
         try:
-            for data, done in _blocks(path, rep):
-                add(reader.feed(data))
-                if self.progress is not None:
-                    self.progress(str(path), min(done, size), size)
-            add(reader.finish())
+            try:
+                for data, done in blocks:
+                    add(reader.feed(data))
+                    if self.progress is not None:
+                        self.progress(str(path), min(done, size), size)
+                held = list(reader.errors)
+                add(reader.finish())
+                # Stopped by a decompression limit, the record the limit cut is not damage.
+                errors = held if rep.stopped is not None else list(reader.errors)
+            except _QuotaReached as full:
+                rep.stopped, errors = full.stop, list(reader.errors)
             checkpoint()
         except BaseException:
             for w in writers.values():
                 w.abort()
             raise
-        rep.errors += list(reader.errors)
+        finally:
+            blocks.close()
+        rep.errors += errors
         rep.warnings += list(reader.warnings)
-        catalog.finish_source(source_id, rep.errors)
+        if rep.stopped is not None:
+            self._stopped(rep)
+        elif reader.format is None:  # not a capture: forget it, so a retry is not "skipped"
+            rep.unusable = True
+            catalog.forget_source(source_id)
+        else:
+            catalog.finish_source(source_id, rep.errors)
         return rep
+
+    def _stopped(self, rep: FileReport) -> None:
+        """Record what a limit left stored; the source stays unfinished (resumable)."""
+        stop = rep.stopped
+        assert stop is not None
+        stop.packets_kept, stop.bytes_kept = rep.packets, rep.bytes
+        stop.segments_kept, stop.packets_before = rep.segments, rep.resumed_from
+        rep.errors.append((stop.offset, stop.where()))
+        log.info("%s: %s", rep.path, stop.where())
 
     def _index_in_place(self, path: Path, size: int, source_id: int) -> FileReport:
         """Index a clean little-endian classic pcap where it lies: one segment that is the

@@ -1,0 +1,94 @@
+"""Running the application: ``pcapwire serve`` and the tests' server thread both use
+:func:`start`, so what is tested is what is served (connection guard, log throttle, TLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from pcapwire.api.app import create_app
+from pcapwire.api.config import ApiConfig
+from pcapwire.api.connections import Guard, GuardedSite
+from pcapwire.api.limits import SERVER_HANDLER_ARGS, TLS_MIN_VERSION
+from pcapwire.api.logthrottle import install
+from pcapwire.errors import ConfigError
+
+ACCESS_LOG = "pcapwire.api.access"
+
+
+def tls_context(cert: Any, key: Any) -> ssl.SSLContext:
+    """A server context for the PEM certificate chain and key: TLS 1.2 or later, Python's
+    default (secure) ciphers."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = TLS_MIN_VERSION
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use the TLS certificate {cert} with key {key}: {exc}"
+                          ) from None
+    return ctx
+
+
+def handler_args(config: ApiConfig) -> dict[str, Any]:
+    """Keyword arguments of each connection's aiohttp ``RequestHandler``."""
+    return {**SERVER_HANDLER_ARGS, "keepalive_timeout": config.http.keepalive_timeout_s,
+            "access_log": logging.getLogger(ACCESS_LOG)}
+
+
+class Running:
+    """A started server: its URL and :meth:`close`."""
+
+    def __init__(self, runner: web.AppRunner, site: GuardedSite,
+                 uninstall: Callable[[], None]) -> None:
+        self.runner, self.site, self._uninstall = runner, site, uninstall
+
+    @property
+    def url(self) -> str:
+        host, port = self.runner.addresses[0][:2]
+        scheme = "https" if self.site.guard.ssl_context else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+    async def close(self) -> None:
+        try:
+            await self.runner.cleanup()
+        finally:
+            self._uninstall()
+
+
+async def start(config: ApiConfig, host: str, port: int) -> Running:
+    """Serve ``create_app(config)`` on host:port (0: any free port) behind the guard."""
+    ssl_context = (tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None)
+    args = handler_args(config)
+    uninstall = install(config.http.log_burst_lines, config.http.log_lines_per_s)
+    runner = web.AppRunner(create_app(config), handle_signals=False, **args)
+    try:
+        await runner.setup()
+        site = GuardedSite(runner, host, port, Guard(config.http, ssl_context), args)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        uninstall()
+        raise
+    return Running(runner, site, uninstall)
+
+
+async def serve(config: ApiConfig, host: str, port: int,
+                started: Callable[[Running], None] = lambda _: None) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    running = await start(config, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        started(running)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await running.close()

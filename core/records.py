@@ -9,20 +9,47 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-IP_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 132: "sctp"}
+
+@dataclass(frozen=True, slots=True)
+class OneOf:
+    """``Annotated`` metadata of a ``str`` field: the values it takes. ``other`` (a regular
+    expression, whole match) admits more, described by ``other_doc``. Conditions (``if:``)
+    are checked against these when a workflow is validated."""
+
+    values: tuple[str, ...]
+    other: str = ""
+    other_doc: str = ""
+
+
+IP_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 Severity = Literal["info", "low", "medium", "high", "critical"]
 Direction = Literal["orig", "resp"]
+#: A protocol as flows name it: its name when it has one, else its number as a string.
+ProtoName = Annotated[str, OneOf(tuple(IP_PROTO_NAMES.values()), r"[0-9]{1,3}",
+                                 "another IP protocol's number, e.g. '47'")]
+#: What a verdict is about.
+SUBJECT_KINDS: tuple[str, ...] = ("flow", "pcap", "stream", "file", "email")
+SubjectKind = Annotated[str, OneOf(SUBJECT_KINDS)]
+#: The direction a carved file travelled in (empty when unknown).
+FileDirection = Annotated[str, OneOf(("orig", "resp", ""))]
 
 
 @dataclass(frozen=True, slots=True)
 class FlowKey:
     """A 5-tuple oriented initiator -> responder when known (``src`` opened the flow).
 
-    ``proto`` is the IP protocol number; ports are 0 for protocols without ports.
+    ``proto`` is the IP protocol number; ports are 0 for protocols without ports. As plain
+    data (``to_dict``, JSON, ``if:`` conditions) the names are those of
+    :data:`DICT_FIELDS` and ``proto`` is the protocol's name.
     """
+
+    #: The flow as plain data: each name and the attribute its value comes from.
+    DICT_FIELDS: ClassVar[dict[str, str]] = {
+        "proto": "proto_name", "src_ip": "src", "src_port": "sport", "dest_ip": "dst",
+        "dest_port": "dport"}
 
     proto: int
     src: str
@@ -31,7 +58,7 @@ class FlowKey:
     dport: int
 
     @property
-    def proto_name(self) -> str:
+    def proto_name(self) -> ProtoName:
         return IP_PROTO_NAMES.get(self.proto, str(self.proto))
 
     def reversed(self) -> FlowKey:
@@ -49,8 +76,7 @@ class FlowKey:
         return " and ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"proto": self.proto_name, "src_ip": self.src, "src_port": self.sport,
-                "dest_ip": self.dst, "dest_port": self.dport}
+        return {name: getattr(self, attr) for name, attr in self.DICT_FIELDS.items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FlowKey:
@@ -110,6 +136,11 @@ class PcapChunk(_Record):
     first_ts: float
     last_ts: float
 
+    @property
+    def size(self) -> int:
+        """Bytes of ``data``."""
+        return len(self.data)
+
 
 @dataclass(slots=True)
 class StreamRecord(_Record):
@@ -130,6 +161,11 @@ class StreamRecord(_Record):
     gaps: list[tuple[int, int]] = field(default_factory=list)
     complete: bool = True
 
+    @property
+    def size(self) -> int:
+        """Bytes of ``data`` (the gaps not counted)."""
+        return len(self.data)
+
 
 @dataclass(slots=True)
 class FileRecord(_Record):
@@ -145,7 +181,7 @@ class FileRecord(_Record):
     flow: FlowKey
     ts: float
     protocol: str
-    direction: str = ""
+    direction: FileDirection = ""
     mime_type: str = ""
     magic: str = ""
     filename: str = ""
@@ -189,7 +225,7 @@ class Verdict(_Record):
 
     kind: ClassVar[str] = "verdict"
     analyzer: str
-    subject_kind: str
+    subject_kind: SubjectKind
     subject_id: str
     flow: FlowKey
     ts: float
@@ -207,6 +243,9 @@ class Verdict(_Record):
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity {self.severity!r} is not one of {', '.join(SEVERITIES)}")
+        if self.subject_kind not in SUBJECT_KINDS:
+            raise ValueError(f"subject_kind {self.subject_kind!r} is not one of "
+                             f"{', '.join(SUBJECT_KINDS)}")
         if not 0 <= int(self.score) <= 100:
             raise ValueError(f"score {self.score} is outside 0..100")
 

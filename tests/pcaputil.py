@@ -53,3 +53,25 @@ def tcpdump(path: Path | str, expr: str = "") -> bytes:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def zero_tcp_checksums(data: bytes) -> tuple[bytes, int]:
+    """The capture (a little-endian µs Ethernet pcap) with every IPv4 TCP checksum set to
+    0, as a capture taken on a host with checksum offload has them (the NIC fills them in
+    after the capture point); and how many packets were changed. Headers parsed with dpkt,
+    the field patched in the record bytes (dpkt computes a zero checksum anew when it
+    serialises a packet)."""
+    import dpkt
+
+    header, records = read_records(data)
+    out, changed = [header], 0
+    for rec in records:
+        frame = bytearray(rec[16:])
+        if frame[12:14] == b"\x08\x00":  # IPv4 right after the Ethernet header
+            ip = dpkt.ip.IP(bytes(frame[14:]))
+            if ip.p == dpkt.ip.IP_PROTO_TCP and not ip.offset:
+                at = 14 + ip.hl * 4 + 16  # the TCP checksum field
+                frame[at:at + 2] = b"\0\0"
+                changed += 1
+        out.append(rec[:16] + bytes(frame))
+    return b"".join(out), changed

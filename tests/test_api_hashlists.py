@@ -227,6 +227,7 @@ async def test_a_workflow_run_by_the_api_uses_the_tenants_lists(aiohttp_client,
     end = await wait_done(client, q["id"], analyst)
     assert end["status"] == "done"
     verdicts = (await (await client.get(f"/api/v1/queries/{q['id']}/verdicts",
+                                        params={"format": "native"},
                                         headers=bearer(analyst))).json())["verdicts"]
     assert sorted(v["signature_id"] for v in verdicts) == ["hashlist:known-bad",
                                                            "hashlist:unknown"]

@@ -35,19 +35,28 @@ async def test_suricata_workflow_verdicts_through_the_api(aiohttp_client, tmp_pa
     assert (end["status"], end["verdicts"]) == ("done", 1)
     (run,) = end["runs"]
     assert (run["workflow"], run["status"], run["verdicts"]) == ("ids", "ok", 1)
-    (v,) = (await (await client.get(q["links"]["verdicts"], headers=bearer(tok))).json()
-            )["verdicts"]
+    (v,) = (await (await client.get(q["links"]["verdicts"], params={"format": "native"},
+                                    headers=bearer(tok))).json())["verdicts"]
     assert (v["analyzer"], v["signature_id"], v["signature"]) == (
         "suricata", "1000001", "pcapwire GET")
     assert FlowKey.from_dict(v["flow"]) in (HTTP_FLOW, HTTP_FLOW.reversed())
-    assert (v["case"], v["query_id"]) == ("ir-9", q["id"])
+    assert (v["case"], v["query_id"], v["run_id"]) == ("ir-9", q["id"], run["run_id"])
+    (e,) = (await (await client.get(q["links"]["verdicts"], headers=bearer(tok))).json()
+            )["verdicts"]  # ECS by default, as `pcapwire run --json` prints it
+    assert (e["rule"]["id"], e["rule"]["name"], e["pcapwire"]["analyzer"]) == (
+        "1000001", "pcapwire GET", "suricata")
+    assert (e["pcapwire"]["case"], e["pcapwire"]["query_id"], e["pcapwire"]["run_id"]) == (
+        "ir-9", q["id"], run["run_id"])
     await client.close()
 
     # A new server on the same data directory: the verdicts come from the case store.
     client = await aiohttp_client(create_app(config))
     viewer = tokens.headers("acme", "viewer")
-    stored = await (await client.get(q["links"]["verdicts"], headers=viewer)).json()
+    stored = await (await client.get(q["links"]["verdicts"], params={"format": "native"},
+                                     headers=viewer)).json()
     assert stored["verdicts"] == [v]
+    stored = await (await client.get(q["links"]["verdicts"], headers=viewer)).json()
+    assert stored["verdicts"] == [e]
     again = await (await client.get(q["links"]["self"], headers=viewer)).json()
     assert (again["live"], again["verdicts"], again["runs"][0]["status"]) == (False, 1, "ok")
     sev = v["severity"]
@@ -113,7 +122,7 @@ async def test_workflows_on_a_stored_result(aiohttp_client, tmp_path):
     assert sum(tl["packets"]) == listed["cases"][0]["packets"] == 14
     case = await (await client.get("/api/v1/cases/c2", headers=bearer(tok))).json()
     assert len(case["queries"]) == 2 and len(case["files"]) == 1
-    assert [v["query_id"] for v in case["verdicts"]] == [rerun["id"]]
+    assert [v["pcapwire"]["query_id"] for v in case["verdicts"]] == [rerun["id"]]
     for body, status, code in (({"workflows": []}, 400, "invalid_body"),
                                ({"workflows": ["nope"]}, 400, "unknown_workflow")):
         bad = await client.post(f"/api/v1/queries/{q['id']}/run", json=body,

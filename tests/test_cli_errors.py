@@ -134,3 +134,52 @@ async def test_a_client_that_closes_a_stream_is_not_an_error(caplog):
     resp = await error_middleware(make_mocked_request("GET", "/x"), handler)
     assert resp.status == CLIENT_CLOSED == 499
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_run_reads_gzip_captures_like_ingest(tmp_path):
+    import gzip
+
+    from pcapwire.workflow.sources import iter_file_chunks
+
+    plain = corpus_file("zeek-http-pipelined-5-files")
+    gz = tmp_path / "c.pcap.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    want = [c.data for c in iter_file_chunks(plain, chunk_bytes=4096)]
+    assert len(want) > 1
+    assert [c.data for c in iter_file_chunks(gz, chunk_bytes=4096)] == want
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes(gz.read_bytes()[:len(gz.read_bytes()) // 2])
+    got = b"".join(c.data[24:] for c in iter_file_chunks(cut, chunk_bytes=4096))
+    oracle = subprocess.run(f"zcat {cut} | tcpdump -r - -w -", shell=True,
+                            capture_output=True, check=False).stdout
+    assert got == oracle[24:] and 0 < len(got) < sum(len(c) - 24 for c in want)
+
+
+def test_ingest_of_a_missing_file_or_a_non_capture_is_an_input_error(tmp_path):
+    d = _workdir(tmp_path)
+    good = str(corpus_file("zeek-http-get"))
+    for inputs in (["nope.pcap"], ["not-a-capture.pcap"], ["not-a-capture.pcap", good]):
+        p = pcapwire("--data-dir", "store", "ingest", *inputs, cwd=d)
+        assert p.returncode == 2, (inputs, p.stderr)
+    assert "error: not-a-capture.pcap: byte 0: not a pcap or pcapng file" in p.stderr
+    # the valid capture beside it was kept, and the bad one is not remembered as ingested
+    q = pcapwire("--data-dir", "store", "query", "-w", "out.pcap", "--stats", cwd=d)
+    assert q.stderr.startswith("14 packets, ")
+    again = pcapwire("--data-dir", "store", "ingest", "not-a-capture.pcap", cwd=d)
+    assert again.returncode == 2 and "already ingested" not in again.stdout
+
+
+async def test_api_answers_an_upload_that_is_not_a_capture_with_400(aiohttp_client, tmp_path):
+    from apiutil import PCAP_TYPE, Tokens
+    from pcapwire.api import ApiConfig, create_app
+
+    tokens = Tokens(tmp_path)
+    client = await aiohttp_client(create_app(ApiConfig(data_dir=tmp_path)))
+    resp = await client.post("/api/v1/ingest", data=b"this is no capture\n",
+                             params={"filename": "notes.txt"},
+                             headers={**tokens.headers("acme", "analyst"),
+                                      "Content-Type": PCAP_TYPE})
+    body = await resp.json()
+    assert (resp.status, body["code"]) == (400, "not_a_capture")
+    assert body["message"] == ("notes.txt: byte 0: not a pcap or pcapng file (magic "
+                               "0x74686973); upload a pcap or pcapng file (gzip'd or not)")

@@ -222,3 +222,11 @@ def test_cli_flows_json(tmp_path: Path) -> None:
         "dest_ip": "192.150.187.43", "dest_port": 80, "start": "2013-03-07T21:42:06.869344Z",
         "end": "2013-03-07T21:42:07.080972Z", "pkts_toserver": 7, "bytes_toserver": 610,
         "pkts_toclient": 7, "bytes_toclient": 5477}
+
+
+def test_repeated_ports_match_any_of_them_like_tcpdump(synth) -> None:
+    store, cap = synth
+    engine = store.query_engine()
+    got = engine.to_bytes(QuerySpec(ports=[53, 80]))
+    assert got == tcpdump(cap, "port 53 or port 80")
+    assert got != engine.to_bytes(QuerySpec(ports=[53])) != tcpdump(cap, "port 53 and port 80")

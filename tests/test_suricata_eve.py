@@ -5,6 +5,7 @@ the corpus)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from pcapwire.plugins.suricata.eve import (
     SEVERITY_BY_PRIORITY,
     EveSummary,
     alert_verdict,
+    event_ts,
     flow_key,
     metadata_record,
     parse_ts,
@@ -22,6 +24,9 @@ from pcapwire.plugins.suricata.eve import (
 )
 from pcapwire.plugins.suricata.run import SuricataRun
 from pcapwire.records import FlowKey
+from suricatautil import eicar_at_the_end
+
+DEMO_RULES = Path(__file__).resolve().parents[1] / "workflows" / "rules" / "pcapwire-demo.rules"
 
 
 def _alert(**kw: Any) -> dict[str, Any]:
@@ -79,6 +84,46 @@ def test_timestamps_and_bad_values() -> None:
     assert parse_ts("2013-03-07T21:42:07.009855+0000") == 1362692527.009855
     assert parse_ts("2013-03-07T22:42:07.009855+0100") == 1362692527.009855
     assert parse_ts("yesterday") == 0.0 and parse_ts(None) == 0.0
+
+
+def test_alert_time_is_its_packets_or_for_a_pseudo_packet_its_flows_start() -> None:
+    """A packet of the capture: EVE's timestamp. A pseudo packet (flow timeout, the flush
+    at the end of the input: no pcap_cnt): Suricata's engine clock, which can be the run's
+    first packet -- the flow's start instead."""
+    start = "2020-01-01T00:00:00.001000+0000"
+    wire = _alert(pkt_src="wire/pcap", pcap_cnt=7)
+    wire["flow"]["start"] = start
+    assert alert_verdict(wire).ts == event_ts(wire) == 1362692527.009855
+    assert alert_verdict(wire).evidence["pkt_src"] == "wire/pcap"
+    for src in ("stream (flow timeout)", "shutdown flush", "capture timeout flush", None):
+        pseudo = _alert(timestamp="2010-01-01T00:00:00.001000+0000")
+        pseudo["flow"]["start"] = start
+        if src is not None:
+            pseudo["pkt_src"] = src
+        assert alert_verdict(pseudo).ts == 1577836800.001, src
+    tunnel = _alert(pkt_src="ipv4 tunnel")  # decoded from a packet of the capture
+    tunnel["flow"]["start"] = start
+    assert event_ts(tunnel) == 1362692527.009855
+    assert event_ts(_alert(pkt_src="stream (flow timeout)")) == 1362692527.009855  # no start
+    bad = _alert(pkt_src="stream (flow timeout)")
+    bad["flow"]["start"] = "garbage"
+    assert event_ts(bad) == 1362692527.009855
+
+
+async def test_an_alert_raised_when_the_input_ends_has_its_flows_time(tmp_path: Path) -> None:
+    """The real Suricata: the alert on the flow flushed at the end of the input comes from
+    a pseudo packet stamped with the run's first packet time (2010); the verdict carries
+    the flow's start (2020)."""
+    pcap = tmp_path / "end.pcap"
+    eicar_at_the_end(pcap)
+    run = SuricataRun(SuricataSettings.from_mapping({"rules": [str(DEMO_RULES)]}))
+    await run.start()
+    await run.feed_bytes(pcap.read_bytes())
+    result = await run.finish()
+    v, = result.verdicts
+    assert (v.signature_id, v.flow.sport) == ("9100001", 40002)
+    assert v.evidence["pkt_src"] == "stream (flow timeout)"
+    assert v.ts == 1577836800.001
 
 
 def test_eve_lines_decode_as_the_stdlib_would() -> None:

@@ -510,3 +510,24 @@ async def test_an_analyzer_that_swallows_the_timeout_still_times_out(host) -> No
     st = step(s, "t.stubborn")
     assert st.status == "timeout" and len(st.errors) == s.chunks
     assert {e.message for e in st.errors} == {"no result within the step timeout of 0.05 s"}
+
+
+def test_step_notes_and_stats_persist_also_in_a_store_from_before_them(tmp_path: Path) -> None:
+    import sqlite3
+
+    from pcapwire.workflow.context import RunInfo
+    from pcapwire.workflow.results import StepResult
+
+    path = tmp_path / "cases.sqlite"
+    CaseStore(path).close()
+    with sqlite3.connect(path) as db:  # the steps table as it was before the report column
+        db.execute("ALTER TABLE steps DROP COLUMN report")
+    store = CaseStore(path)
+    store.start_run(RunInfo(run_id="r1", workflow="w", case="c"))
+    store.finish_step("r1", StepResult(step="ids", analyzer="suricata", status="ok",
+                                       notes=["14 packets had invalid checksums"],
+                                       stats={"invalid_checksums": 14}))
+    store.close()
+    (step,) = CaseStore(path).steps("r1")
+    assert (step.notes, step.stats) == (["14 packets had invalid checksums"],
+                                        {"invalid_checksums": 14})

@@ -26,7 +26,8 @@ def _log(directory: Path, path: str, cols: list[tuple[str, str]], rows: list[lis
 
 
 CONN = [("ts", "time"), ("uid", "string"), ("id.orig_h", "addr"), ("id.orig_p", "port"),
-        ("id.resp_h", "addr"), ("id.resp_p", "port"), ("proto", "enum")]
+        ("id.resp_h", "addr"), ("id.resp_p", "port"), ("proto", "enum"),
+        ("duration", "interval")]
 NOTICE = [("ts", "time"), ("uid", "string"), ("id.orig_h", "addr"), ("id.orig_p", "port"),
           ("id.resp_h", "addr"), ("id.resp_p", "port"), ("proto", "enum"), ("note", "enum"),
           ("msg", "string"), ("sub", "string"), ("src", "addr"), ("dst", "addr"),
@@ -44,9 +45,9 @@ WEIRD = [("ts", "time"), ("uid", "string"), ("id.orig_h", "addr"), ("id.orig_p",
 def logs(tmp_path: Path) -> ZeekLogs:
     _log(tmp_path, "conn", CONN, [
         ["1254722767.492060", "CHhAvVGS1DHFjwGM9", "10.10.1.4", "1470", "74.53.140.153", "25",
-         "tcp"],
-        ["1254722770.000000", "CUM0KZ3MLUfNB0cl11", "192.168.133.100", "49648",
-         "192.168.133.102", "25", "tcp"]])
+         "tcp", "3.000000"],
+        ["1254722769.500000", "CUM0KZ3MLUfNB0cl11", "192.168.133.100", "49648",
+         "192.168.133.102", "25", "tcp", "1.000000"]])
     _log(tmp_path, "notice", NOTICE, [
         ["1254722768.0", "CHhAvVGS1DHFjwGM9", "10.10.1.4", "1470", "74.53.140.153", "25",
          "tcp", "SSL::Invalid_Server_Cert", "certificate expired", "-", "10.10.1.4",
@@ -90,6 +91,37 @@ def test_verdicts_by_the_severity_table(logs: ZeekLogs) -> None:
     assert intel.evidence["record"]["sources"] == ["feed-a", "feed-b"]
     assert weird.flow == FlowKey(6, "192.168.133.100", 49648, "192.168.133.102", 25)
     assert {(v.step, v.case, v.query_id) for v in found.verdicts} == {("nsm", "c1", "q1")}
+    # each record's own time: inside its connection, or a host record's (no connection)
+    assert [v.ts for v in found.verdicts] == [1254722768.0, 1254722769.0, 1254722769.5,
+                                              1254722768.5, 1254722769.9]
+
+
+def test_a_record_raised_outside_its_connection_takes_the_connections_start(
+        tmp_path: Path) -> None:
+    """What Zeek raises as a connection is removed at the end of the input carries the
+    network time of the run's last packet (here years later): the verdict's time is the
+    connection's start, so it pivots back to the connection's packets. A connection whose
+    duration is unset (one packet) spans that packet's time only."""
+    _log(tmp_path, "conn", CONN, [
+        ["1254722767.492060", "C1", "10.10.1.4", "1470", "74.53.140.153", "25", "tcp",
+         "3.000000"],
+        ["1254722800.000000", "C2", "10.10.1.4", "1471", "74.53.140.153", "25", "tcp", "-"]])
+    _log(tmp_path, "weird", WEIRD, [
+        ["1700000000.0", "C1", "10.10.1.4", "1470", "74.53.140.153", "25",
+         "connection_originator_SYN_ack", "-", "F", "zeek", "-"],
+        ["1254722770.4925", "C1", "10.10.1.4", "1470", "74.53.140.153", "25", "in_span",
+         "-", "F", "zeek", "-"],
+        ["1254722767.0", "C1", "10.10.1.4", "1470", "74.53.140.153", "25", "before_start",
+         "-", "F", "zeek", "-"],
+        ["1254722801.0", "C2", "10.10.1.4", "1471", "74.53.140.153", "25", "after_one_pkt",
+         "-", "F", "zeek", "-"],
+        ["1700000000.0", "-", "10.10.1.9", "-", "10.10.1.8", "-", "no_connection", "-",
+         "F", "zeek", "-"]])
+    found = findings(ZeekLogs(tmp_path))
+    assert [(v.signature_id, v.ts) for v in found.verdicts] == [
+        ("connection_originator_SYN_ack", 1254722767.49206), ("in_span", 1254722770.4925),
+        ("before_start", 1254722767.49206), ("after_one_pkt", 1254722800.0),
+        ("no_connection", 1700000000.0)]
 
 
 def test_metadata_links_files_to_flows_through_conn_uids(logs: ZeekLogs) -> None:

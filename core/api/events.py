@@ -6,6 +6,11 @@ Accepted shapes (detected by their fields):
   ``dest_port``, ``proto``, ``timestamp``; ``flow.start``/``flow.end`` widen the window;
 * Zeek ``conn.log`` as JSON (``id.orig_h`` present, flat or nested ``id`` object): ``ts``
   (epoch or ISO 8601), ``duration``, ``proto``;
+* ECS (``source.ip`` present, nested or as a dotted key), as SIEMs store events and as
+  pcapwire itself exports verdicts (``pcapwire run --json``, the API's verdicts):
+  ``source.ip``/``source.port``, ``destination.ip``/``destination.port`` (or ``client.*``
+  and ``server.*``), ``network.iana_number`` or ``network.transport``, ``@timestamp``;
+  ``event.start``/``event.end`` and ``event.duration`` (nanoseconds) widen the window;
 * plain: ``{"five_tuple": {...} | "tcp:SRC:SPORT:DST:DPORT", "timestamp": T,
   "duration": S?}``.
 
@@ -27,7 +32,7 @@ PORT_PROTOS = (6, 17, 132)
 
 @dataclass
 class ParsedEvent:
-    format: str  # suricata-eve | zeek-conn | five-tuple
+    format: str  # suricata-eve | zeek-conn | ecs | five-tuple
     flow: FlowKey
     start_ns: int
     end_ns: int
@@ -80,6 +85,51 @@ def _duration_ns(value: Any) -> int:
     return int(value * 1e9)
 
 
+def _ecs(ev: dict[str, Any], path: str) -> Any:
+    """An ECS field, nested (``{"source": {"ip": ..}}``) or flat (``{"source.ip": ..}``)."""
+    if path in ev:
+        return ev[path]
+    head, _, rest = path.partition(".")
+    inner = ev.get(head)
+    return _ecs(inner, rest) if rest and isinstance(inner, dict) else None
+
+
+#: ECS ``network.transport`` names (IANA keywords, lowercase) pcapwire's names lack.
+_ECS_TRANSPORTS = {"ipv6-icmp": 58}
+
+
+def _ecs_event(ev: dict[str, Any]) -> ParsedEvent:
+    fmt = "ecs"
+    src, dst = ("source", "destination") if _ecs(ev, "source.ip") is not None \
+        else ("client", "server")
+    proto = _ecs(ev, "network.iana_number")
+    if proto is None:
+        proto = _ecs(ev, "network.transport")
+        if isinstance(proto, str):
+            proto = _ECS_TRANSPORTS.get(proto.lower(), proto)
+    if proto is None:
+        raise QueryError("ecs event has no 'network.iana_number' or 'network.transport' "
+                         "field")
+    if isinstance(proto, str) and proto.isdigit():
+        proto = int(proto)
+    fields = {name: _ecs(ev, name) for name in (f"{src}.ip", f"{src}.port", f"{dst}.ip",
+                                                f"{dst}.port", "@timestamp")}
+    key = _key(proto, _get(fields, f"{src}.ip", fmt), fields[f"{src}.port"] or 0,
+               _get(fields, f"{dst}.ip", fmt), fields[f"{dst}.port"] or 0)
+    t = _time(_get(fields, "@timestamp", fmt), "@timestamp")
+    start = _ecs(ev, "event.start")
+    end = _ecs(ev, "event.end")
+    start_ns = _time(start, "event.start") if start else t
+    end_ns = _time(end, "event.end") if end else t
+    duration = _ecs(ev, "event.duration")  # ECS: nanoseconds
+    if duration is not None:
+        end_ns = max(end_ns, start_ns + _duration_ns(duration / 1e9 if isinstance(
+            duration, int | float) and not isinstance(duration, bool) else duration))
+    label = next((str(v) for v in (_ecs(ev, "rule.id"), _ecs(ev, "event.id"),
+                                   _ecs(ev, "event.dataset")) if v), "event")
+    return ParsedEvent(fmt, key, min(start_ns, t), max(end_ns, t), f"ecs:{label}"[:200])
+
+
 def parse_event(ev: dict[str, Any]) -> ParsedEvent:
     if "event_type" in ev:
         fmt = "suricata-eve"
@@ -101,6 +151,8 @@ def parse_event(ev: dict[str, Any]) -> ParsedEvent:
         t = _time(_get(ev, "ts", fmt), "ts")
         return ParsedEvent(fmt, key, t, t + _duration_ns(ev.get("duration")),
                            f"zeek:{ev.get('uid', 'conn')}")
+    if _ecs(ev, "source.ip") is not None or _ecs(ev, "client.ip") is not None:
+        return _ecs_event(ev)
     if "five_tuple" in ev:
         fmt = "five-tuple"
         ft = ev["five_tuple"]
@@ -116,8 +168,9 @@ def parse_event(ev: dict[str, Any]) -> ParsedEvent:
         t = _time(_get(ev, "timestamp", fmt), "timestamp")
         return ParsedEvent(fmt, key, t, t + _duration_ns(ev.get("duration")), "")
     raise QueryError("unrecognised event: expected a Suricata EVE record (event_type, src_ip "
-                     "...), a Zeek conn.log JSON record (id.orig_h ...) or {five_tuple, "
-                     "timestamp}")
+                     "...), a Zeek conn.log JSON record (id.orig_h ...), an ECS document "
+                     "(source.ip, destination.ip, network.transport, @timestamp ...) or "
+                     "{five_tuple, timestamp}")
 
 
 def event_spec(ev: dict[str, Any], margin_s: float, case: str, event: str | None,

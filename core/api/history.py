@@ -9,6 +9,7 @@ from typing import Any
 
 from pcapwire.api.jobs import FINAL, QueryJob
 from pcapwire.api.tenants import TenantStore
+from pcapwire.api.verdicts import native_verdict
 from pcapwire.records import SEVERITIES
 
 COLUMNS = ("id", "case", "event", "spec", "started", "finished", "status", "packets", "bytes",
@@ -90,9 +91,11 @@ def run_view(summary: dict[str, Any]) -> dict[str, Any]:
 
 def read_verdicts(ts: TenantStore, query_id: str, case: str, job: QueryJob | None = None
                   ) -> list[dict[str, Any]]:
+    """The query's verdicts in their native form (see :mod:`.verdicts`): live from the
+    job while it is in memory, else from the case store."""
     if job is not None:
         return list(job.verdicts)
-    return [v.to_dict() for r in runs_of(ts, query_id, case)
+    return [native_verdict(v, r.run_id) for r in runs_of(ts, query_id, case)
             for v in ts.cases.verdicts(case, run_id=r.run_id)]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from pcapwire.api.auth import PUBLIC, role
 from pcapwire.api.schemas import NAME, SCHEMAS, ref
+from pcapwire.api.verdicts import DEFAULT_VERDICT_FORMAT, VERDICT_FORMATS
 
 routes = web.RouteTableDef()
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -21,7 +22,8 @@ _REASONS = {400: "Invalid input", 401: "Missing, unknown or revoked token",
             404: "Not found in your tenant", 409: "Conflicts with the current state",
             413: "Body or upload over its limit", 415: "Wrong Content-Type",
             422: "The query ended without a complete result",
-            429: "Too many running queries in your tenant"}
+            429: "Too many running queries in your tenant",
+            507: "The tenant's storage quota would be exceeded"}
 _AUTH_ERRS = (400, 401, 403)
 
 
@@ -61,6 +63,11 @@ SHA = _param("sha256", "path", {"type": "string"}, "SHA-256 of the file (hex)")
 BINARY = {"description": "the bytes", "content": {"application/octet-stream": {
     "schema": {"type": "string", "format": "binary"}}}}
 TIMEQ = {"type": "string", "description": "ISO 8601 or Unix seconds"}
+VERDICT_FORMAT = _param("format", schema={"enum": list(VERDICT_FORMATS),
+                                          "default": DEFAULT_VERDICT_FORMAT},
+                        desc="verdicts as ECS documents (ecs, the default: the form of "
+                             "`pcapwire run --json`, accepted by POST /api/v1/events) or in "
+                             "pcapwire's native form (native)")
 PCAP = {"description": "One continuous capture (classic pcap; pcapng when link types mix), "
         "sent while the query runs", "content": {"application/vnd.tcpdump.pcap": {
             "schema": {"type": "string", "format": "binary"}}}}
@@ -126,13 +133,16 @@ PATHS: dict[str, dict[str, Any]] = {
         "The result as one PCAP, streamed from the first match while the query runs "
         "(chunked); the connection is cut without a final chunk if the query fails",
         "viewer", {200: PCAP}, errors=(404, 409, 422), params=(QID,), tag="queries")},
-    "/api/v1/queries/{id}/verdicts": {"get": op("Verdicts found so far", "viewer", {
-        200: _json("VerdictList")}, errors=(404,), params=(QID,), tag="queries")},
-    "/api/v1/queries/{id}/verdicts/stream": {"get": op(
-        "Live verdicts (Server-Sent Events: verdict, status, end)", "viewer", {200: {
-            "description": "text/event-stream", "content": {"text/event-stream": {
-                "schema": {"type": "string"}}}}}, errors=(404,), params=(QID,),
+    "/api/v1/queries/{id}/verdicts": {"get": op(
+        "Verdicts found so far (ECS documents, or native with format=native)", "viewer", {
+            200: _json("VerdictList")}, errors=(404,), params=(QID, VERDICT_FORMAT),
         tag="queries")},
+    "/api/v1/queries/{id}/verdicts/stream": {"get": op(
+        "Live verdicts (Server-Sent Events: verdict, status, end; each verdict an ECS "
+        "document, or native with format=native)", "viewer", {200: {
+            "description": "text/event-stream", "content": {"text/event-stream": {
+                "schema": {"type": "string"}}}}}, errors=(404,),
+        params=(QID, VERDICT_FORMAT), tag="queries")},
     "/api/v1/queries/{id}/files": {"get": op(
         "Files carved from the query's result (carved on first request), with hashes and "
         "triage (the workflows' verdicts about each)", "viewer", {200: _json("FileList")},
@@ -154,8 +164,9 @@ PATHS: dict[str, dict[str, Any]] = {
             "schema": {"type": "string", "format": "binary"}}}}}, errors=(404, 409, 422),
         params=(QID, _param("email_id", "path")), tag="files")},
     "/api/v1/events": {"post": op(
-        "Event-to-PCAP: turn a Suricata EVE record, a Zeek conn.log JSON record or "
-        "{five_tuple, timestamp} into a query", "analyst",
+        "Event-to-PCAP: turn a Suricata EVE record, a Zeek conn.log JSON record, an ECS "
+        "document (such as a pcapwire verdict) or {five_tuple, timestamp} into a query",
+        "analyst",
         {202: _json("Query", "Accepted")}, errors=(429,), body="Event",
         params=EVENT_PARAMS, tag="events")},
     "/api/v1/events/pcap": {"post": op(
@@ -170,7 +181,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/ingest": {"post": op(
         "Ingest an uploaded capture (pcap, pcapng, gzip) or, for admins, a server-side path "
         "under the configured ingest directories", "analyst", {200: _json("IngestSummary")},
-        errors=(404, 409), body={**UPLOAD}, tag="ingest", params=(
+        errors=(404, 409, 507), body={**UPLOAD}, tag="ingest", params=(
             _param("sensor", desc="sensor of your tenant the capture comes from"),
             _param("filename", desc="name shown in errors")))},
     "/api/v1/sensors": {
@@ -195,9 +206,10 @@ PATHS: dict[str, dict[str, Any]] = {
         _param("until", schema=TIMEQ), _param("ip"), _param("hash", desc="MD5/SHA-1/SHA-256"),
         _param("severity", schema={"enum": ["info", "low", "medium", "high", "critical"]},
                desc="at least this severity"), LIMIT, OFFSET))},
-    "/api/v1/cases/{case}": {"get": op("A case: queries, verdicts, files, emails", "viewer",
-                                       {200: _json("Case")}, errors=(404,), params=(CASE,),
-                                       tag="cases")},
+    "/api/v1/cases/{case}": {"get": op(
+        "A case: queries, verdicts (ECS documents, or native with format=native), files, "
+        "emails", "viewer", {200: _json("Case")}, errors=(404,),
+        params=(CASE, VERDICT_FORMAT), tag="cases")},
     "/api/v1/cases/{case}/timeline": {"get": op(
         "Packets and verdicts over time", "viewer", {200: _json("Timeline")}, errors=(404,),
         params=(CASE, _param("buckets", schema={"type": "integer", "minimum": 1,

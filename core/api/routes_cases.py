@@ -26,6 +26,7 @@ from pcapwire.api.routes_flows import flows_for
 from pcapwire.api.routes_queries import tenant_store, time_ns, view
 from pcapwire.api.tenants import TenantStore
 from pcapwire.api.timeline import TIMELINE_BUCKETS, collect, histogram
+from pcapwire.api.verdicts import render_verdicts, verdict_format
 from pcapwire.query import QuerySpec
 from pcapwire.records import SEVERITIES
 
@@ -99,6 +100,8 @@ async def list_cases(request: web.Request) -> web.Response:
 @routes.get("/api/v1/cases/{case}")
 @role("viewer")
 async def get_case(request: web.Request) -> web.Response:
+    """Verdicts as ECS documents, or ``?format=native``."""
+    fmt = verdict_format(request)
     ts = tenant_store(request)
     case = request.match_info["case"]
     rows = _case_rows(request, ts, case)
@@ -108,7 +111,7 @@ async def get_case(request: web.Request) -> web.Response:
     verdicts = _verdicts(request, ts, rows)
     return web.json_response({
         "case": case, "queries": [view(ts, r, jobs.get(ts.tenant, r["id"])) for r in rows],
-        "verdicts": verdicts,
+        "verdicts": render_verdicts(verdicts, fmt),
         "files": [f for r in originals for f in artifacts.files(ts, r["id"], verdicts)],
         "emails": [e for r in originals for e in artifacts.emails(ts, r["id"])]})
 

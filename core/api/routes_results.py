@@ -14,6 +14,7 @@ from pcapwire.api.history import read_verdicts
 from pcapwire.api.jobs import QueryJob
 from pcapwire.api.limits import SSE_HEARTBEAT_S
 from pcapwire.api.routes_queries import lookup, view
+from pcapwire.api.verdicts import render_verdict, render_verdicts, verdict_format
 
 routes = web.RouteTableDef()
 PCAP_TYPE = "application/vnd.tcpdump.pcap"
@@ -75,17 +76,21 @@ async def get_pcap(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/v1/queries/{id}/verdicts")
 @role("viewer")
 async def get_verdicts(request: web.Request) -> web.Response:
+    """ECS documents (as ``pcapwire run --json`` prints them), or ``?format=native``."""
+    fmt = verdict_format(request)
     ts, row, job = lookup(request)
     case = job.spec.case if job is not None else (row or {})["case"]
-    return web.json_response({"verdicts": read_verdicts(ts, request.match_info["id"], case,
-                                                        job)})
+    return web.json_response({"verdicts": render_verdicts(
+        read_verdicts(ts, request.match_info["id"], case, job), fmt)})
 
 
 @routes.get("/api/v1/queries/{id}/verdicts/stream")
 @role("viewer")
 async def stream_verdicts(request: web.Request) -> web.StreamResponse:
-    """``event: verdict`` per verdict (``id`` = its index, so ``Last-Event-ID`` resumes),
-    ``event: status`` when progress changes, ``event: end`` with the final status."""
+    """``event: verdict`` per verdict (``id`` = its index, so ``Last-Event-ID`` resumes;
+    ECS, or ``?format=native``), ``event: status`` when progress changes, ``event: end``
+    with the final status."""
+    fmt = verdict_format(request)
     ts, row, job = lookup(request)
     try:
         sent = int(request.headers.get("Last-Event-ID", "-1")) + 1
@@ -95,14 +100,14 @@ async def stream_verdicts(request: web.Request) -> web.StreamResponse:
     if job is None:
         stored = read_verdicts(ts, request.match_info["id"], (row or {})["case"])
         for i, v in enumerate(stored[sent:], sent):
-            await sse.send(resp, "verdict", v, i)
+            await sse.send(resp, "verdict", render_verdict(v, fmt), i)
         await sse.send(resp, "end", view(ts, row, None))
         return resp
     last_status = None
     while True:
         final = job.final
         for i in range(sent, len(job.verdicts)):
-            await sse.send(resp, "verdict", job.verdicts[i], i)
+            await sse.send(resp, "verdict", render_verdict(job.verdicts[i], fmt), i)
         sent = len(job.verdicts)
         status = (job.status, job.stats.packets, round(job.progress(), 3))
         if status != last_status:

@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from pcapwire.api.errors import ApiError
 from pcapwire.api.limits import MAX_EVENT_MARGIN_S, MAX_HASHES_PER_LOOKUP
 from pcapwire.query.spec import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
+from pcapwire.records import SEVERITIES
 
 NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}
 IP = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
@@ -57,10 +58,14 @@ SCHEMAS: dict[str, Any] = {
     "FiveTuple": FIVE_TUPLE,
     "QueryRequest": _obj({
         "bpf": {"type": "string", "maxLength": 4096},
-        "hosts": {"type": "array", "items": IP, "maxItems": 64},
-        "nets": {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 64},
-        "ports": {"type": "array", "items": PORT, "maxItems": 64},
-        "protos": {"type": "array", "items": PROTO, "maxItems": 16},
+        "hosts": {"type": "array", "items": IP, "maxItems": 64,
+                  "description": "every one is an endpoint of the flow"},
+        "nets": {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 64,
+                 "description": "every one contains an endpoint of the flow"},
+        "ports": {"type": "array", "items": PORT, "maxItems": 64,
+                  "description": "any of them is a TCP/UDP/SCTP port of the flow"},
+        "protos": {"type": "array", "items": PROTO, "maxItems": 16,
+                   "description": "any of them is the flow's IP protocol"},
         "five_tuple": ref("FiveTuple"),
         "flow_ids": {"type": "array", "items": {"type": "integer", "minimum": 1,
                                                 "maximum": 2**62}, "maxItems": 10000},
@@ -98,15 +103,68 @@ SCHEMAS: dict[str, Any] = {
                                                                         "status")),
     "QueryList": _obj({"queries": {"type": "array", "items": ref("Query")},
                        "total": {"type": "integer"}}, ("queries", "total")),
-    "Verdict": {"type": "object", "required": ["analyzer", "severity", "score", "flow", "ts"],
-                "properties": {"analyzer": {"type": "string"}, "score": {"type": "integer"},
-                               "severity": {"enum": ["info", "low", "medium", "high",
-                                                     "critical"]},
-                               "flow": OBJ, "ts": {"type": "number"}}},
-    "VerdictList": _list("verdicts", "Verdict"),
+    "Verdict": {"type": "object", "description": "A verdict in pcapwire's native form "
+                "(`?format=native`): the record's fields and the workflow run it came from",
+                "required": ["kind", "analyzer", "subject_kind", "subject_id", "severity",
+                             "score", "flow", "ts", "run_id"],
+                "properties": {"kind": {"const": "verdict"}, "analyzer": {"type": "string"},
+                               "subject_kind": {"type": "string"},
+                               "subject_id": {"type": "string"},
+                               "score": {"type": "integer", "minimum": 0, "maximum": 100},
+                               "severity": {"enum": list(SEVERITIES)},
+                               "flow": _obj({"proto": {"type": "string"},
+                                             "src_ip": {"type": "string"}, "src_port": PORT,
+                                             "dest_ip": {"type": "string"},
+                                             "dest_port": PORT},
+                                            ("proto", "src_ip", "src_port", "dest_ip",
+                                             "dest_port")),
+                               "ts": {"type": "number"}, "run_id": {"type": "string"}}},
+    "EcsVerdict": {
+        "type": "object", "description": "A verdict as an Elastic Common Schema document, "
+        "exactly as `pcapwire run --json` prints it and a case bundle's verdicts.jsonl holds "
+        "it (the default form); POST it to /api/v1/events to query its flow again",
+        "required": ["@timestamp", "ecs", "event", "rule", "source", "destination", "network",
+                     "observer", "tags", "pcapwire"],
+        "properties": {
+            "@timestamp": {"type": "string", "description": "ISO 8601, UTC"},
+            "ecs": _obj({"version": {"type": "string"}}, ("version",)),
+            "event": {"type": "object", "required": ["kind", "module", "dataset", "severity",
+                                                     "risk_score", "category", "type"],
+                      "properties": {"kind": {"const": "alert"},
+                                     "module": {"const": "pcapwire"},
+                                     "dataset": {"type": "string"},
+                                     "severity": {"type": "integer", "minimum": 0,
+                                                  "maximum": len(SEVERITIES) - 1},
+                                     "risk_score": {"type": "number", "minimum": 0,
+                                                    "maximum": 100},
+                                     "category": {"type": "array",
+                                                  "items": {"type": "string"}},
+                                     "type": {"type": "array", "items": {"type": "string"}},
+                                     "id": {"type": "string"}}},
+            "rule": _obj({"id": {"type": "string"}, "name": {"type": "string"},
+                          "category": {"type": "string"}, "ruleset": {"type": "string"}},
+                         ("id", "name", "category", "ruleset")),
+            "source": _obj({"ip": {"type": "string"}, "port": PORT}, ("ip", "port")),
+            "destination": _obj({"ip": {"type": "string"}, "port": PORT}, ("ip", "port")),
+            "network": _obj({"transport": {"type": "string"},
+                             "iana_number": {"type": "string"}},
+                            ("transport", "iana_number")),
+            "observer": OBJ, "tags": {"type": "array", "items": {"type": "string"}},
+            "file": OBJ,
+            "pcapwire": {"type": "object", "required": ["analyzer", "severity", "score",
+                                                        "subject", "run_id", "pivot"],
+                         "properties": {"analyzer": {"type": "string"},
+                                        "severity": {"enum": list(SEVERITIES)},
+                                        "score": {"type": "integer"},
+                                        "subject": OBJ, "run_id": {"type": "string"},
+                                        "pivot": OBJ}}}},
+    "VerdictList": _obj({"verdicts": {"type": "array", "items": {
+        "anyOf": [ref("EcsVerdict"), ref("Verdict")]}}}, ("verdicts",)),
     "Event": {"type": "object", "description": "A Suricata EVE record (alert, flow...), a Zeek "
-              "conn.log JSON record, or {five_tuple, timestamp[, duration]}",
-              "maxProperties": 500},
+              "conn.log JSON record, an ECS document (source.ip, destination.ip, "
+              "network.transport, @timestamp: a SIEM's event or a pcapwire verdict as "
+              "`pcapwire run --json` and the API return it), or {five_tuple, timestamp[, "
+              "duration]}", "maxProperties": 500},
     "EventMargin": {"type": "number", "minimum": 0, "maximum": MAX_EVENT_MARGIN_S},
     "Flow": _obj({"flow_id": {"type": "integer"}, "proto": {"type": "string"},
                   "src_ip": {"type": "string"}, "src_port": {"type": "integer"},
@@ -154,7 +212,8 @@ SCHEMAS: dict[str, Any] = {
     "CaseList": _list("cases", "CaseSummary"),
     "Case": _obj({"case": {"type": "string"}, "queries": {"type": "array",
                                                           "items": ref("Query")},
-                  "verdicts": {"type": "array", "items": ref("Verdict")},
+                  "verdicts": {"type": "array", "items": {
+                      "anyOf": [ref("EcsVerdict"), ref("Verdict")]}},
                   "files": {"type": "array", "items": ref("File")},
                   "emails": {"type": "array", "items": ref("Email")}},
                  ("case", "queries", "verdicts", "files", "emails")),

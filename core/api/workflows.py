@@ -10,11 +10,13 @@ import asyncio
 import importlib.util
 import inspect
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcapwire.api.errors import ApiError
+from pcapwire.api.verdicts import native_verdict
 from pcapwire.records import PcapChunk, Verdict
 
 if TYPE_CHECKING:
@@ -149,8 +151,10 @@ class WorkflowService:
         self.check(ts.tenant, names)
         engine = Engine(self.host, store=ts.cases, workdir=ts.work, data_dir=ts.root)
 
-        async def verdict(v: Verdict) -> None:
-            await on_verdict(v.to_dict())
+        def sink(run_id: str) -> Callable[[Verdict], Awaitable[None]]:
+            async def verdict(v: Verdict) -> None:
+                await on_verdict(native_verdict(v, run_id))
+            return verdict
 
         queues: list[asyncio.Queue[PcapChunk | None]] = [asyncio.Queue(RUN_QUEUE_CHUNKS)
                                                           for _ in names]
@@ -170,7 +174,9 @@ class WorkflowService:
 
         async with asyncio.TaskGroup() as tg:
             tg.create_task(distribute())
+            run_ids = [uuid.uuid4().hex for _ in names]
             runs = [tg.create_task(engine.run(self.loaded[n], feed(q), case=case, event=event,
-                                              query_id=query_id, on_verdict=verdict))
-                    for n, q in zip(names, queues, strict=True)]
+                                              query_id=query_id, run_id=rid,
+                                              on_verdict=sink(rid)))
+                    for n, q, rid in zip(names, queues, run_ids, strict=True)]
         return [r.result().to_dict() for r in runs]

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS steps (
     analyzer TEXT NOT NULL, analyzer_version TEXT NOT NULL, status TEXT NOT NULL,
     reason TEXT NOT NULL, records_in INTEGER NOT NULL, records_skipped INTEGER NOT NULL,
     outputs TEXT NOT NULL, errors TEXT NOT NULL, started REAL, finished REAL,
+    report TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (run_id, step));
 CREATE TABLE IF NOT EXISTS verdicts (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(run_id),
@@ -97,6 +98,10 @@ class CaseStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(steps)")}
+            if "report" not in columns:  # a store written before steps kept notes and stats
+                self._db.execute("ALTER TABLE steps ADD COLUMN report TEXT NOT NULL "
+                                 "DEFAULT '{}'")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
             self._db.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
@@ -145,10 +150,11 @@ class CaseStore:
     def finish_step(self, run_id: str, r: StepResult) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, r.step, r.analyzer, r.analyzer_version, r.status, r.reason,
                  r.records_in, r.records_skipped, json.dumps(r.outputs),
-                 json.dumps([e.__dict__ for e in r.errors]), r.started, r.finished))
+                 json.dumps([e.__dict__ for e in r.errors]), r.started, r.finished,
+                 json.dumps({"notes": r.notes, "stats": r.stats}, default=str)))
             self._commit()
 
     def finish_run(self, s: RunSummary) -> None:
@@ -191,14 +197,16 @@ class CaseStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT step, analyzer, analyzer_version, status, reason, records_in, "
-                "records_skipped, outputs, errors, started, finished FROM steps "
+                "records_skipped, outputs, errors, started, finished, report FROM steps "
                 "WHERE run_id=? ORDER BY rowid", (run_id,)).fetchall()
         from pcapwire.workflow.results import StepError
         return [StepResult(step=r[0], analyzer=r[1], analyzer_version=r[2], status=r[3],
                            reason=r[4], records_in=r[5], records_skipped=r[6],
                            outputs=json.loads(r[7]),
                            errors=[StepError(**e) for e in json.loads(r[8])],
-                           started=r[9] or 0.0, finished=r[10] or 0.0) for r in rows]
+                           started=r[9] or 0.0, finished=r[10] or 0.0,
+                           notes=json.loads(r[11]).get("notes", []),
+                           stats=json.loads(r[11]).get("stats", {})) for r in rows]
 
     def _verdict_rows(self, case_id: str | None, run_id: str | None,
                       min_severity: str | None) -> Iterator[tuple[int, str, str]]:

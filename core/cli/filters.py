@@ -17,7 +17,8 @@ def add_filter_args(p: argparse.ArgumentParser, bpf: bool = True) -> None:
     g.add_argument("--host", action="append", default=[], metavar="IP",
                    help="an endpoint of the flow (repeat: every one must be an endpoint)")
     g.add_argument("--net", action="append", default=[], metavar="CIDR")
-    g.add_argument("--port", action="append", default=[], type=int, metavar="N")
+    g.add_argument("--port", action="append", default=[], type=int, metavar="N",
+                   help="a TCP, UDP or SCTP port of the flow (repeat: any of them)")
     g.add_argument("--proto", action="append", default=[], metavar="P",
                    help="tcp, udp, icmp, icmp6, sctp or a number (repeat: any of them)")
     g.add_argument("--flow", action="append", default=[], type=int, metavar="ID",

@@ -94,6 +94,8 @@ def print_summary(summary: RunSummary, file: Any = None) -> None:
         for e in s.errors[:5]:
             print(f"    {e.kind}: {e.message}" + (f" [{e.subject}]" if e.subject else ""),
                   file=file)
+        for note in s.notes:
+            print(f"    note: {note}", file=file)
     if summary.error:
         print(f"  input: {summary.error}", file=file)
 

@@ -182,6 +182,7 @@ class Carver:
             self._drain(block=True)
             for carved in self.ranges.finish():
                 self._file(carved, carved.flow or FlowKey(6, "", 0, "", 0))
+            self.result.notes += self.ranges.notes
             self._drain(block=True)
             while self._appended:
                 self._appended.popleft().result()  # raises what appending raised

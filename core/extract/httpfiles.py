@@ -3,7 +3,8 @@
 Each non-empty body is a file: request bodies (multipart uploads split into their parts),
 response bodies after Content-Encoding decoding (the body as transferred is kept only
 when decoding fails or stops at a limit; its hashes are on the record either way), and
-206 responses as parts with their Content-Range (``ranges.RangeAssembler`` joins them).
+206 responses as parts with their Content-Range (``ranges.RangeAssembler`` joins them;
+a ``multipart/byteranges`` 206 gives one such part per range, see :mod:`.byteranges`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pcapwire.extract import decode, mime
+from pcapwire.extract import byteranges, decode, mime
 from pcapwire.extract import http as _http
 from pcapwire.extract.buffer import CarvedFile, Session
 from pcapwire.extract.http import HttpMessage, HttpParser
+from pcapwire.extract.ranges import parse_content_range
 
 log = logging.getLogger(__name__)
-
-_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
 
 
 def hashes(data: bytes) -> dict[str, Any]:
@@ -49,17 +49,6 @@ def uri_filename(uri: str) -> str:
     except ValueError:
         path = uri.split("?", 1)[0]
     return posixpath.basename(unquote(path, errors="replace"))
-
-
-def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
-    m = _RANGE.match(value or "")
-    if m is None:
-        return None
-    first, last = int(m.group(1)), int(m.group(2))
-    total = None if m.group(3) == "*" else int(m.group(3))
-    if last < first or (total is not None and last >= total):
-        return None
-    return first, last, total
 
 
 class HttpSession(Session):
@@ -122,8 +111,7 @@ class HttpSession(Session):
         else:
             self.transactions[i]["response"] = summary
         if msg.body_size or msg.missing:
-            self._response_file(req, msg, i)
-            summary["decoded_size"] = len(self.out[-1].data)
+            summary["decoded_size"] = self._response_file(req, msg, i)
 
     def _base_extra(self, req: HttpMessage | None, resp: HttpMessage | None,
                     depth: int) -> dict[str, Any]:
@@ -159,19 +147,62 @@ class HttpSession(Session):
                 return
         self._body_file(req, req, "orig", extra)
 
-    def _response_file(self, req: HttpMessage | None, resp: HttpMessage, depth: int) -> None:
+    def _response_file(self, req: HttpMessage | None, resp: HttpMessage, depth: int) -> int:
+        """Carve a response body; returns its size after decoding."""
         extra = self._base_extra(req, resp, depth)
         ctype = resp.header("content-type")
         extra["declared_mime_type"] = ctype.split(";", 1)[0].strip().lower()
+        if resp.status == 206 and byteranges.is_byteranges(ctype):
+            return self._byteranges(req, resp, extra)
         if resp.status == 206:
             rng = parse_content_range(resp.header("content-range"))
             if rng is not None:
-                first, last, total = rng
-                extra["content_range"] = {"first": first, "last": last, "total": total}
-                extra["range_key"] = [req.header("host") if req else "",
-                                      req.uri if req else "", total,
-                                      resp.header("etag")]
+                _set_range(extra, req, resp, rng)
         self._body_file(req, resp, "resp", extra)
+        return len(self.out[-1].data)
+
+    def _byteranges(self, req: HttpMessage | None, resp: HttpMessage,
+                    extra: dict[str, Any]) -> int:
+        """One file per part of a multipart/byteranges 206, each a range for the
+        RangeAssembler like a single-part 206; the body whole as well when the parts
+        cannot hold all of it."""
+        body = resp.body
+        found = byteranges.split(body, resp.header("content-type"), resp.missing)
+        where = (f"206 multipart/byteranges response to {req.method} {req.uri}"
+                 if req is not None else "206 multipart/byteranges response")
+        self.notes += [f"{where}: {n}" for n in found.notes]
+        if resp.body_dropped:
+            self.notes.append(f"{where}: MAX_BODY_SIZE={_http.MAX_BODY_SIZE} reached; the "
+                              f"{resp.body_dropped} bytes after it are not kept")
+        container = hashes(body)
+        name = _filename(req, resp)
+        for part in found.parts:
+            self.out.append(self._range_part(req, resp, extra, part, container, name))
+        if found.keep_whole:
+            self.notes.append(f"{where}: {found.keep_whole}; the body is kept whole")
+            self._body_file(req, resp, "resp", dict(extra, byteranges_kept_whole=(
+                found.keep_whole)))
+        return len(body)
+
+    def _range_part(self, req: HttpMessage | None, resp: HttpMessage, extra: dict[str, Any],
+                    part: byteranges.RangePart, container: dict[str, Any],
+                    name: str) -> CarvedFile:
+        p_extra = dict(extra, container=dict(container),
+                       byteranges_part={"index": part.index})
+        if part.content_type:
+            p_extra["declared_mime_type"] = part.content_type
+        if part.range is not None:
+            _set_range(p_extra, req, resp, part.range)
+        if part.error:
+            p_extra["byteranges_error"] = part.error
+        codings = decode.parse_codings(resp.header("content-encoding"))
+        if codings:  # as for a single-part 206: a range of the encoded representation
+            p_extra.update(content_encoding=",".join(codings), content_decoded=False,
+                           decode_error="a range of an encoded representation; kept as "
+                                        "transferred")
+        return CarvedFile(data=part.data, protocol="http", direction="resp", ts=resp.ts,
+                          filename=name, incomplete=bool(part.missing),
+                          missing_ranges=list(part.missing), extra=p_extra)
 
     def _body_file(self, req: HttpMessage | None, msg: HttpMessage, direction: str,
                    extra: dict[str, Any]) -> None:
@@ -212,9 +243,7 @@ class HttpSession(Session):
             extra["dropped_bytes"] = msg.body_dropped
         if msg.errors:
             extra["errors"] = list(msg.errors)
-        name = disposition_filename(msg.header("content-disposition"))
-        if not name and req is not None:
-            name = uri_filename(req.uri)
+        name = _filename(req, msg)
         missing = list(msg.missing)
         if not msg.complete and msg.declared_length is not None:
             seen = msg.body_size + msg.body_dropped + sum(n for _, n in missing)
@@ -225,6 +254,22 @@ class HttpSession(Session):
             incomplete=not msg.complete, missing_ranges=_merge(missing), extra=extra,
             transferred=transferred))
 
+
+def _filename(req: HttpMessage | None, msg: HttpMessage) -> str:
+    name = disposition_filename(msg.header("content-disposition"))
+    if not name and req is not None:
+        name = uri_filename(req.uri)
+    return name
+
+
+def _set_range(extra: dict[str, Any], req: HttpMessage | None, resp: HttpMessage,
+               rng: tuple[int, int, int | None]) -> None:
+    """The extras by which :class:`~.ranges.RangeAssembler` places a 206 part: its range,
+    and the file it cuts -- (Host, URI, total length, ETag)."""
+    first, last, total = rng
+    extra["content_range"] = {"first": first, "last": last, "total": total}
+    extra["range_key"] = [req.header("host") if req else "", req.uri if req else "", total,
+                          resp.header("etag")]
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -259,6 +259,21 @@ def _delimiters(data: bytes, start: int, end: int, boundary: bytes
     return out
 
 
+def multipart_spans(data: bytes, boundary: bytes, start: int = 0
+                    ) -> tuple[list[tuple[int, int]], bool]:
+    """(start, end) of every part (headers included) of the multipart body
+    ``data[start:]``, not descending into nested multiparts, and whether the close
+    delimiter was seen. An unclosed last part runs to the end of ``data``; no delimiter
+    at all gives no parts."""
+    bounds = _delimiters(data, start, len(data), boundary)
+    spans = [(body_from, next_delim) for (_, body_from, _), (next_delim, _, _)
+             in zip(bounds, bounds[1:], strict=False)]
+    closed = bool(bounds) and bounds[-1][2]
+    if bounds and not closed:
+        spans.append((bounds[-1][1], len(data)))
+    return spans, closed
+
+
 class _Walker:
     def __init__(self, message: ParsedMessage) -> None:
         self.msg = message

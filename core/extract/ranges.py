@@ -1,14 +1,17 @@
 """Join HTTP 206 parts (possibly from several connections) into the file they cut.
 
-Parts are grouped by (Host, URI, total length, ETag). Every part stays a file of its own
-with its Content-Range; when a group has more than one part, or one part that covers the
-whole file, the joined file is produced as well: covered bytes in order, uncovered ranges
-listed as missing (never invented), overlaps checked for agreement.
+Parts are grouped by (Host, URI, total length, ETag); a part is a single-part 206 body or
+one part of a ``multipart/byteranges`` 206 (:mod:`.byteranges`), alike. Every part stays
+a file of its own with its Content-Range; when a group has more than one part, or one part
+that covers the whole file, the joined file is produced as well: covered bytes in order,
+uncovered ranges listed as missing (never invented), overlaps checked for agreement
+(disagreements are counted on the file and reported in ``notes``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,24 @@ MAX_RANGE_TOTAL = 512 * 1024 * 1024
 #: Most parts joined into one file.
 MAX_RANGE_PARTS = 10_000
 
+#: Extras that describe one part (its range, its place in its response), not the file.
+_PART_ONLY = frozenset(("content_range", "range_key", "transferred", "byteranges_part",
+                        "container"))
+_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
+
+
+def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
+    """(first, last, total or None for ``*``) of a ``Content-Range: bytes A-B/T`` value;
+    None when it is not one (or says last < first, or last >= total)."""
+    m = _RANGE.match(value or "")
+    if m is None:
+        return None
+    first, last = int(m.group(1)), int(m.group(2))
+    total = None if m.group(3) == "*" else int(m.group(3))
+    if last < first or (total is not None and last >= total):
+        return None
+    return first, last, total
+
 
 @dataclass
 class _Group:
@@ -31,11 +52,16 @@ class _Group:
 class RangeAssembler:
     def __init__(self) -> None:
         self.groups: dict[tuple[Any, ...], _Group] = {}
+        #: what went wrong while joining (overlaps that disagree), for the report
+        self.notes: list[str] = []
 
     def add(self, part: CarvedFile, part_id: str) -> None:
+        """Take a part (a CarvedFile with ``content_range`` and ``range_key`` extras).
+        A part with missing bytes is taken only when they are its tail (its data is then
+        a prefix of its range); a hole inside would shift the bytes after it."""
         rng = part.extra.get("content_range")
         key = part.extra.get("range_key")
-        if not rng or not key or part.missing_ranges:
+        if not rng or not key or not _prefix_only(part):
             return
         group = self.groups.setdefault(tuple(key), _Group(rng["total"]))
         if len(group.parts) < MAX_RANGE_PARTS:
@@ -78,9 +104,14 @@ class RangeAssembler:
             missing.append((covered_end, total - covered_end))
         if len(parts) < 2 and missing:
             return None
+        if conflicts:
+            self.notes.append(
+                f"range join of {key[0]}{key[1]} (total {total}): {conflicts} overlapping "
+                "range(s) disagree with bytes already placed; the bytes of the part that "
+                "starts first are kept (every part is a file of its own), file marked "
+                "incomplete")
         head = parts[0][1]
-        extra = {k: v for k, v in head.extra.items()
-                 if k not in ("content_range", "range_key", "transferred")}
+        extra = {k: v for k, v in head.extra.items() if k not in _PART_ONLY}
         extra["assembled_from_ranges"] = {
             "total": total, "conflicting_overlaps": conflicts,
             "parts": [{"first": f, "size": len(p.data), "file_id": pid,
@@ -89,6 +120,12 @@ class RangeAssembler:
                           direction=head.direction, ts=head.ts, filename=head.filename,
                           incomplete=bool(missing) or conflicts > 0, missing_ranges=missing,
                           extra=extra, flow=head.flow)
+
+
+def _prefix_only(part: CarvedFile) -> bool:
+    """No missing bytes, or only after the last byte of ``data``."""
+    missing = part.missing_ranges
+    return not missing or (len(missing) == 1 and missing[0][0] == len(part.data))
 
 
 def _tail(pieces: list[bytes], n: int) -> bytes:

@@ -49,8 +49,10 @@ def find_flows(catalog: Catalog, spec: QuerySpec, limit: int | None = None
 def explicit_sql(spec: QuerySpec) -> Sql | None:
     """SQL over ``flows`` for the explicit (flow-level, exact) filters, or None."""
     parts: list[Sql] = [host_sql(h) for h in spec.hosts] + [net_sql(n) for n in spec.nets]
-    for p in spec.ports:
-        parts.append(Sql("(proto IN (6,17,132) AND (port_a = ? OR port_b = ?))", (p, p)))
+    if spec.ports:  # any of them, as repeated protos: tcpdump's "port A or port B"
+        marks = ",".join("?" * len(spec.ports))
+        parts.append(Sql(f"(proto IN (6,17,132) AND (port_a IN ({marks}) OR port_b IN "
+                         f"({marks})))", (*spec.ports, *spec.ports)))
     if spec.protos:
         parts.append(Sql(f"(proto IN ({','.join(str(int(p)) for p in spec.protos)}))", ()))
     if spec.flow_ids:

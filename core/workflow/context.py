@@ -94,6 +94,10 @@ class StepContext:
     #: set when the workflow came from outside the server (:mod:`.confine`): files named
     #: inside files (includes) are read only where it allows
     confinement: Confinement | None = None
+    #: what the step reports about its run besides outputs, copied into its
+    #: :class:`~pcapwire.workflow.results.StepResult`: see :meth:`note`
+    notes: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
     log: logging.LoggerAdapter[logging.Logger] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -115,6 +119,15 @@ class StepContext:
         if self.emit_fn is None:
             raise AnalyzerError("this context is not attached to a run (no emit)")
         await self.emit_fn(item)
+
+    def note(self, message: str = "", **stats: Any) -> None:
+        """Say something about this run in the step's result, besides its outputs: a note
+        for the responder (``StepResult.notes``; also logged as a warning), e.g. why
+        alerts may be missing, and/or named counts (``StepResult.stats``)."""
+        if message:
+            self.notes.append(message)
+            self.log.warning("%s", message)
+        self.stats.update(stats)
 
     def resolve(self, path: str) -> Path:
         """``path`` from ``with:`` (see :func:`resolve_path`)."""

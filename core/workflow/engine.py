@@ -52,7 +52,7 @@ from pcapwire.records import PcapChunk, StreamRecord, Verdict
 from pcapwire.workflow.analyzer import RecordSession, Session
 from pcapwire.workflow.context import Output, RunInfo, StepContext
 from pcapwire.workflow.document import Step, Workflow
-from pcapwire.workflow.expr import record_context
+from pcapwire.workflow.expr import RUN_FIELDS, record_context
 from pcapwire.workflow.policy import Aggregator
 from pcapwire.workflow.results import RunSummary, StepError, StepResult, format_traceback
 from pcapwire.workflow.severity import severity_rank
@@ -122,8 +122,7 @@ class _Run:
         self.on_verdict = on_verdict
         self.workdir = workdir
         self.aggregator = Aggregator(wf.policy)
-        self.run_ctx = {"case": info.case, "event": info.event, "query_id": info.query_id,
-                        "workflow": info.workflow, "run_id": info.run_id}
+        self.run_ctx = {name: getattr(info, name) for name in RUN_FIELDS}
         self.nodes = {s.id: _Node(s, _PeakQueue(wf.queue_size),
                                   StepResult(step=s.id, analyzer=s.uses,
                                              analyzer_version=type(s.analyzer).version))
@@ -308,6 +307,7 @@ class _Run:
         step, r = node.step, node.result
         r.started = time.time()
         session: Session | None = None
+        ctx: StepContext | None = None
         tasks: set[asyncio.Task[None]] = set()
         workdir = self.workdir / step.id
         reason = step.analyzer.unavailable()
@@ -370,6 +370,8 @@ class _Run:
                         raise
                     self._error(node, "error", f"aclose failed: {type(exc).__name__}: {exc}",
                                 exc=exc)
+            if ctx is not None:  # what the analyzer said about its run (ctx.note)
+                r.notes, r.stats = list(ctx.notes), dict(ctx.stats)
             self._conclude(node)
         for sub in {id(x): x for xs in node.subs.values() for x in xs}.values():
             await sub.queue.put(_END)

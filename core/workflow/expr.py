@@ -30,19 +30,29 @@ Semantics: ``and``/``or`` short-circuit and return booleans; comparing values of
 different types (other than int/float) is false for ``==``, true for ``!=``, false for
 the ordering operators; ``in`` works on strings (substring), lists and mappings (keys).
 Limits: :data:`MAX_EXPRESSION_LENGTH` characters, :data:`MAX_EXPRESSION_DEPTH` nesting.
+
+Validation (:func:`check_names`, run by ``pcapwire workflow validate``) knows what each
+name holds from the records' own type hints (:data:`KIND_TYPES`, :data:`FLOW_TYPES`,
+:data:`RUN_TYPES`: ``Literal`` and ``Annotated[str, OneOf(...)]`` give the values a string
+takes), and reports what can never match: an unknown name, a string compared with a number
+(``record.flow.proto == 6``), a value a field never takes (``stream.direction == 'up'``),
+severities ordered as text, ``'in'`` on a number, a string function given a list...
 """
 
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from pcapwire.errors import WorkflowError
-from pcapwire.records import SEVERITIES
+from pcapwire.records import IP_PROTO_NAMES, SEVERITIES
 
 #: Longest condition accepted (characters).
 MAX_EXPRESSION_LENGTH = 2000
@@ -100,6 +110,7 @@ class _Tok:
     kind: str  # num str op name kw end
     value: Any
     col: int
+    end: int  # the column just after the token
 
 
 def _tokenize(text: str) -> list[_Tok]:
@@ -111,21 +122,23 @@ def _tokenize(text: str) -> list[_Tok]:
             raise ExpressionError(f"unexpected character {text[pos]!r}", pos + 1)
         kind = m.lastgroup or ""
         raw = m.group()
+        start, end = pos + 1, m.end() + 1
         if kind == "num":
-            toks.append(_Tok("num", float(raw) if "." in raw else int(raw), pos + 1))
+            toks.append(_Tok("num", float(raw) if "." in raw else int(raw), start, end))
         elif kind == "str":
-            toks.append(_Tok("str", re.sub(r"\\(.)", r"\1", raw[1:-1]), pos + 1))
+            toks.append(_Tok("str", re.sub(r"\\(.)", r"\1", raw[1:-1]), start, end))
         elif kind == "name":
-            toks.append(_Tok("kw" if raw in _KEYWORDS else "name", raw, pos + 1))
+            toks.append(_Tok("kw" if raw in _KEYWORDS else "name", raw, start, end))
         elif kind == "op":
-            toks.append(_Tok("op", raw, pos + 1))
+            toks.append(_Tok("op", raw, start, end))
         pos = m.end()
-    toks.append(_Tok("end", None, len(text) + 1))
+    toks.append(_Tok("end", None, len(text) + 1, len(text) + 1))
     return toks
 
 
 Node = tuple  # ("lit", v) ("name", parts) ("call", fn, args) ("list", items) ("not", x)
-#              ("and", a, b) ("or", a, b) ("cmp", op, a, b) ("neg", x)
+#              ("and", a, b) ("or", a, b) ("cmp", op, a, b) ("neg", x), each followed by
+#              the columns where it starts and just after its end: node[-2], node[-1]
 
 
 class _Parser:
@@ -162,6 +175,10 @@ class _Parser:
             raise ExpressionError(f"nesting deeper than MAX_EXPRESSION_DEPTH="
                                   f"{MAX_EXPRESSION_DEPTH}", self.tok.col)
 
+    def span(self, start: int, *node: Any) -> Node:
+        """``node`` with its columns: from ``start`` to just after the last token taken."""
+        return (*node, start, self.toks[self.i - 1].end)
+
     def parse(self) -> Node:
         node = self.or_expr()
         if self.tok.kind != "end":
@@ -169,42 +186,47 @@ class _Parser:
         return node
 
     def or_expr(self) -> Node:
+        start = self.tok.col
         node = self.and_expr()
         while self.take("kw", "or"):
-            node = ("or", node, self.and_expr())
+            node = self.span(start, "or", node, self.and_expr())
         return node
 
     def and_expr(self) -> Node:
+        start = self.tok.col
         node = self.not_expr()
         while self.take("kw", "and"):
-            node = ("and", node, self.not_expr())
+            node = self.span(start, "and", node, self.not_expr())
         return node
 
     def not_expr(self) -> Node:
+        start = self.tok.col
         if self.take("kw", "not"):
             self.nest()
-            node = ("not", self.not_expr())
+            node = self.span(start, "not", self.not_expr())
             self.depth -= 1
             return node
         return self.compare()
 
     def compare(self) -> Node:
+        start = self.tok.col
         left = self.operand()
         t = self.tok
         if t.kind == "op" and t.value in ("==", "!=", "<", "<=", ">", ">="):
             self.i += 1
-            return ("cmp", t.value, left, self.operand())
+            return self.span(start, "cmp", t.value, left, self.operand())
         if self.take("kw", "in"):
-            return ("cmp", "in", left, self.operand())
+            return self.span(start, "cmp", "in", left, self.operand())
         if t.kind == "kw" and t.value == "not" and self.toks[self.i + 1].value == "in":
             self.i += 2
-            return ("cmp", "not in", left, self.operand())
+            return self.span(start, "cmp", "not in", left, self.operand())
         return left
 
     def operand(self) -> Node:
+        start = self.tok.col
         if self.take("op", "-"):
             self.nest()
-            node = ("neg", self.operand())
+            node = self.span(start, "neg", self.operand())
             self.depth -= 1
             return node
         return self.atom()
@@ -213,10 +235,10 @@ class _Parser:
         t = self.tok
         if t.kind in ("num", "str"):
             self.i += 1
-            return ("lit", t.value)
+            return self.span(t.col, "lit", t.value)
         if t.kind == "kw" and t.value in ("true", "false", "null"):
             self.i += 1
-            return ("lit", {"true": True, "false": False, "null": None}[t.value])
+            return self.span(t.col, "lit", {"true": True, "false": False, "null": None}[t.value])
         if self.take("op", "("):
             self.nest()
             node = self.or_expr()
@@ -227,7 +249,7 @@ class _Parser:
             self.nest()
             items = self.items("]")
             self.depth -= 1
-            return ("list", items)
+            return self.span(t.col, "list", items)
         if t.kind == "name":
             self.i += 1
             if self.take("op", "("):
@@ -241,14 +263,14 @@ class _Parser:
                 if len(args) != arity:
                     raise ExpressionError(f"{t.value}() takes {arity} argument(s), "
                                           f"got {len(args)}", t.col)
-                return ("call", t.value, args)
+                return self.span(t.col, "call", t.value, args)
             parts = [t.value]
             while self.take("op", "."):
                 name = self.take("name") or self.take("kw")
                 if name is None:
                     raise ExpressionError("expected a field name after '.'", self.tok.col)
                 parts.append(name.value)
-            return ("name", tuple(parts), t.col)
+            return self.span(t.col, "name", tuple(parts))
         raise ExpressionError(f"unexpected {self.describe(t)}", t.col)
 
     def items(self, close: str) -> list[Node]:
@@ -386,27 +408,141 @@ class Expression:
         return out
 
 
-# ---- the context a condition sees ---------------------------------------------------------
-_FLOW_FIELDS = ("proto", "src_ip", "src_port", "dest_ip", "dest_port")
+# ---- what each name holds: read from the records themselves ---------------------------------
+@dataclass(frozen=True)
+class Type:
+    """What a value in a condition is, as far as validation can know it. ``name`` is one of
+    ``string number boolean list mapping bytes null any``; a string may take only
+    ``values`` (plus what ``other``, a regular expression, admits); a list has ``item``s;
+    a mapping with known ``fields`` (a flow, a record) has only those."""
+
+    name: str
+    values: tuple[str, ...] = ()
+    other: str = ""
+    other_doc: str = ""
+    item: Type | None = None
+    fields: Mapping[str, Type] | None = field(default=None, compare=False)
+
+    def takes(self, value: str) -> bool:
+        """Whether this string may equal ``value``."""
+        return (not self.values or value in self.values
+                or bool(self.other and re.fullmatch(self.other, value)))
+
+    def describe(self) -> str:
+        if self.name == "string" and self.values:
+            if len(self.values) == 1 and not self.other:
+                return f"a string (always {self.values[0]!r} here)"
+            shown = [v if v else "''" for v in self.values]
+            more = f", or {self.other_doc}" if self.other_doc else ""
+            return f"a string (one of: {', '.join(shown)}{more})"
+        if self.name == "list":
+            inner = {"string": "strings", "number": "numbers", "boolean": "booleans",
+                     "list": "lists", "mapping": "mappings"}.get(
+                self.item.name if self.item else "", "")
+            return f"a list of {inner}" if inner else "a list"
+        if self.name == "mapping" and self.fields is not None:
+            return f"a mapping (fields: {', '.join(self.fields)})"
+        return _ARTICLE.get(self.name, self.name)
 
 
-def _kind_fields() -> dict[str, set[str]]:
-    from dataclasses import fields
+_ARTICLE = {"string": "a string", "number": "a number", "boolean": "a boolean (true or false)",
+            "mapping": "a mapping", "bytes": "bytes", "null": "null", "any": "a value"}
+ANY, NUMBER, STRING, BOOLEAN = Type("any"), Type("number"), Type("string"), Type("boolean")
 
+
+def type_of_hint(hint: Any) -> Type:
+    """A Python type hint of :mod:`pcapwire.records` as a condition sees the value."""
+    from pcapwire.records import FlowKey, OneOf
+
+    meta: tuple[Any, ...] = ()
+    if get_origin(hint) is Annotated:
+        hint, *extra = get_args(hint)
+        meta = tuple(extra)
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal and all(isinstance(a, str) for a in args):
+        return Type("string", tuple(args))
+    if origin in (Union, UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return type_of_hint(inner[0]) if len(inner) == 1 else ANY
+    if hint is str:
+        for m in meta:
+            if isinstance(m, OneOf):
+                return Type("string", m.values, m.other, m.other_doc)
+        return STRING
+    if hint is bool:
+        return BOOLEAN
+    if hint in (int, float):
+        return NUMBER
+    if hint is bytes:
+        return Type("bytes")
+    if hint is FlowKey:
+        return Type("mapping", fields=FLOW_TYPES)
+    if origin in (list, tuple, set, frozenset):
+        return Type("list", item=type_of_hint(args[0]) if args else ANY)
+    if origin is dict or hint is dict:
+        return Type("mapping")
+    return ANY
+
+
+def _member_type(cls: type, name: str, hints: Mapping[str, Any]) -> Type:
+    member = inspect.getattr_static(cls, name)
+    if isinstance(member, property):
+        return type_of_hint(get_type_hints(member.fget, include_extras=True)["return"])
+    return type_of_hint(hints[name])
+
+
+def _flow_types() -> dict[str, Type]:
+    from pcapwire.records import FlowKey
+
+    hints = get_type_hints(FlowKey, include_extras=True)
+    return {name: _member_type(FlowKey, attr, hints)
+            for name, attr in FlowKey.DICT_FIELDS.items()}
+
+
+#: Record fields a condition cannot use, per kind, each with the reason (none today: a
+#: field added to a record is usable in conditions under its own name unless listed here).
+EXCLUDED_FIELDS: dict[str, dict[str, str]] = {}
+
+
+def _kind_types() -> dict[str, dict[str, Type]]:
+    """Per record kind: every dataclass field (by its name and type hint), ``kind``, and
+    every public property (``size`` of streams and chunks)."""
     from pcapwire.records import RECORD_TYPES
 
-    out = {kind: {f.name for f in fields(cls)} | {"kind"}  # type: ignore[arg-type]
-           for kind, cls in RECORD_TYPES.items()}
-    out["stream"].add("size")
-    out["pcap"].add("size")
+    out: dict[str, dict[str, Type]] = {}
+    for kind, cls in RECORD_TYPES.items():
+        hints = get_type_hints(cls, include_extras=True)
+        names = [f.name for f in dataclass_fields(cls)]  # type: ignore[arg-type]
+        names += [n for n, v in vars(cls).items()
+                  if isinstance(v, property) and not n.startswith("_")]
+        table = {"kind": Type("string", (kind,))}
+        table |= {n: _member_type(cls, n, hints) for n in names
+                  if n not in EXCLUDED_FIELDS.get(kind, {})}
+        out[kind] = table
     return out
 
 
+def _run_types() -> dict[str, Type]:
+    from pcapwire.workflow.context import RunInfo
+
+    hints = get_type_hints(RunInfo)
+    return {n: type_of_hint(hints[n]) for n in ("case", "event", "query_id", "workflow",
+                                                 "run_id")}
+
+
+#: What ``flow.<name>`` holds (the names of :meth:`FlowKey.to_dict`).
+FLOW_TYPES: dict[str, Type] = _flow_types()
+#: What ``<kind>.<name>`` holds, per record kind.
+KIND_TYPES: dict[str, dict[str, Type]] = _kind_types()
+#: What ``run.<name>`` holds.
+RUN_TYPES: dict[str, Type] = _run_types()
 #: Field names a condition may use, per record kind.
-KIND_FIELDS: dict[str, set[str]] = _kind_fields()
-RUN_FIELDS = {"case", "event", "query_id", "workflow", "run_id"}
+KIND_FIELDS: dict[str, set[str]] = {kind: set(t) for kind, t in KIND_TYPES.items()}
+RUN_FIELDS = set(RUN_TYPES)
+_FLOW_FIELDS = tuple(FLOW_TYPES)
 
 
+# ---- the context a condition sees ---------------------------------------------------------
 class _RecordView(Mapping[str, Any]):
     """A record's fields as a condition sees them, read on demand (most conditions use
     one or two of them): ``flow`` as its dict, ``size`` for streams and chunks."""
@@ -420,10 +556,6 @@ class _RecordView(Mapping[str, Any]):
     def get(self, name: str, default: Any = None) -> Any:
         if name not in self._fields:
             return default
-        if name == "kind":
-            return self._record.kind
-        if name == "size" and self._record.kind in ("stream", "pcap"):
-            return len(self._record.data)
         value = getattr(self._record, name, None)
         if name == "flow" and value is not None:
             return value.to_dict()
@@ -448,7 +580,9 @@ def record_context(record: Any, run: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_names(expr: Expression, kind: str) -> list[tuple[str, int]]:
-    """Names of ``expr`` that cannot exist for input ``kind``: (message, column)."""
+    """What cannot work in ``expr`` for input ``kind``: names that do not exist, and
+    operands whose types cannot match (a string compared with a number, a value the field
+    never takes...). Each as (message, 1-based column of the offending name or operand)."""
     problems = []
     for parts, col in expr.names():
         head = parts[0]
@@ -465,7 +599,206 @@ def check_names(expr: Expression, kind: str) -> list[tuple[str, int]]:
         if len(parts) >= 2 and parts[1] not in KIND_FIELDS[kind]:
             problems.append((f"{kind} has no field {parts[1]!r}; fields: "
                              f"{', '.join(sorted(KIND_FIELDS[kind]))}", col))
-        elif len(parts) >= 3 and parts[1] == "flow" and parts[2] not in _FLOW_FIELDS:
-            problems.append((f"flow has no field {parts[2]!r}; fields: "
-                             f"{', '.join(_FLOW_FIELDS)}", col))
-    return problems
+            continue
+        t = Type("mapping", fields=KIND_TYPES[kind])
+        for i, name in enumerate(parts[1:], 1):
+            if t.fields is not None:
+                if name not in t.fields:
+                    problems.append((f"{parts[i - 1]} has no field {name!r}; fields: "
+                                     f"{', '.join(t.fields)}", col))
+                    break
+                t = t.fields[name]
+            elif t.name in ("mapping", "any"):
+                break  # free-form (``file.extra...``): anything may be there
+            else:
+                problems.append((f"{'.'.join(parts[:i])} is {t.describe()} and has no "
+                                 f"field {name!r}", col))
+                break
+    problems += _TypeCheck(expr.text, kind).run(expr.tree)
+    return sorted(problems, key=lambda p: p[1])
+
+
+# ---- type checking ------------------------------------------------------------------------
+_STRING_FUNCTIONS = ("lower", "upper", "startswith", "endswith", "contains", "glob")
+
+
+class _TypeCheck:
+    """Infers the type of each node of a parsed condition and reports operands that can
+    never match: the static half of the language's "different types never compare"."""
+
+    def __init__(self, text: str, kind: str) -> None:
+        self.text = text
+        self.kind = kind
+        self.problems: list[tuple[str, int]] = []
+
+    def run(self, tree: Node) -> list[tuple[str, int]]:
+        self.infer(tree)
+        return self.problems
+
+    def src(self, node: Node) -> str:
+        return self.text[node[-2] - 1:node[-1] - 1].strip()
+
+    def report(self, message: str, node: Node) -> None:
+        self.problems.append((message, node[-2]))
+
+    def resolve(self, parts: tuple[str, ...]) -> Type:
+        if parts[0] == "run":
+            return RUN_TYPES.get(parts[1], ANY) if len(parts) == 2 else ANY
+        if parts[0] not in (self.kind, "record") or self.kind not in KIND_TYPES:
+            return ANY
+        t = Type("mapping", fields=KIND_TYPES[self.kind])
+        for name in parts[1:]:
+            if t.fields is None or name not in t.fields:
+                return ANY  # free-form, or reported as a name problem
+            t = t.fields[name]
+        return t
+
+    def infer(self, n: Node) -> Type:
+        tag = n[0]
+        if tag == "lit":
+            v = n[1]
+            return (Type("null") if v is None else BOOLEAN if isinstance(v, bool)
+                    else STRING if isinstance(v, str) else NUMBER)
+        if tag == "name":
+            return self.resolve(n[1])
+        if tag in ("and", "or"):
+            self.infer(n[1])
+            self.infer(n[2])
+            return BOOLEAN
+        if tag == "not":
+            self.infer(n[1])
+            return BOOLEAN
+        if tag == "neg":
+            t = self.infer(n[1])
+            if t.name not in ("number", "any", "null"):
+                self.report(f"'-' needs a number; {self.src(n[1])} is {t.describe()}", n[1])
+            return NUMBER
+        if tag == "list":
+            items = [self.infer(x) for x in n[1]]
+            names = {t.name for t in items}
+            return Type("list", item=items[0] if len(names) == 1 else ANY)
+        if tag == "call":
+            return self.call(n[1], n[2])
+        if tag == "cmp":
+            self.compare(n[1], n[2], n[3])
+            return BOOLEAN
+        return ANY
+
+    # -- functions --
+    def call(self, fn: str, args: list[Node]) -> Type:
+        types = [self.infer(a) for a in args]
+        if fn in _STRING_FUNCTIONS:
+            for a, t in zip(args, types, strict=True):
+                if t.name in ("list", "mapping", "bytes"):
+                    hint = " (to test membership use 'in')" if t.name == "list" else ""
+                    self.report(f"{fn}() works on strings; {self.src(a)} is "
+                                f"{t.describe()}{hint}", a)
+            if fn in ("lower", "upper") and types[0].values and not types[0].other:
+                case = str.lower if fn == "lower" else str.upper
+                return Type("string", tuple(dict.fromkeys(case(v) for v in types[0].values)))
+            return STRING if fn in ("lower", "upper") else BOOLEAN
+        if fn == "len":
+            if types[0].name in ("number", "boolean"):
+                self.report(f"len() of {self.src(args[0])}, {types[0].describe()}, is "
+                            f"always 0", args[0])
+            return NUMBER
+        if fn == "severity":
+            a, t = args[0], types[0]
+            if a[0] == "lit" and isinstance(a[1], str) and a[1] not in SEVERITIES:
+                self.report(f"{a[1]!r} is not a severity; severities: "
+                            f"{', '.join(SEVERITIES)}", a)
+            elif t.name not in ("string", "any", "null"):
+                self.report(f"severity() takes a severity name; {self.src(a)} is "
+                            f"{t.describe()}", a)
+            return NUMBER
+        if fn == "cidr":
+            (ip, net), (tip, _tnet) = args, types
+            if tip.name not in ("string", "any", "null"):
+                self.report(f"cidr() takes an IP address; {self.src(ip)} is "
+                            f"{tip.describe()}", ip)
+            if net[0] == "lit":
+                try:
+                    ipaddress.ip_network(str(net[1]), strict=False)
+                except ValueError:
+                    self.report(f"{net[1]!r} is not a network (use CIDR, e.g. "
+                                f"'10.0.0.0/8')", net)
+            return BOOLEAN
+        return ANY
+
+    # -- comparisons --
+    def compare(self, op: str, a: Node, b: Node) -> None:
+        ta, tb = self.infer(a), self.infer(b)
+        if op in ("in", "not in"):
+            self.membership(a, ta, b, tb)
+            return
+        if op not in ("==", "!=") and (a[0] == "lit" and a[1] is None
+                                       or b[0] == "lit" and b[1] is None):
+            null = a if a[0] == "lit" and a[1] is None else b
+            self.report(f"'{op}' with null is always false; test for a missing value with "
+                        f"== null", null)
+            return
+        if not self.equal(a, ta, b, tb):
+            return
+        if op in ("==", "!="):
+            return
+        for node, t in ((a, ta), (b, tb)):
+            if t.name == "string" and t.values and len(t.values) > 1:
+                hint = ""
+                if set(t.values) == set(SEVERITIES):
+                    other = b if node is a else a
+                    hint = (f"; compare ranks: severity({self.src(node)}) {op} "
+                            f"severity({self.src(other)})" if node is a else
+                            f"; compare ranks: severity({self.src(other)}) {op} "
+                            f"severity({self.src(node)})")
+                self.report(f"{self.src(node)} is {t.describe()}; '{op}' orders its "
+                            f"values alphabetically{hint}", node)
+                return
+
+    def equal(self, a: Node, ta: Type, b: Node, tb: Type) -> bool:
+        """Check that ``a`` and ``b`` can be equal; False (and a problem) when not."""
+        if {ta.name, tb.name} & {"any", "null"}:
+            return True
+        # describe the name (or the left side); point at the other, the offending operand
+        field_, t, other, to = (b, tb, a, ta) if a[0] != "name" and b[0] == "name" \
+            else (a, ta, b, tb)
+        if ta.name != tb.name:
+            what = f"{self.src(other)}, {to.describe()}" if other[0] == "name" \
+                else to.describe()
+            hint = " (to test membership use 'in')" if t.name == "list" and \
+                t.item is not None and t.item.name == to.name else ""
+            if t.values == tuple(IP_PROTO_NAMES.values()) and other[0] == "lit" \
+                    and isinstance(other[1], int) and not isinstance(other[1], bool):
+                hint = f" (write {IP_PROTO_NAMES.get(other[1], str(other[1]))!r})"
+            self.report(f"{self.src(field_)} is {t.describe()}; compared with {what}{hint}",
+                        other)
+            return False
+        for x, tx, y in ((a, ta, b), (b, tb, a)):
+            if y[0] == "lit" and isinstance(y[1], str) and tx.name == "string" \
+                    and not tx.takes(y[1]):
+                self.report(f"{self.src(x)} is {tx.describe()}; compared with {y[1]!r}, a "
+                            f"value it never takes", y)
+                return False
+        return True
+
+    def membership(self, a: Node, ta: Type, b: Node, tb: Type) -> None:
+        if b[0] == "list":
+            for item in b[1]:
+                self.equal(a, ta, item, self.infer_quiet(item))
+            return
+        if tb.name in ("number", "boolean", "bytes"):
+            self.report(f"'in' needs a list, a string or a mapping on its right; "
+                        f"{self.src(b)} is {tb.describe()}", b)
+        elif tb.name == "string" and ta.name not in ("string", "any", "null"):
+            self.report(f"{self.src(b)} is a string, so 'in' looks for a substring; "
+                        f"{self.src(a)} is {ta.describe()}", a)
+        elif tb.name == "list" and tb.item is not None and ta.name not in ("any", "null") \
+                and tb.item.name not in ("any", ta.name):
+            self.report(f"{self.src(b)} is {tb.describe()}; {self.src(a)} is "
+                        f"{ta.describe()}", a)
+
+    def infer_quiet(self, n: Node) -> Type:
+        """The type of ``n`` without reporting its problems again."""
+        saved = len(self.problems)
+        t = self.infer(n)
+        del self.problems[saved:]
+        return t

@@ -55,6 +55,11 @@ class StepResult:
     queue_peak: int = 0  # most records ever waiting in this step's input queue
     started: float = 0.0
     finished: float = 0.0
+    #: what the analyzer said about its run besides outputs (:meth:`StepContext.note`):
+    #: notes for the responder (e.g. why alerts may be missing) ...
+    notes: list[str] = field(default_factory=list)
+    #: ... and named counts (e.g. Suricata's ``invalid_checksums``)
+    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:

@@ -7,6 +7,7 @@ alone in its chunk). The engine accepts any ``AsyncIterator[PcapChunk]``; the qu
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,10 @@ from pathlib import Path
 from pcapwire import _native
 from pcapwire.errors import CaptureFormatError
 from pcapwire.records import PcapChunk
+from pcapwire.store.gunzip import GZIP_MAGIC, Gunzip
 from pcapwire.store.segments import pcap_header
+
+log = logging.getLogger(__name__)
 
 #: Largest chunk cut from a capture file (bytes, header included).
 CHUNK_BYTES = 256 * 1024
@@ -61,8 +65,9 @@ class _Builder:
 
 def iter_file_chunks(path: str | Path, *, query_id: str = "",
                      chunk_bytes: int = CHUNK_BYTES) -> Iterator[PcapChunk]:
-    """Chunks of a capture file, in file order. Damage is skipped as the native reader
-    does; a file that is not a capture raises :class:`CaptureFormatError`."""
+    """Chunks of a capture file (pcap, pcapng, either gzip'd), in file order. Damage is
+    skipped as the native reader does (a broken gzip stream ends the input after every
+    packet before it); a file that is not a capture raises :class:`CaptureFormatError`."""
     path = Path(path)
     reader = _native.Reader(str(path))
     builder = _Builder(query_id or f"file:{path.name}", chunk_bytes)
@@ -77,11 +82,18 @@ def iter_file_chunks(path: str | Path, *, query_id: str = "",
                     yield chunk
 
     with path.open("rb") as fh:
-        while block := fh.read(READ_BYTES):
-            yield from batches(reader.feed(block))
+        gz = Gunzip(fh) if fh.read(2) == GZIP_MAGIC else None
+        fh.seek(0)
+        blocks = gz.blocks(READ_BYTES) if gz is not None else iter(lambda: fh.read(READ_BYTES),
+                                                                    b"")
+        for block in blocks:
+            yield from batches(reader.feed(bytes(block)))
             if reader.format is None and reader.errors:
                 break
     yield from batches(reader.finish())
+    if gz is not None and gz.damage is not None:
+        log.warning("%s: gzip stream broken after %d decompressed bytes: %s; the packets "
+                    "before it were read", path, gz.out, gz.damage)
     if reader.format is None:
         off, msg = reader.errors[0] if reader.errors else (0, "not a pcap or pcapng file")
         raise CaptureFormatError(str(path), off, msg)

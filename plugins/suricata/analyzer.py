@@ -70,6 +70,11 @@ class SuricataConfig(AnalyzerConfig):
                               description="engines kept loaded for next runs")
     keep_dir: str = option("", kind="server",
                            description="where EVE metadata is kept (default: the case)")
+    checksum_validation: Literal["no", "yes", "auto"] = option(
+        "no", description="validate TCP/UDP checksums: no (Suricata's -k none: captures "
+        "from hosts with checksum offload are analysed), yes (-k all), auto (Suricata's "
+        "own default); with validation on, the step result counts the packets Suricata "
+        "found with an invalid checksum. A '-k' in args wins")
 
 
 def to_settings(config: SuricataConfig, base_dir: Path | None = None,
@@ -172,11 +177,28 @@ class SuricataSession(Session):
         self.result = result = await self.run.finish(metadata_dir=where)
         for err in result.rule_errors:
             self.ctx.log.warning("rule not loaded: %s", err)
+        self._report_checksums(result)
         if not kept:
             self.ctx.log.info("EVE metadata in the run's scratch directory %s (no data "
                               "directory; set keep_dir to keep it)", where)
         if result.errors:
             raise AnalyzerError("; ".join(result.errors))
+
+    def _report_checksums(self, result: RunResult) -> None:
+        """With checksum validation on: how many packets Suricata counted with an invalid
+        checksum, in the step result (``stats.invalid_checksums``, and a note when any)."""
+        invalid = result.invalid_checksums
+        if invalid is None:
+            return
+        self.ctx.note(invalid_checksums=invalid)
+        if invalid:
+            assert self.run is not None
+            mode = self.run.settings.checksum_mode()
+            self.ctx.note(
+                f"suricata counted {invalid} of {result.packets} packets with an invalid "
+                f"TCP checksum and ignored them (checksum_validation: {mode}): alerts on "
+                "their flows may be missing. Captures taken on a host with checksum "
+                "offload look like this; checksum_validation: no analyses them")
 
     async def aclose(self) -> None:
         if self.run is not None:

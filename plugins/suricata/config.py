@@ -5,7 +5,16 @@ app-layer defaults, address groups and limits are exactly what ``suricata -r`` b
 uses), then replaces only what the plugin must own: the outputs (alerts as EVE to the
 engine's unix socket; the metadata types as EVE to a file, see :func:`eve_types`), the
 log directory, the rule files, the command socket (off, so engines never collide) and
-stats (off). The step's ``set:`` overrides come last.
+stats (off; with checksum validation on, only the final totals, see :data:`STATS_EVE`).
+The step's ``set:`` overrides come last.
+
+Checksums (``checksum_validation``): captured traffic is not validated by default
+(Suricata's ``-k none``). A host with checksum offload hands its capture packets whose
+TCP/UDP checksums the NIC would have filled in later; Suricata's own default validates
+them, ignores the "invalid" ones, and the capture gives no alert. ``yes`` (``-k all``)
+and ``auto`` (Suricata's default: ``pcap-file.checksum-checks`` of the base config)
+validate; the engine then reports how many packets Suricata counted with an invalid
+checksum (its ``tcp.invalid_checksum`` counter, from the final stats).
 """
 
 from __future__ import annotations
@@ -46,6 +55,15 @@ RESERVED_ARGS = frozenset({"-c", "-r", "-l", "-S", "-s", "-i", "-T", "--unix-soc
                            "--pcap", "--af-packet", "--pidfile", "-D", "--daemon",
                            "--pcap-file-continuous", "--user", "--group"})
 ON_RULE_ERROR = ("fail", "warn")
+#: ``checksum_validation`` values and the ``-k`` argument each passes to Suricata
+#: (``auto``: none, Suricata decides from its configuration).
+CHECKSUM_VALIDATION: dict[str, tuple[str, ...]] = {
+    "no": ("-k", "none"), "yes": ("-k", "all"), "auto": ()}
+#: File (in the engine's log directory) the final stats go to when checksums are
+#: validated: one EVE ``stats`` record (totals) at exit, and one per
+#: :data:`STATS_INTERVAL_S` before it (none in practice).
+STATS_EVE = "eve-stats.json"
+STATS_INTERVAL_S = 86400
 #: What rules may not do in an engine the plugin starts (a step's ``set:`` may change it):
 #: run Lua scripts, write dataset files, name dataset files by absolute or ``..`` path.
 RULE_SAFETY = {"security.lua.allow-rules": False,
@@ -77,6 +95,7 @@ class SuricataSettings:
     finish_timeout: float = FINISH_TIMEOUT_S
     on_rule_error: str = "fail"
     warm_spares: int = 1
+    checksum_validation: str = "no"
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None, base_dir: Path | None = None
@@ -121,6 +140,11 @@ class SuricataSettings:
                     raise ConfigError(f"suricata: 'on_rule_error' must be one of "
                                       f"{', '.join(ON_RULE_ERROR)}")
                 out[key] = value
+            elif key == "checksum_validation":
+                if value not in CHECKSUM_VALIDATION:
+                    raise ConfigError(f"suricata: 'checksum_validation' must be one of "
+                                      f"{', '.join(CHECKSUM_VALIDATION)}")
+                out[key] = value
             else:
                 if not isinstance(value, str) or not value:
                     raise ConfigError(f"suricata: '{key}' must be a non-empty string")
@@ -135,6 +159,22 @@ class SuricataSettings:
             if name in RESERVED_ARGS:
                 raise ConfigError(f"suricata: argument {arg!r} is set by the engine itself; "
                                   "use 'rules' and 'set' instead")
+
+    def checksum_mode(self) -> str:
+        """``no``, ``yes`` or ``auto``: ``checksum_validation``, unless ``args`` carries
+        Suricata's own ``-k`` (``-k none``, ``-k all``), which wins."""
+        for i, arg in enumerate(self.args):
+            if arg.startswith("-k"):
+                value = arg[2:].lstrip("=") or (self.args[i + 1] if i + 1 < len(self.args)
+                                                 else "")
+                return {"none": "no", "all": "yes"}.get(value, "auto")
+        return self.checksum_validation
+
+    def checksum_args(self) -> list[str]:
+        """The ``-k`` arguments for ``checksum_validation`` (none when ``args`` has one)."""
+        if any(arg.startswith("-k") for arg in self.args):
+            return []
+        return list(CHECKSUM_VALIDATION[self.checksum_validation])
 
     def resolve_binary(self) -> str:
         found = shutil.which(self.binary)
@@ -166,7 +206,8 @@ class SuricataSettings:
         """Changes when anything that shapes a loaded engine changes (rule file contents too)."""
         h = hashlib.sha256()
         h.update(repr((self.binary, self.base_config, sorted(self.set.items(), key=str),
-                       self.args, self.eve_types, self.ja3, self.ja4)).encode())
+                       self.args, self.eve_types, self.ja3, self.ja4,
+                       self.checksum_validation)).encode())
         for path in self.rule_files():
             st = path.stat()
             h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
@@ -272,6 +313,14 @@ def build_config(settings: SuricataSettings, log_dir: Path, eve_socket: Path,
     logging_cfg["outputs"] = [{"console": {"enabled": True}}]
     cfg["unix-command"] = {"enabled": False}
     cfg["stats"] = {"enabled": False}
+    if settings.checksum_mode() != "no":
+        # The final counters only (invalid checksums): Suricata keeps its counters either
+        # way; this logs their totals once, at exit (the interval is never reached).
+        cfg["stats"] = {"enabled": True, "interval": STATS_INTERVAL_S}
+        cfg["outputs"].append({"eve-log": {
+            "enabled": True, "filetype": "regular", "filename": str(log_dir / STATS_EVE),
+            "types": [{"stats": {"totals": True, "threads": False, "deltas": False}}],
+        }})
     cfg["default-rule-path"] = str(log_dir)
     cfg["rule-files"] = [str(p) for p in rule_files]
     for key, value in RULE_SAFETY.items():

@@ -43,7 +43,12 @@ from pcapwire.errors import AnalyzerError
 from pcapwire.plugins.enginekit.fifo import FifoOpener, FifoWriter
 from pcapwire.plugins.enginekit.pcapfeed import PCAP_HEADER_LEN, PcapJoiner
 from pcapwire.plugins.enginekit.process import EngineProcess, describe_returncode
-from pcapwire.plugins.suricata.config import METADATA_EVE, SuricataSettings, build_config
+from pcapwire.plugins.suricata.config import (
+    METADATA_EVE,
+    STATS_EVE,
+    SuricataSettings,
+    build_config,
+)
 from pcapwire.plugins.suricata.ruleload import RuleError, RuleLoadLog
 
 log = logging.getLogger(__name__)
@@ -91,6 +96,11 @@ class EngineResult:
     metadata_file: Path | None = None
     #: ... or its records, when no destination was given
     metadata_events: list[dict[str, Any]] = field(default_factory=list)
+    #: packets Suricata counted with an invalid TCP checksum (``tcp.invalid_checksum``);
+    #: None when checksums were not validated (``checksum_validation: no``)
+    invalid_checksums: int | None = None
+    #: packets Suricata read (its final ``read N packets`` line)
+    packets: int | None = None
 
 
 class SuricataEngine:
@@ -144,7 +154,7 @@ class SuricataEngine:
         config = self.dir / "suricata.yaml"
         config.write_text(build_config(self.settings, log_dir, sock, rule_files))
         argv = [binary, "-c", str(config), "-r", str(fifo), "-l", str(log_dir),
-                *self.settings.args]
+                *self.settings.checksum_args(), *self.settings.args]
         self.process = EngineProcess("suricata", argv, cwd=self.dir,
                                      on_output_line=self._on_output)
         await self.process.start()
@@ -354,7 +364,8 @@ class SuricataEngine:
             self._check_consumed()
             result = EngineResult(rc, self._events, self._joiner.bytes_out,
                                   self._joiner.chunks, list(self.rule_log.errors),
-                                  self._bad_lines, time.monotonic() - self._started_at)
+                                  self._bad_lines, time.monotonic() - self._started_at,
+                                  packets=self.read_packets)
             await asyncio.to_thread(self._take_metadata, result, metadata_to)
             return result
         finally:
@@ -362,6 +373,7 @@ class SuricataEngine:
 
     def _take_metadata(self, result: EngineResult, metadata_to: Path | None) -> None:
         assert self.dir is not None
+        result.invalid_checksums = self._invalid_checksums()
         written = self.dir / "log" / METADATA_EVE
         if not written.exists():
             return
@@ -373,6 +385,26 @@ class SuricataEngine:
         with open(written, "rb") as f:
             result.metadata_events = [event for event in self._decode(f.read().split(b"\n"))]
         self._events -= len(result.metadata_events)  # _decode counts socket events
+
+    def _invalid_checksums(self) -> int | None:
+        """``tcp.invalid_checksum`` of Suricata's last stats record (written at exit when
+        checksums are validated, :data:`~.config.STATS_EVE`); None without one."""
+        assert self.dir is not None
+        path = self.dir / "log" / STATS_EVE
+        if not path.exists():
+            return None
+        for line in reversed(path.read_bytes().splitlines()):
+            try:
+                record = orjson.loads(line)
+            except ValueError:
+                continue
+            node: Any = record
+            for key in ("stats", "tcp", "invalid_checksum"):
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, int) and not isinstance(node, bool):
+                return node
+        log.warning("suricata: no tcp.invalid_checksum counter in %s", path)
+        return None
 
     def _check_consumed(self) -> None:
         """Suricata exits 0 even when its reader thread failed (an unsupported link type)

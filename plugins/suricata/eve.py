@@ -19,6 +19,12 @@ A rule whose metadata says ``signature_severity Critical`` (the Emerging Threats
 convention, carried in EVE when ``alert.metadata`` is on) is raised to critical / 95.
 Nothing is ever lowered, and an unknown value is never coerced: it keeps the priority
 mapping.
+
+Time (``Verdict.ts``, the pivot back to PCAP): the time of the packet the alert was
+raised on (EVE ``timestamp``), or, for an alert raised on a pseudo packet (EVE
+``pkt_src`` "stream (flow timeout)", the flushes at the end of the input), the flow's
+start (``flow.start``): Suricata stamps pseudo packets with its engine clock, which at
+the end of a run can be the run's first packet (:func:`event_ts`).
 """
 
 from __future__ import annotations
@@ -46,6 +52,13 @@ METADATA_TYPES = frozenset({"http", "dns", "tls", "fileinfo", "anomaly", "smtp"}
 _EVIDENCE_OBJECTS = (*sorted(METADATA_TYPES), "smb", "ftp", "ssh", "http2", "quic")
 _PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "ICMP": 1, "IPV6-ICMP": 58, "ICMPV6": 58, "SCTP": 132}
 _PROTO_BY_NAME = {**_PROTO_NUMBERS, "IPv6-ICMP": 58}
+#: EVE ``pkt_src`` of a packet that came off the capture (Suricata's ``PktSrcToString``):
+#: the wire, or one decoded from it (tunnel, reassembled fragments). Every other source
+#: is a pseudo packet Suricata makes itself ("stream (flow timeout)" and the flushes at
+#: the end of input) whose ``timestamp`` is the engine's clock, not the flow's.
+PACKET_SOURCES = frozenset({"wire/pcap", "gre tunnel", "ipv4 tunnel", "ipv6 tunnel",
+                            "teredo tunnel", "defrag", "geneve encapsulation",
+                            "vxlan encapsulation"})
 
 
 def severity_for(priority: Any, metadata: dict[str, Any] | None = None) -> tuple[Severity, int]:
@@ -68,6 +81,29 @@ def parse_ts(value: Any) -> float:
     except ValueError:
         log.warning("suricata: unparseable EVE timestamp %r", value)
         return 0.0
+
+
+def from_packet(event: dict[str, Any]) -> bool:
+    """Whether the event was raised on a packet of the capture (not a pseudo packet)."""
+    src = event.get("pkt_src")
+    if isinstance(src, str):
+        return src in PACKET_SOURCES
+    return isinstance(event.get("pcap_cnt"), int)  # pseudo packets have no pcap_cnt
+
+
+def event_ts(event: dict[str, Any]) -> float:
+    """The time of the packet or flow an event is about, as Unix seconds.
+
+    Raised on a packet of the capture: EVE's ``timestamp``, that packet's own time. Raised
+    on a pseudo packet (a flow timing out, the flush at the end of the input): the flow's
+    ``flow.start``. Suricata stamps pseudo packets with its engine clock, not the flow's
+    time: offline, an alert on a flow flushed at the end of a run was seen to carry the
+    run's first packet time, years away from the flow when a query spans captures, and
+    its pivot found nothing (test_an_alert_raised_when_the_input_ends_has_its_flows_time)."""
+    flow = event.get("flow")
+    if from_packet(event) or not isinstance(flow, dict) or not flow.get("start"):
+        return parse_ts(event.get("timestamp"))
+    return parse_ts(flow["start"]) or parse_ts(event.get("timestamp"))
 
 
 def proto_number(value: Any) -> int:
@@ -121,7 +157,7 @@ def alert_verdict(event: dict[str, Any], *, step: str = "", case: str = "",
     evidence: dict[str, Any] = {
         "gid": alert.get("gid"), "sid": sid, "rev": alert.get("rev"),
         "priority": priority, "action": alert.get("action"),
-        "flow_id": get("flow_id"), "pcap_cnt": get("pcap_cnt"),
+        "flow_id": get("flow_id"), "pcap_cnt": get("pcap_cnt"), "pkt_src": get("pkt_src"),
         "app_proto": app_proto, "direction": get("direction"),
         "packet": {"src_ip": get("src_ip"), "src_port": get("src_port"),
                    "dest_ip": get("dest_ip"), "dest_port": get("dest_port")},
@@ -135,7 +171,7 @@ def alert_verdict(event: dict[str, Any], *, step: str = "", case: str = "",
     tags = ["suricata", str(app_proto)] if app_proto else ["suricata"]
     return Verdict(
         analyzer=ANALYZER, subject_kind="flow", subject_id=flow_subject(event),
-        flow=flow_key(event), ts=parse_ts(get("timestamp")), severity=severity,
+        flow=flow_key(event), ts=event_ts(event), severity=severity,
         score=score, signature_id=str(sid if sid is not None else ""),
         signature=str(alert.get("signature", "")), category=str(alert.get("category", "")),
         tags=tags, evidence=evidence, step=step, case=case, query_id=query_id)
@@ -176,7 +212,7 @@ def metadata_record(event: dict[str, Any]) -> EveMetadata | None:
     data: dict[str, Any] = dict(body) if isinstance(body, dict) else {}
     if etype == "fileinfo" and isinstance(event.get("http"), dict):
         data["http"] = event["http"]
-    return EveMetadata(str(etype), flow_key(event), parse_ts(event.get("timestamp")),
+    return EveMetadata(str(etype), flow_key(event), event_ts(event),
                        event.get("flow_id"), str(event.get("app_proto", "")), data)
 
 

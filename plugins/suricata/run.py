@@ -49,6 +49,17 @@ class RunResult:
     def sid_counts(self) -> dict[int, int]:
         return sid_counts(self.verdicts)
 
+    @property
+    def invalid_checksums(self) -> int | None:
+        """Packets the engines counted with an invalid TCP checksum; None when no engine
+        validated checksums (``checksum_validation: no``)."""
+        counts = [e.invalid_checksums for e in self.engines if e.invalid_checksums is not None]
+        return sum(counts) if counts else None
+
+    @property
+    def packets(self) -> int:
+        return sum(e.packets or 0 for e in self.engines)
+
 
 class SuricataRun:
     def __init__(self, settings: SuricataSettings, *, pool: EnginePool | None = None,

@@ -19,6 +19,13 @@ weird.log                                    info        20
 Records link to flows through their ``id.*`` columns (protocol from conn.log by ``uid``,
 else from the record's ``proto``, else the log's transport); files.log records without
 ``id.*`` link through ``uid``/``conn_uids`` to conn.log.
+
+A verdict's time (the pivot back to PCAP) is the record's ``ts`` when it lies within its
+connection (conn.log ``ts`` to ``ts + duration``), else the connection's start: Zeek
+stamps a record with its network time when it is raised, and what it raises as a
+connection is removed (inactivity timeout, the end of the input) carries a later
+packet's time -- at the end of a run, the run's last packet, possibly years away from
+the connection. Records about hosts, not connections (scans), keep their ``ts``.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ NOTICE_SEVERITY: Severity = "medium"
 WEIRD_SEVERITY: Severity = "info"
 _PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58, "sctp": 132}
 _LOG_TRANSPORT = {"http": 6, "ssl": 6, "smtp": 6, "ftp": 6, "dns": 17}
+#: Seconds a record's ``ts`` may lie outside its connection's span and still count as
+#: inside it (conn.log rounds times to microseconds).
+SPAN_SLACK_S = 1e-3
 
 
 def _ts(value: Any) -> float:
@@ -56,18 +66,34 @@ def _port(value: Any) -> int:
 
 @dataclass
 class FlowIndex:
-    """uid -> 5-tuple, from conn.log (Zeek's orientation: originator first)."""
+    """uid -> 5-tuple (Zeek's orientation: originator first) and uid -> (first, last
+    packet time), from conn.log."""
 
     by_uid: dict[str, FlowKey] = field(default_factory=dict)
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def from_conn(cls, rows: Iterable[Mapping[str, Any]]) -> FlowIndex:
         index = cls()
         for row in rows:
             key = flow_of(row, "conn")
-            if key is not None and isinstance(row.get("uid"), str):
-                index.by_uid[row["uid"]] = key
+            uid = row.get("uid")
+            if key is not None and isinstance(uid, str):
+                index.by_uid[uid] = key
+                start = _ts(row.get("ts"))
+                if start:
+                    index.spans[uid] = (start, start + max(_ts(row.get("duration")), 0.0))
         return index
+
+    def time_of(self, row: Mapping[str, Any]) -> float:
+        """The record's ``ts`` if it lies within its connection, else the connection's
+        start (see the module docstring); ``ts`` for a record without a known one."""
+        ts = _ts(row.get("ts"))
+        uid = row.get("uid")
+        span = self.spans.get(uid) if isinstance(uid, str) else None
+        if span is None or span[0] - SPAN_SLACK_S <= ts <= span[1] + SPAN_SLACK_S:
+            return ts
+        return span[0]
 
     def link(self, row: Mapping[str, Any], log: str) -> FlowKey | None:
         uid = row.get("uid")
@@ -125,8 +151,8 @@ def _notice_grade(row: Mapping[str, Any], overrides: Mapping[str, str]) -> tuple
     return grade(NOTICE_SEVERITY)
 
 
-def _verdict(log: str, row: Mapping[str, Any], flow: FlowKey, ctx: Mapping[str, str],
-             notice_severity: Mapping[str, str]) -> Verdict:
+def _verdict(log: str, row: Mapping[str, Any], flow: FlowKey, ts: float,
+             ctx: Mapping[str, str], notice_severity: Mapping[str, str]) -> Verdict:
     uid = str(row.get("uid") or "")
     subject = f"zeek-conn:{uid}" if uid else f"flow:{flow.bpf()}"
     if log == "notice":
@@ -147,7 +173,7 @@ def _verdict(log: str, row: Mapping[str, Any], flow: FlowKey, ctx: Mapping[str, 
         category = "weird"
     evidence = {"log": log, "record": dict(row)}
     return Verdict(analyzer=ANALYZER, subject_kind="flow", subject_id=subject, flow=flow,
-                   ts=_ts(row.get("ts")), severity=severity, score=score, signature_id=sig_id,
+                   ts=ts, severity=severity, score=score, signature_id=sig_id,
                    signature=sig, category=category, tags=["zeek", log], evidence=evidence,
                    step=ctx.get("step", ""), case=ctx.get("case", ""),
                    query_id=ctx.get("query_id", ""))
@@ -175,7 +201,8 @@ def findings(logs: ZeekLogs, *, notice_severity: Mapping[str, str] | None = None
             if flow is None:
                 out.unlinked += 1
                 flow = _unlinked_flow(row)
-            out.verdicts.append(_verdict(log, row, flow, ctx, notice_severity or {}))
+            out.verdicts.append(_verdict(log, row, flow, index.time_of(row), ctx,
+                                         notice_severity or {}))
     for log in METADATA_LOGS:
         if log not in logs:
             continue

@@ -7,6 +7,7 @@ that really crossed the wire.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import socket
 import threading
@@ -20,7 +21,9 @@ from typing import Any
 
 @dataclass
 class HttpContent:
-    """What the HTTP server serves, by path: (body, options)."""
+    """What the HTTP server serves, by path: (body, options). Options: status, type,
+    disposition, gzip, chunked (+ chunk size), ranges (answer Range requests with 206:
+    plain for one range, multipart/byteranges for several)."""
 
     files: dict[str, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
     uploads: list[bytes] = field(default_factory=list)  # raw POST bodies received
@@ -35,6 +38,10 @@ def _handler(content: HttpContent) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802
             body, opts = content.files.get(self.path, (b"not found", {"status": 404}))
+            ranges = _ranges(self.headers.get("Range", ""), len(body))
+            if opts.get("ranges") and ranges:
+                self._partial(body, ranges, opts)
+                return
             self.send_response(opts.get("status", 200))
             if opts.get("disposition"):
                 self.send_header("Content-Disposition", opts["disposition"])
@@ -55,6 +62,30 @@ def _handler(content: HttpContent) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def _partial(self, body: bytes, ranges: list[tuple[int, int]],
+                     opts: dict[str, Any]) -> None:
+            """206: one range as a plain body with Content-Range, several as
+            multipart/byteranges (RFC 9110 14.6)."""
+            ctype = opts.get("type", "application/octet-stream")
+            self.send_response(206)
+            self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()[:16]}"')
+            if len(ranges) == 1:
+                (first, last), = ranges
+                payload = body[first:last + 1]
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
+            else:
+                boundary = BYTERANGES_BOUNDARY
+                payload = b"".join(
+                    f"\r\n--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes "
+                    f"{first}-{last}/{len(body)}\r\n\r\n".encode() + body[first:last + 1]
+                    for first, last in ranges) + f"\r\n--{boundary}--\r\n".encode()
+                self.send_header("Content-Type",
+                                 f"multipart/byteranges; boundary={boundary}")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
         def do_POST(self) -> None:  # noqa: N802
             n = int(self.headers.get("Content-Length", "0"))
             content.uploads.append(self.rfile.read(n))
@@ -65,6 +96,24 @@ def _handler(content: HttpContent) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(reply)
 
     return Handler
+
+
+#: The boundary of the server's multipart/byteranges responses.
+BYTERANGES_BOUNDARY = "pcapwire-e2e-3d6b6a416f9b"
+
+
+def _ranges(header: str, size: int) -> list[tuple[int, int]]:
+    """(first, last) of each ``first-last`` of a ``Range: bytes=...`` header (no suffix
+    or open ranges: the tests ask for explicit ones); [] when there is none."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes":
+        return []
+    out = []
+    for item in spec.split(","):
+        first, _, last = item.strip().partition("-")
+        if first.isdigit() and last.isdigit() and int(first) <= int(last) < size:
+            out.append((int(first), int(last)))
+    return out
 
 
 @contextmanager

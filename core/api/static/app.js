@@ -142,7 +142,8 @@ function livePage() {
   api("GET", `/api/v1/queries/${encodeURIComponent(id)}`).then(show).catch((err) => {
     document.getElementById("q-error").textContent = err.message;
   });
-  const source = new EventSource(`/api/v1/queries/${encodeURIComponent(id)}/verdicts/stream`);
+  // Verdicts in pcapwire's native form (the API's default is ECS): verdictRow reads it.
+  const source = new EventSource(`/api/v1/queries/${encodeURIComponent(id)}/verdicts/stream?format=native`);
   source.addEventListener("verdict", (e) => {
     tbody.append(verdictRow(JSON.parse(e.data), caseName));
     document.getElementById("verdict-count").textContent = tbody.children.length;
@@ -211,7 +212,7 @@ async function casePage() {
   document.getElementById("case-name").textContent = name;
   document.getElementById("bundle-link").href = `/api/v1/cases/${enc}/bundle`;
   try {
-    const [c, t, fl] = await Promise.all([api("GET", `/api/v1/cases/${enc}`),
+    const [c, t, fl] = await Promise.all([api("GET", `/api/v1/cases/${enc}?format=native`),
       api("GET", `/api/v1/cases/${enc}/timeline`), api("GET", `/api/v1/cases/${enc}/flows`)]);
     drawTimeline(t);
     document.querySelector("#case-queries tbody").replaceChildren(...c.queries.map((q) => el("tr", {},

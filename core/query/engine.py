@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pcapwire import _native
 from pcapwire.errors import QueryError
+from pcapwire.query.bpfcache import compiled
 from pcapwire.query.flows import explicit_sql, flows_sql, narrowing_sql
 from pcapwire.query.output import StreamFormatter
 from pcapwire.query.spec import QuerySpec
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 DENSE_FRACTION = 0.25  # read a segment sequentially when candidates exceed this share of it
 QUEUE_CHUNKS = 4  # chunks buffered between the scanning thread and an async consumer
+EMPTY_STORE_KEY = (1, 262144)  # a BPF is still checked (for Ethernet) on an empty store
 _END = object()
 
 
@@ -112,16 +114,14 @@ class QueryEngine:
         return plan
 
     def _filters(self, plan: Plan) -> dict[tuple[int, int], Any]:
-        out: dict[tuple[int, int], Any] = {}
         keys = {(p.segment.linktype, p.segment.snaplen) for p in plan.segments}
-        if not keys:
-            keys = {(1, 262144)}  # still check the syntax on an empty store
-        for lt, snap in sorted(keys):
-            try:
-                out[(lt, snap)] = _native.Filter(plan.spec.bpf, lt, snap)
-            except ValueError as exc:
-                raise QueryError(f"invalid BPF expression {plan.spec.bpf!r}: {exc}") from None
-        return out
+        return {k: compiled(plan.spec.bpf, *k) for k in sorted(keys or {EMPTY_STORE_KEY})}
+
+    def filter_keys(self, spec: QuerySpec) -> set[tuple[int, int]]:
+        """Every (link type, snaplen) a plan of ``spec`` may compile its BPF for (those of
+        the segments in its time window): what :func:`.bpfcache.precompile` takes."""
+        return ({(s.linktype, s.snaplen) for s in self.store.catalog.segments(
+                    spec.start_ns, spec.end_ns)} or {EMPTY_STORE_KEY})
 
     # -- execution -------------------------------------------------------------------------
     def iter_chunks(self, spec: QuerySpec, query_id: str | None = None,

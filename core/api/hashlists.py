@@ -7,6 +7,14 @@ millions of lines never competes with the event loop), into the tenant's own
 Scopes: a tenant creates, replaces and removes its own lists (analyst role); global lists
 (``DATA/hashlists.sqlite``, managed by the operator with ``pcapwire --data-dir DATA
 hashlist ...``) are shown and consulted, never changed through the API.
+
+Limits (:class:`~pcapwire.api.config.ApiConfig`, defaults in :mod:`.limits`): the child
+gets the server's ``max_hashlist_rows``, ``max_hashlist_steps`` and
+``hashlist_import_timeout_s`` (over one: 413 ``hashlist_limit_exceeded`` naming it); the
+server stops a child still running past that time, and one whose client has gone
+(checked every ``CLIENT_GONE_POLL_S``): SIGTERM (the import removes what it wrote), SIGKILL
+after ``HASHLIST_IMPORT_KILL_GRACE_S``, then whatever a killed import left is removed. One
+import per tenant at a time; the next can start as soon as one has stopped.
 """
 
 from __future__ import annotations
@@ -21,14 +29,22 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pcapwire.api.bodies import receive_upload
 from pcapwire.api.errors import ApiError
+from pcapwire.api.limits import CLIENT_GONE_POLL_S, HASHLIST_IMPORT_KILL_GRACE_S
 from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
 from pcapwire.hashlist import DB_NAME, HashListStore
 
 if TYPE_CHECKING:
+    from pcapwire.api.config import ApiConfig
     from pcapwire.api.tenants import TenantStore
 
 STATUS_BY_CODE = {"hashlist_exists": 409, "hashlist_import_busy": 409,
-                  "hashlist_not_found": 404, "invalid_hashlist": 400}
+                  "hashlist_not_found": 404, "invalid_hashlist": 400,
+                  "hashlist_limit_exceeded": 413, "hashlist_import_cancelled": 499}
+#: The import's limits (``pcapwire hashlist import`` option, its name in the CLI's JSON
+#: error) by the name the server's config gives them.
+LIMITS = {"max_hashlist_rows": ("--max-rows", "max_rows"),
+          "max_hashlist_steps": ("--max-steps", "max_steps"),
+          "hashlist_import_timeout_s": ("--max-seconds", "max_seconds")}
 
 
 @dataclass(frozen=True)
@@ -68,22 +84,24 @@ async def receive(request: web.Request, directory: Path, limit: int) -> Path:
                                         "import`")
 
 
-async def import_upload(ts: TenantStore, upload: Path, params: ImportParams
-                        ) -> dict[str, Any]:
-    """Run the import; returns the CLI's JSON report or raises the matching ApiError."""
+async def import_upload(ts: TenantStore, upload: Path, params: ImportParams, *,
+                        config: ApiConfig, request: web.Request) -> dict[str, Any]:
+    """Run the import; returns the CLI's JSON report or raises the matching ApiError
+    (the module docstring says how it is bounded and stopped)."""
     if ts.importing_hashlist.locked():
         raise ApiError(409, "hashlist_import_busy", f"tenant {ts.tenant!r} is already "
                        "importing a hash list; retry when it finishes")
+    limit_args = [f"{flag}={getattr(config, name)}" for name, (flag, _) in LIMITS.items()]
     async with ts.importing_hashlist:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pcapwire.cli", "--data-dir", str(ts.root), "hashlist",
-            "import", *params.argv(), "--", str(upload),
+            "import", *params.argv(), *limit_args, "--", str(upload),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
-            out, err = await proc.communicate()
-        except asyncio.CancelledError:
-            proc.kill()
-            await proc.wait()
+            out, err = await _wait(proc, request, config.hashlist_import_timeout_s)
+        except BaseException:
+            await _stop(proc)
+            await asyncio.to_thread(_discard_interrupted, ts.root / DB_NAME)
             raise
     text = out.decode(errors="replace").strip()
     doc: dict[str, Any] = {}
@@ -99,7 +117,68 @@ async def import_upload(ts: TenantStore, upload: Path, params: ImportParams
     message = message.replace(str(upload), params.filename)
     code = str(doc.get("code") or "invalid_hashlist")
     details = {"report": doc["report"]} if doc.get("report") else {}
+    limit = doc.get("limit") or {}
+    api_name = next((n for n, (_, cli) in LIMITS.items() if cli == limit.get("limit_name")),
+                    None)
+    if api_name is not None:
+        what = str(limit.get("what", "")).replace(str(upload), params.filename)
+        raise _over_limit(what, api_name, getattr(config, api_name))
     raise ApiError(STATUS_BY_CODE.get(code, 400), code, message, details)
+
+
+def _over_limit(what: str, name: str, value: float) -> ApiError:
+    return ApiError(413, "hashlist_limit_exceeded",
+                    f"{what}: over the server's limit {name} ({value}); nothing was "
+                    "imported (an operator imports larger lists with `pcapwire hashlist "
+                    "import`)", {"limit": value, "limit_name": name})
+
+
+def client_gone(request: web.Request) -> bool:
+    """The client closed its connection (aiohttp lets the handler run on)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _wait(proc: asyncio.subprocess.Process, request: web.Request, timeout: float
+                ) -> tuple[bytes, bytes]:
+    """The child's output once it exits; ApiError when the client goes (499) or the
+    import outlives ``timeout`` (plus the grace its own limit needs to stop it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout + HASHLIST_IMPORT_KILL_GRACE_S
+    task = asyncio.ensure_future(proc.communicate())
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=CLIENT_GONE_POLL_S)
+            if done:
+                return task.result()
+            if client_gone(request):
+                raise ApiError(499, "client_closed_request", "the client closed the "
+                               "connection; the import was cancelled")
+            if loop.time() > deadline:
+                raise _over_limit("the import ran too long", "hashlist_import_timeout_s",
+                                  timeout)
+    finally:
+        task.cancel()
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the import removes what it wrote), SIGKILL after the grace period."""
+    try:
+        proc.terminate()
+    except ProcessLookupError:  # exited meanwhile
+        pass
+    try:
+        await asyncio.wait_for(proc.wait(), HASHLIST_IMPORT_KILL_GRACE_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+def _discard_interrupted(path: Path) -> None:
+    """Remove what a killed import left in the store ``path`` (blocking)."""
+    if path.exists():
+        with HashListStore(path) as store:
+            store.discard_interrupted()
 
 
 def remove(ts: TenantStore, name: str) -> bool:

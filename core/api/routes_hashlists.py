@@ -77,7 +77,8 @@ async def create_hashlist(request: web.Request) -> web.Response:
     ts = tenant_store(request)
     upload = await hashlists.receive(request, ts.uploads, request.app[CONFIG].max_hashlist_bytes)
     try:
-        report = await hashlists.import_upload(ts, upload, params)
+        report = await hashlists.import_upload(ts, upload, params,
+                                               config=request.app[CONFIG], request=request)
     finally:
         upload.unlink(missing_ok=True)
     created = await asyncio.to_thread(ts.hashlists.stores[0].get, params.name)

@@ -6,14 +6,20 @@ lists in ``--data-dir DATA`` itself are global: every tenant's lookups and workf
 consult them, and only this command changes them.
 
 Exit codes: 0 success; 1 partial (``import`` skipped bad lines, listed on stderr); 2 usage
-or input error (nothing imported, unknown list, invalid hash).
+or input error (nothing imported, unknown list, invalid hash, an import over its limits
+``--max-rows``/``--max-seconds``/``--max-steps`` or stopped by SIGTERM: it then keeps
+nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +32,7 @@ SHOWN_ERRORS = 20
 
 def register(sub: argparse._SubParsersAction) -> None:
     from pcapwire.hashlist import ALGORITHMS, FORMATS, KINDS
+    from pcapwire.hashlist import limits as lim
     from pcapwire.records import SEVERITIES
 
     p = sub.add_parser("hashlist", help="manage allow/deny lists of file hashes; look up hashes")
@@ -52,6 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--display-name", metavar="NAME",
                    help="name errors show for the file (one FILE only)")
     i.add_argument("--wait", action="store_true", help="wait for another import to finish")
+    i.add_argument("--max-rows", type=_positive(int), default=lim.RDS3_MAX_ROWS, metavar="N",
+                   help="refuse an RDSv3 file whose FILE has more rows (default %(default)s)")
+    i.add_argument("--max-seconds", type=_positive(float), default=lim.IMPORT_MAX_SECONDS,
+                   metavar="S", help="stop an import running longer (default %(default)s)")
+    i.add_argument("--max-steps", type=_positive(int), default=lim.RDS3_MAX_STEPS,
+                   metavar="N", help="stop reading an RDSv3 file after this many SQLite "
+                   "instructions (default %(default)s)")
     i.add_argument("--json", action="store_true", help="the import report as JSON on stdout")
     i.set_defaults(func=import_lists)
     ls = hsub.add_parser("list", help="lists with their kind, severity and counts")
@@ -67,6 +81,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm.set_defaults(func=remove)
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return value
+
+    return parse
+
+
+@contextmanager
+def _cancel_on_sigterm() -> Iterator[threading.Event]:
+    """An event set on SIGTERM (how the API stops an import): the import sees it at its
+    next check (within milliseconds), stops and removes what it wrote."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def on_term(signum: int, frame: object) -> None:
+        cancel.set()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _path(args: argparse.Namespace) -> Path:
     from pcapwire.hashlist import DB_NAME
 
@@ -75,6 +121,7 @@ def _path(args: argparse.Namespace) -> Path:
 
 def import_lists(args: argparse.Namespace) -> int:
     from pcapwire.hashlist import HashListError, HashListStore, ImportFailed, Source
+    from pcapwire.hashlist.limits import ImportLimits, LimitExceeded
 
     if args.display_name and len(args.files) != 1:
         raise HashListError("--display-name names one FILE; several were given")
@@ -84,15 +131,20 @@ def import_lists(args: argparse.Namespace) -> int:
                       columns=columns, label_column=args.label_column, algorithms=algorithms)
                for f in args.files]
     mode = "replace" if args.replace else "append" if args.append else "create"
-    with HashListStore(_path(args)) as store:
+    limits = ImportLimits(max_rows=args.max_rows, max_seconds=args.max_seconds,
+                          max_steps=args.max_steps)
+    with HashListStore(_path(args)) as store, _cancel_on_sigterm() as cancel:
         try:
             report = store.import_sources(sources, name=args.name, kind=args.kind,
                                           severity=args.severity, description=args.description,
-                                          mode=mode, wait=args.wait)
+                                          mode=mode, wait=args.wait, limits=limits,
+                                          cancel=cancel)
         except HashListError as exc:
             report = exc.report if isinstance(exc, ImportFailed) else None
             if args.json:
-                print(json.dumps({"error": str(exc), "code": exc.code,
+                limit = ({"what": exc.what, "limit_name": exc.limit_name, "limit": exc.limit}
+                         if isinstance(exc, LimitExceeded) else None)
+                print(json.dumps({"error": str(exc), "code": exc.code, "limit": limit,
                                   "report": report.to_dict() if report else None}))
             if report is not None:
                 _print_errors(report)

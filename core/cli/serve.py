@@ -52,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-hashlist-mb", type=int,
                    default=limits.MAX_HASHLIST_UPLOAD_BYTES // 2**20,
                    help="largest hash-list upload in MiB (bigger lists: `pcapwire hashlist`)")
+    p.add_argument("--max-hashlist-rows", type=int, default=limits.MAX_HASHLIST_ROWS,
+                   help="rows one hash-list import may read (an NSRL RDSv3 FILE view included)")
+    p.add_argument("--hashlist-import-timeout", type=float,
+                   default=limits.HASHLIST_IMPORT_TIMEOUT_S, metavar="SECONDS",
+                   help="seconds one hash-list import may take (then it is stopped, nothing kept)")
     p.add_argument("--max-result-mb", type=int,
                    default=limits.MAX_QUERY_RESULT_BYTES // 2**20,
                    help="largest query result in MiB (bigger queries fail with a clear error)")
@@ -104,6 +109,8 @@ def config_from(args: argparse.Namespace) -> ApiConfig:
         max_decompression_ratio=args.max_decompression_ratio,
         tenant_quota_bytes=int(args.tenant_quota_gb * 2**30),
         max_hashlist_bytes=args.max_hashlist_mb * 2**20,
+        max_hashlist_rows=args.max_hashlist_rows,
+        hashlist_import_timeout_s=args.hashlist_import_timeout,
         max_query_result_bytes=args.max_result_mb * 2**20,
         max_concurrent_queries=args.max_queries, event_margin_s=args.event_margin,
         tls_cert=args.tls_cert, tls_key=args.tls_key, behind_tls_proxy=args.behind_tls_proxy,

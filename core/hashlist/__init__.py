@@ -13,6 +13,7 @@ digests (:mod:`.triage`, which also documents tenant and global scopes).
 
 from pcapwire.hashlist.digests import ALGORITHMS, algorithm, is_digest, parse_digest
 from pcapwire.hashlist.formats import FORMATS, BadLine, HashListError, Source, detect
+from pcapwire.hashlist.limits import ImportCancelled, ImportLimits, LimitExceeded
 from pcapwire.hashlist.model import (
     DEFAULT_SEVERITY,
     KINDS,
@@ -49,8 +50,11 @@ __all__ = [
     "HashListSet",
     "HashListStore",
     "ImportBusy",
+    "ImportCancelled",
     "ImportFailed",
+    "ImportLimits",
     "ImportReport",
+    "LimitExceeded",
     "ListExists",
     "ListNotFound",
     "Match",

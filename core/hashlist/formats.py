@@ -16,8 +16,8 @@ reporting every bad line (file and line number) and going on with the next.
   ``"SHA-1","MD5","CRC32","FileName","FileSize","ProductCode","OpSystemCode","SpecialCode"``;
   SHA-1 and MD5 are loaded (CRC32 is not a file identity).
 * ``rds3``: the NSRL RDSv3 SQLite release; the ``FILE`` view (or table, in the minimal
-  releases) with columns ``sha256, sha1, md5, file_name, file_size, package_id``. Opened
-  read-only and immutable, with ``trusted_schema=OFF``. Bad rows are named ``FILE row N``.
+  releases) with columns ``sha256, sha1, md5, file_name, file_size, package_id``. Read as
+  hostile input, within limits (:mod:`.rds3`). Bad rows are named ``FILE row N``.
 
 Text files may be gzip-compressed (detected by content). ``auto`` detects the format from
 the content: SQLite header -> ``rds3``; the NSRL header -> ``nsrl``; a first line starting
@@ -30,20 +30,25 @@ import csv
 import gzip
 import io
 import re
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from pcapwire.errors import PcapwireError
 from pcapwire.hashlist.digests import ALGORITHM_BY_BYTES, ALGORITHMS, is_digest, parse_digest
+
+if TYPE_CHECKING:
+    from pcapwire.hashlist.limits import Budget
 
 _HEX_LENGTHS = frozenset((32, 40, 64))
 
 FORMATS: tuple[str, ...] = ("auto", "text", "csv", "nsrl", "rds3")
 #: Longest label kept per entry (characters); longer ones are cut.
 MAX_LABEL_CHARS = 200
+#: Text lines read between two checks of the import's budget (time limit, cancel): a
+#: mask, every 65,536 lines (a few milliseconds).
+BUDGET_CHECK_MASK = 0xFFFF
 SQLITE_MAGIC = b"SQLite format 3\x00"
 GZIP_MAGIC = b"\x1f\x8b"
 NSRL_HEADER = ("SHA-1", "MD5", "CRC32", "FileName", "FileSize", "ProductCode",
@@ -113,7 +118,8 @@ Bad = Callable[[BadLine], None]
 class Reader:
     """Iterate to get ``(digest, label)``; ``records`` counts lines/rows that held data,
     ``skipped`` digests of algorithms not asked for; ``format``, ``columns`` and
-    ``label_column`` say how the file was read."""
+    ``label_column`` say how the file was read. ``budget`` bounds and cancels the read of
+    an RDSv3 file (default: :class:`~pcapwire.hashlist.limits.ImportLimits`)."""
 
     source: Source
     bad: Bad
@@ -122,6 +128,7 @@ class Reader:
     label_column: str | None = None
     records: int = 0
     skipped: int = 0
+    budget: Budget | None = None
 
     def __iter__(self) -> Iterator[tuple[bytes, str | None]]:
         fmt = self.source.format
@@ -134,13 +141,13 @@ class Reader:
             return self._text()
         return self._csv(nsrl=fmt == "nsrl")
 
-    def _keep(self, digest: bytes) -> bool:
+    def keep(self, digest: bytes) -> bool:
         if ALGORITHM_BY_BYTES[len(digest)] in self.source.algorithms:
             return True
         self.skipped += 1
         return False
 
-    def _error(self, line: int, message: str, unit: str = "line") -> None:
+    def error(self, line: int, message: str, unit: str = "line") -> None:
         self.bad(BadLine(self.source.shown, line, message, unit))
 
     # ---- text -----------------------------------------------------------------------------
@@ -149,6 +156,8 @@ class Reader:
         fromhex = bytes.fromhex
         with open_text(self.source) as fh:
             for n, line in enumerate(fh, 1):
+                if not n & BUDGET_CHECK_MASK and self.budget is not None:
+                    self.budget.check(self.source.shown)
                 s = line.strip()
                 if not s or s[0] == "#":
                     continue
@@ -159,22 +168,22 @@ class Reader:
                     except ValueError:
                         digest = b""
                     if len(digest) * 2 == len(s):
-                        if every or self._keep(digest):
+                        if every or self.keep(digest):
                             yield digest, None
                         continue
                 token, *rest = s.split(None, 1)
                 try:
                     digest = parse_digest(token)
                 except ValueError as exc:
-                    self._error(n, str(exc))
+                    self.error(n, str(exc))
                     continue
-                if every or self._keep(digest):
+                if every or self.keep(digest):
                     yield digest, _label(rest[0].lstrip("*")) if rest else None
 
     # ---- csv and NSRL RDS 2.x ------------------------------------------------------------
     def _csv(self, nsrl: bool) -> Iterator[tuple[bytes, str | None]]:
         with open_text(self.source) as fh:
-            lines = _CountingLines(fh)
+            lines = _CountingLines(fh, self)
             first, comment = lines.first_data_line()
             if first is None:
                 return
@@ -202,7 +211,7 @@ class Reader:
                     return
                 except csv.Error as exc:
                     self.records += 1
-                    self._error(lines.number, f"unreadable CSV: {exc}")
+                    self.error(lines.number, f"unreadable CSV: {exc}")
                     continue
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
@@ -223,13 +232,13 @@ class Reader:
                 digest = parse_digest(value)
             except ValueError as exc:
                 problems += 1
-                self._error(line, f"column {name!r}: {exc}")
+                self.error(line, f"column {name!r}: {exc}")
                 continue
             found += 1
-            if self._keep(digest):
+            if self.keep(digest):
                 yield digest, text
         if not found and not problems:
-            self._error(line, f"no hash in column(s) {', '.join(n for _, n in cols)}")
+            self.error(line, f"no hash in column(s) {', '.join(n for _, n in cols)}")
 
     def _nsrl_header(self, head: list[str], line: int
                      ) -> tuple[list[tuple[int, str]], tuple[int, str] | None, bool]:
@@ -299,71 +308,30 @@ class Reader:
 
     # ---- RDSv3 (SQLite) -------------------------------------------------------------------
     def _rds3(self) -> Iterator[tuple[bytes, str | None]]:
-        shown = self.source.shown
-        uri = "file:" + _uri_path(self.source.path) + "?mode=ro&immutable=1"
-        try:
-            db = sqlite3.connect(uri, uri=True)
-        except sqlite3.Error as exc:
-            raise HashListError(f"{shown}: cannot open as SQLite: {exc}") from None
-        try:
-            db.execute("PRAGMA trusted_schema=OFF")
-            db.execute("PRAGMA query_only=ON")
-            try:
-                info = db.execute("PRAGMA table_info(FILE)").fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise HashListError(f"{shown}: not a readable SQLite database: {exc}") from None
-            have = {str(r[1]).lower(): str(r[1]) for r in info}
-            cols = [have[c] for c in ("sha256", "sha1", "md5") if c in have]
-            if not cols:
-                tables = [r[0] for r in db.execute(
-                    "SELECT name FROM sqlite_master WHERE type IN ('table','view') "
-                    "ORDER BY name LIMIT 30")]
-                raise HashListError(
-                    f"{shown}: not an NSRL RDSv3 database: no FILE table or view with "
-                    f"sha256/sha1/md5 columns (it has {', '.join(tables) or 'no tables'})")
-            self.columns = cols
-            label = have.get("file_name") if self.source.label_column else None
-            self.label_column = label
-            select = ", ".join(f'"{c}"' for c in [*cols, *([label] if label else [])])
-            try:
-                cursor = db.execute(f"SELECT {select} FROM FILE")  # noqa: S608 - known names
-                for n, row in enumerate(cursor, 1):
-                    self.records += 1
-                    text = _label(str(row[-1])) if label and row[-1] is not None else None
-                    found = problems = 0
-                    for name, value in zip(cols, row, strict=False):
-                        if value is None or value == "":
-                            continue
-                        try:
-                            digest = parse_digest(str(value))
-                        except ValueError as exc:
-                            problems += 1
-                            self._error(n, f"{name}: {exc}", "row")
-                            continue
-                        found += 1
-                        if self._keep(digest):
-                            yield digest, text
-                    if not found and not problems:
-                        self._error(n, f"no hash in {', '.join(cols)}", "row")
-            except sqlite3.DatabaseError as exc:
-                raise HashListError(f"{shown}: reading FILE failed after {self.records} "
-                                    f"rows: {exc}") from None
-        finally:
-            db.close()
+        from pcapwire.hashlist import rds3  # imports this module
+
+        return rds3.read(self)
 
 
 class _CountingLines:
     """Lines of a text file with their 1-based numbers, skipping leading blank and ``#``
     lines (the last such comment is kept: it may be a commented-out header)."""
 
-    def __init__(self, fh: IO[str]) -> None:
+    def __init__(self, fh: IO[str], reader: Reader) -> None:
         self.fh = fh
         self.number = 0
+        self.reader = reader
+
+    def _check(self) -> None:
+        budget = self.reader.budget
+        if not self.number & BUDGET_CHECK_MASK and budget is not None:
+            budget.check(self.reader.source.shown)
 
     def first_data_line(self) -> tuple[str | None, str | None]:
         comment = None
         for line in self.fh:
             self.number += 1
+            self._check()
             s = line.strip()
             if not s:
                 continue
@@ -377,6 +345,7 @@ class _CountingLines:
         yield first
         for line in self.fh:
             self.number += 1
+            self._check()
             yield line
 
 
@@ -412,12 +381,6 @@ def _parse_comment_header(comment: str, delimiter: str) -> list[str]:
 def _label(text: str) -> str | None:
     text = text.strip()
     return text[:MAX_LABEL_CHARS] if text else None
-
-
-def _uri_path(path: Path) -> str:
-    from urllib.parse import quote
-
-    return quote(str(path.resolve()))
 
 
 def open_text(source: Source) -> IO[str]:

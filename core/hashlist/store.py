@@ -17,9 +17,15 @@ and concurrent readers in other processes (the analyzer, the API) while an impor
 Imports stream the input: entries go in batches of :data:`BATCH_ROWS`, each sorted by
 digest and inserted with ``executemany`` in its own transaction, while the list is in
 state ``importing`` (invisible to lookups); one commit at the end makes it ``ready`` (and,
-for ``replace``, drops the old list in the same commit). One import at a time per store
-(an ``flock`` on ``hashlists.sqlite.lock``); lists left ``importing`` by a killed import
-are removed by the next one.
+for ``replace``, drops the old list in the same commit; ``append`` loads a hidden list the
+same way and merges it into the existing one in that commit). One import at a time per
+store (an ``flock`` on ``hashlists.sqlite.lock``).
+
+An import that fails, goes over its limits (:mod:`.limits`) or is cancelled leaves
+nothing: its hidden list is dropped and the space it took returned to the file system
+(stores are created with ``auto_vacuum=INCREMENTAL``; the WAL is truncated). Lists left
+``importing`` by a killed import are removed the same way by the next import, or at once
+by :meth:`HashListStore.discard_interrupted` (what the API calls after stopping one).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from urllib.parse import quote
 
 from pcapwire.hashlist.digests import ALGORITHM_BY_BYTES, ALGORITHMS
 from pcapwire.hashlist.formats import HashListError, Reader, Source
+from pcapwire.hashlist.limits import Budget, ImportLimits
 from pcapwire.hashlist.model import (
     DEFAULT_SEVERITY,
     KINDS,
@@ -63,6 +70,14 @@ BATCH_ROWS = 100_000
 READER_MMAP_BYTES = 1 * 2**30
 #: Digests per ``IN (...)`` in a batch lookup.
 LOOKUP_CHUNK = 500
+#: Bytes of write-ahead log kept on disk after a checkpoint (a large import's WAL is cut
+#: back to this).
+WAL_SIZE_LIMIT = 64 * 2**20
+#: Milliseconds the WAL checkpoint after a removal waits for readers (busy ones keep the
+#: WAL for a later checkpoint rather than stall the removal).
+CHECKPOINT_WAIT_MS = 200
+#: Milliseconds a writer waits for the store's lock held by another connection.
+BUSY_TIMEOUT_MS = 30_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -124,9 +139,11 @@ class HashListStore:
                 return self._db
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a new file only (see _reclaim)
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA cache_size=-131072")
             db.executescript(_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
@@ -242,10 +259,38 @@ class HashListStore:
                                  "it finishes") from None
             yield
 
-    def _drop_stale(self, db: sqlite3.Connection) -> None:
-        for (list_id,) in db.execute("SELECT id FROM lists WHERE state='importing'").fetchall():
+    def _drop_stale(self, db: sqlite3.Connection) -> int:
+        stale = db.execute("SELECT id FROM lists WHERE state='importing'").fetchall()
+        for (list_id,) in stale:
             log.warning("removing list %d left half-imported by an interrupted import", list_id)
             self._drop(db, list_id)
+        if stale:
+            self._reclaim(db)
+        return len(stale)
+
+    @staticmethod
+    def _reclaim(db: sqlite3.Connection) -> None:
+        """Give the pages of dropped lists back to the file system (a store created before
+        ``auto_vacuum=INCREMENTAL`` keeps them for its next imports) and cut the WAL."""
+        try:
+            db.executescript("PRAGMA incremental_vacuum;")  # every page: steps to the end
+            db.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("could not reclaim the space of a removed list: %s", exc)
+        finally:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+    def discard_interrupted(self) -> int:
+        """Remove the lists an interrupted import left half-written (and their space);
+        the number removed. Does nothing (0) while another import runs."""
+        with self._lock:
+            db = self._rw()
+            try:
+                with self._import_lock(wait=False):
+                    return self._drop_stale(db)
+            except ImportBusy:
+                return 0
 
     @staticmethod
     def _drop(db: sqlite3.Connection, list_id: int) -> None:
@@ -256,14 +301,19 @@ class HashListStore:
 
     def import_sources(self, sources: Iterable[Source], *, name: str, kind: str,
                        severity: str | None = None, description: str | None = None,
-                       mode: str = "create", wait: bool = False) -> ImportReport:
+                       mode: str = "create", wait: bool = False,
+                       limits: ImportLimits | None = None,
+                       cancel: threading.Event | None = None) -> ImportReport:
         """Load ``sources`` into the list ``name`` (see the module docstring).
 
         ``mode``: ``create`` (the name must be free), ``replace`` (a new list takes the
         place of the old one in one commit; the old one stays if this import fails),
-        ``append`` (into an existing list of the same kind). Raises
+        ``append`` (into an existing list of the same kind, in one commit). Raises
         :class:`ImportFailed` when no entry at all could be read (nothing changes then),
-        :class:`ImportBusy` when another import runs and ``wait`` is false."""
+        :class:`ImportBusy` when another import runs and ``wait`` is false,
+        :class:`~.limits.LimitExceeded` over ``limits``, and
+        :class:`~.limits.ImportCancelled` once ``cancel`` is set; nothing changes then
+        either."""
         check_list_name(name)
         if kind not in KINDS:
             raise HashListError(f"kind must be allow or deny, not {kind!r}")
@@ -291,26 +341,28 @@ class HashListStore:
                                else DEFAULT_SEVERITY[kind])
             report = ImportReport(name, kind, sev, mode)
             t0 = time.perf_counter()
-            target = existing.id if mode == "append" and existing is not None else \
-                self._new_list(db, name, kind, sev, description or "")
+            budget = Budget(limits or ImportLimits(), cancel or threading.Event())
+            # append: a hidden list too, merged into the existing one by _finish
+            target = self._new_list(db, name, kind, sev,
+                                    "" if mode == "append" else description or "")
             try:
-                self._fill(db, target, sources, report)
+                self._fill(db, target, sources, report, budget)
                 report.seconds = time.perf_counter() - t0
                 if report.added_total == 0 and mode != "append":
                     what = "no valid hash" if report.records else "no hashes"
                     first = f"; first problem: {report.errors[0]}" if report.errors else ""
                     raise ImportFailed(f"{', '.join(s.shown for s in sources)}: {what} to "
                                        f"import ({report.bad} bad line(s)){first}", report)
-                self._finish(db, target, existing if mode == "replace" else None, report,
+                self._finish(db, target, existing if mode != "create" else None, report,
                              sources, description, append=mode == "append")
             except BaseException:
-                if mode != "append":
-                    try:
-                        if db.in_transaction:
-                            db.execute("ROLLBACK")
-                        self._drop(db, target)
-                    except sqlite3.Error:
-                        log.exception("could not remove the half-imported list %s", name)
+                try:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    self._drop(db, target)
+                    self._reclaim(db)
+                except sqlite3.Error:
+                    log.exception("could not remove the half-imported list %s", name)
                 raise
             finally:
                 self._lists = None
@@ -331,14 +383,16 @@ class HashListStore:
         return list_id
 
     def _fill(self, db: sqlite3.Connection, list_id: int, sources: list[Source],
-              report: ImportReport) -> None:
+              report: ImportReport, budget: Budget) -> None:
         batch: list[tuple[bytes, str | None]] = []
         for src in sources:
-            reader = Reader(src, report.add_error)
+            budget.check(src.shown)
+            reader = Reader(src, report.add_error, budget=budget)
             bad_before = report.bad
             for entry in reader:
                 batch.append(entry)
                 if len(batch) >= BATCH_ROWS:
+                    budget.check(src.shown)
                     self._insert(db, list_id, batch, report)
                     batch = []
                     log.info("%s: %d entries added so far", src.shown, report.added_total)
@@ -348,6 +402,7 @@ class HashListStore:
                                  "columns": reader.columns, "label_column": reader.label_column,
                                  "records": reader.records, "bad_lines": report.bad - bad_before})
         if batch:
+            budget.check(sources[-1].shown)
             self._insert(db, list_id, batch, report)
 
     @staticmethod
@@ -369,7 +424,8 @@ class HashListStore:
                     report.duplicates += len(rows) - added
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     def _finish(self, db: sqlite3.Connection, list_id: int, old: HashList | None,
@@ -380,11 +436,13 @@ class HashListStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             if append:
+                assert old is not None
+                self._merge(db, list_id, old.id, report)
                 sets = ", ".join(f"{a} = {a} + ?" for a in ALGORITHMS)
                 db.execute(f"UPDATE lists SET {sets}, severity=?, updated=?, "
                            "description=coalesce(?, description) WHERE id=?",
                            (*(report.added.get(a, 0) for a in ALGORITHMS), report.severity,
-                            time.time(), description, list_id))
+                            time.time(), description, old.id))
             else:
                 if old is not None:
                     db.execute(f"DROP TABLE IF EXISTS h_{int(old.id)}")
@@ -395,8 +453,22 @@ class HashListStore:
                             time.time(), list_id))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _merge(db: sqlite3.Connection, staged: int, into: int, report: ImportReport) -> None:
+        """Move the hidden list ``staged`` into the list ``into`` (inside the caller's
+        transaction); ``report.added`` then counts what was new to ``into``."""
+        for size, alg in ALGORITHM_BY_BYTES.items():
+            added = db.execute(f"INSERT OR IGNORE INTO h_{int(into)} (digest, label) "
+                               f"SELECT digest, label FROM h_{int(staged)} "
+                               "WHERE length(digest)=? ORDER BY digest", (size,)).rowcount
+            report.duplicates += report.added[alg] - added
+            report.added[alg] = added
+        db.execute(f"DROP TABLE h_{int(staged)}")
+        db.execute("DELETE FROM lists WHERE id=?", (staged,))
 
     def remove(self, name: str) -> bool:
         """Remove a list and its entries; False when there is no such list."""
@@ -407,5 +479,6 @@ class HashListStore:
             if row is None:
                 return False
             self._drop(db, int(row[0]))
+            self._reclaim(db)
             self._lists = None
             return True

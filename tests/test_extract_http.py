@@ -142,6 +142,15 @@ def test_gap_inside_body_is_marked_not_invented() -> None:
     assert (b.data, b.incomplete) == (b"after", False)
 
 
+def test_every_gap_is_placed_where_it_was_in_the_body() -> None:
+    s = run(("orig", b"GET /g.bin HTTP/1.1\r\n\r\n"),
+            ("resp", b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n0123456789"),
+            ("resp", 10), ("resp", b"abcdefghij"), ("resp", 10), ("resp", b"ABCDEFGHIJ"))
+    (a,) = files(s)
+    assert a.data == b"0123456789abcdefghijABCDEFGHIJ" and a.incomplete
+    assert a.missing_ranges == [(10, 10), (30, 10)]
+
+
 def test_truncated_capture_keeps_the_head_and_names_the_missing_tail() -> None:
     s = run(("orig", b"GET /t.iso HTTP/1.1\r\n\r\n"),
             ("resp", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 300))

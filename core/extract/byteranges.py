@@ -72,7 +72,7 @@ def boundary_of(content_type: str) -> bytes:
 def split(body: bytes, content_type: str, gaps: list[tuple[int, int]] | None = None
           ) -> Split:
     """The parts of a multipart/byteranges ``body``. ``gaps`` are the body's missing
-    ranges as the HTTP parser records them: (offset in the kept bytes, length); the
+    ranges as the HTTP parser records them: (offset in the body as sent, length); the
     bytes either side of a gap are walked separately."""
     out = Split()
     boundary = boundary_of(content_type)
@@ -95,7 +95,13 @@ def split(body: bytes, content_type: str, gaps: list[tuple[int, int]] | None = N
 
 
 def _segments(body: bytes, gaps: list[tuple[int, int]]) -> list[bytes]:
-    cuts = sorted({min(max(off, 0), len(body)) for off, _ in gaps})
+    """``body`` (the bytes kept) cut where each gap was: a gap's offset in the kept bytes
+    is its offset as sent less the gaps before it."""
+    lost, cuts_at = 0, set()
+    for off, n in sorted(gaps):
+        cuts_at.add(min(max(off - lost, 0), len(body)))
+        lost += n
+    cuts = sorted(cuts_at)
     bounds = [0, *cuts, len(body)]
     return [body[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 

@@ -86,6 +86,12 @@ class HttpMessage:
             self.body_parts = [b"".join(self.body_parts)]
         return self.body_parts[0]
 
+    @property
+    def body_offset(self) -> int:
+        """Where the next body byte lies in the body as sent: bytes kept, bytes past the
+        size limit and bytes lost in gaps so far."""
+        return self.body_size + self.body_dropped + sum(n for _, n in self.missing)
+
     def add_body(self, data: bytes) -> None:
         room = MAX_BODY_SIZE - self.body_size
         if len(data) > room:
@@ -182,16 +188,16 @@ class HttpParser:
         self.run()
         msg = self.msg
         if msg is not None and self.state in ("length", "chunk_data") and length <= self.left:
-            msg.missing.append((msg.body_size + msg.body_dropped, length))
+            msg.missing.append((msg.body_offset, length))
             self.left -= length
             self.run()
             return
         if msg is not None and self.state == "close":
-            msg.missing.append((msg.body_size + msg.body_dropped, length))
+            msg.missing.append((msg.body_offset, length))
             return
         if msg is not None:
             if self.state in ("length", "chunk_data"):
-                msg.missing.append((msg.body_size + msg.body_dropped, self.left))
+                msg.missing.append((msg.body_offset, self.left))
             self.notes.append(f"gap of {length} bytes in state {self.state}; resynchronising")
             self._emit(complete=False, error=f"gap of {length} bytes in {self.state}")
         self.buf.clear()
@@ -206,8 +212,7 @@ class HttpParser:
                 self._emit(complete=True)
             else:
                 if self.state in ("length", "chunk_data") and self.left:
-                    self.msg.missing.append((self.msg.body_size + self.msg.body_dropped,
-                                             self.left))
+                    self.msg.missing.append((self.msg.body_offset, self.left))
                 self._emit(complete=False, error=f"connection ended in state {self.state}")
 
     # ---- state machine -------------------------------------------------------------

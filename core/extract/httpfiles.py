@@ -246,7 +246,7 @@ class HttpSession(Session):
         name = _filename(req, msg)
         missing = list(msg.missing)
         if not msg.complete and msg.declared_length is not None:
-            seen = msg.body_size + msg.body_dropped + sum(n for _, n in missing)
+            seen = msg.body_offset
             if seen < msg.declared_length:
                 missing.append((seen, msg.declared_length - seen))
         self.out.append(CarvedFile(

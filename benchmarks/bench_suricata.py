@@ -243,7 +243,7 @@ async def through_step(store: Any, rules: list[str], tmp: Path, warm: bool) -> d
            "suricata": _cpu_since(resource.RUSAGE_CHILDREN, children)}
     analyzer = host.analyzer("suricata")
     reused = analyzer.pool().reused
-    await analyzer.close()
+    await analyzer.aclose()
     if summary.status != "ok":
         raise SystemExit(f"run {summary.status}: {[s.to_dict() for s in summary.steps]}")
     return {"seconds": elapsed, "alerts": _plugin_alerts(verdicts), "chunks": summary.chunks,
@@ -274,7 +274,7 @@ async def first_verdict_latency(store: Any, rules: list[str], tmp: Path,
         out.append(await got - t0)
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
-    await host.analyzer("suricata").close()
+    await host.analyzer("suricata").aclose()
     return out
 
 

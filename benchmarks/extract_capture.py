@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pcapwire.pcapformat import RECORD, pcap_header
 from pcapwire.synth import ETH_HDR, ipv4_header
 
 MSS = 1448
@@ -143,7 +144,7 @@ def write_capture(path: Path, target_bytes: int, seed: int = 7, concurrent: int 
     k = 0
     written = 24
     with open(path, "wb") as out:
-        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        out.write(pcap_header(1, 262144))
         live: list[Iterator[bytes]] = []
         while live or written < target_bytes:
             while len(live) < concurrent and written < target_bytes:
@@ -160,7 +161,7 @@ def write_capture(path: Path, target_bytes: int, seed: int = 7, concurrent: int 
                     break
                 ts += 0.00005
                 sec = int(ts)
-                out.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(frame),
-                                      len(frame)) + frame)
+                out.write(RECORD.pack(sec, int((ts - sec) * 1e6), len(frame), len(frame))
+                          + frame)
                 written += 16 + len(frame)
     return sent

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pcapwire.pcapformat import RECORD, pcap_header
+
 ETH_HDR = bytes.fromhex("020000000002020000000001") + b"\x08\x00"
 MSS = 1400
 
@@ -94,7 +96,7 @@ def generate(path: str | Path, target_bytes: int, seed: int = 1, start_s: int = 
     """Write a pcap of about ``target_bytes``; returns counts (packets, tcp and udp flows)."""
     rng = random.Random(seed)
     out = open(path, "wb")  # noqa: SIM115 - closed below
-    out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    out.write(pcap_header(1, 65535))
     size, packets, tcp_flows, udp_flows = 24, 0, 0, 0
     ts_us = start_s * 1_000_000
     active: list[Iterator[tuple[bytes, int]]] = []
@@ -128,8 +130,8 @@ def generate(path: str | Path, target_bytes: int, seed: int = 1, start_s: int = 
             active.pop(i)
             continue
         ts_us += max(1, delay)
-        buf.append(struct.pack("<IIII", ts_us // 1_000_000, ts_us % 1_000_000, len(frame),
-                               len(frame)) + frame)
+        buf.append(RECORD.pack(ts_us // 1_000_000, ts_us % 1_000_000, len(frame), len(frame))
+                   + frame)
         size += 16 + len(frame)
         packets += 1
         if len(buf) >= 4096:

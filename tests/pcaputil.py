@@ -40,6 +40,17 @@ def pcapng_records(data: bytes) -> dict[int, list[bytes]]:
     return out
 
 
+def as_raw_ip(data: bytes) -> bytes:
+    """A little-endian µs Ethernet pcap as LINKTYPE_RAW (101): the same packets without
+    their 14-byte Ethernet header (IPv4/IPv6 right after the record header)."""
+    header, records = read_records(data)
+    out = [header[:20] + struct.pack("<I", 101)]
+    for rec in records:
+        sec, usec, caplen, origlen = struct.unpack_from("<IIII", rec)
+        out.append(struct.pack("<IIII", sec, usec, caplen - 14, origlen - 14) + rec[30:])
+    return b"".join(out)
+
+
 def record_ts_ns(rec: bytes) -> int:
     sec, usec = struct.unpack_from("<II", rec)
     return sec * 10**9 + usec * 1000

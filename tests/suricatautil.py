@@ -110,37 +110,20 @@ def eicar_at_the_end(path: Path) -> None:
     server sends the EICAR test string, never ACKed and never closed: Suricata inspects
     it only when the input ends, on a pseudo packet ("stream (flow timeout)") stamped with
     its engine clock -- the capture's first packet time, 2010. The shipped demo rule
-    9100001 fires on it."""
+    9100001 fires on it. (Packet by packet with :mod:`pcapwire.testing`.)"""
     import dpkt
+    from pcapwire.testing import Capture, TcpConn
 
     eicar = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
-    cli, srv = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
-    with path.open("wb") as fh:
-        w = dpkt.pcap.Writer(fh)
-        for t0, sport, reply, close in ((1262304000.0, 40001, b"nothing", True),
-                                        (1577836800.0, 40002, eicar, False),
-                                        (1600000000.0, 40003, b"later", True)):
-            ts = t0
-
-            def seg(src: bytes, dst: bytes, sp: int, dp: int, seq: int, ack: int,
-                    flags: int, data: bytes = b"") -> None:
-                nonlocal ts
-                ts += 0.001
-                tcp = dpkt.tcp.TCP(sport=sp, dport=dp, seq=seq, ack=ack, flags=flags,
-                                   win=65535, data=data)
-                ip = dpkt.ip.IP(src=src, dst=dst, p=6, data=tcp, ttl=64)
-                w.writepkt(bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6,
-                                                        data=ip)), ts)
-
-            c, s, ack = 1001, 5001, dpkt.tcp.TH_ACK
-            seg(cli, srv, sport, 80, c - 1, 0, dpkt.tcp.TH_SYN)
-            seg(srv, cli, 80, sport, s - 1, c, dpkt.tcp.TH_SYN | ack)
-            seg(cli, srv, sport, 80, c, s, ack)
-            seg(cli, srv, sport, 80, c, s, dpkt.tcp.TH_PUSH | ack, b"hello\r\n")
-            c += 7
-            seg(srv, cli, 80, sport, s, c, dpkt.tcp.TH_PUSH | ack, reply)
-            s += len(reply)
-            if close:
-                seg(cli, srv, sport, 80, c, s, dpkt.tcp.TH_FIN | ack)
-                seg(srv, cli, 80, sport, s, c + 1, dpkt.tcp.TH_FIN | ack)
-                seg(cli, srv, sport, 80, c + 1, s + 1, ack)
+    cap = Capture()
+    push = dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK
+    for t0, sport, reply, close in ((1262304000.0, 40001, b"nothing", True),
+                                    (1577836800.0, 40002, eicar, False),
+                                    (1600000000.0, 40003, b"later", True)):
+        cap.at(t0)
+        conn = TcpConn(cap, "10.0.0.1", sport, "10.0.0.2", 80)
+        conn.seg("c", push, b"hello\r\n")  # segments no one acknowledges
+        conn.seg("s", push, reply)
+        if close:
+            conn.close()
+    path.write_bytes(cap.pcap())

@@ -242,3 +242,68 @@ async def test_a_workflow_run_by_the_api_uses_the_tenants_lists(aiohttp_client,
                             headers=bearer(analyst))
     data = await resp.read()
     assert resp.status == 200 and len(data) > 24 and follow["packets"] > 0
+
+
+async def test_a_follow_up_over_the_tenants_result_limit_is_a_note_not_a_crash(
+        aiohttp_client, tmp_path) -> None:
+    """The follow-up query goes through the API's query function: the tenant's
+    max_query_result_bytes applies to it like to any query. Here the query that carves
+    the file stops before the connection's second, large download; the follow-up asks for
+    the whole flow, which exceeds the limit: refused, recorded, reported -- the verdict
+    still arrives and the step and the run end ok."""
+    from pcapwire.cases import CaseStore
+    from pcapwire.testing import T0, Capture, TcpConn, http_request, http_response
+
+    cap = Capture(T0)
+    conn = TcpConn(cap, "10.0.0.1", 40000, "10.0.0.2", 80)
+    conn.send("c", http_request("/files/evil.exe"))
+    conn.send("s", http_response(EVIL))
+    carved_by = cap.t_us / 1e6  # the first download is over
+    conn.send("c", http_request("/files/big.bin"))
+    conn.send("s", http_response(b"B" * 60_000))
+    conn.close()
+    pcap = tmp_path / "keepalive.pcap"
+    pcap.write_bytes(cap.pcap())
+
+    wfdir = tmp_path / "workflows"
+    wfdir.mkdir()
+    (wfdir / "triage.yaml").write_text(WORKFLOW)
+    config = ApiConfig(data_dir=tmp_path / "srv", workflow_dirs=[wfdir],
+                       max_query_result_bytes=20_000)
+    client = await aiohttp_client(create_app(config))
+    analyst = Tokens(tmp_path / "srv")["acme", "analyst"]
+    resp = await client.post("/api/v1/ingest", data=pcap.read_bytes(),
+                             headers={**bearer(analyst), "Content-Type": PCAP_TYPE})
+    assert resp.status == 200
+    status, _ = await upload(client, analyst, f"{BAD}\n".encode(), name="ioc", kind="deny")
+    assert status == 201
+    resp = await client.post("/api/v1/queries", headers=bearer(analyst), json={
+        "bpf": "tcp port 80", "end": carved_by + 0.0005, "case": "IR-43",
+        "workflows": ["triage"]})
+    q = await resp.json()
+    end = await wait_done(client, q["id"], analyst)
+    assert end["status"] == "done"
+    verdicts = (await (await client.get(f"/api/v1/queries/{q['id']}/verdicts",
+                                        params={"format": "native"},
+                                        headers=bearer(analyst))).json())["verdicts"]
+    (bad,) = verdicts
+    assert bad["signature_id"] == "hashlist:known-bad"
+    (follow,) = bad["evidence"]["follow_up"]
+    assert follow["error_code"] == "result_too_large"
+    assert follow["status"].startswith("error: the result exceeds the limit of 20000 bytes")
+    history = (await (await client.get("/api/v1/queries", params={"case": "IR-43"},
+                                       headers=bearer(analyst))).json())["queries"]
+    assert sorted((h["event"], h["status"]) for h in history) == [
+        ("", "done"), (f"hashlist:{BAD}", "error")]
+    cases = CaseStore(config.tenant_dir("acme") / "cases.sqlite")
+    try:
+        (run,) = cases.runs("IR-43")
+        steps = {s.step: s for s in cases.steps(run.run_id)}
+    finally:
+        cases.close()
+    assert (run.status, steps["triage"].status) == ("ok", "ok")
+    (note,) = steps["triage"].notes
+    assert note.startswith(f"hashlist: follow-up query {follow['query_id']} for "
+                           f"hashlist:{BAD} (tcp and host 10.0.0.1 and host 10.0.0.2 and "
+                           "port 40000 and port 80) failed: the result exceeds the limit")
+    assert steps["triage"].stats == {"follow_ups_failed": 1}

@@ -95,6 +95,14 @@ async def test_every_operation_refuses_anonymous_lower_roles_and_other_tenants(
         body = await (await client.get(url, headers=globex)).json()
         assert body[key] == [], url
     tokens_seen = (await (await client.get("/api/v1/tokens", headers=globex)).json())["tokens"]
+    # acme's recorder (its status.json) is acme's alone
+    (tmp_path / "tenants" / "acme" / "capture").mkdir()
+    (tmp_path / "tenants" / "acme" / "capture" / "status.json").write_text(
+        '{"pid": 1, "state": "running", "updated": 1e12, "interfaces": {"acme0": {}}}')
+    assert (await (await client.get("/api/v1/capture/status", headers=globex)).json()
+            )["recording"] is False
+    assert "acme0" in (await (await client.get("/api/v1/capture/status", headers=bearer(
+        tokens["acme", "viewer"]))).json())["interfaces"]
     assert {t["tenant"] for t in tokens_seen} == {"globex"}
     sensor = await client.post("/api/v1/ingest", params={"sensor": "acme-s1"},
                                data=b"\xd4\xc3\xb2\xa1", headers={**globex,

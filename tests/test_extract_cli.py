@@ -92,7 +92,7 @@ def test_extract_from_a_store_query_carves_what_the_file_gives(
     from pcapwire.store import Store
 
     with Store(tmp_path / "store") as store:
-        history = store.catalog.query_history("IR-3")
+        history = store.cases.query_history("IR-3")
         total = store.catalog.stats()["packets"]
     assert [(q["event"], q["status"], q["packets"]) for q in history] == [
         ("carve", "done", total)]

@@ -41,7 +41,8 @@ async def analyze(tmp_path: Path, records: list[FileRecord], data: Path | None,
                   **config) -> list:
     out: list = []
     cfg = HashlistConfig.from_mapping(config)
-    session = HashlistAnalyzer().open_session(step_context(tmp_path, cfg, out, data_dir=data))
+    ctx = step_context(tmp_path, cfg, out, data_dir=data)
+    session = HashlistAnalyzer().open_session(ctx)
     try:
         await session.start()
         for rec in records:
@@ -49,6 +50,8 @@ async def analyze(tmp_path: Path, records: list[FileRecord], data: Path | None,
         await session.finish()
     finally:
         await session.aclose()
+        if ctx.queries is not None:
+            ctx.queries.close()  # type: ignore[attr-defined]
     return out
 
 
@@ -112,7 +115,7 @@ async def test_verdicts_forwarding_and_follow_up_queries(tmp_path, carved) -> No
         (first[1]["query_id"], "done (queried earlier in this run)"),
         (first[0]["query_id"], "done (queried earlier in this run)")]
     with Store(data) as store:
-        history = [q for q in store.catalog.query_history("IR-9")]
+        history = [q for q in store.cases.query_history("IR-9")]
         assert [(q["id"], q["event"], q["status"]) for q in history] == [
             (f["query_id"], f"hashlist:{hashlib.sha256(EVIL).hexdigest()}", "done")
             for f in first]

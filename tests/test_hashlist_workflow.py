@@ -98,7 +98,7 @@ def test_file_hash_triage_on_real_http_downloads(tmp_path: Path,
     assert {f["status"] for f in again} == {"done (queried earlier in this run)"}
     assert {f["query_id"] for f in again} == {f["query_id"] for f in first}
     with Store(data) as store:
-        history = store.catalog.query_history("IR-7")
+        history = store.cases.query_history("IR-7")
     follow_ups = [q for q in history if q["event"] == f"hashlist:{bad}"]
     assert sorted(q["id"] for q in follow_ups) == sorted(f["query_id"] for f in first)
     assert len(history) == 3 and all(q["status"] == "done" for q in history)

@@ -121,4 +121,4 @@ def test_the_templates_own_tests_pass_against_the_installed_package(site: Path) 
          str(TEMPLATE / "tests")], capture_output=True, text=True, cwd=TEMPLATE,
         env=dict(os.environ, PYTHONPATH=str(site)), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.splitlines()[-1].startswith("10 passed")
+    assert done.stdout.splitlines()[-1].startswith("12 passed")

@@ -293,7 +293,7 @@ HOOKS = sorted(n for n, f in vars(spec).items() if n.startswith("pcapwire_") and
 
 def test_the_hook_set() -> None:
     assert HOOKS == ["pcapwire_case_completed", "pcapwire_register_analyzers",
-                     "pcapwire_run_started", "pcapwire_verdict"]
+                     "pcapwire_register_commands", "pcapwire_run_started", "pcapwire_verdict"]
 
 
 @pytest.mark.parametrize("name", HOOKS)
@@ -315,3 +315,9 @@ def test_every_hook_has_a_test(name: str) -> None:
     sources = [p.read_text() for p in TESTS.glob("*.py") if p.name != Path(__file__).name]
     sources.append(GOOD)
     assert any(f"def {name}(" in s for s in sources), f"no test plugin implements {name}"
+
+
+@pytest.mark.parametrize("name", HOOKS)
+def test_every_hook_is_named_in_the_readme(name: str) -> None:
+    """The README's plugin paragraph lists every hook a plugin can implement."""
+    assert f"`{name}`" in (TESTS.parent / "README.md").read_text()

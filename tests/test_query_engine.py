@@ -128,7 +128,7 @@ async def test_first_chunk_arrives_before_the_scan_ends_and_stopping_cancels(syn
     assert stats.records_examined < total
     await agen.aclose()
     assert stats.records_examined < total
-    hist = store.catalog.query_history()
+    hist = store.cases.query_history()
     assert hist[-1]["status"] == "cancelled"
 
 
@@ -138,7 +138,7 @@ async def test_async_run_yields_the_same_bytes_as_tcpdump(synth) -> None:
     async for chunk in store.query_engine().run(QuerySpec(bpf="udp", case="c1", event="e1")):
         data += chunk.data if not data else chunk.data[24:]
     assert data == tcpdump(cap, "udp")
-    hist = store.catalog.query_history("c1")
+    hist = store.cases.query_history("c1")
     assert hist[-1]["event"] == "e1" and hist[-1]["status"] == "done"
     assert hist[-1]["packets"] == len(read_records(data)[1])
 

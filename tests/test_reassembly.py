@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CASES, corpus_file
+from pcapwire.pcapformat import pcap_header
 from pcapwire.reassembly import (
     Close,
     Data,
@@ -24,7 +25,6 @@ from pcapwire.reassembly import (
     streams_from_file,
 )
 from pcapwire.records import PcapChunk
-from pcapwire.store.segments import pcap_header
 
 # ---- crafted packets -------------------------------------------------------------------------
 CLI, SRV = "10.0.0.1", "10.0.0.2"

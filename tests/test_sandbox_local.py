@@ -13,7 +13,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import dpkt
 import pytest
 from pcapwire.errors import AnalyzerError
 from pcapwire.extract.artifacts import ArtifactStore
@@ -21,6 +20,7 @@ from pcapwire.hooks.host import build_host
 from pcapwire.plugins.sandbox import SandboxAnalyzer, SandboxConfig, scoring
 from pcapwire.plugins.sandbox.local import Limits, WorkerError, run_worker
 from pcapwire.records import FileRecord, FlowKey, Verdict
+from pcapwire.testing import http_download, write_capture
 from pcapwire.workflow import RunInfo, StepContext
 from pcapwire.workflow.analyzer import check_analyzer
 from pcapwire.workflow.document import load_workflow
@@ -256,37 +256,9 @@ async def test_file_size_limit(samples, artifacts, tmp_path) -> None:
 
 def _http_pcap(path: Path, files: list[tuple[str, bytes]]) -> None:
     """One HTTP/1.1 download per file, each on its own TCP connection."""
-    cli, srv = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
-    ts = 1_700_000_000.0
-    with path.open("wb") as fh:
-        w = dpkt.pcap.Writer(fh)
-
-        def seg(src, dst, sport, dport, seq, ack, flags, data=b""):
-            nonlocal ts
-            ts += 0.001
-            tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags,
-                               win=65535, data=data)
-            ip = dpkt.ip.IP(src=src, dst=dst, p=6, data=tcp, ttl=64)
-            w.writepkt(bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6,
-                                                    data=ip)), ts)
-
-        for i, (name, body) in enumerate(files):
-            sp, c, s = 40000 + i, 1000, 5000
-            seg(cli, srv, sp, 80, c, 0, dpkt.tcp.TH_SYN)
-            seg(srv, cli, 80, sp, s, c + 1, dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK)
-            c, s = c + 1, s + 1
-            req = f"GET /files/{name} HTTP/1.1\r\nHost: files.example\r\n\r\n".encode()
-            seg(cli, srv, sp, 80, c, s, dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK, req)
-            c += len(req)
-            resp = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                    b"Content-Length: %d\r\n\r\n" % len(body)) + body
-            for off in range(0, len(resp), 1400):
-                part = resp[off:off + 1400]
-                seg(srv, cli, 80, sp, s, c, dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK, part)
-                s += len(part)
-            seg(cli, srv, sp, 80, c, s, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK)
-            seg(srv, cli, 80, sp, s, c + 1, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK)
-            seg(cli, srv, sp, 80, c + 1, s + 1, dpkt.tcp.TH_ACK)
+    write_capture(path, [http_download(f"10.0.0.1:{40000 + i} > 10.0.0.2:80",
+                                       f"/files/{name}", body)
+                         for i, (name, body) in enumerate(files)])
 
 
 async def test_in_a_workflow_one_file_errors_and_the_others_get_verdicts(samples,

@@ -98,7 +98,7 @@ async def test_second_run_starts_on_a_spare_loaded_before_it_was_asked_for(
         "TCP", "141.142.228.5", 59856, "192.150.187.43", 80]
     assert meta[0]["flow_id"] == out[1].evidence["flow_id"]  # linked to the alert's flow
     pids = [t.result().pid for group in pool._spares.values() for t in group if t.done()]
-    await analyzer.close()
+    await analyzer.aclose()
     for pid in pids:
         assert_reaped(pid)
     assert our_zombies() == []
@@ -121,7 +121,7 @@ async def test_session_errors_end_the_step_and_aclose_reaps(tmp_path: Path) -> N
         await session.feed("not a chunk")
     pids = [e.pid for e, _t in session.run._engines.values()] + [session.run._first.pid]
     await session.aclose()
-    await analyzer.close()
+    await analyzer.aclose()
     for pid in pids:
         assert_reaped(pid)
     with pytest.raises(ConfigError, match="with.rulez: unknown key 'rulez'"):

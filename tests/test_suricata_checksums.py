@@ -69,7 +69,7 @@ steps:
     seen: list[Verdict] = []
     summary = await Engine(host).run(wf, source(), case="c", query_id="q",
                                      on_verdict=seen.append)
-    await host.analyzer("suricata").close()
+    await host.analyzer("suricata").aclose()
     step, = summary.steps
     assert step.status == "ok", step.to_dict()
     return step, seen

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import corpus_file
-from pcaputil import read_records
+from pcaputil import as_raw_ip, read_records
 from pcapwire.errors import AnalyzerError, CaptureFormatError, ConfigError
 from pcapwire.plugins.enginekit.process import KILL_GRACE_S
 from pcapwire.plugins.suricata.config import (
@@ -199,15 +199,6 @@ async def test_run_abort_on_cancellation_leaves_no_process(split_rules: Path) ->
         await run.feed(_chunk(header, records[4:], 1))
 
 
-def _as_raw_ip(header: bytes, records: list[bytes]) -> bytes:
-    """The same packets without their Ethernet header, as LINKTYPE_RAW (101)."""
-    out = [header[:20] + struct.pack("<I", 101)]
-    for rec in records:
-        sec, usec, caplen, origlen = struct.unpack_from("<IIII", rec)
-        out.append(struct.pack("<IIII", sec, usec, caplen - 14, origlen - 14) + rec[30:])
-    return b"".join(out)
-
-
 async def test_each_link_type_gets_its_own_engine(tmp_path: Path) -> None:
     """Chunks of Ethernet and of raw IP in one run: two engines, the session's alert from
     each; then Linux SLL2, which Suricata 7.0 refuses: that link type's error is in the
@@ -218,7 +209,7 @@ async def test_each_link_type_gets_its_own_engine(tmp_path: Path) -> None:
     settings = SuricataSettings.from_mapping({"rules": [str(rules)], "args": ["-k", "none"]})
     header, records = _http_get_records()
     eth = _chunk(header, records, 0)
-    raw = PcapChunk("q1", 1, 101, 65535, _as_raw_ip(header, records), 14, 0, 0)
+    raw = PcapChunk("q1", 1, 101, 65535, as_raw_ip(header + b"".join(records)), 14, 0, 0)
     (tmp_path / "raw.pcap").write_bytes(raw.data)
     assert sid_counts(by_hand(tmp_path / "raw.pcap", rules, ["-k", "none"],
                               tmp_path / "hand")) == {3002: 1}

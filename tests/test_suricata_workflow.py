@@ -79,7 +79,7 @@ async def _source(chunks: list[PcapChunk], gate: asyncio.Event | None = None
 
 
 async def _close_pools(host: Any) -> None:
-    await host.analyzer("suricata").close()
+    await host.analyzer("suricata").aclose()
 
 
 async def test_verdicts_stream_during_the_run_and_match_suricata_by_hand(

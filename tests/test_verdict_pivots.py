@@ -142,7 +142,7 @@ async def test_every_verdict_of_the_shipped_workflows_pivots_to_its_packets(
                                         f"{v.signature_id} {v.flow.bpf()} at {v.ts} finds "
                                         "no packet")
     finally:
-        await host.analyzer("suricata").close()
+        await host.analyzer("suricata").aclose()
         for store in stores.values():
             store.close()
     elapsed = time.monotonic() - started

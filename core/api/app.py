@@ -11,6 +11,7 @@ from pcapwire.api import (
     openapi,
     routes_admin,
     routes_artifacts,
+    routes_capture,
     routes_cases,
     routes_events,
     routes_flows,
@@ -33,7 +34,7 @@ from pcapwire.api.workflows import WorkflowService
 
 ROUTE_MODULES = (routes_admin, routes_queries, routes_results, routes_artifacts, routes_events,
                  routes_ingest, routes_flows, routes_cases, routes_workflows, routes_hashlists,
-                 openapi, dashboard)
+                 routes_capture, openapi, dashboard)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -59,10 +60,11 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     app[CARVES] = asyncio.Semaphore(MAX_CONCURRENT_CARVES)
     app[WORKFLOWS] = WorkflowService(config.workflow_dirs)
     app[WORKFLOWS].start()
-    app[QUERIES] = QueryManager(QuerySlots(config.max_concurrent_queries), app[WORKFLOWS])
+    app[QUERIES] = QueryManager(QuerySlots(config.max_concurrent_queries), app[WORKFLOWS],
+                                config.max_query_result_bytes)
     yield
+    await app[WORKFLOWS].stop()  # analyzers closed first: runs cancelled now warm nothing
     await app[QUERIES].close()
-    await app[WORKFLOWS].stop()
     app[TENANTS].close()
     app[AUTH].close()
 

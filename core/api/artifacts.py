@@ -1,21 +1,20 @@
 """Files and emails of a query: carved from its stored result on first request by
 ``pcapwire extract`` in a child process (CPU work never competes with the event loop),
-into ``results/<id>.carve/`` (``files.jsonl``, ``emails.jsonl``, ``summary.json`` and a
-content-addressed ``artifacts/`` store). Later requests read what was carved.
+into ``results/<id>.carve/`` (a carve directory, :mod:`pcapwire.extract.layout`). Later
+requests read what was carved.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcapwire.api.errors import ApiError
 from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
+from pcapwire.extract.layout import CarveDir
 from pcapwire.records import SEVERITIES
 
 if TYPE_CHECKING:
@@ -24,15 +23,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_CARVES = 2  # carving child processes of the whole server at once
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def carve_dir(ts: TenantStore, query_id: str) -> Path:
     return ts.results / f"{query_id}.carve"
 
 
+def _carved_dir(ts: TenantStore, query_id: str) -> CarveDir:
+    return CarveDir(carve_dir(ts, query_id))
+
+
 def carved(ts: TenantStore, query_id: str) -> bool:
-    return (carve_dir(ts, query_id) / "summary.json").exists()
+    return _carved_dir(ts, query_id).complete
 
 
 async def carve(ts: TenantStore, query_id: str, slots: asyncio.Semaphore) -> None:
@@ -61,12 +63,6 @@ async def carve(ts: TenantStore, query_id: str, slots: asyncio.Semaphore) -> Non
         raise ApiError(422, "carve_failed", f"carving the result failed: {message[-500:]}")
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def triage(record: dict[str, Any], verdicts: list[dict[str, Any]]) -> dict[str, Any]:
     """What the workflows said about this file: verdicts whose subject is the file (by id)
     or that name its SHA-256 in their evidence."""
@@ -83,7 +79,7 @@ def files(ts: TenantStore, query_id: str, verdicts: list[dict[str, Any]] | None 
     """The query's carved files (empty until carved), each with ``query_id`` and
     ``triage``; the server-side ``path`` is not shown."""
     out = []
-    for rec in _jsonl(carve_dir(ts, query_id) / "files.jsonl"):
+    for rec in _carved_dir(ts, query_id).files():
         rec.pop("path", None)
         out.append({**rec, "query_id": query_id, "triage": triage(rec, verdicts or [])})
     return out
@@ -91,21 +87,17 @@ def files(ts: TenantStore, query_id: str, verdicts: list[dict[str, Any]] | None 
 
 def emails(ts: TenantStore, query_id: str) -> list[dict[str, Any]]:
     out = []
-    for rec in _jsonl(carve_dir(ts, query_id) / "emails.jsonl"):
+    for rec in _carved_dir(ts, query_id).emails():
         rec.pop("path", None)
         out.append({**rec, "query_id": query_id})
     return out
 
 
 def summary(ts: TenantStore, query_id: str) -> dict[str, Any] | None:
-    path = carve_dir(ts, query_id) / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return _carved_dir(ts, query_id).summary()
 
 
 def content_path(ts: TenantStore, query_id: str, sha256: str, suffix: str = "") -> Path | None:
     """Where the carved bytes with this SHA-256 are, inside this query's carve directory
     (never a path taken from a record)."""
-    if not SHA256_RE.fullmatch(sha256):
-        return None
-    path = carve_dir(ts, query_id) / "artifacts" / sha256[:2] / (sha256 + suffix)
-    return path if path.is_file() else None
+    return _carved_dir(ts, query_id).content(sha256, suffix)

@@ -25,6 +25,7 @@ from typing import Any
 
 from pcapwire.errors import QueryError
 from pcapwire.query import QuerySpec, parse_proto, parse_time_ns
+from pcapwire.query.spec import parse_five_tuple
 from pcapwire.records import FlowKey
 
 PORT_PROTOS = (6, 17, 132)
@@ -157,7 +158,6 @@ def parse_event(ev: dict[str, Any]) -> ParsedEvent:
         fmt = "five-tuple"
         ft = ev["five_tuple"]
         if isinstance(ft, str):
-            from pcapwire.cli.filters import parse_five_tuple
             k = parse_five_tuple(ft)
             key = _key(k.proto, k.src, k.sport, k.dst, k.dport)
         elif isinstance(ft, dict):

@@ -1,10 +1,9 @@
-"""A tenant's query history (the catalog's ``queries`` table) and each query's workflow
-runs and verdicts (the tenant's case store), searched and shaped for the API."""
+"""A tenant's query history and each query's workflow runs and verdicts (all in the
+tenant's case store, :class:`pcapwire.cases.CaseStore`), searched and shaped for the API."""
 
 from __future__ import annotations
 
 import ipaddress
-import json
 from typing import Any
 
 from pcapwire.api.jobs import FINAL, QueryJob
@@ -12,21 +11,9 @@ from pcapwire.api.tenants import TenantStore
 from pcapwire.api.verdicts import native_verdict
 from pcapwire.records import SEVERITIES
 
-COLUMNS = ("id", "case", "event", "spec", "started", "finished", "status", "packets", "bytes",
-           "error")
-SELECT = ("SELECT id, case_name, event, spec, started, finished, status, packets, bytes, error "
-          "FROM queries")
-
-
-def _row(r: tuple[Any, ...]) -> dict[str, Any]:
-    d = dict(zip(COLUMNS, r, strict=True))
-    d["spec"] = json.loads(d["spec"])
-    return d
-
 
 def get_query(ts: TenantStore, query_id: str) -> dict[str, Any] | None:
-    r = ts.catalog.db.execute(SELECT + " WHERE id=?", (query_id,)).fetchone()
-    return None if r is None else _row(r)
+    return ts.cases.get_query(query_id)
 
 
 def spec_mentions_ip(spec: dict[str, Any], ip: str) -> bool:
@@ -46,27 +33,10 @@ def spec_mentions_ip(spec: dict[str, Any], ip: str) -> bool:
 def search_queries(ts: TenantStore, *, case: str | None = None, text: str | None = None,
                    status: str | None = None, since: float | None = None,
                    until: float | None = None, ip: str | None = None) -> list[dict[str, Any]]:
-    """Newest first. ``text`` matches a substring of the case or event name."""
-    where: list[str] = ["1=1"]
-    args: list[Any] = []
-    if case is not None:
-        where.append("case_name = ?")
-        args.append(case)
-    if text:
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where.append("(case_name LIKE ? ESCAPE '\\' OR event LIKE ? ESCAPE '\\')")
-        args += [pattern, pattern]
-    if status:
-        where.append("status = ?")
-        args.append(status)
-    if since is not None:
-        where.append("started >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("started < ?")
-        args.append(until)
-    rows = [_row(r) for r in ts.catalog.db.execute(
-        f"{SELECT} WHERE {' AND '.join(where)} ORDER BY started DESC, id", args)]
+    """Newest first. ``text`` matches a substring of the case or event name; ``ip`` an
+    address the query's filters or its verdicts name."""
+    rows = ts.cases.search_queries(case=case, text=text, status=status, since=since,
+                                   until=until)
     if ip:
         rows = [r for r in rows if spec_mentions_ip(r["spec"], ip)
                 or any(verdict_mentions_ip(v, ip)

@@ -4,7 +4,9 @@ capture (``results/<id>.pcap``) while feeding the chunks to the requested workfl
 Readers never wait for the end: ``GET …/pcap`` follows the spool file as it grows and the
 verdict stream follows the job's verdict list; both wake on the job's condition. The
 workflow engine keeps runs and verdicts in the tenant's case store, so finished results
-outlive the process.
+outlive the process. A follow query (``follow: true``, :mod:`pcapwire.query.follow`) runs
+until cancelled or until the last reader of its PCAP leaves; stopped, it ends ``done``
+(what it spooled is its result) and its workflows finish with the chunks they got.
 """
 
 from __future__ import annotations
@@ -23,12 +25,19 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pcapwire.api.errors import ApiError
-from pcapwire.api.limits import MAX_BPF_PORT_TERMS, RUNNING_JOBS_KEPT, QuerySlots
+from pcapwire.api.limits import (
+    MAX_BPF_PORT_TERMS,
+    MAX_QUERY_RESULT_BYTES,
+    RUNNING_JOBS_KEPT,
+    QuerySlots,
+)
+from pcapwire.api.stepqueries import TenantQueries
 from pcapwire.api.tenants import TenantStore
 from pcapwire.api.workflows import WorkflowService
 from pcapwire.errors import QueryError
-from pcapwire.query import QuerySpec, QueryStats, StreamFormatter
+from pcapwire.query import Plan, QuerySpec, QueryStats, StreamFormatter
 from pcapwire.query.bpfcache import precompile
+from pcapwire.query.follow import Follow
 from pcapwire.records import PcapChunk
 
 log = logging.getLogger(__name__)
@@ -62,6 +71,8 @@ class QueryJob:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)  # workflow run summaries
     rerun_of: str = ""  # the query whose stored result this job replays
+    follow: Follow | None = None  # a follow query (spec.follow): stopped, it ends "done"
+    readers: int = 0  # clients streaming the PCAP of a follow (the last one to leave stops it)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
 
@@ -111,9 +122,11 @@ async def compile_off_loop(engine: Any, spec: QuerySpec) -> None:
 
 
 class QueryManager:
-    def __init__(self, slots: QuerySlots, workflows: WorkflowService) -> None:
+    def __init__(self, slots: QuerySlots, workflows: WorkflowService,
+                 max_result_bytes: int = MAX_QUERY_RESULT_BYTES) -> None:
         self.slots = slots
         self.workflows = workflows
+        self.max_result_bytes = max_result_bytes  # caps the queries of workflow steps
         self.jobs: OrderedDict[str, QueryJob] = OrderedDict()
 
     def get(self, tenant: str, query_id: str) -> QueryJob | None:
@@ -139,12 +152,14 @@ class QueryManager:
                        ts.results / f"{qid}.pcap")
         try:
             await ts.write("add_query", qid, spec.case, spec.event, job.spec_record())
-            job.pcap_path.write_bytes(StreamFormatter(plan.snaplens).header())
+            job.pcap_path.write_bytes(b"")  # the header follows once the plan is settled
         except BaseException:
             self.slots.release(ts.tenant)
             raise
         job.written = job.pcap_path.stat().st_size
-        self._start(job, self._run(ts, job, self._scan(engine, job, plan.snaplens)))
+        if spec.follow:
+            job.follow = Follow(engine, spec, qid, job.stats)
+        self._start(job, self._run(ts, job, self._scan(engine, job, plan)))
         return job
 
     def _trim(self) -> None:
@@ -199,15 +214,27 @@ class QueryManager:
                 job.status = status
                 await job.notify()
 
-    def _scan(self, engine: Any, job: QueryJob, snaplens: dict[int, int]) -> Source:
+    def _scan(self, engine: Any, job: QueryJob, plan: Plan) -> Source:
         async def scan(deliver: Deliver) -> None:
-            fmt = StreamFormatter(snaplens)
-            chunks = engine.run(job.spec, job.id, record=False, stats=job.stats)
+            # The engine settles the plan's link types before its first chunk (or its end):
+            # only then is the format known (classic pcap, or pcapng if they really mix).
+            # A follow decides them when its initial scan ends (pcapwire.query.follow).
+            fmt: StreamFormatter | None = None
+            follow = job.follow
+            chunks = engine.run(job.spec, job.id, record=False, stats=job.stats, plan=plan,
+                                source=follow.chunks if follow is not None else None)
             with open(job.pcap_path, "ab") as out:
                 async with aclosing(chunks):
                     async for chunk in chunks:
-                        await self._spool(job, fmt, out, chunk)
-                        await deliver(chunk)
+                        if fmt is None:
+                            fmt = StreamFormatter(follow.snaplens if follow is not None
+                                                  else plan.snaplens)
+                            await self._spool(job, out, fmt.header())
+                        await self._spool(job, out, fmt.body(chunk))
+                        if chunk.packets:  # a follow's first chunk may be its header alone
+                            await deliver(chunk)
+                if fmt is None:
+                    await self._spool(job, out, StreamFormatter(plan.snaplens).header())
         return scan
 
     async def rerun(self, ts: TenantStore, row: dict[str, Any], workflows: list[str]
@@ -252,12 +279,8 @@ class QueryManager:
         job.task = asyncio.create_task(coro, name=f"query-{job.id[:8]}")
 
     @staticmethod
-    async def _spool(job: QueryJob, fmt: StreamFormatter, out: BinaryIO,
-                     chunk: PcapChunk) -> None:
-        if chunk.linktype not in fmt.snaplens:
-            raise QueryError("the store gained a new link type while this query ran; submit "
-                             "the query again")
-        out.write(fmt.body(chunk))
+    async def _spool(job: QueryJob, out: BinaryIO, data: bytes | memoryview) -> None:
+        out.write(data)
         out.flush()
         job.written = out.tell()
         await job.notify()
@@ -272,13 +295,18 @@ class QueryManager:
             job.verdicts.append(verdict)
             await job.notify()
 
+        queries = TenantQueries(self, ts, self.max_result_bytes)  # steps' own queries
         job.runs = await self.workflows.run(ts, job.workflows, chunks(), job.spec.case,
-                                            job.spec.event, job.id, on_verdict)
+                                            job.spec.event, job.id, on_verdict, queries)
 
     def cancel(self, job: QueryJob) -> None:
+        """Cancel a query; a follow is stopped instead: what it delivered is its result
+        (``done``), its workflows finish with it."""
         if job.final:
             raise ApiError(409, "query_finished", f"query {job.id} already ended ({job.status})")
-        if job.task is not None:
+        if job.follow is not None:
+            job.follow.stop()
+        elif job.task is not None:
             job.task.cancel()
 
     async def close(self) -> None:

@@ -173,6 +173,11 @@ PATHS: dict[str, dict[str, Any]] = {
         "Event-to-PCAP in one call: the PCAP of the event's flow (header "
         "X-Pcapwire-Query-Id names the query)", "analyst", {200: PCAP}, errors=(429,),
         body="Event", params=EVENT_PARAMS, tag="events")},
+    "/api/v1/capture/status": {"get": op(
+        "The tenant's recorder: its status.json (packets, bytes and drops by cause per "
+        "interface, segments, disk, arrival-to-queryable latency histogram) with recording "
+        "and age_s, and the loss per interface and of recent segments; {recording: false} "
+        "without a recorder", "viewer", {200: _json("CaptureStatus")}, tag="capture")},
     "/api/v1/flows": {"get": op("The flow index", "viewer", {200: _json("FlowList")},
                                 tag="flows", params=(
         _param("host", desc="IP; repeat or comma-separate"), _param("net", desc="CIDR"),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from pcapwire.api.keys import CONFIG, QUERIES, TENANTS
 from pcapwire.api.tenants import TenantStore
 from pcapwire.errors import QueryError
 from pcapwire.query import QuerySpec, parse_proto, parse_time_ns
+from pcapwire.query.loss import loss_in_window
 from pcapwire.records import FlowKey
 
 routes = web.RouteTableDef()
@@ -40,7 +42,8 @@ def spec_from_body(body: dict[str, Any], config: ApiConfig) -> QuerySpec:
         start_ns=time_ns(body["start"]) if "start" in body else None,
         end_ns=time_ns(body["end"]) if "end" in body else None,
         case=body.get("case", "default"), event=body.get("event", ""),
-        max_bytes=min(body.get("max_bytes", cap), cap), **kwargs)
+        max_bytes=min(body.get("max_bytes", cap), cap), follow=body.get("follow", False),
+        **kwargs)
 
 
 def time_ns(value: str | float) -> int:
@@ -71,12 +74,24 @@ def lookup(request: web.Request) -> tuple[TenantStore, dict[str, Any] | None, Qu
 
 def view(ts: TenantStore, row: dict[str, Any] | None, job: QueryJob | None) -> dict[str, Any]:
     if job is not None or row is None:
-        return query_view(row, job)
+        return with_loss(ts, query_view(row, job))
     runs = runs_of(ts, row["id"], row["case"])
     count = sum(len(ts.cases.verdicts(row["case"], run_id=r.run_id)) for r in runs)
-    return query_view(row, None, count, [{**r.summary, "run_id": r.run_id,
-                                          "workflow": r.workflow, "status": r.status}
-                                         for r in runs])
+    return with_loss(ts, query_view(row, None, count, [
+        {**r.summary, "run_id": r.run_id, "workflow": r.workflow, "status": r.status}
+        for r in runs]))
+
+
+def with_loss(ts: TenantStore, q: dict[str, Any]) -> dict[str, Any]:
+    """The query's view with what its time window lost while recorded (``loss``: by
+    cause and interface, :mod:`pcapwire.query.loss`); an open window ends when the query
+    ended, or now."""
+    spec = q["spec"]
+    end = spec.get("end_ns")
+    if end is None:
+        end = int((q["finished"] or time.time()) * 1e9)
+    q["loss"] = loss_in_window(ts.catalog, spec.get("start_ns"), end).to_dict()
+    return q
 
 
 async def submit(request: web.Request, spec: QuerySpec, workflows: list[str] | None,

@@ -19,6 +19,7 @@ from pcapwire.api.verdicts import render_verdict, render_verdicts, verdict_forma
 routes = web.RouteTableDef()
 PCAP_TYPE = "application/vnd.tcpdump.pcap"
 READ_SLICE = 256 * 1024
+FOLLOW_READER_CHECK_S = 1.0  # how soon a follow notices its last reader left while idle
 
 
 def pcap_headers(name: str) -> dict[str, str]:
@@ -27,24 +28,34 @@ def pcap_headers(name: str) -> dict[str, str]:
 
 async def follow(request: web.Request, job: QueryJob) -> web.StreamResponse:
     """Send the spool file as it grows; end when the job ends. If the query fails, the
-    connection is aborted (no final chunk) so no client mistakes a cut result for a whole."""
+    connection is aborted (no final chunk) so no client mistakes a cut result for a whole.
+    A follow query (``follow: true``) is stopped when its last reader leaves."""
     resp = web.StreamResponse(headers={**pcap_headers(f"{job.id}.pcap"),
                                        "X-Pcapwire-Query-Id": job.id})
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     pos = 0
-    with open(job.pcap_path, "rb") as f:
-        while True:
-            final = job.final  # read before the size, so no byte written before the end is missed
-            if pos < job.written:
-                f.seek(pos)
-                data = f.read(min(READ_SLICE, job.written - pos))
-                pos += len(data)
-                await resp.write(data)
-                continue
-            if final:
-                break
-            await job.wait_change(SSE_HEARTBEAT_S)
+    wait_s = FOLLOW_READER_CHECK_S if job.follow is not None else SSE_HEARTBEAT_S
+    job.readers += 1
+    try:
+        with open(job.pcap_path, "rb") as f:
+            while True:
+                final = job.final  # read before the size: no byte written before the end is missed
+                if pos < job.written:
+                    f.seek(pos)
+                    data = f.read(min(READ_SLICE, job.written - pos))
+                    pos += len(data)
+                    await resp.write(data)
+                    continue
+                if final:
+                    break
+                if request.transport is None or request.transport.is_closing():
+                    return resp  # the client left
+                await job.wait_change(wait_s)
+    finally:
+        job.readers -= 1
+        if job.follow is not None and job.readers == 0 and not job.final:
+            job.follow.stop()
     if job.status != "done":
         if request.transport is not None:
             request.transport.abort()

@@ -44,6 +44,8 @@ def _list(key: str, item: str) -> dict[str, Any]:
     return _obj({key: {"type": "array", "items": ref(item)}}, (key,))
 
 
+LOSS_COUNTS = {k: {"type": "integer", "minimum": 0}
+               for k in ("packets", "kernel", "interface", "backlog", "disk")}
 FIVE_TUPLE = _obj({"proto": PROTO, "src_ip": IP, "src_port": PORT, "dest_ip": IP,
                    "dest_port": PORT}, ("proto", "src_ip", "src_port", "dest_ip", "dest_port"))
 
@@ -77,7 +79,10 @@ SCHEMAS: dict[str, Any] = {
                       "absent: those whose `on: query` trigger matches case and event"},
         "chunk_bytes": {"type": "integer", "minimum": MIN_CHUNK_BYTES,
                         "maximum": MAX_CHUNK_BYTES},
-        "max_bytes": {"type": "integer", "minimum": 1, "maximum": 2**62}}),
+        "max_bytes": {"type": "integer", "minimum": 1, "maximum": 2**62},
+        "follow": {"type": "boolean", "description": "after the packets that exist, keep "
+                   "streaming those recorded from now on (status running) until cancelled or "
+                   "the last reader of its PCAP leaves; then done. No end time"}}),
     "BpfCheck": _obj({"bpf": {"type": "string", "maxLength": 4096}}, ("bpf",)),
     "BpfCheckResult": _obj({"valid": {"type": "boolean"}, "error": NULLABLE_STR},
                            ("valid", "error")),
@@ -92,6 +97,7 @@ SCHEMAS: dict[str, Any] = {
         "verdicts": {"type": "integer"}, "spec": OBJ, "live": {"type": "boolean"},
         "event_format": {"type": "string"},
         "runs": {"type": "array", "items": ref("Run")},
+        "loss": ref("Loss"),
         "links": _obj({"self": {"type": "string"}, "pcap": {"type": "string"},
                        "verdicts": {"type": "string"}, "verdict_stream": {"type": "string"}},
                       ("self", "pcap", "verdicts", "verdict_stream"))},
@@ -101,6 +107,33 @@ SCHEMAS: dict[str, Any] = {
                  "status": {"type": "string"}, "verdicts": {"type": ["integer", "null"]},
                  "max_severity": NULLABLE_STR, "error": NULLABLE_STR}, ("run_id", "workflow",
                                                                         "status")),
+    "Loss": {**_obj({**LOSS_COUNTS, "interfaces": {"type": "object", "additionalProperties":
+                                                    _obj(LOSS_COUNTS, tuple(LOSS_COUNTS))}},
+                    (*LOSS_COUNTS, "interfaces")),
+             "description": "packets the query's time window lost while it was recorded: "
+                            "packets = kernel (ring full) + interface + backlog (pcapwire's "
+                            "own queue or disk), disk a part of backlog; per interface too"},
+    "CaptureStatus": {
+        "type": "object", "required": ["recording", "loss"],
+        "description": "the recorder's status.json (counts since it started) with recording "
+                       "and age_s; {recording: false} without a recorder",
+        "properties": {
+            "recording": {"type": "boolean"}, "state": {"type": "string"},
+            "pid": {"type": "integer"}, "started": {"type": "number"},
+            "updated": {"type": "number"}, "age_s": NULLABLE_NUM,
+            "interfaces": {"type": "object", "additionalProperties": {
+                "type": "object", "properties": {k: {"type": "integer"} for k in (
+                    "packets", "bytes", "kernel_drops", "if_drops", "backlog_drops",
+                    "disk_drops")} | {"pps": {"type": "number"}, "mbps": {"type": "number"}}}},
+            "segments": {"type": "integer"}, "disk_bytes": {"type": "integer"},
+            "disk_free_bytes": {"type": "integer"}, "write_errors": {"type": "integer"},
+            "latency_hist": _obj({"buckets": {"type": "array", "items": {"type": "number"}},
+                                  "counts": {"type": "array", "items": {"type": "number"}},
+                                  "sum": {"type": "number"}, "count": {"type": "number"}},
+                                 ("buckets", "counts", "sum", "count")),
+            "loss": _obj({"interfaces": {"type": "object", "additionalProperties": OBJ},
+                          "segments": {"type": "array", "items": OBJ}},
+                         ("interfaces", "segments"))}},
     "QueryList": _obj({"queries": {"type": "array", "items": ref("Query")},
                        "total": {"type": "integer"}}, ("queries", "total")),
     "Verdict": {"type": "object", "description": "A verdict in pcapwire's native form "

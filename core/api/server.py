@@ -77,10 +77,33 @@ async def start(config: ApiConfig, host: str, port: int) -> Running:
     return Running(runner, site, uninstall)
 
 
+async def start_metrics(config: ApiConfig, host: str, port: int) -> web.AppRunner:
+    """The Prometheus metrics listener (:mod:`.metrics`): ``/metrics`` only, on an
+    address of its own."""
+    from pcapwire.api.metrics import create_metrics_app
+
+    runner = web.AppRunner(create_metrics_app(config.data_dir), handle_signals=False,
+                           access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
 async def serve(config: ApiConfig, host: str, port: int,
-                started: Callable[[Running], None] = lambda _: None) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+                started: Callable[[Running], None] = lambda _: None,
+                metrics: tuple[str, int] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully; with ``metrics``
+    (host, port), the metrics listener too."""
     running = await start(config, host, port)
+    try:
+        metrics_runner = await start_metrics(config, *metrics) if metrics else None
+    except BaseException:
+        await running.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,4 +114,6 @@ async def serve(config: ApiConfig, host: str, port: int,
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await running.close()

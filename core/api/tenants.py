@@ -1,10 +1,13 @@
 """One full pcapwire store per tenant (``DATA_DIR/tenants/<tenant>/``): isolation is
 structural, a tenant's packets, flows, query history and results live in its own directory.
 
-Reads (planning, flows, history) use the store's catalog connection on the event loop;
-writes to the query history go through a second connection in a worker thread, so a long
-ingest commit never blocks the loop. Ingest runs in a child process (the store's
-``ingest.lock`` keeps it exclusive across processes).
+Reads (planning and flows from the catalog; history, runs and verdicts from the case
+store) run on the event loop, and so do the workflow engine's writes to the case store;
+writes to the query history go through a second case-store connection
+(:attr:`pcapwire.store.Store.cases`) in a worker thread, so that waiting for the case
+store's write lock (held by a batch of verdicts, or by another process) never blocks the
+loop. Ingest runs in a child process (the store's ``ingest.lock`` keeps it exclusive
+across processes).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from pcapwire.api.authdb import check_name
 from pcapwire.api.config import ApiConfig
 from pcapwire.api.errors import ApiError
-from pcapwire.cases import CaseStore
+from pcapwire.cases import CASES_FILE, CaseStore
 from pcapwire.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from pcapwire.cli.ingest import limit_args
 from pcapwire.hashlist import HashListSet
@@ -41,7 +44,7 @@ class TenantStore:
         self.uploads.mkdir(exist_ok=True)
         self.work = root / "work"  # workflow runs' scratch directories
         self.work.mkdir(exist_ok=True)
-        self._writer = Catalog(root / "catalog.sqlite")
+        self._writer = self.store.cases  # the query history's writes, in worker threads
         self._cases: CaseStore | None = None
         self._write_lock = threading.Lock()
         self._closed = False
@@ -56,9 +59,10 @@ class TenantStore:
 
     @property
     def cases(self) -> CaseStore:
-        """The tenant's case store (runs, step results, verdicts), opened on first use."""
+        """The tenant's case store (query history, runs, step results, verdicts), opened
+        on first use; the query history is written through :meth:`write`."""
         if self._cases is None:
-            self._cases = CaseStore(self.root / "cases.sqlite")
+            self._cases = CaseStore(self.root / CASES_FILE)
         return self._cases
 
     @property
@@ -73,7 +77,8 @@ class TenantStore:
         return self.store.query_engine()
 
     async def write(self, method: str, *args: Any) -> None:
-        """Call a writing Catalog method (``add_query``, ``finish_query``) off the loop.
+        """Call a query-history method of the case store (``add_query``, ``finish_query``)
+        off the loop.
         A write still running when its caller is cancelled finishes in its thread;
         :meth:`close` waits for it, and a write after close is dropped (logged)."""
         def call() -> None:
@@ -87,8 +92,9 @@ class TenantStore:
     async def ingest(self, paths: list[Path], limits: IngestLimits | None = None
                      ) -> dict[str, Any]:
         """Ingest in a child process (``pcapwire ingest --json``), so that its CPU work never
-        competes with the event loop for the interpreter; returns the CLI's JSON summary
-        (with ``stopped`` when one of ``limits`` stopped it: see :mod:`.ingest_limits`)."""
+        competes with the event loop for the interpreter; returns the summary it printed,
+        :meth:`pcapwire.store.ingest.IngestReport.summary` (with ``stopped`` when one of
+        ``limits`` stopped it: see :mod:`.ingest_limits`)."""
         if self.ingesting.locked():
             raise ApiError(409, "ingest_busy", f"tenant {self.tenant!r} is already ingesting; "
                            "retry when it finishes")
@@ -114,10 +120,9 @@ class TenantStore:
         raise ApiError(400, "ingest_failed", message or f"ingest exited {proc.returncode}")
 
     def close(self) -> None:
-        self.store.close()
         with self._write_lock:  # never under a write in flight (SQLite would crash)
             self._closed = True
-            self._writer.close()
+            self.store.close()  # the catalog and the history writer
         if self._cases is not None:
             self._cases.close()
         if self._hashlists is not None:

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+from pcapwire.pcapformat import HEADER_LEN, RECORD_LEN, sniff_header
+
 TIMELINE_MAX_PACKETS = 2_000_000  # packet headers read for one timeline (then truncated)
 TIMELINE_BUCKETS = 120
-_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
-          b"\xa1\xb2\xc3\xd4": (">", 1e-6), b"\xa1\xb2\x3c\x4d": (">", 1e-9)}
 
 
 def packet_times(path: Path) -> Iterator[float]:
     """Timestamps (Unix seconds) of a classic pcap file, reading only record headers.
     Other formats (pcapng results of mixed link types) yield nothing."""
     with open(path, "rb") as f:
-        header = f.read(24)
-        if len(header) < 24 or header[:4] not in _MAGIC:
+        header = sniff_header(f.read(HEADER_LEN))
+        if header is None:
             return
-        order, unit = _MAGIC[header[:4]]
-        rec = struct.Struct(order + "IIII")
-        while len(raw := f.read(16)) == 16:
+        rec, unit = header.record, 10.0 ** -header.tsprec
+        while len(raw := f.read(RECORD_LEN)) == RECORD_LEN:
             sec, frac, caplen, _orig = rec.unpack(raw)
             yield sec + frac * unit
             f.seek(caplen, 1)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +20,7 @@ from pcapwire.records import PcapChunk, Verdict
 
 if TYPE_CHECKING:
     from pcapwire.api.tenants import TenantStore
+    from pcapwire.workflow.queries import PacketQueries
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +71,11 @@ class WorkflowService:
                     self.loaded[wf.name] = wf
 
     async def stop(self) -> None:
-        """Let analyzers that keep engines between runs (Suricata's warm spares) stop
-        them: each analyzer's ``close()``, if it has one (app shutdown)."""
-        if self.host is None:
-            return
-        for entry in self.host.analyzers().values():
-            close = getattr(entry.analyzer, "close", None)
-            if close is None:
-                continue
-            try:
-                result = close()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("analyzer %s: close() failed", entry.name)
+        """App shutdown: the host closes every analyzer (``Analyzer.aclose``: Suricata's
+        warm spares are stopped and no new one starts). Called before the running
+        queries are cancelled, so that runs ending now warm nothing for later."""
+        if self.host is not None:
+            await self.host.aclose()
 
     def workflows(self) -> list[dict[str, Any]]:
         return [{"name": wf.name, "description": wf.description, "file": Path(wf.source).name,
@@ -141,15 +132,17 @@ class WorkflowService:
                            "without workflows")
 
     async def run(self, ts: TenantStore, names: list[str], chunks: AsyncIterator[PcapChunk],
-                  case: str, event: str, query_id: str, on_verdict: OnVerdict
-                  ) -> list[dict[str, Any]]:
+                  case: str, event: str, query_id: str, on_verdict: OnVerdict,
+                  queries: PacketQueries | None = None) -> list[dict[str, Any]]:
         """Run the named workflows on one chunk stream (each run gets every chunk; a slow
         run slows the feed, memory stays bounded). Runs and verdicts are kept in the
-        tenant's case store; returns the run summaries."""
+        tenant's case store; steps query the packet store through ``queries`` (the
+        tenant's: :mod:`.stepqueries`). Returns the run summaries."""
         from pcapwire.workflow.engine import Engine
 
         self.check(ts.tenant, names)
-        engine = Engine(self.host, store=ts.cases, workdir=ts.work, data_dir=ts.root)
+        engine = Engine(self.host, store=ts.cases, workdir=ts.work, data_dir=ts.root,
+                        queries=queries)
 
         def sink(run_id: str) -> Callable[[Verdict], Awaitable[None]]:
             async def verdict(v: Verdict) -> None:

@@ -2,13 +2,9 @@
 from a capture file or from the store's packets that match the filters (the query is kept
 in the store's history with its case and event, like ``pcapwire query``).
 
-Writes under DIR::
-
-    artifacts/<sha256[:2]>/<sha256>[.eml]   content-addressed bytes (+ .json, .sightings.jsonl)
-    files.jsonl  emails.jsonl               one FileRecord / EmailRecord per line
-    http.jsonl   ftp.jsonl                  transactions and transfer commands seen
-    summary.json                            counts, notes, limits reached
-    named/<sanitised name>                  with --by-name: hard links by original name
+Writes DIR in the layout of :mod:`pcapwire.extract.layout` (``artifacts/``, ``files.jsonl``,
+``emails.jsonl``, ``http.jsonl``, ``ftp.jsonl``, ``summary.json``; ``named/`` with
+``--by-name``).
 
 Exit status: 0 everything carved; 1 partial (an incomplete file, a limit reached, damaged
 input -- all reported); 2 usage or input error.
@@ -18,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,7 +55,7 @@ def _protocols(text: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace, chunks: Iterable[PcapChunk] | None = None) -> int:
     """``chunks`` lets a caller inject the packets (e.g. a query's chunk stream) instead
     of ``--pcap``."""
-    from pcapwire.extract.artifacts import ArtifactStore
+    from pcapwire.extract.layout import artifact_store, write_carve
     from pcapwire.extract.source import carve_chunks, carve_pcap
 
     protocols = _protocols(args.protocols)
@@ -69,7 +64,7 @@ def run(args: argparse.Namespace, chunks: Iterable[PcapChunk] | None = None) -> 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create --out directory {out}: {exc}") from exc
-    store = ArtifactStore(out / "artifacts")
+    store = artifact_store(out)
     if chunks is None and args.pcap:
         if _has_filters(args):
             raise ConfigError("extract takes --pcap FILE or query filters, not both")
@@ -82,7 +77,7 @@ def run(args: argparse.Namespace, chunks: Iterable[PcapChunk] | None = None) -> 
         result, damage = _carve_query(args, store, protocols)
     else:
         result, damage = carve_chunks(chunks, store, protocols=protocols)
-    _write(out, result, damage, by_name=args.by_name)
+    write_carve(out, result, damage, by_name=args.by_name)
     if args.json:
         for rec in [*result.files, *result.emails]:
             sys.stdout.write(json.dumps(rec.to_dict(), sort_keys=True) + "\n")
@@ -121,46 +116,3 @@ def _carve_query(args: argparse.Namespace, artifacts: Any, protocols: tuple[str,
             chunks.close()
     print(f"query: {stats.packets} packets", file=sys.stderr)
     return out
-
-
-def _jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _write(out: Path, result: CarveResult, damage: list[str], by_name: bool) -> None:
-    _jsonl(out / "files.jsonl", (f.to_dict() for f in result.files))
-    _jsonl(out / "emails.jsonl", (e.to_dict() for e in result.emails))
-    _jsonl(out / "http.jsonl", result.http)
-    _jsonl(out / "ftp.jsonl", result.ftp)
-    summary = {"files": len(result.files), "emails": len(result.emails),
-               "connections": result.connections, "notes": result.notes,
-               "input_damage": damage}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
-    if by_name:
-        named = out / "named"
-        named.mkdir(exist_ok=True)
-        for f in result.files:
-            _link(named, f.filename or "", f.path, f.sha256)
-
-
-def _link(folder: Path, original: str, target: str, sha256: str) -> None:
-    from pcapwire.extract.artifacts import sanitize_filename
-
-    name = sanitize_filename(original, default=sha256[:16])
-    stem, dot, ext = name.rpartition(".")
-    if not dot:
-        stem, ext = name, ""
-    candidate, n = folder / name, 1
-    while candidate.exists():
-        if candidate.stat().st_ino == os.stat(target).st_ino:
-            return  # the same bytes under the same name already
-        candidate = folder / (f"{stem}({n}).{ext}" if ext else f"{stem}({n})")
-        n += 1
-    try:
-        os.link(target, candidate)
-    except OSError:
-        candidate.write_bytes(Path(target).read_bytes())

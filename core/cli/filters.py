@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from pcapwire.errors import QueryError
-from pcapwire.query.spec import DEFAULT_CHUNK_BYTES, QuerySpec, parse_proto, parse_time_ns
-from pcapwire.records import FlowKey
+from pcapwire.query.spec import (
+    DEFAULT_CHUNK_BYTES,
+    QuerySpec,
+    parse_five_tuple,
+    parse_proto,
+    parse_time_ns,
+)
 
 
 def add_filter_args(p: argparse.ArgumentParser, bpf: bool = True) -> None:
@@ -29,18 +33,6 @@ def add_filter_args(p: argparse.ArgumentParser, bpf: bool = True) -> None:
     g.add_argument("--end", metavar="T", help="ISO 8601 or Unix seconds (exclusive)")
     g.add_argument("--case", default="default", help="case name kept with the query history")
     g.add_argument("--event", default="", help="event name kept with the query history")
-
-
-def parse_five_tuple(text: str) -> FlowKey:
-    """``tcp:10.0.0.1:1234:10.0.0.2:80`` or ``tcp:[2001:db8::1]:1234:[2001:db8::2]:80``."""
-    import re
-
-    m = re.fullmatch(r"(\w+):(\[[^\]]+\]|[^:\[\]]+):(\d+):(\[[^\]]+\]|[^:\[\]]+):(\d+)", text)
-    if m is None:
-        raise QueryError(f"invalid five-tuple {text!r}; use PROTO:SRC:SPORT:DST:DPORT, e.g. "
-                         "tcp:10.0.0.1:51000:10.0.0.2:80")
-    proto, src, sport, dst, dport = m.groups()
-    return FlowKey(parse_proto(proto), src.strip("[]"), int(sport), dst.strip("[]"), int(dport))
 
 
 def spec_from_args(args: argparse.Namespace, chunk_bytes: int = DEFAULT_CHUNK_BYTES

@@ -112,21 +112,7 @@ def run(args: argparse.Namespace) -> int:
                               progress=bar, on_checkpoint=on_checkpoint)
     if bar is not None:
         sys.stderr.write("\n")
-    summary = {
-        "files": len(report.files),
-        "already_ingested": sum(f.skipped for f in report.files),
-        "packets": report.packets, "bytes": report.bytes,
-        "flows_new": report.flows_after - report.flows_before,
-        "flows_total": report.flows_after, "segments": report.segments,
-        "seconds": round(report.seconds, 3),
-        "mb_per_s": round(report.bytes / max(report.seconds, 1e-9) / 1e6, 1),
-        "errors": report.errors,
-        "warnings": [f"{f.path}: byte {o}: {m}" for f in report.files for o, m in f.warnings],
-    }
-    if report.stopped:  # only then: the API's IngestSummary schema has no such field
-        summary["stopped"] = [s.as_dict() for s in report.stopped]
-    if report.unusable:  # likewise: the API answers these with a 400
-        summary["unusable"] = report.unusable
+    summary = report.summary()
     if args.json:
         print(json.dumps(summary, indent=1))
     else:

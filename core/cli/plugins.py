@@ -1,5 +1,6 @@
-"""``pcapwire plugins list [--json]``: every plugin, where it came from, its hooks and
-analyzers; plugins that failed to load, with the reason (exit 1 when there are any)."""
+"""``pcapwire plugins list [--json]``: every plugin, where it came from, its hooks,
+commands and analyzers; plugins that failed to load, with the reason (exit 1 when there
+are any)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def list_plugins(args: argparse.Namespace) -> int:
             print(f"  partly failed: {p['error']}")
         if p["hooks"]:
             print(f"  hooks: {', '.join(p['hooks'])}")
+        if p["commands"]:
+            print(f"  commands: {', '.join(p['commands'])}")
         for name in p["analyzers"]:
             a = analyzers[name]
             line = (f"  analyzer {name} {a['version']}: {'|'.join(a['input_kinds'])} -> "

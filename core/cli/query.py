@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
 from pcapwire.cli.filters import add_filter_args, spec_from_args
+from pcapwire.cli.livequery import follow_to, report_loss
 from pcapwire.errors import ConfigError
+from pcapwire.query import QueryStats
 from pcapwire.store import Store
 
 
@@ -18,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output file, or - for stdout")
     p.add_argument("--chunk-kib", type=int, default=256, help="chunk size (default 256 KiB)")
     p.add_argument("--stats", action="store_true", help="print counts on stderr")
+    p.add_argument("--follow", action="store_true",
+                   help="after the packets that exist, keep writing those recorded from now "
+                   "on, until SIGINT/SIGTERM (or the reader of stdout leaves); the output "
+                   "stays one valid capture (no --end)")
     p.set_defaults(func=run)
 
 
@@ -34,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args, chunk_bytes=args.chunk_kib * 1024)
     if args.write != "-":
         check_output_path(args.write)
+    if args.follow:
+        stats = follow_to(args, dataclasses.replace(spec, follow=True))
+        print_stats(args, stats)
+        return 0
     with Store.existing(args.data_dir) as store:
         engine = store.query_engine()
         if args.write == "-":
@@ -48,8 +59,13 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
+        report_loss(store, spec)
+    print_stats(args, stats)
+    return 0
+
+
+def print_stats(args: argparse.Namespace, stats: QueryStats) -> None:
     if args.stats:
         print(f"{stats.packets} packets, {stats.bytes + 24} bytes, {stats.chunks} chunks, "
               f"{stats.segments_scanned} segments scanned, {stats.records_examined} records "
               "examined", file=sys.stderr)
-    return 0

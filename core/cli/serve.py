@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the REST API and the dashboard")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to listen on (default {DEFAULT_LISTEN})")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus metrics of every tenant's recorder at /metrics on "
+                   "this address of its own (unauthenticated: loopback or the monitoring "
+                   "network only; default off, never on --listen)")
     p.add_argument("--ingest-path", action="append", default=[], metavar="DIR",
                    help="server directory admins may ingest from by path (repeatable)")
     p.add_argument("--workflows", action="append", default=[], metavar="DIR",
@@ -128,11 +132,15 @@ def run(args: argparse.Namespace) -> int:
     from pcapwire.api import server
 
     host, port = parse_listen(args.listen)
+    metrics = parse_listen(args.metrics_listen) if args.metrics_listen else None
+    if metrics is not None and metrics[1] == port and port:
+        raise ConfigError("--metrics-listen needs a port other than --listen's: the metrics "
+                          "name every tenant, the API's port must not serve them")
     config = config_from(args)
 
     def started(running: server.Running) -> None:
         log.warning("pcapwire serving %s on %s/ui/ (secure cookies %s)", config.data_dir,
                     running.url, "on" if config.secure_cookies else "off")
 
-    asyncio.run(server.serve(config, host, port, started))
+    asyncio.run(server.serve(config, host, port, started, metrics))
     return 0

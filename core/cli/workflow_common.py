@@ -1,5 +1,6 @@
 """What ``pcapwire run`` and ``pcapwire workflow test`` share: build the host, load the
-workflow, pick the chunk source, run the engine."""
+workflow, pick the chunk source, run the engine (steps query the data directory's store
+through :class:`~pcapwire.workflow.queries.LocalQueries`), close the host's analyzers."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ from pcapwire.errors import ConfigError
 from pcapwire.records import PcapChunk, Verdict
 from pcapwire.workflow.results import RunSummary
 
-#: the case store file inside the data directory
-CASES_DB = "cases.sqlite"
 #: ``args.chunk_source`` may be set to one of these (tests, embedding): it returns the
 #: chunk iterator and the query id for a parsed command line
 ChunkSource = Callable[[argparse.Namespace], tuple[AsyncIterator[PcapChunk], str]]
@@ -55,12 +54,13 @@ def load(args: argparse.Namespace, path: str, overrides: list[str]) -> tuple[Any
 def execute(args: argparse.Namespace, host: Any, wf: Any,
             on_verdict: Callable[[Verdict], None] | None, store: bool = True,
             run_id: str | None = None) -> tuple[RunSummary, list[Verdict]]:
-    from pcapwire.cases import CaseStore
+    from pcapwire.cases import CASES_FILE, CaseStore
     from pcapwire.workflow.engine import Engine
+    from pcapwire.workflow.queries import LocalQueries
 
     source: ChunkSource = getattr(args, "chunk_source", None) or default_chunk_source
     chunks, query_id = source(args)
-    cases = CaseStore(Path(args.data_dir) / CASES_DB) if store else None
+    cases = CaseStore(Path(args.data_dir) / CASES_FILE) if store else None
     verdicts: list[Verdict] = []
 
     def collect(v: Verdict) -> None:
@@ -68,13 +68,24 @@ def execute(args: argparse.Namespace, host: Any, wf: Any,
         if on_verdict is not None:
             on_verdict(v)
 
-    engine = Engine(host, cases, data_dir=args.data_dir, keep=store)
+    # One run per process: steps start nothing for later runs (keep_warm=False), and the
+    # host closes every analyzer in the run's event loop before it ends.
+    queries = LocalQueries(args.data_dir)
+    engine = Engine(host, cases, data_dir=args.data_dir, keep=store, keep_warm=False,
+                    queries=queries)
+
+    async def run_once() -> RunSummary:
+        try:
+            return await engine.run(wf, chunks, case=getattr(args, "case", "") or "",
+                                    event=getattr(args, "event", "") or "",
+                                    query_id=query_id, run_id=run_id, on_verdict=collect)
+        finally:
+            await host.aclose()
+
     try:
-        summary = asyncio.run(engine.run(wf, chunks, case=getattr(args, "case", "") or "",
-                                         event=getattr(args, "event", "") or "",
-                                         query_id=query_id, run_id=run_id,
-                                         on_verdict=collect))
+        summary = asyncio.run(run_once())
     finally:
+        queries.close()
         if cases is not None:
             cases.close()
     return summary, verdicts

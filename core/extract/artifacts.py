@@ -65,6 +65,14 @@ def sanitize_filename(name: str, default: str = "unnamed") -> str:
     return name
 
 
+def artifact_path(root: str | os.PathLike[str], sha256: str, suffix: str = "") -> Path:
+    """Where an artifact store under ``root`` keeps the bytes with this SHA-256 (whether
+    or not it has them); ValueError for anything but 64 lower-case hex digits."""
+    if not _HEX64.fullmatch(sha256):
+        raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+    return Path(root) / sha256[:2] / (sha256 + suffix)
+
+
 @dataclass(frozen=True)
 class StoredArtifact:
     sha256: str
@@ -89,9 +97,7 @@ class ArtifactStore:
         self._magic = threading.local()  # libmagic cookies, one pair per thread
 
     def path_for(self, sha256: str, suffix: str = "") -> Path:
-        if not _HEX64.match(sha256):
-            raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
-        return self.root / sha256[:2] / (sha256 + suffix)
+        return artifact_path(self.root, sha256, suffix)
 
     def identify(self, data: bytes, describe: bool = True) -> tuple[str, str]:
         """(MIME type, description) from libmagic; ``describe=False`` skips the

@@ -12,7 +12,12 @@ Loading (:func:`build_host`):
 4. ``pcapwire_register_analyzers`` of each plugin, separately, so each analyzer is
    attributed to its plugin; invalid and duplicate analyzers are reported. Analyzer names
    are unique across plugins: the first plugin (in loading order) keeps a name, a later
-   one that declares it again is reported and that analyzer left out.
+   one that declares it again is reported and that analyzer left out;
+5. ``pcapwire_register_commands`` of each plugin, the same way: command names are unique
+   across plugins and never a core command's (:data:`pcapwire.cli.SUBCOMMANDS`).
+
+Shutdown: :meth:`PluginHost.aclose` calls every analyzer's ``aclose()`` (the API server
+at shutdown, the CLI after its run).
 
 A plugin that fails at any step (import error, bad hook, bad analyzer) is listed in
 :attr:`PluginHost.failures` with the reason; everything else still loads. Core code calls
@@ -25,14 +30,16 @@ import importlib.metadata as md
 import inspect
 import logging
 import os
+import re
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+from pcapwire.cli import SUBCOMMANDS as CORE_COMMANDS
 from pcapwire.errors import PluginError
-from pcapwire.hooks import NAME, spec
+from pcapwire.hooks import NAME, CommandSetup, spec
 from pcapwire.records import Verdict
 from pcapwire.workflow.analyzer import Analyzer, check_analyzer
 from pcapwire.workflow.config import AnalyzerConfig
@@ -47,6 +54,8 @@ ENTRY_POINT_GROUP = NAME
 ENV_LOAD = "PCAPWIRE_LOAD_PLUGINS"
 #: blocklist of entry-point names (comma-separated)
 ENV_BLOCK = "PCAPWIRE_BLOCK_PLUGINS"
+#: plugin command names (``pcapwire NAME``)
+COMMAND_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 
 @dataclass
@@ -60,12 +69,13 @@ class PluginInfo:
     dist_version: str = ""
     hooks: list[str] = field(default_factory=list)
     analyzers: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "module": self.module,
                 "dist": self.dist, "dist_version": self.dist_version, "hooks": self.hooks,
-                "analyzers": self.analyzers, "error": self.error}
+                "analyzers": self.analyzers, "commands": self.commands, "error": self.error}
 
 
 @dataclass
@@ -79,6 +89,16 @@ class AnalyzerEntry:
         out["plugin"] = self.plugin
         out["unavailable"] = self.analyzer.unavailable()
         return out
+
+
+@dataclass
+class CommandEntry:
+    """A ``pcapwire NAME`` subcommand a plugin declared (``pcapwire_register_commands``)."""
+
+    name: str
+    plugin: str
+    setup: CommandSetup
+    help: str = ""
 
 
 def _env_list(env: Mapping[str, str], key: str) -> set[str] | None:
@@ -102,6 +122,7 @@ class PluginHost:
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginInfo] = []
         self._analyzers: dict[str, AnalyzerEntry] = {}
+        self._commands: dict[str, CommandEntry] = {}
 
     # ---- loading ----------------------------------------------------------------------
     def load_entry_points(self, env: Mapping[str, str] | None = None) -> None:
@@ -160,29 +181,62 @@ class PluginHost:
                 info = self.plugins.pop(name, PluginInfo(name=name, source="?"))
                 self._fail(info, f"unknown hook: {exc}")
 
-    def collect_analyzers(self) -> None:
-        """Call each plugin's ``pcapwire_register_analyzers`` with its own callback."""
-        hook = self.pm.hook.pcapwire_register_analyzers
-        for hookimpl in hook.get_hookimpls():  # registration order
+    def _collect(self, hook_name: str, make: Any) -> None:
+        """Call each plugin's registration hook ``hook_name`` with a callback of its own,
+        ``make(plugin, problems)``; what goes wrong is reported as the plugin's failure."""
+        for hookimpl in getattr(self.pm.hook, hook_name).get_hookimpls():  # loading order
             plugin_name = hookimpl.plugin_name
             info = self.plugins[plugin_name]
             problems: list[str] = []
-
-            def register(obj: Any, _plugin: str = plugin_name,
-                         _problems: list[str] = problems) -> None:
-                self._add_analyzer(obj, _plugin, _problems)
-
             try:
-                hookimpl.function(register=register)
+                hookimpl.function(register=make(plugin_name, problems))
             except Exception as exc:
-                problems.append(f"pcapwire_register_analyzers raised {_short_error(exc)}")
+                problems.append(f"{hook_name} raised {_short_error(exc)}")
             if problems:
-                info.error = "; ".join(problems)
-                self.failures.append(info)
-                log.warning("plugin %s: %s", plugin_name, info.error)
+                info.error = "; ".join(filter(None, [info.error, *problems]))
+                if info not in self.failures:
+                    self.failures.append(info)
+                log.warning("plugin %s: %s", plugin_name, "; ".join(problems))
+
+    def collect_analyzers(self) -> None:
+        """Call each plugin's ``pcapwire_register_analyzers`` with its own callback."""
+        def make(plugin: str, problems: list[str]) -> Any:
+            def register(obj: Any) -> None:
+                self._add_analyzer(obj, plugin, problems)
+            return register
+
+        self._collect("pcapwire_register_analyzers", make)
+        self._update_hooks()
+
+    def collect_commands(self) -> None:
+        """Call each plugin's ``pcapwire_register_commands`` with its own callback."""
+        def make(plugin: str, problems: list[str]) -> Any:
+            def register(name: Any, setup: Any, *, help: str = "") -> None:
+                self._add_command(name, setup, help, plugin, problems)
+            return register
+
+        self._collect("pcapwire_register_commands", make)
+        self._update_hooks()
+
+    def _update_hooks(self) -> None:
         for info in self.plugins.values():
             info.hooks = sorted(h.name for h in self.pm.get_hookcallers(
                 self.pm.get_plugin(info.name)) or [])
+
+    def _add_command(self, name: Any, setup: Any, help: str, plugin: str,
+                     problems: list[str]) -> None:
+        if not isinstance(name, str) or not COMMAND_RE.match(name):
+            problems.append(f"command {name!r}: a name must match {COMMAND_RE.pattern}")
+        elif not callable(setup):
+            problems.append(f"command {name!r}: setup {setup!r} is not callable")
+        elif name in CORE_COMMANDS:
+            problems.append(f"command {name!r} is a core pcapwire command")
+        elif name in self._commands:
+            problems.append(f"command {name!r} is already registered by plugin "
+                            f"{self._commands[name].plugin!r}")
+        else:
+            self._commands[name] = CommandEntry(name, plugin, setup, str(help))
+            self.plugins[plugin].commands.append(name)
 
     def _add_analyzer(self, obj: Any, plugin: str, problems: list[str]) -> None:
         label = getattr(obj, "name", None) or repr(obj)
@@ -208,6 +262,10 @@ class PluginHost:
     # ---- queries ----------------------------------------------------------------------
     def analyzers(self) -> dict[str, AnalyzerEntry]:
         return dict(sorted(self._analyzers.items()))
+
+    def commands(self) -> dict[str, CommandEntry]:
+        """The plugins' subcommands, by name."""
+        return dict(sorted(self._commands.items()))
 
     def analyzer(self, name: str) -> Analyzer:
         """The analyzer registered as ``name``; :class:`PluginError` lists the known ones."""
@@ -247,6 +305,21 @@ class PluginHost:
     def has_impls(self, hook_name: str) -> bool:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
+    # ---- shutdown -----------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close every analyzer (:meth:`Analyzer.aclose`: engines kept between runs are
+        stopped, nothing is started for later runs). Call it in the event loop the runs
+        used, once no more workflows will run; an analyzer that fails is logged and the
+        others are still closed."""
+        for entry in self.analyzers().values():
+            try:
+                result = entry.analyzer.aclose()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("analyzer %s (plugin %s): aclose() failed", entry.name,
+                              entry.plugin)
+
 
 def build_host(*, entry_points: bool = True, extra: Iterable[Any] = (),
                env: Mapping[str, str] | None = None, strict: bool = False) -> PluginHost:
@@ -262,6 +335,7 @@ def build_host(*, entry_points: bool = True, extra: Iterable[Any] = (),
         host.add_plugin(obj)
     host.check_pending()
     host.collect_analyzers()
+    host.collect_commands()
     if strict and host.failures:
         raise PluginError("; ".join(f"{f.name}: {f.error}" for f in host.failures))
     return host

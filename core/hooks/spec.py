@@ -5,6 +5,12 @@ Grouped by phase. Every hook is prefixed ``pcapwire_``; implement it with the
 implementation that matches no specification here is rejected when the plugin loads
 (``check_pending``), and that plugin is reported as failed.
 
+Registration hooks (``pcapwire_register_analyzers``, ``pcapwire_register_commands``) are
+called once per plugin, each with a ``register`` callback of its own (typed
+:class:`pcapwire.hooks.RegisterAnalyzer` and :class:`pcapwire.hooks.RegisterCommand`), so
+that every declaration is attributed to its plugin; the core validates and
+de-duplicates, the plugin only declares.
+
 Broadcast hooks (``pcapwire_run_started``, ``pcapwire_verdict``,
 ``pcapwire_case_completed``) call every implementation; an implementation may return an
 awaitable (for example be an ``async def``), which the engine awaits. An exception in a
@@ -15,20 +21,16 @@ implementations. They run inside the engine's event loop: do blocking I/O in a t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-from pcapwire.hooks import NAME
+from pcapwire.hooks import NAME, RegisterAnalyzer, RegisterCommand
 
 if TYPE_CHECKING:
     from pcapwire.records import Verdict
-    from pcapwire.workflow.analyzer import Analyzer
     from pcapwire.workflow.context import RunInfo
     from pcapwire.workflow.results import RunSummary
-
-    #: ``register(analyzer)``: an :class:`Analyzer` subclass or instance
-    RegisterAnalyzer = Callable[[type[Analyzer] | Analyzer], None]
 
 _spec = pluggy.HookspecMarker(NAME)
 
@@ -52,7 +54,37 @@ def pcapwire_register_analyzers(register: RegisterAnalyzer) -> None:
     already taken by another plugin, is reported as a failure of this plugin and left
     out; the plugin's other analyzers and all other plugins still load.
 
-    :param register: callback taking one analyzer class or instance.
+    :param register: callback taking one analyzer class or instance
+        (:class:`pcapwire.hooks.RegisterAnalyzer`).
+    :return: ignored.
+    """
+
+
+@_spec
+def pcapwire_register_commands(register: RegisterCommand) -> None:
+    """Declare the ``pcapwire`` subcommands this plugin contributes.
+
+    Called once per plugin host, when it is built: by the command line when it needs
+    plugin commands (``pcapwire --help``, or a first argument that names no core
+    command), and by every other host (``plugins list``, the API server), which only
+    records them. ``pcapwire query`` and the other core commands never load plugins.
+
+    Call ``register(name, setup, help="one line for --help")`` once per command. The
+    core builds ``pcapwire NAME`` as an argparse subparser and calls ``setup(parser)``
+    only when that parser is needed: add arguments (and sub-actions) there and set the
+    handler with ``parser.set_defaults(func=handler)``; ``handler(args)`` returns the
+    exit status (0 success, 1 partial, 2 usage or input error) and may raise
+    :class:`pcapwire.errors.PcapwireError`, which the CLI prints as ``pcapwire: error:
+    ...`` with status 2. ``args.data_dir`` is the global ``--data-dir``. Import heavy
+    modules inside the handler, not at module level: ``--help`` loads every plugin.
+
+    Results combine by name: a name that a core command or another plugin (earlier in
+    loading order) already has is reported as a failure of this plugin and left out;
+    its other commands and all other plugins still load. A ``setup`` that raises makes
+    only that command fail (it prints the error when run).
+
+    :param register: callback ``register(name, setup, *, help="")``
+        (:class:`pcapwire.hooks.RegisterCommand`).
     :return: ignored.
     """
 

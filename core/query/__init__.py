@@ -1,5 +1,5 @@
 """PCAP queries: filters (:mod:`.spec`), planning and native scanning (:mod:`.engine`),
-continuous output (:mod:`.output`)."""
+the link types of a result (:mod:`.linktypes`), continuous output (:mod:`.output`)."""
 
 from pcapwire.query.engine import Plan, QueryEngine, QueryStats
 from pcapwire.query.output import StreamFormatter

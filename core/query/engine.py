@@ -10,6 +10,8 @@ overlap are concatenated; overlapping ones are merged by timestamp, stably (pack
 segment keep their capture order, ties keep segment order). Each chunk is a complete pcap
 (header + records) of at most ``chunk_bytes`` (a single record larger than that still
 makes one chunk); chunks leave as soon as they fill, before the scan has finished.
+Before the first chunk, a plan over segments of several link types is settled to the link
+types its result really has (:mod:`.linktypes`): that decides the output format.
 """
 
 from __future__ import annotations
@@ -22,21 +24,24 @@ import threading
 import uuid
 from array import array
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pcapwire import _native
+from pcapwire.chunking import ChunkBuilder, ChunkKind
 from pcapwire.errors import QueryError
+from pcapwire.pcapformat import HEADER_LEN
 from pcapwire.query.bpfcache import compiled
 from pcapwire.query.flows import explicit_sql, flows_sql, narrowing_sql
+from pcapwire.query.linktypes import settle
 from pcapwire.query.output import StreamFormatter
 from pcapwire.query.spec import QuerySpec
 from pcapwire.records import PcapChunk
-from pcapwire.store.catalog import Segment
-from pcapwire.store.segments import pcap_header
+from pcapwire.store.catalog import Catalog, Segment
+from pcapwire.store.segments import open_segment
 
 if TYPE_CHECKING:
     from pcapwire.store import Store
@@ -51,6 +56,7 @@ _END = object()
 class SegmentPlan:
     segment: Segment
     offsets: bytes | None  # u32 record offsets to visit, or None for a sequential scan
+    start: int = HEADER_LEN  # first byte of a sequential scan (a follow reads what is new)
 
 
 @dataclass
@@ -59,6 +65,7 @@ class Plan:
     segments: list[SegmentPlan]
     candidate_flows: int | None  # None: the index could not narrow anything
     snaplens: dict[int, int] = field(default_factory=dict)  # linktype -> header snaplen
+    settled: bool = False  # snaplens holds only link types the result can have (.linktypes)
 
 
 @dataclass
@@ -75,8 +82,10 @@ class QueryEngine:
         self.store = store
 
     # -- planning --------------------------------------------------------------------------
-    def plan(self, spec: QuerySpec) -> Plan:
-        catalog = self.store.catalog
+    def plan(self, spec: QuerySpec, catalog: Catalog | None = None) -> Plan:
+        """``catalog``: another connection to the store's catalog (a follow plans inside
+        a read transaction of its own, :mod:`.follow`); default the store's."""
+        catalog = catalog or self.store.catalog
         segments = catalog.segments(spec.start_ns, spec.end_ns)
         if narrowing_sql(spec) is None:
             plans = [SegmentPlan(s, None) for s in segments]
@@ -103,10 +112,16 @@ class QueryEngine:
     def _finish(self, spec: QuerySpec, plans: list[SegmentPlan], flows: int | None,
                 segments: list[Segment]) -> Plan:
         """The output header (link type, snaplen) comes from the segments that are read,
-        or from every segment in the time window when none is, so an empty result still
-        carries what tcpdump would write for the same input."""
+        or when none is, from the time window's segments of its first segment's link type,
+        so an empty result still carries what tcpdump would write for the same input. A
+        plan over several link types is narrowed to those its result really has before
+        the scan (:mod:`.linktypes`)."""
+        read = [p.segment for p in plans]
+        if not read and segments:
+            first = min(segments, key=lambda s: (s.first_ns, s.id)).linktype
+            read = [s for s in segments if s.linktype == first]
         snaplens: dict[int, int] = {}
-        for seg in [p.segment for p in plans] or segments:
+        for seg in read:
             snaplens[seg.linktype] = max(snaplens.get(seg.linktype, 0), seg.snaplen)
         plan = Plan(spec, plans, flows, snaplens)
         if spec.bpf:
@@ -130,20 +145,23 @@ class QueryEngine:
         plan = plan or self.plan(spec)
         stats = stats if stats is not None else QueryStats()
         filters = self._filters(plan) if spec.bpf else {}
-        builder = _ChunkBuilder(query_id or "", spec.chunk_bytes, plan.snaplens)
+        if not plan.settled:
+            settle(plan, lambda group: self._probe(group, filters, spec, stop, stats))
+        builder = ChunkBuilder(query_id or "", spec.chunk_bytes)
+        kinds = {lt: (lt, snaplen, 6) for lt, snaplen in plan.snaplens.items()}  # µs out
         for cluster in _clusters(plan.segments):
             if len(cluster) == 1:
                 pieces = self._pieces(cluster[0], filters, spec, stop, stats)
                 for out, ts in pieces:
-                    yield from self._emit(builder, cluster[0].segment.linktype, out, ts, spec,
-                                          stats)
+                    yield from self._emit(builder, kinds[cluster[0].segment.linktype], out, ts,
+                                          spec, stats)
             else:
                 streams = [_records(self._pieces(p, filters, spec, stop, stats),
                                     p.segment.linktype) for p in cluster]
                 for linktype, group in groupby(heapq.merge(*streams, key=lambda r: r[0]),
                                                key=lambda r: r[1]):
-                    for _ts, _lt, rec in group:
-                        yield from self._emit(builder, linktype, rec, None, spec, stats)
+                    for ts_ns, _lt, rec in group:
+                        yield from self._emit(builder, kinds[linktype], rec, ts_ns, spec, stats)
             if stop is not None and stop.is_set():
                 return
         last = builder.flush()
@@ -151,9 +169,15 @@ class QueryEngine:
             stats.chunks += 1
             yield last
 
-    def _emit(self, builder: _ChunkBuilder, linktype: int, out: bytes, ts: bytes | None,
+    def _emit(self, builder: ChunkBuilder, kind: ChunkKind, out: bytes, ts: bytes | int,
               spec: QuerySpec, stats: QueryStats) -> Iterator[PcapChunk]:
-        for chunk in builder.add(linktype, out, ts):
+        """Add scan output (with its ts_ns array) or one record (with its ts_ns)."""
+        if isinstance(ts, int):
+            chunk = builder.add(kind, out, ts, ts)
+        else:
+            view = memoryview(ts).cast("q")
+            chunk = builder.add(kind, out, view[0], view[-1], len(view))
+        if chunk is not None:
             stats.chunks += 1
             yield chunk
         stats.bytes += len(out)
@@ -161,8 +185,25 @@ class QueryEngine:
             raise QueryError(f"the result exceeds the limit of {spec.max_bytes} bytes; narrow "
                              "the query (time window, hosts, ports) or raise the limit")
 
+    def _probe(self, group: list[SegmentPlan], filters: dict[tuple[int, int], Any],
+               spec: QuerySpec, stop: threading.Event | None, stats: QueryStats) -> bool:
+        """Whether any candidate of ``group`` matches (:func:`.linktypes.settle`); reads
+        up to the first match. A group read to its end counts as scanned in ``stats``."""
+        seen = QueryStats()
+        for p in group:
+            pieces = self._pieces(p, filters, spec, stop, seen, max_out=0)
+            try:
+                if next(pieces, None) is not None:
+                    return True
+            finally:
+                pieces.close()
+        stats.segments_scanned += seen.segments_scanned
+        stats.records_examined += seen.records_examined
+        return False
+
     def _pieces(self, plan: SegmentPlan, filters: dict[tuple[int, int], Any], spec: QuerySpec,
-                stop: threading.Event | None, stats: QueryStats) -> Iterator[tuple[bytes, bytes]]:
+                stop: threading.Event | None, stats: QueryStats, max_out: int | None = None
+                ) -> Generator[tuple[bytes, bytes], None, None]:
         seg = plan.segment
         path = self.store.root / seg.path  # an absolute path: indexed in place
         filt = filters.get((seg.linktype, seg.snaplen))
@@ -175,9 +216,10 @@ class QueryEngine:
             if changed:
                 raise QueryError(f"{path} changed size since it was indexed in place; "
                                  "re-ingest it") from None
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            if plan.offsets is None:
-                pos, end = 24, len(mm)
+        # open_segment: a segment the recorder still writes is <path>.live
+        with open_segment(path) as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            if plan.offsets is None:  # never past the committed size (a live segment)
+                pos, end = plan.start, min(len(mm), seg.size)
             else:
                 pos, end = 0, len(plan.offsets) // 4
             while pos < end:
@@ -186,7 +228,7 @@ class QueryEngine:
                 out, ts, pos, examined = _native.scan(
                     mm, pos, end, tsprec=seg.tsprec, snaplen=seg.snaplen, filter=filt,
                     t_start_ns=spec.start_ns, t_end_ns=spec.end_ns, offsets=plan.offsets,
-                    max_out=spec.chunk_bytes - 24)
+                    max_out=spec.chunk_bytes - 24 if max_out is None else max_out)
                 stats.records_examined += examined
                 if out:
                     stats.packets += len(ts) // 8
@@ -202,7 +244,7 @@ class QueryEngine:
         stats = stats if stats is not None else QueryStats()
         plan = plan or self.plan(spec)
         if record:
-            self.store.catalog.add_query(query_id, spec.case, spec.event, spec.to_dict())
+            self.store.cases.add_query(query_id, spec.case, spec.event, spec.to_dict())
         status, error = "cancelled", None
         try:
             yield from self.iter_chunks(spec, query_id, None, plan, stats)
@@ -212,18 +254,23 @@ class QueryEngine:
             raise
         finally:
             if record:
-                self.store.catalog.finish_query(query_id, status, stats.packets, stats.bytes,
-                                                error)
+                self.store.cases.finish_query(query_id, status, stats.packets, stats.bytes,
+                                              error)
 
     def write(self, spec: QuerySpec, out: BinaryIO, query_id: str | None = None,
               record: bool = True) -> QueryStats:
-        """Write the whole result as one capture (see :mod:`.output`) to ``out``."""
+        """Write the whole result as one capture (see :mod:`.output`) to ``out``. The
+        header follows the first chunk's scan: the plan is settled by then."""
         stats = QueryStats()
         plan = self.plan(spec)
-        fmt = StreamFormatter(plan.snaplens)
-        out.write(fmt.header())
+        fmt: StreamFormatter | None = None
         for chunk in self.recorded_chunks(spec, query_id, record, stats, plan):
+            if fmt is None:
+                fmt = StreamFormatter(plan.snaplens)
+                out.write(fmt.header())
             out.write(fmt.body(chunk))
+        if fmt is None:
+            out.write(StreamFormatter(plan.snaplens).header())
         return stats
 
     def to_bytes(self, spec: QuerySpec, record: bool = False) -> bytes:
@@ -232,22 +279,29 @@ class QueryEngine:
         return buf.getvalue()
 
     async def run(self, spec: QuerySpec, query_id: str | None = None,
-                  record: bool = True, stats: QueryStats | None = None
+                  record: bool = True, stats: QueryStats | None = None,
+                  plan: Plan | None = None,
+                  source: Callable[[threading.Event], Iterator[PcapChunk]] | None = None
                   ) -> AsyncIterator[PcapChunk]:
         """Async iterator of chunks; scanning runs in a thread, ``QUEUE_CHUNKS`` ahead of the
-        consumer. Stopping the iteration early cancels the scan."""
+        consumer. Stopping the iteration early cancels the scan. ``plan`` (from
+        :meth:`plan`) is settled by the time the first chunk (or the end) arrives.
+        ``source(stop)``: what the thread iterates instead of :meth:`iter_chunks` (a
+        follow, :class:`.follow.Follow`), stopped by ``stop``."""
         query_id = query_id or uuid.uuid4().hex
         stats = stats if stats is not None else QueryStats()
-        plan = self.plan(spec)
-        catalog = self.store.catalog
-        if record:
-            catalog.add_query(query_id, spec.case, spec.event, spec.to_dict())
+        plan = plan or self.plan(spec)
+        history = self.store.cases if record else None  # the case store keeps queries
+        if history is not None:
+            history.add_query(query_id, spec.case, spec.event, spec.to_dict())
         handoff = _Handoff(asyncio.get_running_loop(), QUEUE_CHUNKS)
         stop = threading.Event()
 
         def worker() -> None:
             try:
-                for chunk in self.iter_chunks(spec, query_id, stop, plan, stats):
+                chunks = (source(stop) if source is not None
+                          else self.iter_chunks(spec, query_id, stop, plan, stats))
+                for chunk in chunks:
                     if stop.is_set():
                         return
                     handoff.put(chunk)
@@ -273,8 +327,8 @@ class QueryEngine:
             stop.set()
             handoff.close()
             await asyncio.to_thread(thread.join)
-            if record:
-                catalog.finish_query(query_id, status, stats.packets, stats.bytes, error)
+            if history is not None:
+                history.finish_query(query_id, status, stats.packets, stats.bytes, error)
 
 
 class _Handoff:
@@ -356,50 +410,3 @@ def _records(pieces: Iterator[tuple[bytes, bytes]], linktype: int
             end = pos + 16 + int.from_bytes(out[pos + 8:pos + 12], "little")
             yield ts[i], linktype, out[pos:end]
             pos = end
-
-
-class _ChunkBuilder:
-    """Packs record bytes into chunks of at most ``limit`` bytes, one linktype each."""
-
-    def __init__(self, query_id: str, limit: int, snaplens: dict[int, int]) -> None:
-        self.query_id = query_id
-        self.limit = limit
-        self.snaplens = snaplens
-        self.seq = 0
-        self.linktype: int | None = None
-        self.parts: list[bytes] = []
-        self.size = 24
-        self.packets = 0
-        self.first_ns: int | None = None
-        self.last_ns = 0
-
-    def add(self, linktype: int, records: bytes, ts: bytes | None) -> Iterator[PcapChunk]:
-        if self.parts and (linktype != self.linktype or self.size + len(records) > self.limit):
-            chunk = self.flush()
-            if chunk is not None:
-                yield chunk
-        self.linktype = linktype
-        self.parts.append(records)
-        self.size += len(records)
-        if ts is None:
-            first = last = int.from_bytes(records[:4], "little") * 10**9 + int.from_bytes(
-                records[4:8], "little") * 1000
-            n = 1
-        else:
-            view = memoryview(ts).cast("q")
-            n, first, last = len(view), view[0], view[-1]
-        self.packets += n
-        self.first_ns = first if self.first_ns is None else min(self.first_ns, first)
-        self.last_ns = max(self.last_ns, last)
-
-    def flush(self) -> PcapChunk | None:
-        if not self.parts or self.linktype is None:
-            return None
-        data = b"".join([pcap_header(self.linktype, self.snaplens.get(self.linktype, 262144)),
-                         *self.parts])
-        chunk = PcapChunk(self.query_id, self.seq, self.linktype,
-                          self.snaplens.get(self.linktype, 262144), data, self.packets,
-                          (self.first_ns or 0) / 1e9, self.last_ns / 1e9)
-        self.seq += 1
-        self.parts, self.size, self.packets, self.first_ns, self.last_ns = [], 24, 0, None, 0
-        return chunk

@@ -48,6 +48,7 @@ class QuerySpec:
     event: str = ""
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     max_bytes: int | None = None
+    follow: bool = False  # then keep streaming what is recorded, until stopped (.follow)
 
     def __post_init__(self) -> None:
         for what, values in (("host", self.hosts), ("net", self.nets), ("port", self.ports)):
@@ -77,6 +78,9 @@ class QuerySpec:
         if (self.start_ns is not None and self.end_ns is not None
                 and self.end_ns <= self.start_ns):
             raise QueryError("the time window is empty: end must be after start")
+        if self.follow and self.end_ns is not None:
+            raise QueryError("a follow has no end time: it streams what is recorded until "
+                             "it is cancelled; drop the end, or the follow")
 
     @property
     def indexed(self) -> bool:
@@ -125,6 +129,16 @@ def parse_proto(value: str | int) -> int:
     except KeyError:
         raise QueryError(f"unknown protocol {value!r}; use one of "
                          f"{', '.join(sorted(PROTO_BY_NAME))} or a number") from None
+
+
+def parse_five_tuple(text: str) -> FlowKey:
+    """``tcp:10.0.0.1:1234:10.0.0.2:80`` or ``tcp:[2001:db8::1]:1234:[2001:db8::2]:80``."""
+    m = re.fullmatch(r"(\w+):(\[[^\]]+\]|[^:\[\]]+):(\d+):(\[[^\]]+\]|[^:\[\]]+):(\d+)", text)
+    if m is None:
+        raise QueryError(f"invalid five-tuple {text!r}; use PROTO:SRC:SPORT:DST:DPORT, e.g. "
+                         "tcp:10.0.0.1:51000:10.0.0.2:80")
+    proto, src, sport, dst, dport = m.groups()
+    return FlowKey(parse_proto(proto), src.strip("[]"), int(sport), dst.strip("[]"), int(dport))
 
 
 def parse_time_ns(value: str | float | int) -> int:

@@ -21,7 +21,7 @@ from pcapwire import _native
 #: Silence after which packets of a 5-tuple start a new flow (within a segment the native
 #: indexer splits them, across segments :meth:`Catalog._merge_flows`).
 FLOW_IDLE_TIMEOUT_NS: int = _native.FLOW_IDLE_TIMEOUT_NS
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,12 +51,27 @@ CREATE TABLE IF NOT EXISTS flow_segments (
   first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL, offsets BLOB NOT NULL,
   PRIMARY KEY (flow_id, segment_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS flow_segments_seg ON flow_segments(segment_id);
-CREATE TABLE IF NOT EXISTS queries (
-  id TEXT PRIMARY KEY, case_name TEXT NOT NULL, event TEXT NOT NULL, spec TEXT NOT NULL,
-  started REAL NOT NULL, finished REAL, status TEXT NOT NULL, packets INTEGER NOT NULL DEFAULT 0,
-  bytes INTEGER NOT NULL DEFAULT 0, error TEXT);
-CREATE INDEX IF NOT EXISTS queries_case ON queries(case_name, event);
+CREATE TABLE IF NOT EXISTS capture_runs (
+  id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, started REAL NOT NULL, stopped REAL,
+  inputs TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS capture_segments (
+  segment_id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, interface TEXT NOT NULL,
+  state TEXT NOT NULL, opened REAL NOT NULL, sealed REAL);
+CREATE TABLE IF NOT EXISTS capture_loss (
+  run_id INTEGER NOT NULL, interface TEXT NOT NULL, segment_id INTEGER NOT NULL,
+  first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL, kernel_drops INTEGER NOT NULL,
+  if_drops INTEGER NOT NULL, backlog_drops INTEGER NOT NULL, disk_drops INTEGER NOT NULL,
+  PRIMARY KEY (run_id, interface, segment_id));
+CREATE INDEX IF NOT EXISTS capture_loss_seg ON capture_loss(segment_id);
 """
+# The recorder's tables (pcapwire.capture.ledger): its runs, the state of the segments it
+# writes (open while it writes them, see pcapwire.store.segments.LIVE_SUFFIX) and the
+# packets lost per run, interface and segment (0: while no segment was open), by cause.
+
+#: Schema 1 also kept the query history (table ``queries``); it lives in the case store
+#: now (:mod:`pcapwire.cases.queries`), see :meth:`Catalog.legacy_queries`.
+_LEGACY_QUERY_COLUMNS = ("id, case_name, event, spec, started, finished, status, packets, "
+                         "bytes, error")
 
 
 # A segment's flows on their way in (see Catalog._merge_flows): the native indexer's flow
@@ -316,34 +331,43 @@ class Catalog:
                 args = part + list(segment_ids)
             yield from self.db.execute(sql, args)
 
-    # -- queries ---------------------------------------------------------------------------
-    def add_query(self, query_id: str, case: str, event: str, spec: dict[str, Any]) -> None:
-        self.db.execute(
-            "INSERT INTO queries (id, case_name, event, spec, started, status) "
-            "VALUES (?,?,?,?,?,?)",
-            (query_id, case, event, json.dumps(spec, sort_keys=True), time.time(), "running"))
+    # -- the query history of schema 1 -------------------------------------------------------
+    def legacy_queries(self) -> list[tuple[Any, ...]] | None:
+        """The query history this catalog kept before it moved to the case store, as rows
+        of (id, case, event, spec JSON, started, finished, status, packets, bytes, error);
+        None when it has none (a new catalog, or one whose history has moved)."""
+        self.db.execute("BEGIN")  # one snapshot: the table and its rows
+        try:
+            if not self._has_legacy_queries():
+                return None
+            return self.db.execute(f"SELECT {_LEGACY_QUERY_COLUMNS} FROM queries "
+                                   "ORDER BY rowid").fetchall()
+        finally:
+            self.db.execute("COMMIT")
 
-    def finish_query(self, query_id: str, status: str, packets: int, nbytes: int,
-                     error: str | None = None) -> None:
-        self.db.execute(
-            "UPDATE queries SET finished=?, status=?, packets=?, bytes=?, error=? WHERE id=?",
-            (time.time(), status, packets, nbytes, error, query_id))
+    def drop_legacy_queries(self, moved: Sequence[Sequence[Any]]) -> bool:
+        """Drop the old query history once it is stored elsewhere: only if every row it
+        holds now is one of ``moved`` (else False, nothing changes: read it again)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._has_legacy_queries():
+                rows = db.execute(f"SELECT {_LEGACY_QUERY_COLUMNS} FROM queries").fetchall()
+                if not set(rows) <= {tuple(r) for r in moved}:
+                    db.execute("ROLLBACK")
+                    return False
+                db.execute("DROP TABLE queries")
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                           (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except BaseException:
+            self.abort()
+            raise
+        return True
 
-    def query_history(self, case: str | None = None) -> list[dict[str, Any]]:
-        sql = ("SELECT id, case_name, event, spec, started, finished, status, packets, bytes, "
-               "error FROM queries")
-        args: tuple[Any, ...] = ()
-        if case is not None:
-            sql += " WHERE case_name=?"
-            args = (case,)
-        keys = ("id", "case", "event", "spec", "started", "finished", "status", "packets",
-                "bytes", "error")
-        out = []
-        for r in self.db.execute(sql + " ORDER BY started", args):
-            d = dict(zip(keys, r, strict=True))
-            d["spec"] = json.loads(d["spec"])
-            out.append(d)
-        return out
+    def _has_legacy_queries(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                               "name='queries'").fetchone() is not None
 
     def stats(self) -> dict[str, int]:
         seg = self.db.execute("SELECT count(*), coalesce(sum(packets),0), coalesce(sum(size),0) "

@@ -24,9 +24,10 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pcapwire import _native
+from pcapwire.pcapformat import HEADER_LEN, sniff_header
 from pcapwire.store.gunzip import GZIP_MAGIC, Gunzip
 from pcapwire.store.limits import QUOTA, IngestLimits, LimitStop, Quota
 from pcapwire.store.segments import SEGMENT_MAX_BYTES, SEGMENT_MAX_SPAN_NS, SegmentWriter
@@ -92,6 +93,28 @@ class IngestReport:
     @property
     def ok(self) -> bool:
         return not any(f.errors for f in self.files)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``pcapwire ingest`` prints (``--json``) and ``POST /api/v1/ingest`` answers
+        (schema ``IngestSummary``): counts, rate, errors and warnings; ``stopped`` (each a
+        :meth:`LimitStop.as_dict`) and ``unusable`` (inputs that are not captures) only
+        when there are any."""
+        out: dict[str, Any] = {
+            "files": len(self.files),
+            "already_ingested": sum(f.skipped for f in self.files),
+            "packets": self.packets, "bytes": self.bytes,
+            "flows_new": self.flows_after - self.flows_before,
+            "flows_total": self.flows_after, "segments": self.segments,
+            "seconds": round(self.seconds, 3),
+            "mb_per_s": round(self.bytes / max(self.seconds, 1e-9) / 1e6, 1),
+            "errors": self.errors,
+            "warnings": [f"{f.path}: byte {o}: {m}" for f in self.files for o, m in f.warnings],
+        }
+        if self.stopped:  # only then: the API's IngestSummary schema has no such field
+            out["stopped"] = [s.as_dict() for s in self.stopped]
+        if self.unusable:  # likewise: the API answers these with a 400
+            out["unusable"] = self.unusable
+        return out
 
 
 Progress = Callable[[str, int, int], None]  # (path, bytes done, bytes total)
@@ -185,7 +208,6 @@ class _NotInPlace(Exception):
     """This input cannot be indexed where it lies (see Ingestor._index_in_place)."""
 
 
-IN_PLACE_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")  # LE µs, LE ns
 #: Input bytes whose flows an in-place ingest merges into the catalog as one part.
 IN_PLACE_PART = 128 * 2**20
 # Merges the flow parts of an in-place ingest while the ingest thread reads on.
@@ -195,9 +217,9 @@ _MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapwire-flow-me
 def _in_place_candidate(path: Path, size: int) -> bool:
     """A little-endian classic pcap 2.4 whose offsets fit the index (u32)."""
     with open(path, "rb") as f:
-        head = f.read(24)
-    return (len(head) == 24 and head[:4] in IN_PLACE_MAGICS
-            and head[4:8] == b"\x02\x00\x04\x00" and size < 2**32)
+        head = sniff_header(f.read(HEADER_LEN))
+    return (head is not None and head.order == "<" and head.version == (2, 4)
+            and size < 2**32)
 
 
 class Ingestor:

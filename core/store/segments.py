@@ -4,21 +4,25 @@ A segment is written as ``<name>.pcap.part`` and renamed to ``<name>.pcap`` only
 complete; the catalog row is committed right after. On open, the store deletes ``.part``
 files and completed files the catalog does not know (a crash between rename and commit),
 so a re-run of the interrupted ingest writes those packets again without duplicates.
+
+The recorder (:mod:`pcapwire.capture`) writes a segment while it is open as
+``<name>.pcap.live`` (left alone here, recovered by the recorder) with its catalog row
+already named ``<name>.pcap``: :func:`open_segment` opens either.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pcapwire import _native
+from pcapwire.pcapformat import HEADER_LEN, pcap_header
 
-PCAP_MAGIC = {6: 0xA1B2C3D4, 9: 0xA1B23C4D}
 SEGMENT_MAX_BYTES = 256 * 2**20
+LIVE_SUFFIX = ".live"  # a segment the recorder is still writing (pcapwire.capture)
 SEGMENT_MAX_SPAN_NS = 3600 * 10**9
 assert SEGMENT_MAX_BYTES < 2**32 - 64 * 2**20  # offsets are u32, plus one read block of slack
 
@@ -32,11 +36,6 @@ def _write_all(fh: Any, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[fh.write(view):]
-
-
-def pcap_header(linktype: int, snaplen: int, tsprec: int = 6) -> bytes:
-    """The 24-byte classic pcap file header, as tcpdump writes it (thiszone/sigfigs 0)."""
-    return struct.pack("<IHHiIII", PCAP_MAGIC[tsprec], 2, 4, 0, 0, snaplen, linktype)
 
 
 @dataclass
@@ -60,7 +59,7 @@ class SegmentWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.part_path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
         self._fh.write(pcap_header(self.linktype, self.snaplen, self.tsprec))
-        self.size = 24
+        self.size = HEADER_LEN
         self._indexer = _native.SegmentIndexer()
 
     @property
@@ -102,6 +101,19 @@ class SegmentWriter:
             pass  # the file is discarded anyway
         self._fh.close()
         self.part_path.unlink(missing_ok=True)
+
+
+def open_segment(path: Path) -> BinaryIO:
+    """Open a segment file for reading: ``path``, or while the recorder still writes it,
+    ``path`` + LIVE_SUFFIX (tried again under ``path``: it may be sealed meanwhile)."""
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except FileNotFoundError:
+        pass
+    try:
+        return open(path.with_name(path.name + LIVE_SUFFIX), "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return open(path, "rb")  # noqa: SIM115
 
 
 def remove_orphans(segment_dir: Path, known: set[str], root: Path) -> list[Path]:

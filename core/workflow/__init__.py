@@ -4,12 +4,15 @@ engine and verdict aggregation.
 For plugin authors the names below are the whole API: subclass :class:`Analyzer`
 (per-record ``analyze``) or return a :class:`Session` from ``open_session`` (per-run
 state); declare settings in a :class:`AnalyzerConfig` dataclass with :func:`option`;
-build verdicts with :meth:`StepContext.verdict` / :meth:`StepContext.verdict_for`.
+build verdicts with :meth:`StepContext.verdict` / :meth:`StepContext.verdict_for`; query
+the packet store with :meth:`StepContext.query` (what the host allows). Tests:
+:mod:`pcapwire.testing`.
 """
 
 from pcapwire.workflow.analyzer import Analyzer, RecordSession, Session
 from pcapwire.workflow.config import AnalyzerConfig, ConfigProblem, NoConfig, option
 from pcapwire.workflow.context import INPUT_KINDS, Output, Record, RunInfo, StepContext
+from pcapwire.workflow.queries import NoPacketStore, PacketQueries, QueryResult
 from pcapwire.workflow.results import RunSummary, StepError, StepResult
 from pcapwire.workflow.severity import SCORE_BY_SEVERITY, grade, severity_for_score
 
@@ -20,7 +23,10 @@ __all__ = [
     "AnalyzerConfig",
     "ConfigProblem",
     "NoConfig",
+    "NoPacketStore",
     "Output",
+    "PacketQueries",
+    "QueryResult",
     "Record",
     "RecordSession",
     "RunInfo",

@@ -11,17 +11,17 @@ Two ways to write one:
 
 1. **Per record** (most analyzers)::
 
-       class Strings(Analyzer):
+       @dataclass(frozen=True)
+       class StringsConfig(AnalyzerConfig):
+           needle: str = option(description="bytes to look for (UTF-8)", kind="text")
+
+       class Strings(Analyzer[StringsConfig]):   # Config = StringsConfig
            name = "strings"
            input_kind = "stream"
            version = "1.0"
 
-           @dataclass(frozen=True)
-           class Config(AnalyzerConfig):
-               needle: str = option(description="bytes to look for (UTF-8)")
-
-           async def analyze(self, record, ctx):
-               if ctx.config.needle.encode() in record.data:
+           async def analyze(self, record, ctx: StepContext[StringsConfig]):
+               if ctx.config.needle.encode() in record.data:   # typed: no isinstance
                    yield ctx.verdict_for(record, severity="low", signature="needle")
 
    ``analyze`` is an async generator; everything it yields goes to ``ctx.emit``. The
@@ -51,17 +51,31 @@ What the engine owns (Strelka's ``scan_wrapper``, Assemblyline's ``handle_task``
   or per run on ``self`` (caches keyed by config, such as compiled rules, are fine);
   per-run state lives in the session.
 
+Config typing: :class:`Analyzer`, :class:`Session` and
+:class:`~pcapwire.workflow.context.StepContext` are generic in the config type. Subclass
+``Analyzer[MyConfig]`` and ``Config`` is ``MyConfig`` (set it yourself only to name a
+subclass of it); ``check_config(config: MyConfig, ...)``, ``ctx: StepContext[MyConfig]``
+and ``Session[MyConfig]`` are then typed for mypy, with no ``isinstance`` asserts. A plain
+``Analyzer`` (config declared only as ``Config = ...``) is ``Analyzer[Any]``.
+
 Availability: :meth:`Analyzer.unavailable` returns why it cannot run here (a missing
 binary, say), ``None`` when it can. Steps of an unavailable analyzer are ``skipped`` with
 that reason; ``pcapwire plugins list`` shows it.
+
+Shutdown: :meth:`Analyzer.aclose` releases what the analyzer keeps *between* runs
+(Suricata's spare engines, say). Every host calls it once it runs no more workflows: the
+API server at shutdown, ``pcapwire run`` and ``pcapwire workflow test`` after their run
+(:meth:`pcapwire.hooks.host.PluginHost.aclose`). A host that runs a single workflow also
+sets :attr:`StepContext.keep_warm` to False: start nothing for later runs.
 """
 
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pcapwire.workflow.config import AnalyzerConfig, NoConfig
 from pcapwire.workflow.confine import Confinement
@@ -69,10 +83,25 @@ from pcapwire.workflow.context import INPUT_KINDS, Output, Record, StepContext
 
 #: Analyzer names: lowercase, digits, ``_ . -``; they are the ``uses:`` values.
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+#: The config type an analyzer, its sessions and its step contexts are generic in.
+C = TypeVar("C", bound=AnalyzerConfig)
 
 
-class Analyzer:
-    """Base class of every analyzer (see the module docstring for the contract)."""
+def config_argument(cls: type) -> type[AnalyzerConfig] | None:
+    """``X`` when ``cls`` (or a base) derives from ``Analyzer[X]`` with a concrete X."""
+    for klass in cls.__mro__:
+        for base in vars(klass).get("__orig_bases__", ()):
+            if typing.get_origin(base) is Analyzer:
+                (arg,) = typing.get_args(base)
+                if isinstance(arg, type) and issubclass(arg, AnalyzerConfig):
+                    return arg
+    return None
+
+
+class Analyzer(Generic[C]):
+    """Base class of every analyzer (see the module docstring for the contract).
+
+    Generic in its config: ``class Mine(Analyzer[MyConfig])`` sets ``Config = MyConfig``."""
 
     #: the ``uses:`` name, unique across all plugins
     name: ClassVar[str] = ""
@@ -85,14 +114,29 @@ class Analyzer:
     version: ClassVar[str] = "0"
     #: one line for ``plugins list``
     description: ClassVar[str] = ""
-    #: the config schema (``with:``); a frozen dataclass deriving from AnalyzerConfig
+    #: the config schema (``with:``); a frozen dataclass deriving from AnalyzerConfig.
+    #: Defaults to the type argument of ``Analyzer[...]``.
     Config: ClassVar[type[AnalyzerConfig]] = NoConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        arg = config_argument(cls)
+        if arg is not None and "Config" not in vars(cls) and not issubclass(cls.Config, arg):
+            cls.Config = arg
 
     def unavailable(self) -> str | None:
         """Why this analyzer cannot run on this machine, or ``None`` when it can."""
         return None
 
-    def check_config(self, config: Any, base_dir: Path | None,
+    async def aclose(self) -> None:
+        """Release what this analyzer keeps between runs (engines kept warm, pools,
+        connections). Called by the host once it runs no more workflows (API shutdown,
+        the CLI after its run), in the event loop its runs used; runs still in flight end
+        on their own (the engine closes their sessions). After it, nothing may be started
+        for later runs; a later run may still start what it needs itself. The default
+        keeps nothing."""
+
+    def check_config(self, config: C, base_dir: Path | None,
                      confinement: Confinement | None = None) -> list[str]:
         """Checks that need I/O, run by ``pcapwire workflow validate`` after the schema
         passed (rule files exist and compile, say). Returns problems as messages that
@@ -108,11 +152,11 @@ class Analyzer:
         memory limits under the API."""
         return []
 
-    def open_session(self, ctx: StepContext) -> Session:
+    def open_session(self, ctx: StepContext[C]) -> Session[C]:
         """Per-run state for one step. The default feeds each record to :meth:`analyze`."""
         return RecordSession(self, ctx)
 
-    async def analyze(self, record: Any, ctx: StepContext) -> AsyncIterator[Output]:
+    async def analyze(self, record: Any, ctx: StepContext[C]) -> AsyncIterator[Output]:
         """Analyze one input record; yield verdicts (and, for producers, records)."""
         raise NotImplementedError(f"{type(self).__name__} implements neither analyze() "
                                   "nor open_session()")
@@ -134,18 +178,19 @@ class Analyzer:
                 "config_schema": cls.Config.json_schema()}
 
 
-class Session:
+class Session(Generic[C]):
     """Per-run state of one step. Subclass for warm engines; see the module docstring.
 
-    ``ctx`` is the step's :class:`StepContext`. All methods are coroutines; ``aclose`` is
-    always called exactly once and must be safe after a failed ``start``.
+    ``ctx`` is the step's :class:`StepContext` (``Session[MyConfig]``: ``ctx.config`` is a
+    ``MyConfig``). All methods are coroutines; ``aclose`` is always called exactly once and
+    must be safe after a failed ``start``.
     """
 
     #: True when the session handles ``concurrency`` itself (the engine then calls
     #: ``feed`` from several tasks at once); False: ``feed`` calls are sequential.
     concurrent_feed: ClassVar[bool] = False
 
-    def __init__(self, ctx: StepContext) -> None:
+    def __init__(self, ctx: StepContext[C]) -> None:
         self.ctx = ctx
 
     async def start(self) -> None:
@@ -162,13 +207,13 @@ class Session:
         """Release everything (always called, also on error, timeout and cancel)."""
 
 
-class RecordSession(Session):
+class RecordSession(Session[C]):
     """The default session: ``feed`` runs ``analyzer.analyze(record, ctx)`` and emits
     everything it yields. Stateless, so the engine may feed it concurrently."""
 
     concurrent_feed = True
 
-    def __init__(self, analyzer: Analyzer, ctx: StepContext) -> None:
+    def __init__(self, analyzer: Analyzer[C], ctx: StepContext[C]) -> None:
         super().__init__(ctx)
         self.analyzer = analyzer
 
@@ -201,8 +246,12 @@ def check_analyzer(obj: Any) -> list[str]:
                    "verdict, stream, file, email")
     if not isinstance(cls.version, str) or not cls.version:
         out.append("version must be a non-empty string")
+    arg = config_argument(cls)
     if not (isinstance(cls.Config, type) and issubclass(cls.Config, AnalyzerConfig)):
         out.append("Config must derive from pcapwire.workflow.AnalyzerConfig")
+    elif arg is not None and not issubclass(cls.Config, arg):
+        out.append(f"Config {cls.Config.__name__} is not the {arg.__name__} of "
+                   f"Analyzer[{arg.__name__}] (or a subclass of it)")
     else:
         try:
             cls.Config.json_schema()

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 from pcapwire.errors import AnalyzerError, ConfigError
 from pcapwire.records import (
@@ -20,7 +20,11 @@ from pcapwire.records import (
 )
 from pcapwire.workflow.config import AnalyzerConfig
 from pcapwire.workflow.confine import Confinement
+from pcapwire.workflow.queries import MAX_FLOW_IDS, NoPacketStore, PacketQueries, QueryResult
 from pcapwire.workflow.severity import grade
+
+if TYPE_CHECKING:
+    from pcapwire.query import QuerySpec
 
 #: Every record kind that can flow between steps.
 INPUT_KINDS: tuple[str, ...] = ("pcap", "stream", "file", "email", "verdict")
@@ -29,6 +33,9 @@ Record: TypeAlias = PcapChunk | StreamRecord | FileRecord | EmailRecord | Verdic
 #: What a step may emit: verdicts, and for producer steps streams, files and emails.
 Output: TypeAlias = Verdict | StreamRecord | FileRecord | EmailRecord
 
+
+#: The config type of a step context (``StepContext[MyConfig]``).
+C = TypeVar("C", bound=AnalyzerConfig)
 
 #: In a ``with:`` path, the run's data directory (``{data_dir}/rules/suricata.rules``).
 DATA_DIR_PLACEHOLDER = "{data_dir}"
@@ -66,10 +73,11 @@ class RunInfo:
 
 
 @dataclass
-class StepContext:
+class StepContext(Generic[C]):
     """One step of one run, as handed to :meth:`Analyzer.open_session`/``analyze``.
 
-    ``config`` is the analyzer's validated ``Config`` instance; ``workdir`` a private
+    ``config`` is the analyzer's validated ``Config`` instance (typed: the context of an
+    ``Analyzer[MyConfig]`` is a ``StepContext[MyConfig]``); ``workdir`` a private
     scratch directory removed when the *run* ends (so files a producer writes there stay
     readable by downstream steps until then); ``emit`` sends an output downstream and
     waits while downstream queues are full (that wait is the back-pressure).
@@ -78,7 +86,7 @@ class StepContext:
     run: RunInfo
     step: str
     analyzer: str
-    config: AnalyzerConfig
+    config: C
     workdir: Path
     outputs: tuple[str, ...] = ("verdict",)
     emit_fn: Callable[[Output], Awaitable[None]] | None = None
@@ -94,6 +102,12 @@ class StepContext:
     #: set when the workflow came from outside the server (:mod:`.confine`): files named
     #: inside files (includes) are read only where it allows
     confinement: Confinement | None = None
+    #: False when the host runs this one workflow and exits (the CLI): start nothing for
+    #: later runs (no warm spares); True under a server that runs many
+    keep_warm: bool = True
+    #: PCAP queries from this step, provided by the host (see :meth:`query`); None when
+    #: the run has no packet store
+    queries: PacketQueries | None = None
     #: what the step reports about its run besides outputs, copied into its
     #: :class:`~pcapwire.workflow.results.StepResult`: see :meth:`note`
     notes: list[str] = field(default_factory=list)
@@ -128,6 +142,24 @@ class StepContext:
             self.notes.append(message)
             self.log.warning("%s", message)
         self.stats.update(stats)
+
+    async def query(self, spec: QuerySpec) -> QueryResult:
+        """Run a PCAP query of the packet store as the host allows it (its limits apply;
+        it is kept in the query history with ``spec.case`` and ``spec.event``): see
+        :mod:`pcapwire.workflow.queries`. A refused or failed query is a result with
+        ``status="error"``; :class:`~pcapwire.workflow.queries.NoPacketStore` when the
+        run has no store."""
+        if self.queries is None:
+            raise NoPacketStore("this run has no packet store to query (a run on a "
+                                "capture file, or no data directory with a catalog)")
+        return await self.queries.query(spec)
+
+    async def flow_ids(self, spec: QuerySpec, limit: int = MAX_FLOW_IDS) -> list[int]:
+        """Ids of the indexed flows that may hold packets matching ``spec`` (for a
+        :meth:`query` by flow id); :class:`NoPacketStore` as for :meth:`query`."""
+        if self.queries is None:
+            raise NoPacketStore("this run has no packet store to query")
+        return await self.queries.flow_ids(spec, limit)
 
     def resolve(self, path: str) -> Path:
         """``path`` from ``with:`` (see :func:`resolve_path`)."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import shutil
@@ -54,6 +55,7 @@ from pcapwire.workflow.context import Output, RunInfo, StepContext
 from pcapwire.workflow.document import Step, Workflow
 from pcapwire.workflow.expr import RUN_FIELDS, record_context
 from pcapwire.workflow.policy import Aggregator
+from pcapwire.workflow.queries import PacketQueries
 from pcapwire.workflow.results import RunSummary, StepError, StepResult, format_traceback
 from pcapwire.workflow.severity import severity_rank
 from pcapwire.workflow.timeouts import CallTimeout, Watchdog, paused
@@ -306,8 +308,8 @@ class _Run:
     async def step(self, node: _Node) -> None:
         step, r = node.step, node.result
         r.started = time.time()
-        session: Session | None = None
-        ctx: StepContext | None = None
+        session: Session[Any] | None = None
+        ctx: StepContext[Any] | None = None
         tasks: set[asyncio.Task[None]] = set()
         workdir = self.workdir / step.id
         reason = step.analyzer.unavailable()
@@ -319,9 +321,11 @@ class _Run:
                 ctx = StepContext(run=self.info, step=step.id, analyzer=step.uses,
                                   config=step.config, workdir=workdir,
                                   outputs=tuple(type(step.analyzer).outputs),
-                                  emit_fn=lambda item, n=node: self.emit(n, item),
+                                  emit_fn=functools.partial(self.emit, node),
                                   base_dir=self.wf.base_dir, data_dir=self.engine.data_dir,
-                                  keep=self.engine.keep, confinement=self.wf.confinement)
+                                  keep=self.engine.keep, confinement=self.wf.confinement,
+                                  keep_warm=self.engine.keep_warm,
+                                  queries=self.engine.queries)
                 session = step.analyzer.open_session(ctx)
                 try:
                     async with CallTimeout(step.timeout):
@@ -402,17 +406,25 @@ def _cancelling() -> bool:
 
 class Engine:
     """Runs workflows with the analyzers of a :class:`~pcapwire.hooks.host.PluginHost`;
-    persists runs in a :class:`~pcapwire.cases.CaseStore` when given one."""
+    persists runs in a :class:`~pcapwire.cases.CaseStore` when given one.
+
+    ``keep_warm=False``: the caller runs this one workflow and exits (the CLI), so steps
+    start nothing for later runs (:attr:`StepContext.keep_warm`). ``queries``: what steps
+    may query the packet store through (:mod:`pcapwire.workflow.queries`; None: no store).
+    """
 
     def __init__(self, host: Any, store: Any = None, *, workdir: str | Path | None = None,
                  data_dir: str | Path | None = None, keep: bool = True,
-                 stream_limits: Limits | None = None) -> None:
+                 stream_limits: Limits | None = None, keep_warm: bool = True,
+                 queries: PacketQueries | None = None) -> None:
         self.host = host
         self.store = store
         self.data_dir = Path(data_dir) if data_dir else None
         self.keep = keep
         self.workdir = Path(workdir) if workdir else None
         self.stream_limits = stream_limits
+        self.keep_warm = keep_warm
+        self.queries = queries
 
     async def run(self, wf: Workflow, chunks: AsyncIterator[PcapChunk], *, case: str = "",
                   event: str = "", query_id: str = "", run_id: str | None = None,

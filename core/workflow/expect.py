@@ -47,19 +47,27 @@ def load_expectation(path: str | Path) -> Expectation:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise WorkflowError(f"{path}: cannot read expectations: {exc}") from None
+    return expectation(data, str(path))
+
+
+def expectation(data: Any, where: str = "expectation") -> Expectation:
+    """An :class:`Expectation` from plain data: the file's mapping, or just the list of
+    verdict entries; :class:`WorkflowError` (prefixed with ``where``) for unknown keys."""
     if isinstance(data, list):
         data = {"verdicts": data}
     if not isinstance(data, dict):
-        raise WorkflowError(f"{path}: expected a mapping with 'verdicts'")
+        raise WorkflowError(f"{where}: expected a mapping with 'verdicts'")
     unknown = set(data) - {"verdicts", "exhaustive", "steps"}
     if unknown:
-        raise WorkflowError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+        raise WorkflowError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
                             "verdicts, exhaustive, steps")
     entries = data.get("verdicts") or []
     for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise WorkflowError(f"{where}: verdicts[{i}]: expected a mapping of fields")
         bad = set(e) - VERDICT_KEYS - FLOW_KEYS - {"count"}
         if bad:
-            raise WorkflowError(f"{path}: verdicts[{i}]: unknown key(s) "
+            raise WorkflowError(f"{where}: verdicts[{i}]: unknown key(s) "
                                 f"{', '.join(sorted(bad))}; allowed: "
                                 f"{', '.join(sorted(VERDICT_KEYS | FLOW_KEYS | {'count'}))}")
     return Expectation(verdicts=list(entries), exhaustive=bool(data.get("exhaustive", True)),

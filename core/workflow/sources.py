@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from pcapwire import _native
+from pcapwire.chunking import ChunkBuilder
 from pcapwire.errors import CaptureFormatError
 from pcapwire.records import PcapChunk
 from pcapwire.store.gunzip import GZIP_MAGIC, Gunzip
-from pcapwire.store.segments import pcap_header
 
 log = logging.getLogger(__name__)
 
@@ -28,41 +28,6 @@ READ_BYTES = 4 * 2**20
 _META = struct.Struct(_native.META_STRUCT)
 
 
-class _Builder:
-    def __init__(self, query_id: str, limit: int) -> None:
-        self.query_id, self.limit = query_id, limit
-        self.key: tuple[int, int, int] | None = None
-        self.parts: list[bytes] = []
-        self.size = 24
-        self.packets = 0
-        self.first = self.last = 0
-        self.seq = 0
-
-    def add(self, key: tuple[int, int, int], record: bytes, ts_ns: int) -> PcapChunk | None:
-        out = None
-        if self.parts and (key != self.key or self.size + len(record) > self.limit):
-            out = self.flush()
-        if not self.parts:
-            self.first = ts_ns
-        self.key = key
-        self.parts.append(record)
-        self.size += len(record)
-        self.packets += 1
-        self.last = ts_ns
-        return out
-
-    def flush(self) -> PcapChunk | None:
-        if not self.parts or self.key is None:
-            return None
-        linktype, snaplen, tsprec = self.key
-        data = pcap_header(linktype, snaplen, tsprec) + b"".join(self.parts)
-        chunk = PcapChunk(self.query_id, self.seq, linktype, snaplen, data, self.packets,
-                          self.first / 1e9, self.last / 1e9)
-        self.seq += 1
-        self.parts, self.size, self.packets = [], 24, 0
-        return chunk
-
-
 def iter_file_chunks(path: str | Path, *, query_id: str = "",
                      chunk_bytes: int = CHUNK_BYTES) -> Iterator[PcapChunk]:
     """Chunks of a capture file (pcap, pcapng, either gzip'd), in file order. Damage is
@@ -70,14 +35,14 @@ def iter_file_chunks(path: str | Path, *, query_id: str = "",
     packet before it); a file that is not a capture raises :class:`CaptureFormatError`."""
     path = Path(path)
     reader = _native.Reader(str(path))
-    builder = _Builder(query_id or f"file:{path.name}", chunk_bytes)
+    builder = ChunkBuilder(query_id or f"file:{path.name}", chunk_bytes)
 
     def batches(bs: list) -> Iterator[PcapChunk]:
         for linktype, snaplen, tsprec, records, meta, _off in bs:
             for m in _META.iter_unpack(meta):
                 ts_ns, rec_off, caplen = m[0], m[1], m[2]
                 chunk = builder.add((linktype, snaplen, tsprec),
-                                    records[rec_off:rec_off + 16 + caplen], ts_ns)
+                                    records[rec_off:rec_off + 16 + caplen], ts_ns, ts_ns)
                 if chunk is not None:
                     yield chunk
 

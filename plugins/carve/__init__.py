@@ -6,15 +6,13 @@ records for the steps after them (hash lists, YARA, sandbox). The library undern
 
 from __future__ import annotations
 
-from typing import Any
-
-from pcapwire.hooks import impl
+from pcapwire.hooks import RegisterAnalyzer, impl
 from pcapwire.plugins.carve.analyzer import CarveAnalyzer, CarveStreamsAnalyzer
 
 __all__ = ["CarveAnalyzer", "CarveStreamsAnalyzer", "pcapwire_register_analyzers"]
 
 
 @impl
-def pcapwire_register_analyzers(register: Any) -> None:
+def pcapwire_register_analyzers(register: RegisterAnalyzer) -> None:
     register(CarveAnalyzer)
     register(CarveStreamsAnalyzer)

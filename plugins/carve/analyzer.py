@@ -33,9 +33,8 @@ class CarveConfig(AnalyzerConfig):
                                 "scratch directory, removed with the run)")
 
 
-def _store(ctx: StepContext) -> ArtifactStore:
+def _store(ctx: StepContext[CarveConfig]) -> ArtifactStore:
     cfg = ctx.config
-    assert isinstance(cfg, CarveConfig)
     if cfg.artifacts_dir:
         return ArtifactStore(ctx.resolve(cfg.artifacts_dir))
     if ctx.data_dir is not None:
@@ -45,10 +44,10 @@ def _store(ctx: StepContext) -> ArtifactStore:
     return ArtifactStore(ctx.workdir / "artifacts")
 
 
-class CarveSession(Session):
+class CarveSession(Session[CarveConfig]):
     """Per-run state: the carver and the records waiting to be emitted."""
 
-    def __init__(self, ctx: StepContext, streams: bool) -> None:
+    def __init__(self, ctx: StepContext[CarveConfig], streams: bool) -> None:
         super().__init__(ctx)
         self.streams = streams
         self.ready: list[FileRecord | EmailRecord] = []
@@ -56,7 +55,6 @@ class CarveSession(Session):
 
     async def start(self) -> None:
         cfg = self.ctx.config
-        assert isinstance(cfg, CarveConfig)
         carver = Carver(_store(self.ctx), protocols=tuple(cfg.protocols),
                         on_file=self.ready.append, on_email=self.ready.append)
         self.feeder = StreamFeeder(carver) if self.streams else ChunkFeeder(carver)
@@ -83,26 +81,24 @@ class CarveSession(Session):
             await self.ctx.emit(rec)
 
 
-class CarveAnalyzer(Analyzer):
+class CarveAnalyzer(Analyzer[CarveConfig]):
     name = "carve"
     input_kind = "pcap"
     outputs = ("file", "email")
     version = "1.0"
     description = ("Carve files and emails (HTTP/1.x, SMTP, POP3, IMAP, FTP) from the PCAP "
                    "stream through pcapwire's TCP reassembler")
-    Config = CarveConfig
 
-    def open_session(self, ctx: StepContext) -> Session:
+    def open_session(self, ctx: StepContext[CarveConfig]) -> Session[CarveConfig]:
         return CarveSession(ctx, streams=False)
 
 
-class CarveStreamsAnalyzer(Analyzer):
+class CarveStreamsAnalyzer(Analyzer[CarveConfig]):
     name = "carve.streams"
     input_kind = "stream"
     outputs = ("file", "email")
     version = "1.0"
     description = "Carve files and emails from reassembled TCP streams"
-    Config = CarveConfig
 
-    def open_session(self, ctx: StepContext) -> Session:
+    def open_session(self, ctx: StepContext[CarveConfig]) -> Session[CarveConfig]:
         return CarveSession(ctx, streams=True)

@@ -5,14 +5,12 @@ themselves live in :mod:`pcapwire.hashlist` (store, formats) and are managed wit
 
 from __future__ import annotations
 
-from typing import Any
-
-from pcapwire.hooks import impl
+from pcapwire.hooks import RegisterAnalyzer, impl
 from pcapwire.plugins.hashlist.analyzer import HashlistAnalyzer, HashlistConfig
 
 __all__ = ["HashlistAnalyzer", "HashlistConfig", "pcapwire_register_analyzers"]
 
 
 @impl
-def pcapwire_register_analyzers(register: Any) -> None:
+def pcapwire_register_analyzers(register: RegisterAnalyzer) -> None:
     register(HashlistAnalyzer)

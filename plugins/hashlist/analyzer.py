@@ -86,19 +86,17 @@ def _hash_file(path: str) -> tuple[str, str, str]:
     return md5.hexdigest(), sha1.hexdigest(), sha256.hexdigest()
 
 
-class HashlistSession(Session):
+class HashlistSession(Session[HashlistConfig]):
     """Per run: the open stores and the follow-up state (flows already queried)."""
 
-    def __init__(self, ctx: StepContext) -> None:
+    def __init__(self, ctx: StepContext[HashlistConfig]) -> None:
         super().__init__(ctx)
         self.lists: HashListSet | None = None
         self.follow: FollowUps | None = None
 
     @property
     def cfg(self) -> HashlistConfig:
-        cfg = self.ctx.config
-        assert isinstance(cfg, HashlistConfig)
-        return cfg
+        return self.ctx.config
 
     def _data_dir(self) -> Path | None:
         return Path(self.ctx.data_dir) if self.ctx.data_dir is not None else None
@@ -128,7 +126,7 @@ class HashlistSession(Session):
         else:
             self.ctx.log.info("hashlist: %d lists, %d hashes", len(known),
                               sum(hl.total for hl in known))
-        self.follow = FollowUps(data_dir, self.ctx.run.case, cfg.follow_up_margin,
+        self.follow = FollowUps(self.ctx, self.ctx.run.case, cfg.follow_up_margin,
                                 cfg.max_follow_ups)
 
     async def feed(self, record: Any) -> None:
@@ -149,7 +147,7 @@ class HashlistSession(Session):
             raise AnalyzerError(str(exc)) from None
         follow_ups: list[Any] = []
         if triage.verdict == "known-bad" and cfg.follow_up:
-            follow_ups = await asyncio.to_thread(self.follow.plan_and_run, record)
+            follow_ups = await self.follow.plan_and_run(record)
         if triage.verdict in cfg.verdicts:
             await self.ctx.emit(self._verdict(record, triage, follow_ups))
         if triage.verdict in cfg.forward:
@@ -174,24 +172,20 @@ class HashlistSession(Session):
             evidence=evidence)
 
     async def aclose(self) -> None:
-        if self.follow is not None:
-            await asyncio.to_thread(self.follow.close)
         if self.lists is not None:
             self.lists.close()
 
 
-class HashlistAnalyzer(Analyzer):
+class HashlistAnalyzer(Analyzer[HashlistConfig]):
     name = "hashlist"
     input_kind = "file"
     outputs = ("verdict", "file")
     version = "1.0"
     description = ("Known-good / known-bad / unknown for carved files from allow and deny "
                    "hash lists (text, CSV, NSRL RDS); follow-up PCAP queries for known-bad")
-    Config = HashlistConfig
 
-    def check_config(self, config: Any, base_dir: Path | None,
+    def check_config(self, config: HashlistConfig, base_dir: Path | None,
                      confinement: Confinement | None = None) -> list[str]:
-        assert isinstance(config, HashlistConfig)
         out = []
         for p in config.databases:
             if DATA_DIR_PLACEHOLDER in p:
@@ -202,5 +196,5 @@ class HashlistAnalyzer(Analyzer):
                            "hashlist import`)")
         return out
 
-    def open_session(self, ctx: StepContext) -> Session:
+    def open_session(self, ctx: StepContext[HashlistConfig]) -> Session[HashlistConfig]:
         return HashlistSession(ctx)

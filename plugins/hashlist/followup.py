@@ -1,5 +1,6 @@
 """Follow-up PCAP queries for a known-bad file: one query per flow where its hash was seen,
-run against the run's packet store and kept in the case history.
+run through the host's query function (``ctx.flow_ids``/``ctx.query``,
+:mod:`pcapwire.workflow.queries`) and kept in the query history of the case.
 
 Where a hash was seen: the file record's own flow, and every sighting the artifact store
 keeps next to the file (``<sha256>.sightings.jsonl``, one line per time a carver stored
@@ -11,9 +12,13 @@ in either direction, alive within ``margin`` seconds of the sighting); each flow
 becomes ``QuerySpec(flow_ids=[id], case=<run's case>, event="hashlist:<sha256>")``. A
 sighting that the index does not know (its capture was never ingested) becomes a query by
 5-tuple and time window instead, so the pivot is on record for when the data arrives.
-Queries are written like any other (``pcapwire.query``): recorded in the catalog's query
-history with the case and event, and their PCAP kept as ``<data-dir>/results/<id>.pcap``
-(where the API serves a query's result from). Each flow is queried once per run.
+The plugin never opens the store: whoever runs the engine decides where a query goes and
+what limits apply -- the CLI queries the data directory's store (result in
+``<data-dir>/results/<id>.pcap``, recorded in its history), the API submits it as one of
+the tenant's queries (its ``max_query_result_bytes`` and concurrent query slots apply; the
+result is served like any query's). A query refused or failed is reported in the
+evidence (``status: "error: ..."``, with ``error_code``) and as a note of the step; the
+step goes on. Each flow is queried once per run.
 
 Without a packet store (a run on a capture file, no data directory), nothing is run: the
 verdict's evidence lists each flow with its BPF pivot and the reason.
@@ -21,20 +26,22 @@ verdict's evidence lists each flow with its BPF pivot and the reason.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import logging
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pcapwire.errors import PcapwireError
+from pcapwire.query import QuerySpec
 from pcapwire.records import FileRecord, FlowKey
-
-log = logging.getLogger(__name__)
+from pcapwire.workflow import StepContext
+from pcapwire.workflow.queries import NoPacketStore, QueryResult
 
 #: Sightings read per file (the newest are kept when there are more).
 MAX_SIGHTINGS = 1000
+#: Flows one sighting resolves to at most.
+MAX_FLOWS_PER_SIGHTING = 100
+NO_STORE = "not run: the run has no packet store (no data directory with a catalog)"
 
 
 @dataclass
@@ -47,7 +54,8 @@ class FollowUp:
     status: str = "planned"
     packets: int = 0
     bytes: int = 0
-    spec: Any = None  # a QuerySpec, when there is a store to query
+    error_code: str = ""  # the limit that refused the query, when one did
+    spec: QuerySpec | None = None  # when there is a store to query
     earlier: FollowUp | None = None  # the same flow, already queried in this run
 
     def evidence(self) -> dict[str, Any]:
@@ -60,6 +68,8 @@ class FollowUp:
         if self.query_id:
             out.update(query_id=self.query_id, flow_id=self.flow_id, packets=self.packets,
                        bytes=self.bytes)
+        if self.error_code:
+            out["error_code"] = self.error_code
         return out
 
 
@@ -92,65 +102,48 @@ def sightings(record: FileRecord) -> list[tuple[FlowKey, float]]:
 
 
 class FollowUps:
-    """Per run: the packet store (opened on first use), flows already queried."""
+    """Per run: flows already queried, through the step's query function."""
 
-    def __init__(self, data_dir: Path | None, case: str, margin: float, limit: int) -> None:
-        self.data_dir = data_dir
+    def __init__(self, ctx: StepContext[Any], case: str, margin: float, limit: int) -> None:
+        self.ctx = ctx
         self.case = case
         self.margin = margin
         self.limit = limit
         self.done = 0
-        self._store: Any = None
+        self.failed = 0
         self._seen: dict[Any, FollowUp] = {}
 
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    def _open(self) -> Any:
-        if self._store is None and self.data_dir is not None \
-                and (self.data_dir / "catalog.sqlite").exists():
-            from pcapwire.store import Store
-
-            self._store = Store(self.data_dir)
-        return self._store
-
-    def plan_and_run(self, record: FileRecord) -> list[FollowUp]:
-        """Blocking (run it in a thread): resolve the sightings to flows and query each."""
+    async def plan_and_run(self, record: FileRecord) -> list[FollowUp]:
+        """Resolve the sightings to flows and query each (once per run)."""
         event = f"hashlist:{record.sha256}"
-        store = self._open()
         out: list[FollowUp] = []
-        for flow, ts in sightings(record):
-            if store is None:
-                out.append(FollowUp(flow, ts, event, status="not run: the run has no packet "
-                                    "store (no data directory with a catalog)"))
+        for flow, ts in await asyncio.to_thread(sightings, record):
+            try:
+                found = await self._resolve(flow, ts, event)
+            except NoPacketStore:
+                out.append(FollowUp(flow, ts, event, status=NO_STORE))
                 continue
-            for fu in self._resolve(store, flow, ts, event):
+            for fu in found:
                 if fu.earlier is None and self.done >= self.limit:
                     fu.status = f"not run: max_follow_ups={self.limit} reached in this run"
                 elif fu.earlier is None:
                     self.done += 1
-                    self._run(store, fu)
+                    await self._run(fu)
                 out.append(fu)
         return out
 
-    def _resolve(self, store: Any, flow: FlowKey, ts: float, event: str) -> list[FollowUp]:
-        from pcapwire.query import QuerySpec
-        from pcapwire.query.flows import flows_sql
-
+    async def _resolve(self, flow: FlowKey, ts: float, event: str) -> list[FollowUp]:
         margin_ns = int(self.margin * 1e9)
         ts_ns = int(ts * 1e9)
         window = QuerySpec(five_tuple=flow, start_ns=ts_ns - margin_ns,
                            end_ns=ts_ns + margin_ns + 1, case=self.case, event=event)
-        where = flows_sql(window)
-        rows = list(store.catalog.flows(where.where, where.args, limit=100))
+        ids = await self.ctx.flow_ids(window, MAX_FLOWS_PER_SIGHTING)
         out = []
-        for row in rows:
-            out.append(self._once(("flow", row.id), FollowUp(
-                flow, ts, event, flow_id=row.id,
-                spec=QuerySpec(flow_ids=[row.id], case=self.case, event=event))))
-        if not rows:
+        for flow_id in ids:
+            out.append(self._once(("flow", flow_id), FollowUp(
+                flow, ts, event, flow_id=flow_id,
+                spec=QuerySpec(flow_ids=[flow_id], case=self.case, event=event))))
+        if not ids:
             out.append(self._once(("tuple", _key(flow), int(ts)),
                                   FollowUp(flow, ts, event, spec=window)))
         return out
@@ -163,16 +156,19 @@ class FollowUps:
             self._seen[key] = fu
         return fu
 
-    def _run(self, store: Any, fu: FollowUp) -> None:
-        fu.query_id = uuid.uuid4().hex
-        results = store.root / "results"
+    async def _run(self, fu: FollowUp) -> None:
+        assert fu.spec is not None
         try:
-            results.mkdir(exist_ok=True)
-            with open(results / f"{fu.query_id}.pcap", "wb") as fh:
-                stats = store.query_engine().write(fu.spec, fh, query_id=fu.query_id,
-                                                   record=True)
-        except (OSError, PcapwireError) as exc:
-            fu.status = f"error: {exc}"
-            log.warning("follow-up query %s for %s failed: %s", fu.query_id, fu.event, exc)
+            result: QueryResult = await self.ctx.query(fu.spec)
+        except NoPacketStore:
+            fu.status = NO_STORE
             return
-        fu.status, fu.packets, fu.bytes = "done", stats.packets, stats.bytes
+        fu.query_id = result.query_id
+        if result.ok:
+            fu.status, fu.packets, fu.bytes = "done", result.packets, result.bytes
+            return
+        fu.status, fu.error_code = f"error: {result.error}", result.error_code
+        self.failed += 1
+        self.ctx.note(f"hashlist: follow-up query {result.query_id} for {fu.event} "
+                      f"({fu.flow.bpf()}) failed: {result.error}",
+                      follow_ups_failed=self.failed)

@@ -4,14 +4,12 @@ through the ``pcapwire`` entry-point group, like any third-party plugin. See
 
 from __future__ import annotations
 
-from typing import Any
-
-from pcapwire.hooks import impl
+from pcapwire.hooks import RegisterAnalyzer, impl
 from pcapwire.plugins.sandbox.analyzer import SandboxAnalyzer, SandboxConfig
 
 __all__ = ["SandboxAnalyzer", "SandboxConfig", "pcapwire_register_analyzers"]
 
 
 @impl
-def pcapwire_register_analyzers(register: Any) -> None:
+def pcapwire_register_analyzers(register: RegisterAnalyzer) -> None:
     register(SandboxAnalyzer)

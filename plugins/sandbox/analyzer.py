@@ -98,17 +98,15 @@ class SandboxConfig(AnalyzerConfig):
                                  "(seconds), doubled each retry")
 
 
-class SandboxAnalyzer(Analyzer):
+class SandboxAnalyzer(Analyzer[SandboxConfig]):
     name = "sandbox"
     input_kind = "file"
     version = f"1.0 (speakeasy {_speakeasy_version()})"
     description = ("Windows PE emulation (speakeasy) with static PE/Office analysis, or a "
                    "CAPEv2 sandbox")
-    Config = SandboxConfig
 
-    def check_config(self, config: Any, base_dir: Path | None,
+    def check_config(self, config: SandboxConfig, base_dir: Path | None,
                      confinement: Confinement | None = None) -> list[str]:
-        assert isinstance(config, SandboxConfig)
         if config.backend == "cape":
             if not config.cape_url:
                 return ["cape_url: required when backend is cape"]
@@ -124,11 +122,11 @@ class SandboxAnalyzer(Analyzer):
                     f"(pip install {' '.join(missing)})"]
         return []
 
-    async def analyze(self, record: Any, ctx: StepContext) -> AsyncIterator[Verdict]:
+    async def analyze(self, record: Any, ctx: StepContext[SandboxConfig]
+                      ) -> AsyncIterator[Verdict]:
         if not isinstance(record, FileRecord):
             raise AnalyzerError(f"sandbox takes file records, not {record.kind!r}")
         cfg = ctx.config
-        assert isinstance(cfg, SandboxConfig)
         path = Path(record.path).absolute()  # the worker runs in its own directory
         try:
             size = path.stat().st_size
@@ -153,7 +151,8 @@ class SandboxAnalyzer(Analyzer):
 
     # ---- local ----------------------------------------------------------------------------
     async def _local(self, record: FileRecord, path: Path, cfg: SandboxConfig,
-                     ctx: StepContext, workdir: Path) -> tuple[Verdict | None, str]:
+                     ctx: StepContext[SandboxConfig], workdir: Path
+                     ) -> tuple[Verdict | None, str]:
         limits = Limits(timeout=cfg.timeout,
                         wall_timeout=cfg.wall_timeout or cfg.timeout + WALL_GRACE,
                         max_instructions=cfg.max_instructions,
@@ -218,7 +217,7 @@ class SandboxAnalyzer(Analyzer):
 
     # ---- CAPE -----------------------------------------------------------------------------
     async def _cape(self, record: FileRecord, path: Path, cfg: SandboxConfig,
-                    ctx: StepContext) -> Verdict:
+                    ctx: StepContext[SandboxConfig]) -> Verdict:
         if not cfg.cape_url:
             raise AnalyzerError("backend cape needs cape_url")
         token = cfg.cape_token or os.environ.get(cfg.cape_token_env, "")
@@ -265,8 +264,8 @@ def _base_evidence(record: FileRecord, backend: str) -> dict[str, Any]:
             "filename": record.filename}
 
 
-def _verdict(ctx: StepContext, record: FileRecord, backend: str, analysis: str,
-             findings: scoring.Findings, score: int, severity: str,
+def _verdict(ctx: StepContext[SandboxConfig], record: FileRecord, backend: str,
+             analysis: str, findings: scoring.Findings, score: int, severity: str,
              evidence: dict[str, Any], tags: list[str]) -> Verdict:
     evidence["analysis"] = analysis
     evidence["score"] = score

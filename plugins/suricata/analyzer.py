@@ -7,7 +7,9 @@ fileinfo, anomaly, smtp) are case metadata: Suricata writes them itself, as EVE 
 lines, and the file is kept as ``eve-metadata.json`` in the step's keep directory
 (:mod:`..enginekit.keep`). Spare
 engines (rules loaded before a run asks) live in one pool per event loop on the analyzer
-instance: a cache keyed by configuration, which the contract allows.
+instance: a cache keyed by configuration, which the contract allows. The host's
+``aclose`` stops them (:meth:`SuricataAnalyzer.aclose`); a host that runs one workflow
+and exits (the CLI: ``ctx.keep_warm`` is False) gets no pool and no spare at all.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def to_settings(config: SuricataConfig, base_dir: Path | None = None,
     return SuricataSettings.from_mapping(raw)
 
 
-class SuricataAnalyzer(Analyzer):
+class SuricataAnalyzer(Analyzer[SuricataConfig]):
     name = "suricata"
     input_kind = "pcap"
     outputs = ("verdict",)
@@ -98,7 +100,6 @@ class SuricataAnalyzer(Analyzer):
     description = ("Suricata IDS on the query's PCAP stream: warm engine, one flow table per "
                    "run, alerts as verdicts the moment they fire; EVE metadata kept with "
                    "the case")
-    Config = SuricataConfig
 
     def __init__(self) -> None:
         self._pools: dict[asyncio.AbstractEventLoop, EnginePool] = {}
@@ -109,18 +110,18 @@ class SuricataAnalyzer(Analyzer):
         return None
 
     def pool(self) -> EnginePool:
+        """This event loop's pool (closed once :meth:`aclose` ran in this loop)."""
         loop = asyncio.get_running_loop()
         for old in [lp for lp in self._pools if lp.is_closed()]:
             del self._pools[old]
         return self._pools.setdefault(loop, EnginePool())
 
-    async def close(self) -> None:
-        """Stop this loop's spare engines (call at host shutdown)."""
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
-        if pool is not None:
-            await pool.close()
+    async def aclose(self) -> None:
+        """Stop this loop's spare engines; from now on its pool starts no spare (runs
+        still in flight, or started later in this loop, start their own engine)."""
+        await self.pool().close()
 
-    def check_config(self, config: Any, base_dir: Path | None,
+    def check_config(self, config: SuricataConfig, base_dir: Path | None,
                      confinement: Confinement | None = None) -> list[str]:
         """``pcapwire workflow validate``: settings, rule paths, and every rule loaded by
         Suricata itself (``suricata -T``), refused ones as ``FILE:LINE: message``. The
@@ -143,22 +144,24 @@ class SuricataAnalyzer(Analyzer):
         problems += [f"{p}: no rule file matches" for p in checked.missing_files]
         return problems
 
-    def open_session(self, ctx: StepContext) -> Session:
+    def open_session(self, ctx: StepContext[SuricataConfig]) -> Session[SuricataConfig]:
         return SuricataSession(self, ctx)
 
 
-class SuricataSession(Session):
-    def __init__(self, analyzer: SuricataAnalyzer, ctx: StepContext) -> None:
+class SuricataSession(Session[SuricataConfig]):
+    def __init__(self, analyzer: SuricataAnalyzer, ctx: StepContext[SuricataConfig]
+                 ) -> None:
         super().__init__(ctx)
         self.analyzer = analyzer
         self.run: SuricataRun | None = None
         self.result: RunResult | None = None
 
     async def start(self) -> None:
-        config = self.ctx.config
-        assert isinstance(config, SuricataConfig)
-        settings = to_settings(config, self.ctx.base_dir, self.ctx.data_dir)
-        self.run = SuricataRun(settings, pool=self.analyzer.pool(), on_verdict=self.ctx.emit,
+        settings = to_settings(self.ctx.config, self.ctx.base_dir, self.ctx.data_dir)
+        # A host that runs only this workflow (the CLI) gets no pool: nothing warms a
+        # spare engine for a run that will never come.
+        pool = self.analyzer.pool() if self.ctx.keep_warm else None
+        self.run = SuricataRun(settings, pool=pool, on_verdict=self.ctx.emit,
                                step=self.ctx.step, case=self.ctx.run.case,
                                query_id=self.ctx.run.query_id)
         await self.run.start()
@@ -171,9 +174,7 @@ class SuricataSession(Session):
 
     async def finish(self) -> None:
         assert self.run is not None
-        config = self.ctx.config
-        assert isinstance(config, SuricataConfig)
-        where, kept = keep_dir(self.ctx, config.keep_dir, "suricata")
+        where, kept = keep_dir(self.ctx, self.ctx.config.keep_dir, "suricata")
         self.result = result = await self.run.finish(metadata_dir=where)
         for err in result.rule_errors:
             self.ctx.log.warning("rule not loaded: %s", err)

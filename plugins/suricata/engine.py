@@ -40,8 +40,8 @@ from typing import Any, cast
 
 import orjson
 from pcapwire.errors import AnalyzerError
+from pcapwire.pcapformat import HEADER_LEN, RECORD_LEN, PcapJoiner
 from pcapwire.plugins.enginekit.fifo import FifoOpener, FifoWriter
-from pcapwire.plugins.enginekit.pcapfeed import PCAP_HEADER_LEN, PcapJoiner
 from pcapwire.plugins.enginekit.process import EngineProcess, describe_returncode
 from pcapwire.plugins.suricata.config import (
     METADATA_EVE,
@@ -414,7 +414,7 @@ class SuricataEngine:
         if self.read_packets is None or self.read_bytes is None:
             raise AnalyzerError(self._describe_failure(
                 f"did not report reading its input ({fed} bytes fed)", exited=False))
-        consumed = PCAP_HEADER_LEN + 16 * self.read_packets + self.read_bytes
+        consumed = HEADER_LEN + RECORD_LEN * self.read_packets + self.read_bytes
         if consumed != fed:
             raise AnalyzerError(self._describe_failure(
                 f"read {self.read_packets} packets ({consumed} of the {fed} bytes fed); the "

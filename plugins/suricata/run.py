@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pcapwire.errors import AnalyzerError
-from pcapwire.plugins.enginekit.pcapfeed import parse_header
+from pcapwire.pcapformat import parse_header
 from pcapwire.plugins.suricata.config import METADATA_EVE, SuricataSettings
 from pcapwire.plugins.suricata.engine import EngineResult, SuricataEngine
 from pcapwire.plugins.suricata.eve import EveMetadata, EveSummary, sid_counts
@@ -140,7 +140,7 @@ class SuricataRun:
         """
         if self._closed:
             raise AnalyzerError("suricata: the run is already finished")
-        linktype = parse_header(data, where)[3]
+        linktype = parse_header(data, where).linktype
         if linktype in self._failed:
             self._skipped[linktype] = self._skipped.get(linktype, 0) + 1
             return

@@ -3,14 +3,12 @@ entry-point group, like any third-party plugin (see :mod:`.analyzer`, :mod:`.rul
 
 from __future__ import annotations
 
-from typing import Any
-
-from pcapwire.hooks import impl
+from pcapwire.hooks import RegisterAnalyzer, impl
 from pcapwire.plugins.yara.analyzer import YaraAnalyzer
 
 __all__ = ["YaraAnalyzer", "pcapwire_register_analyzers"]
 
 
 @impl
-def pcapwire_register_analyzers(register: Any) -> None:
+def pcapwire_register_analyzers(register: RegisterAnalyzer) -> None:
     register(YaraAnalyzer)

@@ -85,26 +85,24 @@ def stream_offset(data_offset: int, gaps: list[tuple[int, int]]) -> int:
     return data_offset + shift
 
 
-class YaraSession(RecordSession):
+class YaraSession(RecordSession[YaraConfig]):
     """Rules resolved once per run (from the analyzer's cache); each record scanned."""
 
-    def __init__(self, analyzer: YaraAnalyzer, ctx: StepContext) -> None:
+    def __init__(self, analyzer: YaraAnalyzer, ctx: StepContext[YaraConfig]) -> None:
         super().__init__(analyzer, ctx)
+        self.cache = analyzer.cache
         self.ruleset: RuleSet | None = None
 
     async def start(self) -> None:
         cfg = self.ctx.config
-        assert isinstance(cfg, YaraConfig)
-        analyzer = self.analyzer
-        assert isinstance(analyzer, YaraAnalyzer)
-        ruleset = await asyncio.to_thread(analyzer.cache.get, cfg.rules, self.ctx.base_dir,
+        ruleset = await asyncio.to_thread(self.cache.get, cfg.rules, self.ctx.base_dir,
                                           dict(cfg.externals), self.ctx.confinement)
         self.ruleset = ruleset
         self.ctx.log.info("yara: %d rules from %d files", ruleset.count, len(ruleset.files))
 
     async def feed(self, record: Any) -> None:
         cfg = self.ctx.config
-        assert isinstance(cfg, YaraConfig) and self.ruleset is not None
+        assert self.ruleset is not None
         rules, limit = self.ruleset.rules, cfg.max_bytes
         if isinstance(record, StreamRecord):
             data, size, path = record.data, len(record.data), None
@@ -177,26 +175,24 @@ def _read_head(path: str, n: int) -> bytes:
         return fh.read(n)
 
 
-class YaraAnalyzer(Analyzer):
+class YaraAnalyzer(Analyzer[YaraConfig]):
     name = "yara"
     input_kind = ("stream", "file")
     version = f"1.0 (libyara {yara.__version__})"
     description = "YARA rules over reassembled streams and carved files"
-    Config = YaraConfig
 
     def __init__(self) -> None:
         self.cache = RuleCache()  # compiled rule sets, keyed by the files' contents
 
-    def check_config(self, config: Any, base_dir: Path | None,
+    def check_config(self, config: YaraConfig, base_dir: Path | None,
                      confinement: Confinement | None = None) -> list[str]:
         """Compile the rules (cached for the run that follows): errors name file:line.
         Confined: ``include`` reads only inside the confinement's roots."""
-        assert isinstance(config, YaraConfig)
         try:
             self.cache.get(config.rules, base_dir, dict(config.externals), confinement)
         except RuleError as exc:
             return [str(exc)]
         return []
 
-    def open_session(self, ctx: StepContext) -> YaraSession:
+    def open_session(self, ctx: StepContext[YaraConfig]) -> YaraSession:
         return YaraSession(self, ctx)

@@ -12,13 +12,13 @@ Zeek is not packaged for Debian: without a binary the step's result is one clear
 (:data:`.config.NOT_FOUND`).
 """
 
-from pcapwire.hooks import impl
+from pcapwire.hooks import RegisterAnalyzer, impl
 from pcapwire.plugins.zeek.analyzer import ZeekAnalyzer
 from pcapwire.plugins.zeek.logs import ZeekLogReader, ZeekLogs
 
 
 @impl
-def pcapwire_register_analyzers(register) -> None:  # type: ignore[no-untyped-def]
+def pcapwire_register_analyzers(register: RegisterAnalyzer) -> None:
     register(ZeekAnalyzer)
 
 

@@ -57,21 +57,20 @@ def to_settings(config: ZeekConfig, base_dir: Path | None = None,
     return ZeekSettings.from_mapping(raw)
 
 
-class ZeekAnalyzer(Analyzer):
+class ZeekAnalyzer(Analyzer[ZeekConfig]):
     name = "zeek"
     input_kind = "pcap"
     outputs = ("verdict",)
     version = VERSION
     description = ("Zeek on the query's PCAP stream (pcap on stdin): notice/intel/weird as "
                    "verdicts; logs kept with the case in Zeek's own format")
-    Config = ZeekConfig
 
     def unavailable(self) -> str | None:
         # Not reported here: the contract's unavailable() sees no step config, and a step
         # may name its own zeek binary. Without one, start() fails the step with NOT_FOUND.
         return None
 
-    def check_config(self, config: Any, base_dir: Path | None,
+    def check_config(self, config: ZeekConfig, base_dir: Path | None,
                      confinement: Confinement | None = None) -> list[str]:
         """``pcapwire workflow validate``: scripts, redefs, intel files (a missing zeek
         binary is not a document problem: the step reports it when it runs)."""
@@ -81,12 +80,12 @@ class ZeekAnalyzer(Analyzer):
             return [] if DATA_DIR_PLACEHOLDER in str(exc) else [str(exc)]
         return []
 
-    def open_session(self, ctx: StepContext) -> Session:
+    def open_session(self, ctx: StepContext[ZeekConfig]) -> Session[ZeekConfig]:
         return ZeekSession(ctx)
 
 
-class ZeekSession(Session):
-    def __init__(self, ctx: StepContext) -> None:
+class ZeekSession(Session[ZeekConfig]):
+    def __init__(self, ctx: StepContext[ZeekConfig]) -> None:
         super().__init__(ctx)
         self.run: ZeekRun | None = None
         self.result: ZeekRunResult | None = None
@@ -94,7 +93,6 @@ class ZeekSession(Session):
 
     async def start(self) -> None:
         config = self.ctx.config
-        assert isinstance(config, ZeekConfig)
         self.log_dir, kept = keep_dir(self.ctx, config.keep_dir, "zeek")
         if not kept:
             self.ctx.log.info("zeek logs in the run's scratch directory %s (no case "

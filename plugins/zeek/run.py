@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pcapwire.errors import AnalyzerError
-from pcapwire.plugins.enginekit.pcapfeed import LinktypeChangedError
+from pcapwire.pcapformat import LinktypeChangedError
 from pcapwire.plugins.zeek.config import ZeekSettings
 from pcapwire.plugins.zeek.logs import ZeekLogs
 from pcapwire.plugins.zeek.runner import ZeekRunner

@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from pcapwire.errors import AnalyzerError
-from pcapwire.plugins.enginekit.pcapfeed import PcapJoiner
+from pcapwire.pcapformat import PcapJoiner
 from pcapwire.plugins.enginekit.process import EngineProcess, describe_returncode
 from pcapwire.plugins.zeek.config import NOT_FOUND, ZeekSettings
 from pcapwire.plugins.zeek.logs import ZeekLogs

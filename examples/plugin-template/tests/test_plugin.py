@@ -1,38 +1,29 @@
 """The plugin inside pcapwire: found through its entry point once installed, its
-analyzer validated, and the shipped workflow run on a capture with exact verdicts (the
-same check a detection engineer's CI runs with ``pcapwire workflow test``)."""
+analyzer validated and run through pcapwire's engine with the testing kit
+(``pcapwire.testing``: ``run_analyzer``, ``assert_verdicts``), and the shipped workflow
+run on a capture with exact verdicts (the same check a detection engineer's CI runs with
+``pcapwire workflow test``)."""
 
 from __future__ import annotations
 
-import base64
 import importlib.metadata as md
 import json
 from pathlib import Path
 
 import pcapwire_cleartext
 import pytest
-from conftest import tcp_session, write_pcap
+from conftest import CLIENT, SERVER
 from pcapwire.cli import main
 from pcapwire.hooks.host import build_host
+from pcapwire.records import FlowKey, StreamRecord
+from pcapwire.testing import arun_analyzer, assert_verdicts, run_analyzer
 from pcapwire.workflow.document import load_workflow
 from pcapwire.workflow.engine import Engine
 from pcapwire.workflow.sources import file_chunks
+from pcapwire_cleartext import CleartextLogins
 
 HERE = Path(__file__).resolve().parent
 WORKFLOW = HERE.parent / "workflows" / "cleartext-logins.yaml"
-
-
-@pytest.fixture
-def capture(tmp_path: Path) -> Path:
-    plain = base64.b64encode(b"\0carol@example.org\0hunter2")
-    return write_pcap(tmp_path / "logins.pcap", [
-        tcp_session(40001, 21, b"USER anonymous\r\nPASS guest@\r\nQUIT\r\n",
-                    b"220 ready\r\n", 1700000000.0),
-        tcp_session(40002, 587, b"EHLO me\r\nAUTH PLAIN " + plain + b"\r\nQUIT\r\n",
-                    b"250 ok\r\n", 1700000001.0),
-        tcp_session(40003, 80, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK\r\n",
-                    1700000002.0),
-    ])
 
 
 def test_the_entry_point_is_installed() -> None:
@@ -41,6 +32,30 @@ def test_the_entry_point_is_installed() -> None:
                                                             "pcapwire-cleartext-logins")
     host = build_host(env={"PCAPWIRE_LOAD_PLUGINS": "cleartext"})
     assert host.failures == [] and list(host.analyzers()) == ["cleartext.logins"]
+
+
+def test_run_the_analyzer_on_a_capture(capture: Path) -> None:
+    """One step through the real engine (streams reassembled from the capture)."""
+    result = run_analyzer(CleartextLogins, capture, {"severity": "high"})
+    assert (result.step.status, result.step.records_in) == ("ok", 6)
+    assert_verdicts(result.verdicts, [
+        {"signature_id": "cleartext:user-pass", "severity": "info", "dest_port": 21},
+        {"signature_id": "cleartext:auth-plain", "severity": "high", "dest_port": 587,
+         "tags": ["credentials", "smtp"], "src_ip": CLIENT, "dest_ip": SERVER}])
+    assert all("hunter2" not in json.dumps(v.to_dict()) for v in result.verdicts)
+
+
+async def test_run_the_analyzer_on_stream_records() -> None:
+    """Records in, without a capture; a bad config is the engine's clear error."""
+    flow = FlowKey(6, CLIENT, 40000, SERVER, 143)
+    record = StreamRecord(id="C1-orig", flow=flow, direction="orig",
+                          data=b"a1 LOGIN joe secret\r\n", start_ts=1.0, end_ts=2.0)
+    result = await arun_analyzer(CleartextLogins, [record],
+                                 {"mechanisms": ["imap-login"]})
+    assert_verdicts(result.verdicts, [{"signature": "Clear-text IMAP login (imap-login)",
+                                       "subject_id": "C1-orig", "count": 1}])
+    with pytest.raises(Exception, match="with.severity: 'urgent' is not one of"):
+        await arun_analyzer(CleartextLogins, [record], {"severity": "urgent"})
 
 
 async def test_workflow_on_a_capture(capture: Path) -> None:
@@ -56,7 +71,6 @@ async def test_workflow_on_a_capture(capture: Path) -> None:
                    v.evidence["password_length"]) for v in got) == [
         ("cleartext:auth-plain", "medium", 587, "carol@example.org", 7),
         ("cleartext:user-pass", "info", 21, "anonymous", 6)]
-    assert all("hunter2" not in json.dumps(v.to_dict()) for v in got)
 
 
 def test_workflow_test_command(capture: Path, tmp_path: Path,

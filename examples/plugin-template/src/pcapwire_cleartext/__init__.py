@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any
 
-from pcapwire.hooks import impl
+from pcapwire.hooks import RegisterAnalyzer, impl
 
 from pcapwire_cleartext.analyzer import CleartextLogins
 
@@ -27,7 +27,7 @@ REPORT_ENV = "PCAPWIRE_CLEARTEXT_REPORT"
 
 
 @impl
-def pcapwire_register_analyzers(register: Any) -> None:
+def pcapwire_register_analyzers(register: RegisterAnalyzer) -> None:
     register(CleartextLogins)
 
 

@@ -2,8 +2,9 @@
 reassembled TCP stream (see :mod:`pcapwire_cleartext.logins` for what is recognised).
 
 The analyzer contract (``pcapwire.workflow.analyzer``) in brief: a name (the ``uses:``
-value), the input kind(s), a version, a ``Config`` dataclass that is the schema of the
-step's ``with:`` (unknown keys are errors), and ``analyze(record, ctx)``, an async
+value), the input kind(s), a version, a config dataclass that is the schema of the
+step's ``with:`` (unknown keys are errors) -- ``Analyzer[CleartextConfig]`` makes it the
+analyzer's ``Config`` and types ``ctx.config`` -- and ``analyze(record, ctx)``, an async
 generator yielding verdicts. The engine owns timeouts, errors and concurrency; keep no
 per-record state on ``self``.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pcapwire.records import StreamRecord, Verdict
 from pcapwire.workflow import Analyzer, AnalyzerConfig, StepContext, option
@@ -33,18 +34,17 @@ class CleartextConfig(AnalyzerConfig):
     anonymous_severity: Severity = option("info", description="severity of their logins")
 
 
-class CleartextLogins(Analyzer):
+class CleartextLogins(Analyzer[CleartextConfig]):  # Config = CleartextConfig
     name = "cleartext.logins"
     input_kind = "stream"
     version = "0.1.0"
     description = "logins sent in clear text (FTP, POP3, IMAP, SMTP AUTH, HTTP Basic)"
-    Config = CleartextConfig
 
-    async def analyze(self, record: StreamRecord, ctx: StepContext
+    async def analyze(self, record: StreamRecord, ctx: StepContext[CleartextConfig]
                       ) -> AsyncIterator[Verdict]:
         if record.direction != "orig":  # logins travel from the client
             return
-        cfg: Any = ctx.config
+        cfg = ctx.config  # a CleartextConfig: typed, no isinstance needed
         for login in find_logins(record.data, record.flow.dport):
             if login.mechanism not in cfg.mechanisms:
                 continue

@@ -1,4 +1,5 @@
-"""``pcapwire rules update|check``: Suricata rule sets for workflows.
+"""``pcapwire rules update|check``: Suricata rule sets for workflows, a command this plugin
+adds through the ``pcapwire_register_commands`` hook (see :mod:`pcapwire.plugins.suricata`).
 
 ``update`` wraps ``suricata-update``: local rule files and directories (works offline),
 remote sources (``--url``, ``--etopen``) when the network allows; the merged rule set goes
@@ -12,12 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+NAME = "rules"
+HELP = "Suricata rule sets: update (suricata-update), check"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rules", help="Suricata rule sets: update (suricata-update), check")
+def setup(p: argparse.ArgumentParser) -> None:
+    """The ``pcapwire rules`` parser (called by the CLI only when it is needed)."""
     rsub = p.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
 
     up = rsub.add_parser("update", help="build <data-dir>/rules/suricata.rules with "
@@ -45,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     chk.set_defaults(func=run_check)
 
 
-def _report(errors: list) -> None:
+def _report(errors: list[Any]) -> None:
     for err in errors:
         print(f"{err.file}:{err.line}: {err.message}", file=sys.stderr)
 

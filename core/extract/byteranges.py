@@ -60,13 +60,8 @@ def boundary_of(content_type: str) -> bytes:
     """The ``boundary`` parameter (RFC 2046 quoting and RFC 2231 handled), b'' if none."""
     msg = email.message.Message()
     msg["Content-Type"] = content_type
-    try:
-        value = msg.get_param("boundary")
-    except (TypeError, ValueError, LookupError):  # malformed RFC 2231 continuations
-        return b""
-    if not isinstance(value, str) or not value:
-        return b""
-    return value.encode("utf-8", "surrogateescape")
+    value = mime.header_param(lambda: msg.get_param("boundary"))
+    return value.encode("utf-8", "surrogateescape") if value else b""
 
 
 def split(body: bytes, content_type: str, gaps: list[tuple[int, int]] | None = None

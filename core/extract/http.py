@@ -151,6 +151,7 @@ class HttpParser:
         self.on_message = on_message
         self.method_of = method_of
         self.buf = ByteBuffer()
+        self.resync_mid_line = False  # see _resync
         self.state = "head"  # head | length | chunk_size | chunk_data | chunk_end |
         #                      trailers | close | tunnel | lost
         self.msg: HttpMessage | None = None
@@ -423,10 +424,19 @@ class HttpParser:
     def _resync(self) -> bool:
         pat = _REQ_SYNC if self.is_request else _RESP_SYNC
         data = self.buf.peek(len(self.buf))
+        # After skipping junk, the bytes kept start mid-line unless a newline preceded
+        # them: a start line may then not match there (the pattern's ^), or the result
+        # would depend on where the TCP segments ended.
         m = pat.search(data)
+        if m is not None and m.start() == 0 and self.resync_mid_line and data[:1] != b"\n":
+            m = pat.search(data, 1)
         if m is None:
-            self.buf.skip(max(0, len(self.buf) - 64))
+            skip = max(0, len(self.buf) - 64)
+            if skip:
+                self.resync_mid_line = data[skip - 1:skip] != b"\n"
+            self.buf.skip(skip)
             return False
+        self.resync_mid_line = False
         start = m.start() + (1 if data[m.start():m.start() + 1] == b"\n" else 0)
         self.notes.append(f"resynchronised at stream offset {self.buf.offset + start}")
         self.buf.skip(start)

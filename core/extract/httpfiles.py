@@ -38,7 +38,7 @@ def disposition_filename(value: str) -> str:
         return ""
     msg = email.message.Message()
     msg["Content-Disposition"] = value
-    name = msg.get_filename() or ""
+    name = mime.header_param(msg.get_filename) or ""
     return mime.decode_words(name) if "=?" in name else name
 
 

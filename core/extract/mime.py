@@ -16,7 +16,9 @@ import email.message
 import email.utils
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +96,21 @@ def _to_text(data: bytes, charset: str | None) -> str:
             continue
         try:
             return data.decode(cs)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):  # ValueError: a NUL in the charset's name
             continue
     return data.decode("latin-1")
+
+
+def header_param(get: Callable[[], Any]) -> str | None:
+    """A parameter read by the standard library from a header off the wire (``lambda:
+    info.get_filename()``), or None where its RFC 2231 decoding fails: a NUL in a charset
+    name raises ValueError, mixed ``*0*``/``*1`` continuations TypeError in
+    ``email.utils.decode_params``."""
+    try:
+        value = get()
+    except (ValueError, TypeError, LookupError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def decode_words(value: str) -> str:
@@ -292,8 +306,8 @@ class _Walker:
         info = _as_message(headers)
         ctype = info.get_content_type()
         if ctype.startswith("multipart/"):
-            boundary = info.get_param("boundary")
-            if not isinstance(boundary, str) or not boundary:
+            boundary = header_param(lambda: info.get_param("boundary"))
+            if not boundary:
                 self.msg.errors.append(f"entity {entity}: {ctype} without a boundary")
             elif depth >= MAX_MIME_DEPTH:
                 self.msg.errors.append(f"entity {entity}: MAX_MIME_DEPTH={MAX_MIME_DEPTH} "
@@ -329,13 +343,13 @@ class _Walker:
         zeek = None
         if cte == "quoted-printable":
             zeek = decoded if raw.endswith(b"=") else decoded + b"\r\n"
-        filename = info.get_filename() or ""
+        filename = header_param(info.get_filename) or ""
         if "=?" in filename:
             filename = decode_words(filename)
         disp = (info.get_content_disposition() or "").lower()
         self.msg.leaves.append(MimeLeaf(
             entity=entity, depth=depth, content_type=info.get_content_type(),
-            charset=info.get_content_charset(), disposition=disp, filename=filename,
+            charset=header_param(info.get_content_charset), disposition=disp, filename=filename,
             transfer_encoding=cte, offset=start, raw=raw, data=decoded, zeek_data=zeek))
 
 
@@ -358,5 +372,4 @@ def parse_body(body: bytes, content_type: str) -> ParsedMessage:
 
 def form_field_name(leaf_headers: list[tuple[str, str]]) -> str:
     info = _as_message(leaf_headers)
-    name = info.get_param("name", header="content-disposition")
-    return name if isinstance(name, str) else ""
+    return header_param(lambda: info.get_param("name", header="content-disposition")) or ""

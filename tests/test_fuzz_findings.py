@@ -59,3 +59,21 @@ def test_http_resynchronisation_does_not_depend_on_segment_boundaries() -> None:
     split = _http([req + junk + tail, b"Z"], [])
     lines = [[t["request"]["start_line"] for t in s.transactions] for s in (whole, split)]
     assert lines[0] == lines[1], lines
+
+
+def test_a_long_request_line_after_junk_is_found_whatever_the_segmentation() -> None:
+    """_resync kept only the last 64 bytes of what it skipped: a longer start line split
+    across segments was lost."""
+    data = b"\x01junk\r\n\r\n" + b"GET /" + b"a" * 80 + b" HTTP/1.1\r\n\r\n"
+    whole = _http([data], [])
+    split = _http([data[:90], data[90:]], [])
+    lines = [[t["request"]["start_line"] for t in s.transactions] for s in (whole, split)]
+    assert lines[0] == lines[1], lines
+
+
+def test_a_superscript_digit_in_content_length_is_an_invalid_length_not_a_crash() -> None:
+    """str.isdigit() is true for '¹' (latin-1 0xB9), which int() refuses."""
+    s = _http([b"GET /x HTTP/1.1\r\n\r\n"],
+              [b"HTTP/1.1 200 OK\r\nContent-Length: 1\xb9\r\n\r\nabc"])
+    (t,) = s.transactions
+    assert "invalid Content-Length ['1\xb9']" in t["response"]["errors"]

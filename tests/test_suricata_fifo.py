@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 from pcapwire.plugins.enginekit import fifo
-from pcapwire.plugins.enginekit.fifo import F_GETPIPE_SZ, STALL_POLL_S, FifoWriter
+from pcapwire.plugins.enginekit.fifo import F_GETPIPE_SZ, FifoWriter
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_BYTES = 2**20
+#: Seconds after which a wait is a hang, not slowness: no assertion here depends on how
+#: fast the machine is (timings are benchmarks/bench_fifo.py's figures).
+HANG_GUARD_S = 120
 
 
 def _pipe() -> tuple[int, int]:
@@ -38,15 +41,18 @@ class Reader(threading.Thread):
     ``pause`` seconds, to stand for a reader slower than the writer. Counts the reads that
     found the pipe empty before the end (``starved``)."""
 
-    def __init__(self, fd: int, burst: int = 0, pause: float = 0.0, start_after: float = 0.0
-                 ) -> None:
+    def __init__(self, fd: int, burst: int = 0, pause: float = 0.0,
+                 start: threading.Event | None = None) -> None:
         super().__init__(daemon=True)
-        self.fd, self.burst, self.pause, self.start_after = fd, burst, pause, start_after
+        self.fd, self.burst, self.pause, self.start_event = fd, burst, pause, start
         self.got = bytearray()
         self.reads = self.starved = 0
 
     def run(self) -> None:
-        time.sleep(self.start_after)
+        if self.start_event is not None:
+            # (bounded: a write that blocked the event loop would otherwise never let the
+            # test release the reader, and the test would hang instead of failing)
+            self.start_event.wait(HANG_GUARD_S)
         os.set_blocking(self.fd, False)
         since_pause = 0
         while True:
@@ -84,7 +90,7 @@ async def test_every_byte_arrives_in_order_with_back_pressure() -> None:
         pos += n
         i += 1
     await writer.close()
-    await asyncio.to_thread(reader.join, 10)
+    await asyncio.to_thread(reader.join, HANG_GUARD_S)
     assert bytes(reader.got) == data
     assert writer.bytes_written == len(data)
     assert writer.waits > 0  # the budget was reached: write() waited for the reader
@@ -94,30 +100,48 @@ async def test_every_byte_arrives_in_order_with_back_pressure() -> None:
 
 
 async def test_a_waiting_write_leaves_the_event_loop_free() -> None:
+    """Functional, not timed: the writes cannot finish before the reader reads (8 MiB
+    through a 1 MiB pipe and a 1 MiB budget), and while they wait the event loop goes on
+    running other tasks. (How long the loop stalls meanwhile is a figure of
+    benchmarks/bench_fifo.py, not a threshold here.)"""
     r, w = _pipe()
-    reader = Reader(r, start_after=0.5)  # reads nothing for half a second
+    release = threading.Event()
+    reader = Reader(r, start=release)  # reads nothing until released
     reader.start()
     writer = FifoWriter(w, asyncio.get_running_loop(), high=2**20, low=2**19)
-    lags: list[float] = []
+    ticks = 0
 
     async def ticker() -> None:
+        nonlocal ticks
         while True:
-            t = time.perf_counter()
-            await asyncio.sleep(0.01)
-            lags.append(time.perf_counter() - t - 0.01)
+            await asyncio.sleep(0)
+            ticks += 1
+
+    data = _data(8 * 2**20)
+
+    async def write_all() -> None:
+        for pos in range(0, len(data), 256 * 1024):
+            await writer.write(data[pos:pos + 256 * 1024])
+        await writer.close()
 
     tick = asyncio.create_task(ticker())
-    data = _data(8 * 2**20)
-    t0 = time.perf_counter()
-    for pos in range(0, len(data), 256 * 1024):
-        await writer.write(data[pos:pos + 256 * 1024])
-    await writer.close()
-    waited = time.perf_counter() - t0
-    tick.cancel()
-    await asyncio.to_thread(reader.join, 10)
+    writes = asyncio.create_task(write_all())
+    try:
+        async with asyncio.timeout(HANG_GUARD_S):
+            while writer.waits == 0:  # until a write waits for the reader ...
+                assert not writes.done(), "the writes finished without a reader"
+                await asyncio.sleep(0.001)
+            waiting_since = ticks
+            while ticks < waiting_since + 1000:  # ... and the loop runs other tasks
+                await asyncio.sleep(0.001)
+        assert not writes.done() and writer.bytes_written < len(data)  # still waiting
+        release.set()
+        await asyncio.wait_for(writes, HANG_GUARD_S)
+    finally:
+        release.set()
+        tick.cancel()
+    await asyncio.to_thread(reader.join, HANG_GUARD_S)
     assert bytes(reader.got) == data
-    assert waited >= 0.4  # the writes did wait for the reader ...
-    assert len(lags) >= 20 and max(lags) < 0.2  # ... while the loop kept running
 
 
 async def test_paced_writes_need_few_system_calls(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,7 +165,7 @@ async def test_paced_writes_need_few_system_calls(monkeypatch: pytest.MonkeyPatc
     for pos in range(0, len(data), 256 * 1024):
         await writer.write(data[pos:pos + 256 * 1024])
     await writer.close()
-    await asyncio.to_thread(reader.join, 20)
+    await asyncio.to_thread(reader.join, HANG_GUARD_S)
     assert bytes(reader.got) == data
     assert calls < reader.reads / 8, (calls, reader.reads)
     assert reader.starved < reader.reads / 20, (reader.starved, reader.reads)
@@ -152,11 +176,11 @@ async def test_abort_with_a_reader_that_never_reads() -> None:
     writer = FifoWriter(w, asyncio.get_running_loop())
     await writer.write(_data(4 * 2**20))  # more than the pipe holds
     await asyncio.sleep(0.05)
-    t0 = time.perf_counter()
     writer.abort()
+    # the writer notices within STALL_POLL_S (benchmarks/bench_fifo.py measures it); the
+    # test asks only that close() ends -- with the abort's error -- and does not hang
     with pytest.raises(BrokenPipeError):
-        await asyncio.wait_for(writer.close(), 5)
-    assert time.perf_counter() - t0 < STALL_POLL_S + 1.0
+        await asyncio.wait_for(writer.close(), HANG_GUARD_S)
     assert writer.fd is None  # closed: the reader would see the end of input
     with pytest.raises(BrokenPipeError):
         await writer.write(b"x")
@@ -168,11 +192,10 @@ async def test_a_reader_that_goes_away_fails_the_next_write() -> None:
     writer = FifoWriter(w, asyncio.get_running_loop())
     os.close(r)
     await writer.write(b"x" * 4096)
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if writer.fd is None:
-            break
-    with pytest.raises(BrokenPipeError):
+    async with asyncio.timeout(HANG_GUARD_S):  # the thread's write fails (EPIPE) ...
+        while writer.fd is not None:
+            await asyncio.sleep(0.01)
+    with pytest.raises(BrokenPipeError):  # ... and the next write says so
         await writer.write(b"y")
     with pytest.raises(BrokenPipeError):
         await writer.close()

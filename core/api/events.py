@@ -111,7 +111,7 @@ def _ecs_event(ev: dict[str, Any]) -> ParsedEvent:
     if proto is None:
         raise QueryError("ecs event has no 'network.iana_number' or 'network.transport' "
                          "field")
-    if isinstance(proto, str) and proto.isdigit():
+    if isinstance(proto, str) and proto.isascii() and proto.isdigit():
         proto = int(proto)
     fields = {name: _ecs(ev, name) for name in (f"{src}.ip", f"{src}.port", f"{dst}.ip",
                                                 f"{dst}.port", "@timestamp")}

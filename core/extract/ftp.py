@@ -65,7 +65,7 @@ def parse_eprt(arg: str) -> tuple[str, int] | None:
     if len(arg) < 5:
         return None
     parts = arg.split(arg[0])
-    if len(parts) < 5 or not parts[3].isdigit():
+    if len(parts) < 5 or not (parts[3].isascii() and parts[3].isdigit()):
         return None
     return parts[2], int(parts[3])
 
@@ -207,7 +207,8 @@ class FtpControlSession(Session):
             if line is None:
                 break
             text = line.decode("utf-8", "replace")
-            if len(text) < 4 or not text[:3].isdigit() or text[3] == "-":
+            if len(text) < 4 or not (text[:3].isascii() and text[:3].isdigit()) \
+                    or text[3] == "-":
                 continue  # continuation of a multi-line reply
             code = int(text[:3])
             if self.replied < 0:

@@ -288,8 +288,9 @@ class HttpParser:
         length: int | None = None
         if cls:
             values = {v.strip() for c in cls for v in c.split(",")}
-            if len(values) == 1 and next(iter(values)).isdigit():
-                length = int(next(iter(values)))
+            value = next(iter(values))
+            if len(values) == 1 and value.isascii() and value.isdigit():  # isdigit: '¹' too
+                length = int(value)
             else:
                 msg.errors.append(f"invalid Content-Length {cls!r}")
         msg.declared_length = length
@@ -431,7 +432,17 @@ class HttpParser:
         if m is not None and m.start() == 0 and self.resync_mid_line and data[:1] != b"\n":
             m = pat.search(data, 1)
         if m is None:
-            skip = max(0, len(self.buf) - 64)
+            # Keep what a start line still arriving may begin with: the bytes from the
+            # last newline on (or all of them at a line start), at most MAX_HEADER_BYTES.
+            nl = data.rfind(b"\n")
+            if nl >= 0:
+                skip = nl
+            elif not self.resync_mid_line:
+                skip = 0
+            else:
+                skip = len(data)
+            if len(data) - skip > MAX_HEADER_BYTES:
+                skip = len(data)
             if skip:
                 self.resync_mid_line = data[skip - 1:skip] != b"\n"
             self.buf.skip(skip)

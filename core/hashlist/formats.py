@@ -262,7 +262,7 @@ class Reader:
                 cols = _named(commented, wanted)
                 if cols is not None:
                     return cols, self._label(commented), True
-            if cols is None and all(w.isdigit() for w in wanted):
+            if cols is None and all(w.isascii() and w.isdigit() for w in wanted):
                 cols = [(int(w) - 1, f"#{w}") for w in wanted if int(w) >= 1]
                 return cols, self._label(names) if self.source.label_column else None, True
             if cols is None:
@@ -295,7 +295,7 @@ class Reader:
             if _norm(wanted) in norm:
                 i = norm.index(_norm(wanted))
                 return i, names[i]
-            if wanted.isdigit() and int(wanted) >= 1:
+            if wanted.isascii() and wanted.isdigit() and int(wanted) >= 1:
                 return int(wanted) - 1, f"#{wanted}"
             raise HashListError(f"{self.source.shown}: no label column {wanted!r}; the "
                                 f"header has {', '.join(repr(n) for n in names[:30])}")

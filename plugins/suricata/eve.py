@@ -112,7 +112,7 @@ def proto_number(value: Any) -> int:
     if isinstance(value, str) and value in _PROTO_BY_NAME:  # as Suricata writes it
         return _PROTO_BY_NAME[value]
     text = str(value or "").upper()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     return _PROTO_NUMBERS.get(text, 0)
 

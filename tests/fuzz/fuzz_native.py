@@ -14,16 +14,20 @@ Without CORPUS_DIR the corpus is $TMPDIR/pcapwire-fuzz-corpus (kept between runs
 corpus directory always gets the seeds: corpus captures (first 4 KiB) and crafted files.
 
 By default the harness compiles a coverage build of the extension (GCC
--fsanitize-coverage=trace-pc,trace-cmp + sancov_hook.c) into a cache directory, so libFuzzer
-gets real coverage feedback from the C code. With PCAPWIRE_FUZZ_ASAN=1 that build also has
-AddressSanitizer and UndefinedBehaviorSanitizer; run it as
-    PCAPWIRE_FUZZ_ASAN=1 LD_PRELOAD=$(gcc -print-file-name=libasan.so) \\
-    ASAN_OPTIONS=detect_leaks=0 .venv/bin/python tests/fuzz/fuzz_native.py -max_total_time=300
+-fsanitize-coverage=trace-pc,trace-cmp + sancov_hook.c) into build/fuzz/coverage/ (rebuilt
+when a source changes), so libFuzzer gets real coverage feedback from the C code. With
+PCAPWIRE_FUZZ_ASAN=1 the build (build/fuzz/asan-ubsan/) also has AddressSanitizer and
+UndefinedBehaviorSanitizer (-fsanitize=address,undefined -fno-sanitize-recover=undefined),
+and the harness re-executes itself with GCC's ASan runtime preloaded (sanitizers.py): a
+sanitizer report is a crash, its input saved under -artifact_prefix. scripts/test.sh runs
+that build:
+    PCAPWIRE_FUZZ_ASAN=1 .venv/bin/python tests/fuzz/fuzz_native.py -max_total_time=300
 PCAPWIRE_FUZZ_BUILD=0 fuzzes the installed module instead (no C coverage feedback).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -41,6 +45,7 @@ sys.path.insert(0, str(HERE))
 
 import atheris  # noqa: E402
 import craft  # noqa: E402
+import sanitizers  # noqa: E402
 
 
 def _point_hook_at_libfuzzer() -> None:
@@ -50,36 +55,45 @@ def _point_hook_at_libfuzzer() -> None:
 
 
 ASAN = os.environ.get("PCAPWIRE_FUZZ_ASAN") == "1"
+#: where the instrumented builds live (gitignored), one directory per flavour, rebuilt when
+#: a source, the hook or the flags change (a stamp file holds their digest)
+BUILD_ROOT = Path(os.environ.get("PCAPWIRE_FUZZ_BUILD_DIR", REPO / "build" / "fuzz"))
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
 
 
 def build_instrumented() -> Path:
-    """Compile core/native/*.c with coverage (and sanitizers) into a cached .so."""
+    """Compile core/native/*.c with coverage (and sanitizers) into
+    BUILD_ROOT/<flavour>/_native.so, a separate library: the normal extension is never
+    touched. Concurrent runs build once (a lock file) and share the result."""
     sources = sorted(NATIVE_SRC.glob("*.c"))
-    h = hashlib.sha256()
-    for p in [*sources, *NATIVE_SRC.glob("*.h"), HERE / "sancov_hook.c"]:
-        h.update(p.name.encode() + p.read_bytes())
-    h.update(b"asan" if ASAN else b"plain")
-    out_dir = Path(tempfile.gettempdir()) / f"pcapwire-fuzz-{h.hexdigest()[:16]}"
-    so = out_dir / "_native.so"
-    if so.exists():
-        return so
-    out_dir.mkdir(parents=True, exist_ok=True)
-    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"] if ASAN else []
+    san = SANITIZE if ASAN else []
     common = ["-O1", "-g", "-fPIC", "-std=c11", "-fno-strict-aliasing", "-fno-omit-frame-pointer",
               f"-I{sysconfig.get_paths()['include']}", f"-I{NATIVE_SRC}", *san]
-    objs = []
-    for src in sources:
-        obj = out_dir / (src.stem + ".o")
-        subprocess.run(["gcc", *common, "-fsanitize-coverage=trace-pc,trace-cmp", "-c",
-                        str(src), "-o", str(obj)], check=True)
-        objs.append(str(obj))
-    hook = out_dir / "sancov_hook.o"
-    subprocess.run(["gcc", *common, "-c", str(HERE / "sancov_hook.c"), "-o", str(hook)],
-                   check=True)
-    tmp = out_dir / "_native.so.tmp"
-    subprocess.run(["gcc", "-shared", *san, *objs, str(hook), "-lpcap", "-ldl", "-o", str(tmp)],
-                   check=True)
-    tmp.rename(so)
+    h = hashlib.sha256(" ".join(common).encode())
+    for p in [*sources, *sorted(NATIVE_SRC.glob("*.h")), HERE / "sancov_hook.c"]:
+        h.update(p.name.encode() + p.read_bytes())
+    out_dir = BUILD_ROOT / ("asan-ubsan" if ASAN else "coverage")
+    so, stamp = out_dir / "_native.so", out_dir / "stamp"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if so.exists() and stamp.exists() and stamp.read_text() == h.hexdigest():
+            return so
+        stamp.unlink(missing_ok=True)
+        objs = []
+        for src in sources:
+            obj = out_dir / (src.stem + ".o")
+            subprocess.run(["gcc", *common, "-fsanitize-coverage=trace-pc,trace-cmp", "-c",
+                            str(src), "-o", str(obj)], check=True)
+            objs.append(str(obj))
+        hook = out_dir / "sancov_hook.o"
+        subprocess.run(["gcc", *common, "-c", str(HERE / "sancov_hook.c"), "-o", str(hook)],
+                       check=True)
+        tmp = out_dir / "_native.so.tmp"
+        subprocess.run(["gcc", "-shared", *san, *objs, str(hook), "-lpcap", "-ldl", "-o",
+                        str(tmp)], check=True)
+        tmp.rename(so)
+        stamp.write_text(h.hexdigest())
     return so
 
 
@@ -230,14 +244,17 @@ def seeds(directory: Path) -> None:
 
 
 def main() -> None:
+    if ASAN and os.environ.get("PCAPWIRE_FUZZ_BUILD", "1") != "0":
+        sanitizers.ensure_runtime()  # re-exec with the ASan runtime preloaded
     args = list(sys.argv)
     dirs = [a for a in args[1:] if not a.startswith("-")]
     if not dirs:
         # a corpus that persists between runs (libFuzzer adds what it finds)
         dirs = [str(Path(tempfile.gettempdir()) / "pcapwire-fuzz-corpus")]
         args.append(dirs[0])
-    Path(dirs[0]).mkdir(parents=True, exist_ok=True)
-    seeds(Path(dirs[0]))  # fixed names: re-seeding is idempotent
+    if not Path(dirs[0]).is_file():  # a file: run that input (e.g. a crash) and exit
+        Path(dirs[0]).mkdir(parents=True, exist_ok=True)
+        seeds(Path(dirs[0]))  # fixed names: re-seeding is idempotent
     if os.environ.get("PCAPWIRE_FUZZ_BUILD", "1") != "0":
         build_instrumented()  # compile before libFuzzer's clock starts
     atheris.Setup(args, TestOneInput)

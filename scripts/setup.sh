@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Idempotent setup for a fresh Debian 12/13 machine, run as root.
 # Installs system packages (libpcap, tcpdump, tshark, yara, libmagic, Suricata, mingw,
-# chromium), then a virtualenv in .venv with pcapwire and its test tools.
+# chromium, the ASan/UBSan runtimes), then a virtualenv in .venv with pcapwire and its test
+# tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# libasan8/libubsan1: GCC's AddressSanitizer and UBSan runtimes, for the sanitizer build the
+# test command fuzzes (tests/fuzz/fuzz_native.py, PCAPWIRE_FUZZ_ASAN=1).
+# tcpreplay: sends generated traffic inside the capture tests' network namespaces.
 APT_PACKAGES=(build-essential python3-dev python3-venv libpcap-dev tcpdump tshark yara
-  libmagic1 gcc-mingw-w64-x86-64 chromium iproute2 jq curl)
+  libmagic1 gcc-mingw-w64-x86-64 chromium iproute2 jq curl libasan8 libubsan1 tcpreplay)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}" suricata suricata-update; do

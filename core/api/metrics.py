@@ -25,6 +25,7 @@ At each scrape, a custom collector reads ``DATA_DIR/tenants/<tenant>/capture/sta
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+log = logging.getLogger(__name__)
 METRICS_PATH = "/metrics"
 DROP_CAUSES = (("kernel", "kernel_drops"), ("interface", "if_drops"),
                ("backlog", "backlog_drops"))
@@ -101,14 +103,21 @@ class CaptureCollector(Collector):
             disk.add_metric([tenant], doc.get("disk_bytes", 0))
             free.add_metric([tenant], doc.get("disk_free_bytes", 0))
             errors.add_metric([tenant], doc.get("write_errors", 0))
-            hist = doc.get("latency_hist")
+            hist: Any = doc.get("latency_hist")
             if hist:
-                buckets = [(_le(b), c) for b, c in zip(hist["buckets"], hist["counts"],
-                                                       strict=True)]
-                latency.add_metric([tenant], [*buckets, ("+Inf", hist["count"])],
-                                   hist["sum"])
+                _histogram(latency, tenant, hist)
         yield from (up, packets, nbytes, drops, disk_drops, segments, disk, free, errors,
                     latency)
+
+
+def _histogram(family: HistogramMetricFamily, tenant: str, hist: Any) -> None:
+    """The recorder's cumulative buckets as they are; its count is ``+Inf``."""
+    try:
+        buckets = [(_le(b), c) for b, c in zip(hist["buckets"], hist["counts"], strict=True)]
+        family.add_metric([tenant], [*buckets, ("+Inf", hist["count"])], hist["sum"])
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("tenant %s: the latency histogram of its status.json is malformed (%s)",
+                    tenant, exc)
 
 
 def _le(bound: float) -> str:

@@ -44,7 +44,8 @@ class TenantQueries:
         from pcapwire.workflow.queries import QueryResult
 
         cap = self.max_result_bytes
-        spec = dataclasses.replace(spec, max_bytes=min(spec.max_bytes or cap, cap))
+        spec = dataclasses.replace(spec, max_bytes=min(spec.max_bytes or cap, cap),
+                                   follow=False)  # a step waits for its query's end
         try:
             job = await self.manager.submit(self.ts, spec, [])
         except ApiError as exc:

@@ -130,7 +130,9 @@ class Committer(threading.Thread):
     def _commit(self, items: list[SegmentCommit]) -> bool:
         try:
             ledger.apply(self.catalog, items, self.ids)
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # disk full, locked too long …: retried, never lost here
+            if not isinstance(exc, (sqlite3.Error, OSError)):
+                log.exception("catalog commit failed")
             self.write_errors += 1
             self.last_error = f"catalog commit failed: {exc}"
             now = time.monotonic()

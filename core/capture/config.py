@@ -15,6 +15,7 @@ ROTATE_SECONDS = 3600  # default: a segment per full hour (UTC)
 ROTATE_GRACE = 1.0  # seconds a window's segment stays open for its late packets (see writer)
 QUEUE_BYTES = 128 * 2**20
 MAX_SEGMENT_BYTES = 3 * 2**30  # record offsets are u32: stay well below 4 GiB
+DISK_RESERVE = 64 * 2**20  # free space segment data leaves to the catalog and status file
 
 
 @dataclass
@@ -25,6 +26,9 @@ class RecorderConfig:
     queue_bytes: int = QUEUE_BYTES  # per source
     backlog_policy: str = "drop"  # "wait": streams only (see backlog.py)
     fsync: bool = True  # fdatasync a segment before each commit that covers it
+    #: segment writes that would leave less free space than this are refused (counted as
+    #: disk drops): the catalog and the status file can still be written on a full disk
+    disk_reserve: int = DISK_RESERVE
     status_interval: float = 1.0
     read_timeout: float = 0.1  # seconds a reading thread waits in Source.batches
     clock: Callable[[], float] = time.time  # wall clock of aligned rotation
@@ -38,6 +42,8 @@ class RecorderConfig:
             raise ConfigError("--rotate: seconds, 0 (off) or more")
         if not 0.01 <= self.commit_interval <= 60:
             raise ConfigError("--commit-interval: between 0.01 and 60 seconds")
+        if self.disk_reserve < 0:
+            raise ConfigError("--disk-reserve-mb: 0 or more")
         if self.queue_bytes < 1:
             raise ConfigError("--queue-mb: more than 0")
         if self.backlog_policy not in ("drop", "wait"):

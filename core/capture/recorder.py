@@ -97,6 +97,14 @@ class Recorder:
             self._lock_file.close()
             raise ConfigError(f"another `pcapwire capture` records into {self.root}; one "
                               "recorder per data directory (give it several inputs)") from None
+        try:
+            self._start(capture_dir, sources, listeners)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, capture_dir: Path, sources: Sequence[Source],
+               listeners: Sequence[PcapOverIpListener]) -> None:
         self._committer = committer = Committer(self.root, self.latency)
         committer.start()
         self.recovery = committer.call(lambda cat: recover(cat, self.root))

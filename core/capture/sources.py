@@ -100,7 +100,9 @@ class AfPacketSource:
         cls = native_capture()
         kwargs: dict[str, Any] = {"snaplen": snaplen, "bpf": bpf, "promisc": promisc,
                                   "fanout_group": fanout_group if threads > 1 else 0,
-                                  "fanout_mode": "hash"}
+                                  # the kernel's defrag flag would hand on reassembled
+                                  # datagrams that never crossed the wire: not lossless
+                                  "fanout_mode": "hash-nodefrag"}
         if ring_bytes:
             kwargs["ring_bytes"] = ring_bytes
         try:

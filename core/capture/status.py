@@ -19,7 +19,11 @@ Document (every count cumulative since ``started``; times are Unix seconds)::
 ``packets``/``bytes``: recorded (written to segments; bytes are captured packet bytes,
 record headers not counted). ``backlog_drops``: pcapwire's own losses (its queue was full
 or the disk refused them); ``disk_drops``: the part of those that could not be written.
-``pps``/``mbps``: recorded, over the last interval. ``latency_hist``: arrival to queryable
+``pps``/``mbps``: recorded, over the last interval. ``segments``: opened by this
+run; ``disk_bytes``: the store's segments (catalog sizes, every source, refreshed each
+second); ``disk_free_bytes``: free space on the data directory's file system;
+``write_errors``: failed segment writes and catalog commits; ``commit_backlog``: commits
+waiting (the catalog is busy or full). ``latency_hist``: arrival to queryable
 (packet capture time, or for a stream the time it was read, to the catalog commit that
 made it visible), cumulative like Prometheus' ``le`` buckets: ``counts[i]`` packets took
 at most ``buckets[i]`` seconds; ``count`` is the +Inf bucket.
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 LOG_EVERY = 10.0
+SLOT_BYTES = 4096  # allocated for each status file slot (a document stays smaller)
 
 
 class LatencyHistogram:
@@ -140,6 +145,16 @@ class StatusFile:
                 self._next = 1
         except OSError:
             pass
+        for slot in self.slots:  # blocks for the full-disk days, allocated now
+            try:
+                fd = os.open(slot, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    if os.fstat(fd).st_size < SLOT_BYTES:
+                        os.posix_fallocate(fd, 0, SLOT_BYTES)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                log.warning("cannot prepare %s: %s", slot, exc)
 
     def write(self, doc: dict[str, Any]) -> bool:
         data = json.dumps(doc, separators=(",", ":")).encode() + b"\n"

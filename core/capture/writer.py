@@ -16,8 +16,10 @@ the previous commit (attributed to the source's first open segment, or to "no se
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ from pcapwire.capture.segment import (
     split_batch,
 )
 from pcapwire.capture.sources import slug
-from pcapwire.capture.status import SourceCounters
+from pcapwire.capture.status import SourceCounters, human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,7 @@ class SourceWriter(threading.Thread):
             return
         seg = self.segments.get(key)
         try:
+            self._check_room(len(records))
             if seg is None:
                 seg = self._open(key)
             seg.append(records, meta, arrival)
@@ -171,6 +174,16 @@ class SourceWriter(threading.Thread):
         self.counters.bytes += len(records) - 16 * count
         if seg.size >= self.config.segment_bytes:
             self.seal(key)
+
+    def _check_room(self, nbytes: int) -> None:
+        """Refuse a write that would leave less than the disk reserve free."""
+        reserve = self.config.disk_reserve
+        if not reserve:
+            return
+        st = os.statvfs(self.root)
+        if st.f_bavail * st.f_frsize - nbytes < reserve:
+            raise OSError(errno.ENOSPC, f"no space left above the disk reserve "
+                          f"({human_bytes(reserve)})")
 
     def _open(self, key: Key) -> LiveSegment:
         cfg = self.config
@@ -193,6 +206,7 @@ class SourceWriter(threading.Thread):
     def _discard(self, key: Key, seg: LiveSegment) -> None:
         """A segment that never held a packet (its first write failed): no trace left."""
         self.segments.pop(key, None)
+        self.counters.segments -= 1
         seg.close()
         seg.live_path.unlink(missing_ok=True)
         if not self.segments:

@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backlog-full", choices=("drop", "wait"), default="drop",
                    help="streams only: when the backlog is full, drop (counted) or make the "
                         "sender wait (default drop); interfaces always drop")
+    p.add_argument("--disk-reserve-mb", type=float, default=64, metavar="MiB",
+                   help="stop writing packets (counted as disk drops) when less than this "
+                        "would stay free, so the catalog can still commit (default 64)")
     p.add_argument("--no-fsync", action="store_true",
                    help="do not fdatasync segments before committing them (a crash of the "
                         "machine, not only of pcapwire, may then lose committed packets)")
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     config = RecorderConfig(
         segment_bytes=int(args.segment_size * 2**20), rotate_seconds=args.rotate,
         commit_interval=args.commit_interval, queue_bytes=int(args.queue_mb * 2**20),
-        backlog_policy=args.backlog_full, fsync=not args.no_fsync)
+        backlog_policy=args.backlog_full, fsync=not args.no_fsync,
+        disk_reserve=int(args.disk_reserve_mb * 2**20))
     recorder = Recorder(args.data_dir, config)
     stop = threading.Event()
 
@@ -144,7 +148,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
                 sources.append(AfPacketSource(
                     ifname, t, args.threads, snaplen=args.snaplen, bpf=args.filter,
                     ring_bytes=args.ring_mb * 2**20 or None, fanout_group=group))
-        sources += [parse_from(text) for text in args.from_]
+        sources += [parse_from(text) for text in dict.fromkeys(args.from_)]
         listeners += [PcapOverIpListener(*parse_hostport(text, "--listen-pcap-over-ip"))
                       for text in args.listen_pcap_over_ip]
     except BaseException:

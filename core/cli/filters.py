@@ -29,7 +29,8 @@ def add_filter_args(p: argparse.ArgumentParser, bpf: bool = True) -> None:
                    help="flow id from `pcapwire flows`")
     g.add_argument("--five-tuple", metavar="PROTO:SRC:SPORT:DST:DPORT",
                    help="one flow, either direction (IPv6 addresses in [brackets])")
-    g.add_argument("--start", metavar="T", help="ISO 8601 or Unix seconds (inclusive)")
+    g.add_argument("--start", metavar="T",
+                   help="ISO 8601, Unix seconds or now (inclusive)")
     g.add_argument("--end", metavar="T", help="ISO 8601 or Unix seconds (exclusive)")
     g.add_argument("--case", default="default", help="case name kept with the query history")
     g.add_argument("--event", default="", help="event name kept with the query history")

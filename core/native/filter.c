@@ -17,6 +17,23 @@ static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
  * PCAP_NETMASK_UNKNOWN would reject it. Same netmask, same programs. */
 #define PW_BPF_NETMASK 0u
 
+int pw_bpf_compile(int dlt, int snaplen, const char *expr, struct bpf_program *prog,
+                   char *err, size_t errlen)
+{
+    pcap_t *p = pcap_open_dead(dlt, snaplen);
+    if (!p) {
+        snprintf(err, errlen, "pcap_open_dead: out of memory");
+        return -1;
+    }
+    pthread_mutex_lock(&compile_lock);
+    int rc = pcap_compile(p, prog, expr, 1, PW_BPF_NETMASK);
+    if (rc < 0)
+        snprintf(err, errlen, "%s", pcap_geterr(p));
+    pthread_mutex_unlock(&compile_lock);
+    pcap_close(p);
+    return rc < 0 ? -1 : 0;
+}
+
 typedef struct {
     PyObject_HEAD
     PyObject *expr;

@@ -14,6 +14,13 @@ PyDoc_STRVAR(scan_doc,
 
 static PyMethodDef module_methods[] = {
     {"scan", (PyCFunction)(void (*)(void))pw_scan, METH_VARARGS | METH_KEYWORDS, scan_doc},
+    {"walk_tpacket_block", (PyCFunction)(void (*)(void))pw_walk_tpacket_block,
+     METH_VARARGS | METH_KEYWORDS,
+     "walk_tpacket_block(block, linktype, snaplen, *, cooked=False, bpf='', lo_ifindex=-1,\n"
+     "                   max_batch=1 MiB) -> (batches, counts)\n\n"
+     "Capture's ring-block walker on caller-supplied bytes (one TPACKET_V3 block), for tests\n"
+     "and fuzzing: batches as Capture.poll() returns them, counts of packets,\n"
+     "userland_filtered, bad_frames, bad_blocks."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -89,7 +96,8 @@ PyMODINIT_FUNC PyInit__native(void)
         add_int(m, "TCP_RST", PW_TCP_RST) < 0 || add_int(m, "TCP_ACK", PW_TCP_ACK) < 0 ||
         add_type(m, "Reader", &PwReaderType) < 0 ||
         add_type(m, "SegmentIndexer", &PwIndexerType) < 0 ||
-        add_type(m, "Filter", &PwFilterType) < 0)
+        add_type(m, "Filter", &PwFilterType) < 0 ||
+        add_type(m, "Capture", &PwCaptureType) < 0)
         goto fail;
     return m;
 fail:

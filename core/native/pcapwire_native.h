@@ -122,6 +122,17 @@ static inline void pw_wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 int pw_link_class(uint32_t linktype);
 void pw_dissect(int link_class, const uint8_t *pkt, uint32_t len, pw_meta *m);
 
+/* reader.c: the meta of one stored record (the Reader's and the live capture's) */
+void pw_record_meta(pw_meta *m, int lclass, uint32_t snap, int prec, uint32_t rec_off,
+                    uint32_t sec, uint32_t frac, uint32_t caplen, uint32_t origlen,
+                    const uint8_t *data);
+
+/* filter.c: pcap_open_dead(dlt, snaplen) + pcap_compile(optimize 1, netmask 0) under the
+ * process-wide compile lock; call WITHOUT the GIL. 0 or -1 with libpcap's message in err. */
+struct bpf_program;
+int pw_bpf_compile(int dlt, int snaplen, const char *expr, struct bpf_program *prog,
+                   char *err, size_t errlen);
+
 /* linktypes.c */
 uint32_t pw_max_snaplen_for_linktype(uint32_t linktype);
 uint32_t pw_adjust_snaplen(uint32_t linktype, uint32_t snaplen);
@@ -133,5 +144,7 @@ extern PyTypeObject PwReaderType;
 extern PyTypeObject PwIndexerType;
 extern PyTypeObject PwFilterType;
 PyObject *pw_scan(PyObject *self, PyObject *args, PyObject *kwargs);
+extern PyTypeObject PwCaptureType; /* capture.c (Linux AF_PACKET) */
+PyObject *pw_walk_tpacket_block(PyObject *self, PyObject *args, PyObject *kwargs);
 
 #endif

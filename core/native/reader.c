@@ -121,6 +121,25 @@ void pw_end_resync(PwReader *r, uint64_t at, int found)
 }
 
 /* ---- emitting packets into the open batch (no GIL) -------------------------------------- */
+/* The meta of one stored record (data = its caplen bytes). Shared with the live capture
+ * (capture_ring.c), so both index a record identically. */
+void pw_record_meta(pw_meta *m, int lclass, uint32_t snap, int prec, uint32_t rec_off,
+                    uint32_t sec, uint32_t frac, uint32_t caplen, uint32_t origlen,
+                    const uint8_t *data)
+{
+    memset(m, 0, sizeof *m);
+    m->ts_ns = (int64_t)sec * 1000000000LL + (prec == 6 ? (int64_t)frac * 1000 : (int64_t)frac);
+    m->rec_off = rec_off;
+    m->caplen = caplen;
+    m->origlen = origlen;
+    uint32_t dl = caplen;
+    if (caplen > snap) { /* libpcap presents only the first snaplen bytes */
+        dl = snap;
+        m->flags = PW_F_CAPLEN_GT_SNAPLEN;
+    }
+    pw_dissect(lclass, data, dl, m);
+}
+
 int pw_emit(PwReader *r, uint32_t lt, uint32_t snap, int prec, int lclass, uint64_t in_off,
             uint32_t sec, uint32_t frac, uint32_t caplen, uint32_t origlen, const uint8_t *data)
 {
@@ -152,18 +171,8 @@ int pw_emit(PwReader *r, uint32_t lt, uint32_t snap, int prec, int lclass, uint6
         r->b_prec = prec;
         r->b_first_off = in_off;
     }
-    pw_meta *m = (pw_meta *)(r->meta + r->meta_n * sizeof(pw_meta));
-    memset(m, 0, sizeof *m);
-    m->ts_ns = (int64_t)sec * 1000000000LL + (prec == 6 ? (int64_t)frac * 1000 : (int64_t)frac);
-    m->rec_off = (uint32_t)r->out_len;
-    m->caplen = caplen;
-    m->origlen = origlen;
-    uint32_t dl = caplen;
-    if (caplen > snap) { /* libpcap presents only the first snaplen bytes */
-        dl = snap;
-        m->flags = PW_F_CAPLEN_GT_SNAPLEN;
-    }
-    pw_dissect(lclass, data, dl, m);
+    pw_record_meta((pw_meta *)(r->meta + r->meta_n * sizeof(pw_meta)), lclass, snap, prec,
+                   (uint32_t)r->out_len, sec, frac, caplen, origlen, data);
     uint8_t *o = r->outp + r->out_len;
     pw_wr32(o, sec);
     pw_wr32(o + 4, frac);

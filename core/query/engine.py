@@ -84,8 +84,19 @@ class QueryEngine:
     # -- planning --------------------------------------------------------------------------
     def plan(self, spec: QuerySpec, catalog: Catalog | None = None) -> Plan:
         """``catalog``: another connection to the store's catalog (a follow plans inside
-        a read transaction of its own, :mod:`.follow`); default the store's."""
+        a read transaction of its own, :mod:`.follow`); default the store's. The plan
+        reads one commit (a read transaction), so while a recorder commits, the offsets it
+        finds never reach past the segment sizes it read."""
         catalog = catalog or self.store.catalog
+        if catalog.db.in_transaction:
+            return self._plan(spec, catalog)
+        catalog.db.execute("BEGIN")
+        try:
+            return self._plan(spec, catalog)
+        finally:
+            catalog.db.execute("COMMIT")
+
+    def _plan(self, spec: QuerySpec, catalog: Catalog) -> Plan:
         segments = catalog.segments(spec.start_ns, spec.end_ns)
         if narrowing_sql(spec) is None:
             plans = [SegmentPlan(s, None) for s in segments]

@@ -124,7 +124,7 @@ class Follow:
         self.query_id = query_id or uuid.uuid4().hex
         self.stats = stats if stats is not None else QueryStats()
         self.poll_s = poll_s
-        self.idle_check = idle_check  # True: the consumer is gone, stop (checked when idle)
+        self.idle_check = idle_check  # True: the consumer is gone, stop (between rounds)
         self.stopped = threading.Event()
         self.snaplens: dict[int, int] = {}  # decided before the first chunk
         self.positions: dict[int, int] = {}  # open segment id -> bytes read (committed)
@@ -210,12 +210,12 @@ class Follow:
     def _wait(self, cat: Snapshots, version: int, halt: threading.Event) -> int | None:
         """The catalog's next version, or None when the follow ends first."""
         while not halt.is_set():
-            now = cat.version()
-            if now != version:
-                return now
             if self.idle_check is not None and self.idle_check():
                 self.stop()
                 return None
+            now = cat.version()
+            if now != version:
+                return now
             self.stopped.wait(self.poll_s)
         return None
 
@@ -306,7 +306,7 @@ class Follow:
                     f"segment {seg.path} recorded a matching packet of link type "
                     f"{seg.linktype} (snaplen {seg.snaplen}), which this follow's output "
                     f"({have}, decided when it started) cannot carry; everything before "
-                    "it was delivered. Follow again from now (--start) to get both")
+                    "it was delivered. Follow again (--start now) to get both")
 
     # -- one capture -----------------------------------------------------------------------
     def write(self, out: BinaryIO, record: bool = True) -> QueryStats:

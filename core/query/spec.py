@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -119,7 +120,7 @@ def _parse(fn: Any, value: str, what: str) -> Any:
 
 def parse_proto(value: str | int) -> int:
     """``tcp``, ``udp``, ``icmp``, ``icmp6``, ``sctp``... or an IP protocol number."""
-    if isinstance(value, int) or str(value).isdigit():
+    if isinstance(value, int) or (str(value).isascii() and str(value).isdigit()):
         num = int(value)
         if not 0 <= num <= 255:
             raise QueryError(f"IP protocol {num} is outside 0..255")
@@ -142,17 +143,20 @@ def parse_five_tuple(text: str) -> FlowKey:
 
 
 def parse_time_ns(value: str | float | int) -> int:
-    """ISO 8601 (naive means UTC) or Unix seconds (fractions allowed) -> ns since epoch."""
+    """ISO 8601 (naive means UTC), Unix seconds (fractions allowed) or ``now`` (say, a
+    follow of what is recorded from now on) -> ns since epoch."""
     if isinstance(value, int | float):
         return int(round(float(value) * 1e9))
     text = str(value).strip()
+    if text.lower() == "now":
+        return time.time_ns()
     try:
         if re.fullmatch(r"-?\d+(\.\d+)?", text):
             return int(Decimal(text) * 10**9)
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise QueryError(f"invalid time {value!r}: use ISO 8601 (2024-05-01T12:00:00Z) "
-                         "or Unix seconds (1714564800.5)") from None
+        raise QueryError(f"invalid time {value!r}: use ISO 8601 (2024-05-01T12:00:00Z), "
+                         "Unix seconds (1714564800.5) or now") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     delta = dt - datetime(1970, 1, 1, tzinfo=UTC)

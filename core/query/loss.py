@@ -23,7 +23,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from pcapwire.store.catalog import Catalog
+from pcapwire.store.catalog import Catalog, overlap_sql
 
 CAUSES = ("kernel", "interface", "backlog")  # they add up; "disk" is a part of "backlog"
 _COUNTS = ("kernel", "interface", "backlog", "disk")
@@ -74,14 +74,8 @@ class Loss:
 
 def loss_in_window(catalog: Catalog, start_ns: int | None, end_ns: int | None) -> Loss:
     """The drops recorded over ``[start_ns, end_ns)`` (None: unbounded)."""
-    sql = f"SELECT interface, {_COLUMNS} FROM capture_loss WHERE 1=1"
-    args: list[int] = []
-    if end_ns is not None:
-        sql += " AND first_ns < ?"
-        args.append(end_ns)
-    if start_ns is not None:
-        sql += " AND last_ns >= ?"
-        args.append(start_ns)
+    where, args = overlap_sql(start_ns, end_ns)
+    sql = f"SELECT interface, {_COLUMNS} FROM capture_loss WHERE 1=1{where}"
     loss = Loss()
     try:
         rows = catalog.db.execute(sql + " ORDER BY interface", args).fetchall()

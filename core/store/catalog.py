@@ -127,6 +127,19 @@ FLOW_COLUMNS = ("id, ipver, proto, addr_a, port_a, addr_b, port_b, initiator_is_
                 "last_ns, pkts_a2b, bytes_a2b, pkts_b2a, bytes_b2a")
 
 
+def overlap_sql(start_ns: int | None, end_ns: int | None) -> tuple[str, list[int]]:
+    """``" AND ..."`` and its arguments: rows (``first_ns``, ``last_ns``) overlapping
+    ``[start_ns, end_ns)``; None leaves that side open."""
+    sql, args = "", []
+    if end_ns is not None:
+        sql += " AND first_ns < ?"
+        args.append(end_ns)
+    if start_ns is not None:
+        sql += " AND last_ns >= ?"
+        args.append(start_ns)
+    return sql, args
+
+
 class Catalog:
     """Thin typed layer over the SQLite catalog; one connection, used from one thread."""
 
@@ -176,15 +189,10 @@ class Catalog:
 
     def segments(self, start_ns: int | None = None, end_ns: int | None = None,
                  ids: Iterable[int] | None = None) -> list[Segment]:
+        where, window = overlap_sql(start_ns, end_ns)
         sql = "SELECT id, path, linktype, snaplen, tsprec, first_ns, last_ns, packets, size " \
-              "FROM segments WHERE 1=1"
-        args: list[Any] = []
-        if end_ns is not None:
-            sql += " AND first_ns < ?"
-            args.append(end_ns)
-        if start_ns is not None:
-            sql += " AND last_ns >= ?"
-            args.append(start_ns)
+              f"FROM segments WHERE 1=1{where}"
+        args: list[Any] = list(window)
         if ids is not None:
             id_list = sorted(set(ids))
             sql += f" AND id IN ({','.join('?' * len(id_list))})"

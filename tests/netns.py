@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pcapwire.testing.craft import inet_checksum
 
 #: the benchmarking range (RFC 2544) every generated packet is rewritten into
 NET = ipaddress.IPv4Network("198.18.0.0/15")
@@ -281,15 +282,6 @@ class _AddressMap:
         return b
 
 
-def _ip_checksum(hdr: bytes) -> int:
-    if len(hdr) % 2:
-        hdr += b"\0"
-    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def rewrite_frame(frame: bytes, src_mac: bytes, dst_mac: bytes, amap: _AddressMap) -> bytes:
     """Ethernet MACs replaced; IPv4 addresses (after up to 2 VLAN tags) mapped into
     198.18/15, header checksum recomputed. Non-IPv4 frames keep their payload."""
@@ -306,7 +298,7 @@ def rewrite_frame(frame: bytes, src_mac: bytes, dst_mac: bytes, amap: _AddressMa
         b[ip + 12:ip + 16] = amap(bytes(b[ip + 12:ip + 16]))
         b[ip + 16:ip + 20] = amap(bytes(b[ip + 16:ip + 20]))
         b[ip + 10:ip + 12] = b"\0\0"
-        b[ip + 10:ip + 12] = struct.pack("!H", _ip_checksum(bytes(b[ip:ip + ihl])))
+        b[ip + 10:ip + 12] = struct.pack("!H", inet_checksum(bytes(b[ip:ip + ihl])))
     elif et == 0x86DD:
         raise ValueError("IPv6 frames are not rewritten: craft them with 2001:db8:: addresses")
     return bytes(b)

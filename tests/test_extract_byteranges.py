@@ -27,6 +27,7 @@ from pcapwire.extract.carve import Carver, CarveResult
 from pcapwire.extract.httpfiles import HttpSession
 from pcapwire.extract.source import carve_pcap
 from pcapwire.records import FileRecord, FlowKey
+from pcapwire.testing.craft import inet_checksum
 
 WHOLE = random.Random(7).randbytes(30_000)
 SHA = hashlib.sha256(WHOLE).hexdigest()
@@ -65,23 +66,14 @@ def plain(first: int, last: int) -> bytes:
 
 
 # ---- a capture written by hand --------------------------------------------------------
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def _packet(src: tuple[bytes, int], dst: tuple[bytes, int], seq: int, ack: int, flags: int,
             payload: bytes = b"") -> bytes:
     tcp = struct.pack("!HHIIBBHHH", src[1], dst[1], seq, ack, 5 << 4, flags, 65535, 0, 0)
     pseudo = src[0] + dst[0] + struct.pack("!BBH", 0, 6, len(tcp) + len(payload))
-    tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp + payload)) + tcp[18:]
+    tcp = tcp[:16] + struct.pack("!H", inet_checksum(pseudo + tcp + payload)) + tcp[18:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(payload), 1, 0x4000, 64,
                      6, 0, src[0], dst[0])
-    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
     return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + tcp + payload
 
 

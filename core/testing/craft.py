@@ -24,6 +24,7 @@ synthetic captures (gigabytes, for benchmarks and the demo): :func:`pcapwire.syn
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,17 @@ from pcapwire.pcapformat import RECORD, pcap_header
 MSS = 1460
 #: Where a capture starts by default (2023-11-14T22:13:20Z).
 T0 = 1_700_000_000
+
+
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``: IPv4 headers, TCP/UDP with their
+    pseudo-header, for hand-written packets."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
 
 
 def _ip(addr: str) -> bytes:

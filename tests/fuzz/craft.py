@@ -6,19 +6,12 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+from pcapwire.testing.craft import inet_checksum
+
 PCAPNG_BOM = 0x1A2B3C4D
 
 
 # -- packets -------------------------------------------------------------------------------
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def ip4(a: str) -> bytes:
     return ipaddress.IPv4Address(a).packed
 
@@ -53,7 +46,7 @@ def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 1, frag: i
     tot = 20 + len(options) + len(payload) if total_len is None else total_len
     hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, tot, ident, frag, 64, proto, 0,
                       ip4(src), ip4(dst)) + options
-    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+    hdr = hdr[:10] + struct.pack("!H", inet_checksum(hdr)) + hdr[12:]
     return hdr + payload
 
 

@@ -7,6 +7,7 @@ Screenshots are kept under ``artifacts/screenshots/`` (CI keeps them as artefact
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import urllib.request
@@ -138,3 +139,41 @@ def _count(pcap: bytes) -> int:
     from pcaputil import read_records
 
     return len(read_records(pcap)[1])
+
+
+def test_live_page_a_late_snapshot_never_overwrites_the_final_status(served, browser):
+    """Regression (CI, stop 17): the live page read a snapshot and opened the stream at the
+    same time; on a loaded machine the snapshot ("running") landed after the stream's
+    ``end`` ("done") and the page stayed at "running". Here the snapshot is made stale on
+    purpose: the page must still end at the stream's final status."""
+    from playwright.sync_api import expect
+
+    srv, tokens = served
+    headers = {"Content-Type": "application/json", **tokens.headers("acme", "analyst")}
+    req = urllib.request.Request(f"{srv.url}/api/v1/queries", method="POST",
+                                 data=b'{"bpf": "tcp port 80", "case": "stale-snapshot"}',
+                                 headers=headers)
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        qid = json.loads(resp.read())["id"]
+    stream = urllib.request.Request(f"{srv.url}/api/v1/queries/{qid}/verdicts/stream",
+                                    headers=tokens.headers("acme", "analyst"))
+    with urllib.request.urlopen(stream, timeout=60) as resp:  # ends with the query
+        assert b"event: end" in resp.read()
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.goto(f"{srv.url}/ui/login")
+    page.fill("#token", tokens["acme", "analyst"])
+    page.click("#login-submit")
+    page.wait_for_url(f"{srv.url}/ui/")
+
+    def stale(route):
+        snapshot = route.fetch().json()
+        assert snapshot["status"] == "done"
+        route.fulfill(json={**snapshot, "status": "running", "progress": 0.1})
+
+    page.route(f"{srv.url}/api/v1/queries/{qid}", stale)
+    page.goto(f"{srv.url}/ui/queries/{qid}")
+    expect(page.locator("#q-status")).to_have_text("done")
+    expect(page.locator("#q-case")).to_have_text("stale-snapshot")
+    ctx.close()

@@ -139,17 +139,21 @@ function livePage() {
     document.getElementById("q-progress").value = q.progress;
     document.getElementById("q-error").textContent = q.error || "";
   };
-  api("GET", `/api/v1/queries/${encodeURIComponent(id)}`).then(show).catch((err) => {
+  // The snapshot first, then the stream: the stream's first event is the current status,
+  // so nothing older can land after it (a late snapshot once overwrote "done" with "running").
+  api("GET", `/api/v1/queries/${encodeURIComponent(id)}`).then((q) => {
+    show(q);
+    // Verdicts in pcapwire's native form (the API's default is ECS): verdictRow reads it.
+    const source = new EventSource(`/api/v1/queries/${encodeURIComponent(id)}/verdicts/stream?format=native`);
+    source.addEventListener("verdict", (e) => {
+      tbody.append(verdictRow(JSON.parse(e.data), caseName));
+      document.getElementById("verdict-count").textContent = tbody.children.length;
+    });
+    source.addEventListener("status", (e) => show(JSON.parse(e.data)));
+    source.addEventListener("end", (e) => { show(JSON.parse(e.data)); source.close(); });
+  }).catch((err) => {
     document.getElementById("q-error").textContent = err.message;
   });
-  // Verdicts in pcapwire's native form (the API's default is ECS): verdictRow reads it.
-  const source = new EventSource(`/api/v1/queries/${encodeURIComponent(id)}/verdicts/stream?format=native`);
-  source.addEventListener("verdict", (e) => {
-    tbody.append(verdictRow(JSON.parse(e.data), caseName));
-    document.getElementById("verdict-count").textContent = tbody.children.length;
-  });
-  source.addEventListener("status", (e) => show(JSON.parse(e.data)));
-  source.addEventListener("end", (e) => { show(JSON.parse(e.data)); source.close(); });
 }
 
 // ---- case history ------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pcapwire.pcapformat import HEADER_LEN, pcap_header
 
 SEGMENT_MAX_BYTES = 256 * 2**20
 LIVE_SUFFIX = ".live"  # a segment the recorder is still writing (pcapwire.capture)
+ZSTD_SUFFIX = ".zst"  # a sealed segment stored compressed (pcapwire.store.compression)
 SEGMENT_MAX_SPAN_NS = 3600 * 10**9
 assert SEGMENT_MAX_BYTES < 2**32 - 64 * 2**20  # offsets are u32, plus one read block of slack
 
@@ -114,6 +115,16 @@ def open_segment(path: Path) -> BinaryIO:
         return open(path.with_name(path.name + LIVE_SUFFIX), "rb")  # noqa: SIM115
     except FileNotFoundError:
         return open(path, "rb")  # noqa: SIM115
+
+
+def segment_files(root: Path, rel: str) -> list[Path]:
+    """Every file on disk that holds segment ``rel`` (catalog path, relative to ``root``
+    or absolute when indexed in place): the plain file, the recorder's ``.live`` file and
+    the compressed form (:mod:`pcapwire.store.compression`), those that exist."""
+    base = root / rel
+    names = [base, base.with_name(base.name + LIVE_SUFFIX),
+             base.with_name(base.name + ZSTD_SUFFIX)]
+    return [p for p in names if p.exists()]
 
 
 def remove_orphans(segment_dir: Path, known: set[str], root: Path) -> list[Path]:

@@ -9,11 +9,11 @@ cd "$(dirname "$0")/.."
 # libasan8/libubsan1: GCC's AddressSanitizer and UBSan runtimes, for the sanitizer build the
 # test command fuzzes (tests/fuzz/fuzz_native.py, PCAPWIRE_FUZZ_ASAN=1).
 # tcpreplay: sends generated traffic inside the capture tests' network namespaces.
-# zstd, openssl: what the tests use to read compressed segments and to check custody
-# signatures the way a user without pcapwire would.
+# zstd, openssl, unzip: what the tests use to read compressed segments and to check custody
+# bundles and their signatures the way a user without pcapwire would.
 APT_PACKAGES=(build-essential python3-dev python3-venv libpcap-dev tcpdump tshark yara
   libmagic1 gcc-mingw-w64-x86-64 chromium iproute2 jq curl libasan8 libubsan1 tcpreplay
-  zstd openssl)
+  zstd openssl unzip)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}" suricata suricata-update; do

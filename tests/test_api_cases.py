@@ -90,12 +90,15 @@ async def test_bundle_has_every_file_and_a_true_manifest(env):
     zf = zipfile.ZipFile(io.BytesIO(await resp.read()))
     names = set(zf.namelist())
     http_file = CASES[HTTP_CASE]["expect"]["files"][0]["sha256"]
+    custody = {"custody/inc-7.jsonl", "custody/store.jsonl", "custody-public-key.pem",
+               "VERIFY.txt", "MANIFEST.sha256.sig"}  # tests/test_custody*.py check these
     assert names == {"case.json", "verdicts.jsonl", "MANIFEST.sha256",
-                     f"pcap/{ids['web']}.pcap", f"pcap/{ids['dns']}.pcap", f"files/{http_file}"}
+                     f"pcap/{ids['web']}.pcap", f"pcap/{ids['dns']}.pcap",
+                     f"files/{http_file}"} | custody
     assert hashlib.sha256(zf.read(f"files/{http_file}")).hexdigest() == http_file
     manifest = dict(reversed(line.split("  ", 1)) for line in
                     zf.read("MANIFEST.sha256").decode().splitlines())
-    assert set(manifest) == names - {"MANIFEST.sha256"}
+    assert set(manifest) == names - {"MANIFEST.sha256", "MANIFEST.sha256.sig"}
     for name, digest in manifest.items():
         assert hashlib.sha256(zf.read(name)).hexdigest() == digest
     assert zf.read(f"pcap/{ids['web']}.pcap") == tcpdump(corpus_file(HTTP_CASE), "tcp port 80")

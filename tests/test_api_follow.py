@@ -146,7 +146,9 @@ async def test_a_query_says_what_its_window_lost(client, tokens, tmp_path):
     assert inside["loss"] == {"packets": 10, "kernel": 5, "interface": 2, "backlog": 3,
                               "disk": 1, "interfaces": {"eth0": {
                                   "packets": 10, "kernel": 5, "interface": 2, "backlog": 3,
-                                  "disk": 1}}}
+                                  "disk": 1}},
+                              "expired": {"packets": 0, "segments": 0, "spans": [],
+                                          "more_spans": 0}}
     both = await (await client.post("/api/v1/queries", json={}, headers=bearer(tok))).json()
     assert both["loss"]["packets"] == 17 and set(both["loss"]["interfaces"]) == {"eth0", "eth1"}
     none = await (await client.post("/api/v1/queries", json={"start": 500},

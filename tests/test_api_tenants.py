@@ -21,6 +21,8 @@ BODIES = {
     ("post", "/api/v1/workflows/validate"): "name: x\n",
     ("post", "/api/v1/queries/{id}/run"): {"workflows": ["ids"]},
     ("post", "/api/v1/hashlists/lookup"): {"hashes": ["0" * 64]},
+    ("post", "/api/v1/holds"): {"case": "intruder", "reason": "r", "bpf": "tcp"},
+    ("post", "/api/v1/holds/{hold_id}/release"): {"reason": "r"},
 }
 
 
@@ -65,8 +67,12 @@ async def test_every_operation_refuses_anonymous_lower_roles_and_other_tenants(
                                headers={**bearer(analyst), "Content-Type": "text/plain"})
     assert listed.status == 201, await listed.text()
     spare = TOKEN_RE.fullmatch(tokens["acme", "viewer"])[1]
+    hold = await client.post("/api/v1/holds", json={"case": "acme-case", "reason": "r",
+                                                    "bpf": "tcp"}, headers=bearer(analyst))
+    assert hold.status == 201, await hold.text()
     ids = {"id": q["id"], "case": "acme-case", "name": "acme-s1", "token_id": spare,
-           "sha256": "0" * 64, "email_id": "none", "list": "acme-deny"}
+           "sha256": "0" * 64, "email_id": "none", "list": "acme-deny",
+           "hold_id": (await hold.json())["id"], "n": 1}
     failures, checked = [], 0
     for method, path, need in _operations():
         if need == PUBLIC:
@@ -91,7 +97,7 @@ async def test_every_operation_refuses_anonymous_lower_roles_and_other_tenants(
     globex = tokens.headers("globex", "admin")
     for url, key in (("/api/v1/queries", "queries"), ("/api/v1/flows", "flows"),
                      ("/api/v1/cases", "cases"), ("/api/v1/sensors", "sensors"),
-                     ("/api/v1/hashlists", "lists")):
+                     ("/api/v1/hashlists", "lists"), ("/api/v1/holds", "holds")):
         body = await (await client.get(url, headers=globex)).json()
         assert body[key] == [], url
     tokens_seen = (await (await client.get("/api/v1/tokens", headers=globex)).json())["tokens"]

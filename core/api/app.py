@@ -13,12 +13,15 @@ from pcapwire.api import (
     routes_artifacts,
     routes_capture,
     routes_cases,
+    routes_custody,
     routes_events,
     routes_flows,
     routes_hashlists,
+    routes_holds,
     routes_ingest,
     routes_queries,
     routes_results,
+    routes_retention,
     routes_workflows,
 )
 from pcapwire.api.artifacts import MAX_CONCURRENT_CARVES
@@ -31,10 +34,12 @@ from pcapwire.api.keys import AUTH, CARVES, CONFIG, QUERIES, TENANTS, WORKFLOWS
 from pcapwire.api.limits import QuerySlots
 from pcapwire.api.tenants import TenantRegistry
 from pcapwire.api.workflows import WorkflowService
+from pcapwire.store.maintenance import Maintenance
 
 ROUTE_MODULES = (routes_admin, routes_queries, routes_results, routes_artifacts, routes_events,
                  routes_ingest, routes_flows, routes_cases, routes_workflows, routes_hashlists,
-                 routes_capture, openapi, dashboard)
+                 routes_capture, routes_holds, routes_custody,
+                 routes_retention, openapi, dashboard)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -62,7 +67,10 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     app[WORKFLOWS].start()
     app[QUERIES] = QueryManager(QuerySlots(config.max_concurrent_queries), app[WORKFLOWS],
                                 config.max_query_result_bytes)
+    maintenance = Maintenance.of_tenants(config.data_dir)  # retention, holds, compression
+    maintenance.start()
     yield
+    await asyncio.to_thread(maintenance.stop)  # between two deletions at most
     await app[WORKFLOWS].stop()  # analyzers closed first: runs cancelled now warm nothing
     await app[QUERIES].close()
     app[TENANTS].close()

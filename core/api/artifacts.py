@@ -37,12 +37,13 @@ def carved(ts: TenantStore, query_id: str) -> bool:
     return _carved_dir(ts, query_id).complete
 
 
-async def carve(ts: TenantStore, query_id: str, slots: asyncio.Semaphore) -> None:
-    """Carve the stored result of a finished query once (concurrent callers wait)."""
+async def carve(ts: TenantStore, query_id: str, slots: asyncio.Semaphore) -> bool:
+    """Carve the stored result of a finished query once (concurrent callers wait);
+    True when this call carved it."""
     lock = ts.carve_locks.setdefault(query_id, asyncio.Lock())
     async with lock:
         if carved(ts, query_id):
-            return
+            return False
         pcap = ts.results / f"{query_id}.pcap"
         if not pcap.exists():
             raise ApiError(409, "no_result", "this query has no stored result to carve")
@@ -61,6 +62,7 @@ async def carve(ts: TenantStore, query_id: str, slots: asyncio.Semaphore) -> Non
         message = err.decode(errors="replace").strip()
         log.error("carving query %s failed (exit %s): %s", query_id, proc.returncode, message)
         raise ApiError(422, "carve_failed", f"carving the result failed: {message[-500:]}")
+    return True
 
 
 def triage(record: dict[str, Any], verdicts: list[dict[str, Any]]) -> dict[str, Any]:

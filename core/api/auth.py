@@ -16,6 +16,7 @@ from aiohttp import web
 from pcapwire.api.authdb import ROLES, Principal
 from pcapwire.api.errors import ApiError, Handler
 from pcapwire.api.keys import AUTH, PRINCIPAL
+from pcapwire.custody import actor_token
 
 SESSION_COOKIE = "pcapwire_session"
 PUBLIC = "public"  # role name for routes anyone may call (health, OpenAPI, login)
@@ -40,6 +41,13 @@ def required_role(handler: Any) -> str | None:
 
 def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
+
+
+def actor(request: web.Request) -> str:
+    """Who the custody log names for this request: the token's public id (never its
+    secret), tenant and role."""
+    who = principal(request)
+    return actor_token(who.token_id, who.tenant, who.role)
 
 
 def _bearer(request: web.Request) -> str | None:

@@ -34,6 +34,7 @@ from pcapwire.api.limits import (
 from pcapwire.api.stepqueries import TenantQueries
 from pcapwire.api.tenants import TenantStore
 from pcapwire.api.workflows import WorkflowService
+from pcapwire.custody import events, file_object
 from pcapwire.errors import QueryError
 from pcapwire.query import Plan, QuerySpec, QueryStats, StreamFormatter
 from pcapwire.query.bpfcache import precompile
@@ -72,6 +73,8 @@ class QueryJob:
     runs: list[dict[str, Any]] = field(default_factory=list)  # workflow run summaries
     rerun_of: str = ""  # the query whose stored result this job replays
     follow: Follow | None = None  # a follow query (spec.follow): stopped, it ends "done"
+    actor: str = ""  # who asked (pcapwire.api.auth.actor): the custody log names them
+    segments: list[dict[str, Any]] = field(default_factory=list)  # the plan's (custody)
     readers: int = 0  # clients streaming the PCAP of a follow (the last one to leave stops it)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
@@ -136,10 +139,10 @@ class QueryManager:
     def running(self, tenant: str) -> list[QueryJob]:
         return [j for j in self.jobs.values() if j.tenant == tenant and not j.final]
 
-    async def submit(self, ts: TenantStore, spec: QuerySpec, workflows: list[str] | None
-                     ) -> QueryJob:
-        """Start a query. ``workflows=None``: the workflows whose trigger matches the
-        query's case and event; a list (possibly empty): exactly those."""
+    async def submit(self, ts: TenantStore, spec: QuerySpec, workflows: list[str] | None,
+                     actor: str) -> QueryJob:
+        """Start a query for ``actor``. ``workflows=None``: the workflows whose trigger
+        matches the query's case and event; a list (possibly empty): exactly those."""
         if workflows is None:
             workflows = self.workflows.triggered(spec.case, spec.event)
         self.workflows.check(ts.tenant, workflows)
@@ -149,7 +152,8 @@ class QueryManager:
         self.slots.acquire(ts.tenant)
         qid = uuid.uuid4().hex
         job = QueryJob(qid, ts.tenant, spec, workflows, len(plan.segments),
-                       ts.results / f"{qid}.pcap")
+                       ts.results / f"{qid}.pcap", actor=actor,
+                       segments=events.plan_segments(plan))
         try:
             await ts.write("add_query", qid, spec.case, spec.event, job.spec_record())
             job.pcap_path.write_bytes(b"")  # the header follows once the plan is settled
@@ -210,9 +214,19 @@ class QueryManager:
             try:
                 await ts.write("finish_query", job.id, status, job.stats.packets,
                                job.stats.bytes, job.error)
+                await asyncio.to_thread(self._custody, ts, job, status)
             finally:
                 job.status = status
                 await job.notify()
+
+    @staticmethod
+    def _custody(ts: TenantStore, job: QueryJob, status: str) -> None:
+        """The query's entry in its case's custody log, with its stored result (hashed
+        here, once, off the loop; a rerun's result is its original's bytes)."""
+        result = (file_object("result", job.pcap_path, ts.root) if job.pcap_path.exists()
+                  else None)
+        events.query(ts.root, job.spec.case, job.actor, job.id, job.spec_record(), status,
+                     job.stats, job.segments, result)
 
     def _scan(self, engine: Any, job: QueryJob, plan: Plan) -> Source:
         async def scan(deliver: Deliver) -> None:
@@ -237,8 +251,8 @@ class QueryManager:
                     await self._spool(job, out, StreamFormatter(plan.snaplens).header())
         return scan
 
-    async def rerun(self, ts: TenantStore, row: dict[str, Any], workflows: list[str]
-                    ) -> QueryJob:
+    async def rerun(self, ts: TenantStore, row: dict[str, Any], workflows: list[str],
+                    actor: str) -> QueryJob:
         """Run workflows on the stored result of query ``row`` (a finished query of this
         tenant), as a new query of the same case whose result is that same capture."""
         from pcapwire.workflow.sources import file_chunks
@@ -254,7 +268,7 @@ class QueryManager:
         self.slots.acquire(ts.tenant)
         qid = uuid.uuid4().hex
         job = QueryJob(qid, ts.tenant, spec, workflows, 0, ts.results / f"{qid}.pcap",
-                       rerun_of=row["id"])
+                       rerun_of=row["id"], actor=actor)
         try:
             os.link(src, job.pcap_path)  # the same bytes, under the new id
             await ts.write("add_query", qid, spec.case, spec.event, job.spec_record())
@@ -295,7 +309,8 @@ class QueryManager:
             job.verdicts.append(verdict)
             await job.notify()
 
-        queries = TenantQueries(self, ts, self.max_result_bytes)  # steps' own queries
+        queries = TenantQueries(self, ts, self.max_result_bytes,  # steps' own queries
+                                f"workflow of {job.actor}")
         job.runs = await self.workflows.run(ts, job.workflows, chunks(), job.spec.case,
                                             job.spec.event, job.id, on_verdict, queries)
 

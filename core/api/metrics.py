@@ -21,6 +21,14 @@ At each scrape, a custom collector reads ``DATA_DIR/tenants/<tenant>/capture/sta
   ``pcapwire_capture_disk_free_bytes``, ``pcapwire_capture_write_errors_total``;
 - ``pcapwire_capture_queryable_latency_seconds``: a histogram of arrival to queryable
   (the recorder's cumulative buckets, ``+Inf`` its count), from the document as it is.
+
+And from ``retention/state.json`` (:mod:`pcapwire.retention.state`, written by every
+retention run of a store with a policy), recorder or not:
+
+- ``pcapwire_retention_alarm``: 1 while usage is above the high watermark and nothing
+  left may be deleted (only held, open or in-place data);
+- ``pcapwire_retention_expired_segments_total``, ``pcapwire_retention_expired_bytes_total``:
+  deleted by the policy so far.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from typing import Any
 
 from aiohttp import web
 from pcapwire.api.routes_capture import recorder_status
+from pcapwire.retention.state import read_state
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -108,6 +117,29 @@ class CaptureCollector(Collector):
                 _histogram(latency, tenant, hist)
         yield from (up, packets, nbytes, drops, disk_drops, segments, disk, free, errors,
                     latency)
+        yield from self.retention()
+
+    def retention(self) -> Iterator[Metric]:
+        alarm = GaugeMetricFamily("pcapwire_retention_alarm", "1 while the store is above its "
+                                  "high watermark with nothing left to delete",
+                                  labels=["tenant"])
+        segs = CounterMetricFamily("pcapwire_retention_expired_segments", "segments deleted "
+                                   "by the retention policy", labels=["tenant"])
+        nbytes = CounterMetricFamily("pcapwire_retention_expired_bytes", "bytes deleted by "
+                                     "the retention policy", labels=["tenant"])
+        try:
+            roots = sorted(p for p in self.tenants.iterdir() if p.is_dir())
+        except OSError:
+            roots = []
+        for root in roots:
+            doc = read_state(root)
+            if doc is None:
+                continue
+            expired = doc.get("expired") or {}
+            alarm.add_metric([root.name], 1 if doc.get("alarm") else 0)
+            segs.add_metric([root.name], expired.get("segments", 0))
+            nbytes.add_metric([root.name], expired.get("bytes", 0))
+        yield from (alarm, segs, nbytes)
 
 
 def _histogram(family: HistogramMetricFamily, tenant: str, hist: Any) -> None:

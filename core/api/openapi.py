@@ -104,6 +104,91 @@ HASHLIST_PARAMS = (
     _param("filename", schema={"type": "string", "maxLength": 200},
            desc="name shown in errors (default: upload)"))
 
+HOLD_ID = _param("hold_id", "path", {"type": "integer", "minimum": 1, "maximum": 2**62},
+                 "hold id")
+HOLD_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/holds": {
+        "post": op("Create a legal hold: the matching packets are copied into the case's "
+                   "evidence now (standard pcap, SHA-256 recorded), and while the window "
+                   "reaches into the future, as they are recorded; retention never deletes "
+                   "evidence", "analyst", {201: _json("Hold", "Created")}, errors=(429,),
+                   body="HoldRequest", tag="holds"),
+        "get": op("The tenant's holds: size, parts and what each still protects", "viewer",
+                  {200: _json("HoldList")}, tag="holds", params=(
+                      _param("case", desc="only this case's holds"),
+                      _param("state", schema={"enum": ["open", "complete", "released"]})))},
+    "/api/v1/holds/{hold_id}": {"get": op(
+        "One hold: selection, window, reason, parts with their hashes, what it protects",
+        "viewer", {200: _json("Hold")}, errors=(404,), params=(HOLD_ID,), tag="holds")},
+    "/api/v1/holds/{hold_id}/release": {"post": op(
+        "Release a hold (a reason is required; audited in the custody log): protection and "
+        "copying stop, the evidence already copied stays", "admin", {200: _json("Hold")},
+        errors=(404, 409), body="HoldRelease", params=(HOLD_ID,), tag="holds")},
+    "/api/v1/holds/{hold_id}/parts/{n}": {"get": op(
+        "One evidence part of a hold, as an attachment", "viewer", {200: {
+            "description": "the part (classic pcap; pcapng when link types mix)", "content": {
+                "application/vnd.tcpdump.pcap": {"schema": {"type": "string",
+                                                            "format": "binary"}}}}},
+        errors=(404,), params=(HOLD_ID, _param("n", "path", {
+            "type": "integer", "minimum": 1, "maximum": 2**62}, "part number")),
+        tag="holds")},
+}
+
+RETENTION_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/retention": {
+        "get": op("The tenant store's retention: policy, usage against the watermarks, what "
+                  "is kept (deletable, protected by reason), what has expired, the alarm",
+                  "viewer", {200: _json("RetentionStatus")}, errors=(409,), tag="retention"),
+        "put": op("Replace the tenant store's retention policy (store.toml [retention]; the "
+                  "other settings stay); applies from the next run", "admin",
+                  {200: _json("RetentionStatus")}, errors=(409,), body="RetentionPolicy",
+                  tag="retention")},
+    "/api/v1/retention/run": {"post": op(
+        "Run retention now: segments past max_age, then oldest first above the high "
+        "watermark until the low one; never held, open or in-place data (dry_run: only say "
+        "what would go)", "admin", {200: _json("RetentionRun")}, errors=(409,),
+        params=(_param("dry_run", schema={"enum": ["true", "false"]}),), tag="retention")},
+}
+
+_ENTRY = {"type": "object", "description": "a custody entry as kept (seq, time, actor, "
+          "action, case, objects, details, prev), or {line, invalid} for a line that is "
+          "not one"}
+_PROBLEM = {"type": "object", "required": ["log", "message"], "properties": {
+    "log": {"type": "string"}, "message": {"type": "string"}, "line": {"type": "integer"},
+    "seq": {"type": "integer"}, "action": {"type": "string"}, "path": {"type": "string"},
+    "expected": {"type": "string"}, "actual": {"type": "string"}}}
+_HEX = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+CUSTODY_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/cases/{case}/custody": {"get": op(
+        "The case's chain-of-custody log, oldest first, and its head (hash of its last line)",
+        "viewer", {200: {"description": "OK", "content": {"application/json": {"schema": {
+            "type": "object", "required": ["case", "total", "head", "entries"],
+            "properties": {"case": {"type": "string"}, "total": {"type": "integer"},
+                           "head": _HEX, "entries": {"type": "array", "items": _ENTRY}}}}}}},
+        errors=(404,), params=(CASE, LIMIT, OFFSET), tag="custody")},
+    "/api/v1/cases/{case}/custody/verify": {"post": op(
+        "Recompute the case's chain (and the store log's) and hash every file they name; "
+        "verified false names the first entry or file that does not match", "analyst",
+        {200: {"description": "OK", "content": {"application/json": {"schema": {
+            "type": "object", "required": ["case", "verified", "entries", "head", "problems"],
+            "properties": {
+                "case": {"type": "string"}, "verified": {"type": "boolean"},
+                "entries": {"type": "integer"}, "head": _HEX,
+                "store_entries": {"type": "integer"}, "files_checked": {"type": "integer"},
+                "bytes_hashed": {"type": "integer"},
+                "problems": {"type": "array", "items": _PROBLEM},
+                "unverified": {"type": "array", "items": {"type": "string"}}}}}}}},
+        errors=(404,), params=(CASE,), tag="custody")},
+    "/api/v1/custody/public-key": {"get": op(
+        "The installation's Ed25519 public key (PEM), which verifies bundle signatures",
+        "viewer", {200: {"description": "OK", "content": {"application/json": {"schema": {
+            "type": "object", "required": ["algorithm", "public_key_pem",
+                                           "fingerprint_sha256"],
+            "properties": {"algorithm": {"const": "Ed25519"},
+                           "public_key_pem": {"type": "string"},
+                           "fingerprint_sha256": _HEX}}}}}}, tag="custody")},
+}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/health": {"get": op("Liveness and version", PUBLIC, {200: _json("Health")})},
     OPENAPI_PATH: {"get": op("This document", PUBLIC, {200: {
@@ -263,6 +348,9 @@ PATHS: dict[str, dict[str, Any]] = {
         "delete": op("Remove one of the tenant's lists (global lists: 403)", "analyst",
                      {204: {"description": "Removed"}}, errors=(404,), params=(HASHLIST,),
                      tag="hashlists")},
+    **HOLD_PATHS,
+    **CUSTODY_PATHS,
+    **RETENTION_PATHS,
 }
 
 

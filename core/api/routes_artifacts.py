@@ -8,31 +8,39 @@ from typing import Any
 
 from aiohttp import web
 from pcapwire.api import artifacts
-from pcapwire.api.auth import role
+from pcapwire.api.auth import actor, role
 from pcapwire.api.downloads import download_headers
 from pcapwire.api.errors import ApiError, not_found
 from pcapwire.api.history import read_verdicts
 from pcapwire.api.keys import CARVES
 from pcapwire.api.routes_queries import lookup
 from pcapwire.api.tenants import TenantStore
+from pcapwire.custody import events
 
 routes = web.RouteTableDef()
 
 
 async def ensure_carved(request: web.Request, ts: TenantStore, query_id: str,
-                        status: str) -> None:
+                        status: str, case: str) -> None:
+    """Carve a finished query's result once; the carve's files and emails go into its
+    case's custody log (an ``extract`` entry, by whoever made it happen)."""
     if status == "running":
         raise ApiError(409, "query_running", "files and emails are carved once the query has "
                        "finished")
     if status != "done":
         raise ApiError(409, "no_result", f"the query ended with {status}: no complete result "
                        "to carve")
-    await artifacts.carve(ts, query_id, request.app[CARVES])
+    if await artifacts.carve(ts, query_id, request.app[CARVES]):
+        objects = await asyncio.to_thread(events.carve_objects,
+                                          artifacts.carve_dir(ts, query_id), ts.root)
+        await asyncio.to_thread(events.record, ts.root, case, "extract", actor(request),
+                                objects, {"query_id": query_id})
 
 
 async def carve_all(request: web.Request, ts: TenantStore, rows: list[dict[str, Any]]) -> None:
     """Carve every finished query of a list (a case) that is not carved yet."""
-    await asyncio.gather(*(ensure_carved(request, ts, r["id"], r["status"]) for r in rows
+    await asyncio.gather(*(ensure_carved(request, ts, r["id"], r["status"], r["case"])
+                           for r in rows
                            if r["status"] == "done" and not artifacts.carved(ts, r["id"])))
 
 
@@ -40,8 +48,8 @@ async def _carved(request: web.Request) -> tuple[TenantStore, str, list[dict[str
     ts, row, job = lookup(request)
     qid = request.match_info["id"]
     status = job.status if job is not None else (row or {}).get("status", "")
-    await ensure_carved(request, ts, qid, status)
-    case = job.spec.case if job is not None else (row or {})["case"]
+    case = job.spec.case if job is not None else (row or {}).get("case", "")
+    await ensure_carved(request, ts, qid, status, case)
     return ts, qid, read_verdicts(ts, qid, case, job)
 
 

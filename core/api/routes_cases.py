@@ -12,14 +12,14 @@ from typing import Any
 
 from aiohttp import web
 from pcapwire.api import artifacts
-from pcapwire.api.auth import role
+from pcapwire.api.auth import actor, role
 from pcapwire.api.bodies import int_param, page
 from pcapwire.api.bundle import BUNDLE_BLOCK, write_bundle
 from pcapwire.api.downloads import download_headers
 from pcapwire.api.errors import ApiError, not_found
 from pcapwire.api.history import max_severity, read_verdicts, search_queries
 from pcapwire.api.jobs import spec_of
-from pcapwire.api.keys import QUERIES
+from pcapwire.api.keys import CONFIG, QUERIES
 from pcapwire.api.limits import MAX_PAGE_SIZE
 from pcapwire.api.routes_artifacts import carve_all
 from pcapwire.api.routes_flows import flows_for
@@ -27,6 +27,7 @@ from pcapwire.api.routes_queries import tenant_store, time_ns, view
 from pcapwire.api.tenants import TenantStore
 from pcapwire.api.timeline import TIMELINE_BUCKETS, collect, histogram
 from pcapwire.api.verdicts import render_verdicts, verdict_format
+from pcapwire.custody import events
 from pcapwire.query import QuerySpec
 from pcapwire.records import SEVERITIES
 
@@ -157,31 +158,42 @@ async def bundle(request: web.Request) -> web.StreamResponse:
     if any(j.spec.case == case for j in jobs.running(ts.tenant)):
         raise ApiError(409, "case_running", "a query of this case is still running; download "
                        "the bundle when it has finished")
+    await carve_all(request, ts, _originals(rows))
+    fd, name = tempfile.mkstemp(suffix=".zip", dir=ts.uploads)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        queries, pcaps, lines, files, emails = case_content(ts, case, rows)
+        digest = await asyncio.to_thread(write_bundle, tmp, case, queries, pcaps, lines,
+                                         files, emails, ts.root, request.app[CONFIG].data_dir)
+        resp = web.StreamResponse(headers=download_headers(f"case-{case}.zip",
+                                                           "application/zip", "case.zip"))
+        resp.content_length = size = tmp.stat().st_size
+        await resp.prepare(request)
+        with open(tmp, "rb") as f:
+            while block := f.read(BUNDLE_BLOCK):
+                await resp.write(block)
+        await resp.write_eof()
+    finally:
+        tmp.unlink(missing_ok=True)
+    await asyncio.to_thread(events.bundle, ts.root, case, actor(request), digest, size)
+    return resp
+
+
+def case_content(ts: TenantStore, case: str, rows: list[dict[str, Any]]
+                 ) -> tuple[list[dict[str, Any]], dict[str, Path], str,
+                            list[tuple[str, Path]], list[tuple[str, Path]]]:
+    """What a bundle of the case holds (:func:`write_bundle`'s arguments after the case
+    name): the queries, their stored results, the verdicts as JSON lines, and the files
+    and emails carved so far."""
     originals = _originals(rows)
-    await carve_all(request, ts, originals)
     pcaps = {r["id"]: p for r in originals if r["status"] == "done"
              and (p := ts.results / f"{r['id']}.pcap").exists()}
     files = {f["sha256"]: p for r in originals for f in artifacts.files(ts, r["id"])
              if (p := artifacts.content_path(ts, r["id"], f["sha256"])) is not None}
     emails = {f"{e['id']}.eml": p for r in originals for e in artifacts.emails(ts, r["id"])
               if (p := artifacts.content_path(ts, r["id"], e.get("sha256", ""), ".eml"))}
-    fd, name = tempfile.mkstemp(suffix=".zip", dir=ts.uploads)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        lines = io.StringIO()
-        ts.cases.export_jsonl(case, lines)
-        queries = [view(ts, r, None) for r in rows]
-        await asyncio.to_thread(write_bundle, tmp, case, queries, pcaps, lines.getvalue(),
-                                sorted(files.items()), sorted(emails.items()))
-        resp = web.StreamResponse(headers=download_headers(f"case-{case}.zip",
-                                                           "application/zip", "case.zip"))
-        resp.content_length = tmp.stat().st_size
-        await resp.prepare(request)
-        with open(tmp, "rb") as f:
-            while block := f.read(BUNDLE_BLOCK):
-                await resp.write(block)
-        await resp.write_eof()
-        return resp
-    finally:
-        tmp.unlink(missing_ok=True)
+    lines = io.StringIO()
+    ts.cases.export_jsonl(case, lines)
+    return ([view(ts, r, None) for r in rows], pcaps, lines.getvalue(),
+            sorted(files.items()), sorted(emails.items()))

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from aiohttp import web
-from pcapwire.api.auth import principal, role
+from pcapwire.api.auth import actor, principal, role
 from pcapwire.api.bodies import page, read_json
 from pcapwire.api.config import ApiConfig
 from pcapwire.api.errors import ApiError, not_found
@@ -97,7 +97,7 @@ def with_loss(ts: TenantStore, q: dict[str, Any]) -> dict[str, Any]:
 async def submit(request: web.Request, spec: QuerySpec, workflows: list[str] | None,
                  extra: dict[str, Any] | None = None) -> web.Response:
     ts = tenant_store(request)
-    job = await request.app[QUERIES].submit(ts, spec, workflows)
+    job = await request.app[QUERIES].submit(ts, spec, workflows, actor(request))
     body = {**view(ts, None, job), **(extra or {})}
     return web.json_response(body, status=202, headers={"Location": body["links"]["self"]})
 

@@ -4,17 +4,21 @@ verdicts (a list, or a live Server-Sent Events stream)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from pcapwire.api import sse
-from pcapwire.api.auth import role
+from pcapwire.api.auth import actor, role
 from pcapwire.api.downloads import download_headers
 from pcapwire.api.errors import ApiError
 from pcapwire.api.history import read_verdicts
 from pcapwire.api.jobs import QueryJob
 from pcapwire.api.limits import SSE_HEARTBEAT_S
-from pcapwire.api.routes_queries import lookup, view
+from pcapwire.api.routes_queries import lookup, tenant_store, view
 from pcapwire.api.verdicts import render_verdict, render_verdicts, verdict_format
+from pcapwire.custody import append
 
 routes = web.RouteTableDef()
 PCAP_TYPE = "application/vnd.tcpdump.pcap"
@@ -35,6 +39,7 @@ async def follow(request: web.Request, job: QueryJob) -> web.StreamResponse:
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     pos = 0
+    sha = hashlib.sha256()  # of what was sent: the custody log's export entry
     wait_s = FOLLOW_READER_CHECK_S if job.follow is not None else SSE_HEARTBEAT_S
     job.readers += 1
     try:
@@ -45,6 +50,7 @@ async def follow(request: web.Request, job: QueryJob) -> web.StreamResponse:
                     f.seek(pos)
                     data = f.read(min(READ_SLICE, job.written - pos))
                     pos += len(data)
+                    sha.update(data)
                     await resp.write(data)
                     continue
                 if final:
@@ -61,6 +67,34 @@ async def follow(request: web.Request, job: QueryJob) -> web.StreamResponse:
             request.transport.abort()
         return resp
     await resp.write_eof()
+    await exported(request, job.spec.case, job.id, sha, pos)
+    return resp
+
+
+async def exported(request: web.Request, case: str, query_id: str, sha: Any, size: int
+                   ) -> None:
+    """A query's PCAP sent whole: an ``export`` entry in its case's custody log with the
+    SHA-256 of the bytes sent (appended off the loop: it waits for an fsync)."""
+    await asyncio.to_thread(append, tenant_store(request).root, case, "export",
+                            actor(request), [{"kind": "export", "path": f"{query_id}.pcap",
+                                              "sha256": sha.hexdigest(), "size": size}],
+                            {"query_id": query_id, "to": "http"})
+
+
+async def send_stored(request: web.Request, path: Path, case: str, query_id: str
+                      ) -> web.StreamResponse:
+    """Send a stored result, hashing what is sent (for its ``export`` entry)."""
+    resp = web.StreamResponse(headers=pcap_headers(path.name))
+    with open(path, "rb") as f:
+        resp.content_length = size = f.seek(0, 2)
+        f.seek(0)
+        await resp.prepare(request)
+        sha = hashlib.sha256()
+        while data := f.read(READ_SLICE):
+            sha.update(data)
+            await resp.write(data)
+    await resp.write_eof()
+    await exported(request, case, query_id, sha, size)
     return resp
 
 
@@ -81,7 +115,7 @@ async def get_pcap(request: web.Request) -> web.StreamResponse:
     if status != "done" or not path.exists():
         raise ApiError(404, "no_result", "no stored result for this query (it ran outside the "
                        "server or is still running elsewhere); submit it again")
-    return web.FileResponse(path, headers=pcap_headers(path.name))
+    return await send_stored(request, path, (row or {})["case"], request.match_info["id"])
 
 
 @routes.get("/api/v1/queries/{id}/verdicts")

@@ -4,7 +4,7 @@ line:column), run workflows on a stored query result."""
 from __future__ import annotations
 
 from aiohttp import web
-from pcapwire.api.auth import role
+from pcapwire.api.auth import actor, role
 from pcapwire.api.bodies import read_json
 from pcapwire.api.errors import ApiError
 from pcapwire.api.history import get_query
@@ -61,6 +61,6 @@ async def run_on_result(request: web.Request) -> web.Response:
                            "on it when it has finished")
         row = get_query(ts, job.id)
     assert row is not None
-    new = await request.app[QUERIES].rerun(ts, row, list(body["workflows"]))
+    new = await request.app[QUERIES].rerun(ts, row, list(body["workflows"]), actor(request))
     out = view(ts, None, new)
     return web.json_response(out, status=202, headers={"Location": out["links"]["self"]})

@@ -11,6 +11,8 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from pcapwire.api.errors import ApiError
 from pcapwire.api.limits import MAX_EVENT_MARGIN_S, MAX_HASHES_PER_LOOKUP
+from pcapwire.holds.actions import MAX_CASE_CHARS as MAX_HOLD_CASE_CHARS
+from pcapwire.holds.actions import MAX_REASON_CHARS as MAX_HOLD_REASON_CHARS
 from pcapwire.query.spec import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from pcapwire.records import SEVERITIES
 
@@ -48,6 +50,98 @@ LOSS_COUNTS = {k: {"type": "integer", "minimum": 0}
                for k in ("packets", "kernel", "interface", "backlog", "disk")}
 FIVE_TUPLE = _obj({"proto": PROTO, "src_ip": IP, "src_port": PORT, "dest_ip": IP,
                    "dest_port": PORT}, ("proto", "src_ip", "src_port", "dest_ip", "dest_port"))
+
+_SPAN = _obj({"first_ns": {"type": "integer"}, "last_ns": {"type": "integer"},
+              "packets": {"type": "integer"}, "segments": {"type": "integer"},
+              "reasons": {"type": "array", "items": {"enum": ["max_age", "high_watermark"]}}},
+             ("first_ns", "last_ns", "packets", "segments", "reasons"))
+_MARK = {"type": "string", "maxLength": 64, "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Z%]*\s*$",
+         "description": "a percent of the file system ('90%') or a byte budget ('500 GiB')"}
+_DURATION = {"type": "string", "maxLength": 64,
+             "pattern": r"^(\s*[0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d|w)\s*)?$",
+             "description": "'500ms', '90s', '12h', '30d', '2w'; '' for none"}
+_USAGE = {"type": ["object", "null"], "additionalProperties": True}
+_RETENTION_ROW = _obj({"id": {"type": "integer"}, "path": {"type": "string"},
+                       "first_ns": {"type": "integer"}, "last_ns": {"type": "integer"},
+                       "packets": {"type": "integer"}, "bytes": {"type": "integer"},
+                       "reason": {"enum": ["max_age", "high_watermark"]},
+                       "ms": {"type": "number"}},
+                      ("id", "path", "first_ns", "last_ns", "packets", "bytes", "reason"))
+RETENTION_SCHEMAS: dict[str, Any] = {
+    "Expired": {**_obj({"packets": {"type": "integer", "minimum": 0},
+                        "segments": {"type": "integer", "minimum": 0},
+                        "spans": {"type": "array", "items": _SPAN},
+                        "more_spans": {"type": "integer", "minimum": 0}},
+                       ("packets", "segments", "spans", "more_spans")),
+                "description": "packets of the window deleted since by the retention policy, "
+                               "as spans of time clipped to the window"},
+    "RetentionPolicy": _obj({"high_watermark": _MARK, "low_watermark": _MARK,
+                             "max_age": _DURATION, "flow_max_age": _DURATION,
+                             "interval": _DURATION, "when_full": {"enum": ["drop", "stop"]}}),
+    "RetentionStatus": _obj({
+        "policy": {"type": "object"}, "usage": _USAGE, "kept": {"type": "object"},
+        "protected": {"type": "object"}, "deletable": {"type": "object"},
+        "expired": {"type": "object"}, "alarm": {"type": "boolean"},
+        "alarm_since": NULLABLE_NUM, "alarm_reason": NULLABLE_STR, "last_run": NULLABLE_NUM,
+        "warnings": {"type": "array", "items": {"type": "string"}}},
+        ("policy", "usage", "kept", "protected", "deletable", "expired", "alarm", "warnings")),
+    "RetentionRun": _obj({
+        "dry_run": {"type": "boolean"}, "skipped": {"type": "boolean"},
+        "segments": {"type": "array", "items": _RETENTION_ROW},
+        "deleted_segments": {"type": "integer"}, "deleted_bytes": {"type": "integer"},
+        "swept": {"type": "integer"}, "flows_deleted": {"type": "integer"},
+        "usage_before": _USAGE, "usage_after": _USAGE, "alarm": {"type": "boolean"},
+        "alarm_reason": NULLABLE_STR},
+        ("dry_run", "skipped", "segments", "deleted_segments", "deleted_bytes", "alarm")),
+}
+
+_NULLABLE_INT = {"type": ["integer", "null"]}
+_REASON = {"type": "string", "minLength": 1, "maxLength": MAX_HOLD_REASON_CHARS,
+           "description": "why (kept in the case's custody log)"}
+HOLD_SCHEMAS: dict[str, Any] = {
+    "HoldRequest": _obj({
+        "case": {"type": "string", "minLength": 1, "maxLength": MAX_HOLD_CASE_CHARS},
+        "reason": _REASON,
+        "flow_ids": {"type": "array", "items": {"type": "integer", "minimum": 1,
+                                                "maximum": 2**62}, "maxItems": 10000},
+        "five_tuple": ref("FiveTuple"), "bpf": {"type": "string", "maxLength": 4096},
+        "hosts": {"type": "array", "items": IP, "maxItems": 64,
+                  "description": "every one is an endpoint of the flow"},
+        "ports": {"type": "array", "items": PORT, "maxItems": 64,
+                  "description": "any of them is a TCP/UDP/SCTP port of the flow"},
+        "start": TIME, "end": TIME}, ("case", "reason")),
+    "HoldRelease": _obj({"reason": _REASON}, ("reason",)),
+    "HoldPart": _obj({"n": {"type": "integer"}, "path": {"type": "string"},
+                      "sha256": {"type": "string"}, "size": {"type": "integer"},
+                      "packets": {"type": "integer"},
+                      "segments": {"type": "array", "items": {"type": "integer"}},
+                      "created": {"type": "string"}, "url": {"type": "string"},
+                      "damage": {"type": "array", "items": {"type": "string"},
+                                 "description": "what could not be read (a damaged frame "
+                                 "of a compressed segment): missing from this part"}},
+                     ("n", "path", "sha256", "size", "packets", "segments", "created", "url",
+                      "damage")),
+    "Hold": _obj({
+        "id": {"type": "integer"}, "case": {"type": "string"},
+        "selection": {"type": "object", "description": "the filters (as in QueryRequest)"},
+        "window": _obj({"start": NULLABLE_STR, "end": NULLABLE_STR, "start_ns": _NULLABLE_INT,
+                        "end_ns": _NULLABLE_INT}, ("start", "end", "start_ns", "end_ns")),
+        "reason": {"type": "string"}, "created_by": {"type": "string"},
+        "created": {"type": "string"}, "state": {"enum": ["open", "complete", "released"]},
+        "completed": NULLABLE_STR,
+        "released": {"anyOf": [{"type": "null"}, _obj({
+            "by": {"type": "string"}, "at": {"type": "string"}, "reason": {"type": "string"}},
+            ("by", "at", "reason"))]},
+        "parts": {"type": "array", "items": ref("HoldPart")},
+        "packets": {"type": "integer"}, "bytes": {"type": "integer"},
+        "protects": _obj({"segments": {"type": "array", "items": {"type": "integer"}},
+                          "bytes": {"type": "integer"}}, ("segments", "bytes"),
+                         ) | {"description": "segments of the window not copied yet "
+                                             "(retention keeps them)"}},
+        ("id", "case", "selection", "window", "reason", "created_by", "created", "state",
+         "completed", "released", "parts", "packets", "bytes", "protects")),
+    "HoldList": _list("holds", "Hold"),
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"code": {"type": "string"}, "message": {"type": "string"},
@@ -108,7 +202,8 @@ SCHEMAS: dict[str, Any] = {
                  "max_severity": NULLABLE_STR, "error": NULLABLE_STR}, ("run_id", "workflow",
                                                                         "status")),
     "Loss": {**_obj({**LOSS_COUNTS, "interfaces": {"type": "object", "additionalProperties":
-                                                    _obj(LOSS_COUNTS, tuple(LOSS_COUNTS))}},
+                                                    _obj(LOSS_COUNTS, tuple(LOSS_COUNTS))},
+                     "expired": ref("Expired")},
                     (*LOSS_COUNTS, "interfaces")),
              "description": "packets the query's time window lost while it was recorded: "
                             "packets = kernel (ring full) + interface + backlog (pcapwire's "
@@ -204,7 +299,9 @@ SCHEMAS: dict[str, Any] = {
                   "dest_ip": {"type": "string"}, "dest_port": {"type": "integer"},
                   "start": {"type": "string"}, "end": {"type": "string"},
                   "pkts_toserver": {"type": "integer"}, "bytes_toserver": {"type": "integer"},
-                  "pkts_toclient": {"type": "integer"}, "bytes_toclient": {"type": "integer"}},
+                  "pkts_toclient": {"type": "integer"}, "bytes_toclient": {"type": "integer"},
+                  "packets_expired": {"type": "integer", "minimum": 1, "description":
+                                      "packets of the flow deleted by retention (only then)"}},
                  ("flow_id", "proto", "src_ip", "src_port", "dest_ip", "dest_port", "start",
                   "end")),
     "FlowList": _list("flows", "Flow"),
@@ -350,6 +447,8 @@ SCHEMAS: dict[str, Any] = {
                                    "maxItems": MAX_HASHES_PER_LOOKUP,
                                    "items": {"type": "string", "pattern": "^[0-9a-fA-F]{32,128}$"}
                                    }}, ("hashes",)),
+    **RETENTION_SCHEMAS,
+    **HOLD_SCHEMAS,
 }
 
 _FORMATS = FormatChecker()

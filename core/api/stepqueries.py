@@ -31,8 +31,10 @@ MAX_FLOW_IDS = 100
 class TenantQueries:
     """:class:`~pcapwire.workflow.queries.PacketQueries` of one tenant."""
 
-    def __init__(self, manager: QueryManager, ts: TenantStore, max_result_bytes: int) -> None:
+    def __init__(self, manager: QueryManager, ts: TenantStore, max_result_bytes: int,
+                 actor: str) -> None:
         self.manager = manager
+        self.actor = actor  # the custody log's actor of the steps' queries
         self.ts = ts
         self.max_result_bytes = max_result_bytes
 
@@ -47,7 +49,7 @@ class TenantQueries:
         spec = dataclasses.replace(spec, max_bytes=min(spec.max_bytes or cap, cap),
                                    follow=False)  # a step waits for its query's end
         try:
-            job = await self.manager.submit(self.ts, spec, [])
+            job = await self.manager.submit(self.ts, spec, [], self.actor)
         except ApiError as exc:
             return QueryResult("", "error", error=exc.message, error_code=exc.code)
         except PcapwireError as exc:

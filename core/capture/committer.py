@@ -4,9 +4,11 @@ Writers hand it :class:`~pcapwire.capture.ledger.SegmentCommit` items; it applie
 are waiting in one transaction (so a slow catalog, busy with an ingest, costs fewer
 transactions, never a stalled writer), then renames the segments sealed in it from
 ``.live`` to their final name (the row exists before the file has that name, so
-an ingest's orphan clean-up never takes it for debris). A commit that fails (disk full,
-catalog locked for longer than its busy timeout) is retried, in order, until it succeeds;
-each failure counts as a write error and is logged at most every LOG_EVERY seconds.
+an ingest's orphan clean-up never takes it for debris) and appends their seal entries
+to the store's custody log (with the SHA-256 the writer computed as it wrote). A commit
+that fails (disk full, catalog locked for longer than its busy timeout) is retried, in
+order, until it succeeds; each failure counts as a write error and is logged at most
+every LOG_EVERY seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, TypeVar
 from pcapwire.capture import ledger
 from pcapwire.capture.ledger import SegmentCommit
 from pcapwire.capture.status import LatencyHistogram
+from pcapwire.custody import actor_cli, events
 from pcapwire.store.catalog import Catalog
 from pcapwire.store.segments import LIVE_SUFFIX
 
@@ -53,6 +56,7 @@ class Committer(threading.Thread):
         self._stopping = False
         self._last_log = 0.0
         self._bytes_at = 0.0
+        self.actor = actor_cli()  # who the seal entries name
 
     # -- from other threads --------------------------------------------------------------------
     def submit(self, item: SegmentCommit) -> None:
@@ -149,6 +153,7 @@ class Committer(threading.Thread):
                 self.latency.observe_spread(packets, (done - last) / 1e9, (done - first) / 1e9)
             if c.sealed and c.rel is not None:
                 self._rename(c.rel)
+                self._sealed(c)
         now = time.monotonic()
         if now - self._bytes_at >= STORE_BYTES_EVERY:
             self._bytes_at = now
@@ -161,6 +166,15 @@ class Committer(threading.Thread):
             os.replace(final.with_name(final.name + LIVE_SUFFIX), final)
         except OSError as exc:  # the row says sealed; a restart renames it (recovery)
             log.error("%s: cannot rename the sealed segment into place: %s", rel, exc)
+
+    def _sealed(self, c: SegmentCommit) -> None:
+        assert c.rel is not None
+        try:
+            events.sealed(self.root, [events.segment_object(c.rel, c.sha256, c.size,
+                                                            self.ids.get(c.rel))],
+                          self.actor, {"source": c.interface})
+        except (OSError, ValueError) as exc:  # the segment is stored; its seal is not
+            log.error("%s: cannot append its seal to the custody log: %s", c.rel, exc)
 
     def _give_up(self, items: list[SegmentCommit]) -> None:
         segs = sorted({c.rel for c in items if c.rel is not None})

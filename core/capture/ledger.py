@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcapwire.store.catalog import Catalog
+from pcapwire.store.compression import stored_total
 
 SOURCE_PREFIX = "capture:"  # fingerprint of a recorder source: capture:<run>:<name>
 LOSS_CAUSES = ("kernel_drops", "if_drops", "backlog_drops", "disk_drops")
@@ -66,6 +67,7 @@ class SegmentCommit:
     arrivals: list[tuple[int, int, int]] = field(default_factory=list)
     loss: LossDelta | None = None
     sealed: bool = False
+    sha256: str = ""  # of the sealed file (custody log), set when ``sealed``
 
 
 def start_run(catalog: Catalog, inputs: Sequence[str]) -> int:
@@ -150,7 +152,8 @@ def add_loss(catalog: Catalog, run_id: int, segment_id: int, loss: LossDelta) ->
 
 
 def store_bytes(catalog: Catalog) -> int:
-    return int(catalog.db.execute("SELECT coalesce(sum(size), 0) FROM segments").fetchone()[0])
+    """Bytes the segments take as stored (a compressed one at its compressed size)."""
+    return stored_total(catalog)
 
 
 # -- reading (capture status) ------------------------------------------------------------------

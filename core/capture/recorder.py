@@ -5,7 +5,11 @@ never waits for the disk) and a :class:`SourceWriter`; per PCAP-over-IP listener
 accepting thread (each connection is a new source); one :class:`Committer`; one status
 thread (``DATA_DIR/capture/status.json`` every second). One recorder per data directory
 (``DATA_DIR/capture/capture.lock``); on start it completes what a previous one left open
-(:mod:`.recovery`).
+(:mod:`.recovery`). Beside it, the store's maintenance thread
+(:mod:`pcapwire.store.maintenance`: retention, holds, compression); when retention can
+free nothing more and the disk is above its high mark, the store's ``when_full`` says
+what the recorder does: ``drop`` (go on; what does not fit is counted as disk drops, and
+the alarm shows in the status) or ``stop`` (stop cleanly: :attr:`Recorder.stop_reason`).
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcapwire.capture import ledger
 from pcapwire.capture.backlog import Backlog, Queued
 from pcapwire.capture.committer import Committer
 from pcapwire.capture.config import RecorderConfig
-from pcapwire.capture.recovery import RecoveryReport, recover
+from pcapwire.capture.recovery import RecoveryReport, recover, seal_recovered
 from pcapwire.capture.segment import META_SIZE, meta_ts
 from pcapwire.capture.sources import MAX_CONNECTIONS, PcapOverIpListener, Source
 from pcapwire.capture.status import (
@@ -38,6 +42,11 @@ from pcapwire.capture.writer import SourceInfo, SourceWriter
 from pcapwire.errors import ConfigError
 from pcapwire.store import Store
 from pcapwire.store.catalog import Catalog
+from pcapwire.store.config import StoreConfig
+from pcapwire.store.config import load as load_store_config
+
+if TYPE_CHECKING:
+    from pcapwire.store.maintenance import Maintenance
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +91,16 @@ class Recorder:
         self._status_file: StatusFile | None = None
         self._status_thread: threading.Thread | None = None
         self._last_log = 0.0
+        self._maintenance: Maintenance | None = None
+        self.retention: dict[str, Any] | None = None  # the last retention run, for status
+        self.stop_reason: str | None = None  # set when the store's when_full says stop
         self.stopped = False
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self, sources: Sequence[Source] = (),
               listeners: Sequence[PcapOverIpListener] = ()) -> None:
         Store(self.root).close()  # creates (or migrates) the store
+        load_store_config(self.root)  # a broken store.toml is an error now, not later
         capture_dir = self.root / CAPTURE_DIR
         capture_dir.mkdir(exist_ok=True)
         self._lock_file = open(capture_dir / LOCK_FILE, "w")  # noqa: SIM115 - held till stop
@@ -108,9 +121,14 @@ class Recorder:
         self._committer = committer = Committer(self.root, self.latency)
         committer.start()
         self.recovery = committer.call(lambda cat: recover(cat, self.root))
+        seal_recovered(self.root, self.recovery)
         inputs = [s.name for s in sources] + [li.interface for li in listeners]
         self.run_id = committer.call(lambda cat: ledger.start_run(cat, inputs))
         self._status_file = StatusFile(capture_dir / STATUS_FILE)
+        from pcapwire.store.maintenance import Maintenance  # it imports the holds, they us
+
+        self._maintenance = Maintenance.of_store(self.root, self._on_retention)
+        self._maintenance.start()
         for src in sources:
             self.add_source(src)
         for li in listeners:
@@ -149,9 +167,10 @@ class Recorder:
         return not self._listeners and all(not r.writer.is_alive() for r in running)
 
     def wait(self, stop: threading.Event, poll: float = 0.25) -> None:
-        """Until ``stop`` is set or every input has ended."""
+        """Until ``stop`` is set, every input has ended, or the store's ``when_full``
+        says stop (:attr:`stop_reason`)."""
         while not stop.wait(poll):
-            if self.inputs_ended:
+            if self.inputs_ended or self.stop_reason is not None:
                 return
 
     def stop(self) -> None:
@@ -159,6 +178,8 @@ class Recorder:
         if self.stopped:
             return
         self.stopped = True
+        if self._maintenance is not None:
+            self._maintenance.stop()  # between two deletions at most
         self._stop_reading.set()
         if self.config.writer_gate is not None:
             self.config.writer_gate.set()
@@ -220,7 +241,18 @@ class Recorder:
             "disk_free_bytes": free, "write_errors": self.write_errors,
             "commit_backlog": committer.backlog if committer is not None else 0,
             "listening": [li.address for li, _t in self._listeners],
-            "latency_hist": self.latency.snapshot()}
+            "latency_hist": self.latency.snapshot(), "retention": self.retention}
+
+    def _on_retention(self, _root: Path, config: StoreConfig, report: Any) -> None:
+        """A retention run of the maintenance thread: its alarm goes into the status;
+        with ``when_full = "stop"`` an alarm stops the recorder."""
+        before = self.retention or {}
+        self.retention = {"alarm": report.alarm, "when_full": config.retention.when_full,
+                          "deleted_segments": before.get("deleted_segments", 0)
+                          + len(report.deleted)}
+        if report.alarm and config.retention.when_full == "stop" and self.stop_reason is None:
+            self.stop_reason = f"the store is full ({report.alarm_reason})"
+            log.error("recorder stops: %s", self.stop_reason)
 
     # -- threads -------------------------------------------------------------------------------
     def _read_loop(self, run: _Running) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pcapwire import _native
 from pcapwire.capture import ledger
+from pcapwire.custody import actor_cli, events, file_object
 from pcapwire.pcapformat import HEADER_LEN, sniff_header
 from pcapwire.store.catalog import Catalog
 from pcapwire.store.segments import LIVE_SUFFIX
@@ -70,6 +71,20 @@ def recover(catalog: Catalog, root: Path) -> RecoveryReport:
                     "written after its last commit kept, %d bytes of a cut record removed",
                     len(report.segments), report.packets, report.truncated_bytes)
     return report
+
+
+def seal_recovered(root: Path, report: RecoveryReport) -> None:
+    """The seal entries of the segments recovery completed (their files hashed now: the
+    writer that hashed them as it wrote died with its hash)."""
+    objects = []
+    for rel in report.segments:
+        try:
+            found = file_object("segment", root / rel, root)
+        except OSError as exc:
+            report.problems.append(f"{rel}: cannot hash it for the custody log: {exc}")
+            continue
+        objects.append(events.segment_object(rel, found["sha256"], found["size"]))
+    events.sealed(root, objects, actor_cli(), {"recovered": True})
 
 
 def _complete(catalog: Catalog, root: Path, seg_id: int, rel: str,

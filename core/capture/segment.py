@@ -3,13 +3,15 @@
 Records are appended with ``pwrite`` at the segment's size, whole batches at a time; a
 write that fails (disk full …) is cut off again (``ftruncate``), so the file is always the
 header and whole records, plus at most the part of one batch a crash interrupted. Each
-batch is indexed natively right after it is written (no second pass). :meth:`cut` makes
+batch is indexed natively right after it is written (no second pass), and hashed (the
+SHA-256 of the sealed file, for the custody log's seal entry). :meth:`cut` makes
 what was written durable (``fdatasync``) and hands out the index since the previous cut:
 the recorder commits it, with the segment's size, to the catalog.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import time
@@ -59,6 +61,7 @@ class Cut:
     size: int
     flows: list[tuple]
     arrivals: list[tuple[int, int, int]]  # (packets, first, last arrival ns) per batch
+    sha256: str = ""  # of the file up to ``size``
 
 
 @dataclass
@@ -81,6 +84,8 @@ class LiveSegment:
     _indexer: Any = None
     _cut: tuple[int, int, int, int | None, int | None] = (HEADER_LEN, 0, 0, None, None)
     _arrivals: list[tuple[int, int, int]] = field(default_factory=list)
+    _sha: Any = field(default_factory=hashlib.sha256)  # of the file so far
+    _cut_sha: Any = None  # the hash at the last cut (a failed cut goes back to it)
 
     @property
     def final_path(self) -> Path:
@@ -94,14 +99,17 @@ class LiveSegment:
         """Create the file with its header (raises OSError, nothing left behind)."""
         self.live_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.live_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        header = pcap_header(self.linktype, self.snaplen, self.tsprec)
         try:
-            _pwrite_all(fd, pcap_header(self.linktype, self.snaplen, self.tsprec), 0)
+            _pwrite_all(fd, header, 0)
         except OSError:
             os.close(fd)
             self.live_path.unlink(missing_ok=True)
             raise
         self._fd = fd
         self._indexer = _native.SegmentIndexer()
+        self._sha.update(header)
+        self._cut_sha = self._sha.copy()
 
     def append(self, records: bytes, meta: bytes, arrival: tuple[int, int] | None = None
                ) -> int:
@@ -117,6 +125,7 @@ class LiveSegment:
             self._truncate(base)
             raise SegmentWriteError(exc.errno, exc.strerror) from None
         n, first, last = self._indexer.add(meta, base)
+        self._sha.update(records)
         self.size += len(records)
         self.packets += n
         self.data_bytes += len(records) - 16 * n
@@ -145,9 +154,15 @@ class LiveSegment:
         flows = self._indexer.finish()
         arrivals, self._arrivals = self._arrivals, []
         self._cut = (self.size, self.packets, self.data_bytes, self.first_ns, self.last_ns)
+        self._cut_sha = self._sha.copy()
         self.cuts += 1
         return Cut(self.first_ns or 0, self.last_ns or 0, self.packets, self.size, flows,
-                   arrivals)
+                   arrivals, self._sha.hexdigest())
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the file as it is (header and whole records up to ``size``)."""
+        return str(self._sha.hexdigest())
 
     def _rollback(self) -> None:
         size, packets, nbytes, first, last = self._cut
@@ -155,6 +170,7 @@ class LiveSegment:
         self._truncate(size)
         self._indexer.finish()  # the index of what is gone
         self._arrivals = []
+        self._sha = self._cut_sha.copy()
         self.size, self.packets, self.data_bytes, self.first_ns, self.last_ns = self._cut
 
     def _truncate(self, size: int) -> None:

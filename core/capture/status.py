@@ -12,7 +12,7 @@ Document (every count cumulative since ``started``; times are Unix seconds)::
    "interfaces": {NAME: {"packets", "bytes", "kernel_drops", "if_drops", "backlog_drops",
                          "disk_drops", "input_errors", "pps", "mbps"}},
    "segments", "disk_bytes", "disk_free_bytes", "write_errors", "commit_backlog",
-   "listening": [HOST:PORT, …],
+   "listening": [HOST:PORT, …], "retention": {"alarm", "when_full", "deleted_segments"},
    "latency_hist": {"buckets": [0.05, 0.1, 0.25, 0.5, 1, 2, 5], "counts": [...],
                     "sum": s, "count": n}}
 
@@ -23,7 +23,10 @@ or the disk refused them); ``disk_drops``: the part of those that could not be w
 run; ``disk_bytes``: the store's segments (catalog sizes, every source, refreshed each
 second); ``disk_free_bytes``: free space on the data directory's file system;
 ``write_errors``: failed segment writes and catalog commits; ``commit_backlog``: commits
-waiting (the catalog is busy or full). ``latency_hist``: arrival to queryable
+waiting (the catalog is busy or full). ``retention``: the last run of the store's
+retention (:mod:`pcapwire.retention`), ``{"alarm", "when_full", "deleted_segments"}``
+(null before the first); the alarm: usage above the high watermark and nothing left that
+may be deleted. ``latency_hist``: arrival to queryable
 (packet capture time, or for a stream the time it was read, to the catalog commit that
 made it visible), cumulative like Prometheus' ``le`` buckets: ``counts[i]`` packets took
 at most ``buckets[i]`` seconds; ``count`` is the +Inf bucket.
@@ -228,4 +231,8 @@ def status_line(doc: dict[str, Any]) -> str:
             f"{human_bytes(doc.get('disk_free_bytes', 0))} free")
     if doc.get("write_errors"):
         line += f"  WRITE ERRORS {doc['write_errors']}"
+    retention = doc.get("retention") or {}
+    if retention.get("alarm"):
+        line += f"  RETENTION ALARM (store full of protected data; when_full " \
+                f"{retention.get('when_full')})"
     return line

@@ -220,7 +220,8 @@ class SourceWriter(threading.Thread):
             self.counters.packets -= packets
             self.counters.bytes -= nbytes
             self._disk_drop(packets, exc)
-            cut = Cut(seg.first_ns or 0, seg.last_ns or 0, seg.packets, seg.size, [], [])
+            cut = Cut(seg.first_ns or 0, seg.last_ns or 0, seg.packets, seg.size, [], [],
+                      seg.sha256)
             if seg.cuts == 0:  # nothing of it was ever committed, nothing is left
                 if sealed:
                     seg.close()
@@ -231,7 +232,8 @@ class SourceWriter(threading.Thread):
         return SegmentCommit(
             self.info.run_id, self.info.source_id, self.info.interface, seg.rel, seg.linktype,
             seg.snaplen, seg.tsprec, seg.opened, cut.first_ns, cut.last_ns, cut.packets,
-            cut.size, cut.flows, cut.arrivals, sealed=sealed)
+            cut.size, cut.flows, cut.arrivals, sealed=sealed,
+            sha256=cut.sha256 if sealed else "")
 
     def _loss(self) -> LossDelta | None:
         c = self.counters

@@ -112,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         recorder.stop()
     progress.end()
+    if recorder.stop_reason is not None:  # the store's retention when_full = "stop"
+        print(f"pcapwire: recorder stopped: {recorder.stop_reason}", file=sys.stderr)
+        _summary(recorder)
+        return EXIT_PARTIAL
     return _summary(recorder)
 
 

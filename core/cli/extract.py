@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, chunks: Iterable[PcapChunk] | None = None) -> 
     except OSError as exc:
         raise ConfigError(f"cannot create --out directory {out}: {exc}") from exc
     store = artifact_store(out)
+    query_id: str | None = None  # the store query carved, kept in its case's custody log
     if chunks is None and args.pcap:
         if _has_filters(args):
             raise ConfigError("extract takes --pcap FILE or query filters, not both")
@@ -74,10 +75,12 @@ def run(args: argparse.Namespace, chunks: Iterable[PcapChunk] | None = None) -> 
             raise ConfigError("extract needs --pcap FILE or query filters (--host, --port, "
                               "--bpf, --start/--end ...); to carve the whole store, say "
                               "so with --start 0")
-        result, damage = _carve_query(args, store, protocols)
+        result, damage, query_id = _carve_query(args, store, protocols)
     else:
         result, damage = carve_chunks(chunks, store, protocols=protocols)
     write_carve(out, result, damage, by_name=args.by_name)
+    if query_id is not None:
+        _custody(args, out, query_id)
     if args.json:
         for rec in [*result.files, *result.emails]:
             sys.stdout.write(json.dumps(rec.to_dict(), sort_keys=True) + "\n")
@@ -99,20 +102,33 @@ def _has_filters(args: argparse.Namespace) -> bool:
     return any(getattr(args, name, None) for name in _FILTERS)
 
 
+def _custody(args: argparse.Namespace, out: Path, query_id: str) -> None:
+    """The carved files and emails, in the custody log of the query's case."""
+    from pcapwire import custody
+    from pcapwire.cli.filters import spec_from_args
+    from pcapwire.custody.events import carve_objects, record
+
+    record(args.data_dir, spec_from_args(args).case, "extract", custody.actor_cli(),
+           carve_objects(out.resolve()), {"query_id": query_id, "out": str(out.resolve())})
+
+
 def _carve_query(args: argparse.Namespace, artifacts: Any, protocols: tuple[str, ...]
-                 ) -> tuple[CarveResult, list[str]]:
-    """Carve the packets of a store query (kept in the query history)."""
+                 ) -> tuple[CarveResult, list[str], str]:
+    """Carve the packets of a store query (kept in the query history); returns the
+    carve, the damage and the query's id."""
+    import uuid
+
     from pcapwire.cli.filters import spec_from_args
     from pcapwire.extract.source import carve_chunks
     from pcapwire.query.engine import QueryStats
     from pcapwire.store import Store
 
-    spec, stats = spec_from_args(args), QueryStats()
+    spec, stats, query_id = spec_from_args(args), QueryStats(), uuid.uuid4().hex
     with Store.existing(args.data_dir) as store:
-        chunks = store.query_engine().recorded_chunks(spec, stats=stats)
+        chunks = store.query_engine().recorded_chunks(spec, query_id, stats=stats)
         try:
             out = carve_chunks(chunks, artifacts, protocols=protocols)
         finally:
             chunks.close()
     print(f"query: {stats.packets} packets", file=sys.stderr)
-    return out
+    return (*out, query_id)

@@ -38,5 +38,14 @@ def run(args: argparse.Namespace) -> int:
         dst = f"{r['dest_ip']}:{r['dest_port']}" if r["dest_ip"] else "-"
         print(f"{r['flow_id']:>6} {r['proto']:<6} {src:<42} {dst:<42} "
               f"{r['pkts_toserver'] + r['pkts_toclient']:>8} "
-              f"{r['bytes_toserver'] + r['bytes_toclient']:>10}  {r['start']}")
+              f"{r['bytes_toserver'] + r['bytes_toclient']:>10}  {r['start']}{_expired(r)}")
     return 0
+
+
+def _expired(row: dict) -> str:
+    """The mark of a flow whose packets retention deleted (all, or some of them)."""
+    gone = row.get("packets_expired")
+    if not gone:
+        return ""
+    total = row["pkts_toserver"] + row["pkts_toclient"]
+    return "  packets expired" if gone >= total else f"  {gone} of {total} packets expired"

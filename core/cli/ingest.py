@@ -15,6 +15,7 @@ import time
 from pcapwire.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from pcapwire.store import Store
 from pcapwire.store.limits import DECOMPRESSED, QUOTA, RATIO, IngestLimits
+from pcapwire.store.maintenance import IngestRetention
 from pcapwire.store.segments import SEGMENT_MAX_BYTES
 
 
@@ -99,17 +100,23 @@ def run(args: argparse.Namespace) -> int:
         mode = "bar" if sys.stderr.isatty() else "none"
     bar = _Bar() if mode == "bar" else None
 
-    def on_checkpoint(n: int) -> None:
-        if mode == "lines":
-            print(f"checkpoint: {n} segment(s) committed", file=sys.stderr, flush=True)
-
     limits = IngestLimits(max_decompressed_bytes=_mib(args.max_decompressed_mb),
                           max_decompression_ratio=args.max_ratio or None,
                           quota_bytes=_mib(args.quota_mb))
     with Store(args.data_dir) as store:
-        report = store.ingest(args.paths, segment_max_bytes=args.segment_size * 2**20,
+        retention = IngestRetention(store)  # the store's policy applies while it fills
+
+        def on_checkpoint(n: int) -> None:
+            retention.checkpoint()
+            if mode == "lines":
+                print(f"checkpoint: {n} segment(s) committed", file=sys.stderr, flush=True)
+
+        retention.checkpoint()
+        report = store.ingest(args.paths,
+                              segment_max_bytes=retention.segment_bytes(args.segment_size * 2**20),
                               in_place=args.in_place, limits=limits,
                               progress=bar, on_checkpoint=on_checkpoint)
+        retention.finish()
     if bar is not None:
         sys.stderr.write("\n")
     summary = report.summary()
@@ -122,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
               f"{summary['flows_total']} in store")
         if summary["already_ingested"]:
             print(f"{summary['already_ingested']} file(s) were already ingested (skipped)")
+        if retention.deleted:
+            print(f"retention deleted {retention.deleted} old segment(s) by the store's policy "
+                  "(`pcapwire retention status`)", file=sys.stderr)
         for w in summary["warnings"]:
             print(f"warning: {w}", file=sys.stderr)
         for e in summary["errors"]:

@@ -66,8 +66,9 @@ def follow_to(args: argparse.Namespace, spec: QuerySpec) -> QueryStats:
 
 
 def report_loss(store: Store, spec: QuerySpec, now_ns: int | None = None) -> None:
-    """Say on stderr what the query's window lost while it was recorded, if anything."""
+    """Say on stderr what the query's window lost while it was recorded, and what of it
+    retention has deleted since, if anything."""
     end = spec.end_ns if spec.end_ns is not None else now_ns
     loss = loss_in_window(store.catalog, spec.start_ns, end)
-    if loss.total:
+    if loss.total or loss.expired.packets:
         print(f"pcapwire: warning: {loss.describe()}", file=sys.stderr)

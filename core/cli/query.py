@@ -6,9 +6,12 @@ import argparse
 import dataclasses
 import os
 import sys
+import uuid
 
+from pcapwire import custody
 from pcapwire.cli.filters import add_filter_args, spec_from_args
 from pcapwire.cli.livequery import follow_to, report_loss
+from pcapwire.custody.events import HashingWriter
 from pcapwire.errors import ConfigError
 from pcapwire.query import QueryStats
 from pcapwire.store import Store
@@ -44,24 +47,38 @@ def run(args: argparse.Namespace) -> int:
     if args.follow:
         stats = follow_to(args, dataclasses.replace(spec, follow=True))
         print_stats(args, stats)
-        return 0
+        return report_damage(stats)
     with Store.existing(args.data_dir) as store:
         engine = store.query_engine()
+        qid = uuid.uuid4().hex
         if args.write == "-":
-            stats = engine.write(spec, sys.stdout.buffer)
+            out = HashingWriter(sys.stdout.buffer)
+            stats = engine.write(spec, out, qid)  # type: ignore[arg-type]
             sys.stdout.buffer.flush()
         else:
             tmp = args.write + ".part"
             try:
-                with open(tmp, "wb") as out:
-                    stats = engine.write(spec, out)
+                with open(tmp, "wb") as fh:
+                    out = HashingWriter(fh)
+                    stats = engine.write(spec, out, qid)  # type: ignore[arg-type]
                 os.replace(tmp, args.write)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
+        where = "-" if args.write == "-" else os.path.abspath(args.write)
+        custody.append(store.root, spec.case, "export", custody.actor_cli(),
+                       [out.object("export", where)], {"query_id": qid})
         report_loss(store, spec)
     print_stats(args, stats)
-    return 0
+    return report_damage(stats)
+
+
+def report_damage(stats: QueryStats) -> int:
+    """Say on stderr what could not be read (a damaged frame of a compressed segment:
+    the result lacks its packets); the exit code: 1 (partial) then, else 0."""
+    for what in stats.damage:
+        print(f"pcapwire: warning: {what}", file=sys.stderr)
+    return 1 if stats.damage else 0
 
 
 def print_stats(args: argparse.Namespace, stats: QueryStats) -> None:

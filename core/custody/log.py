@@ -153,8 +153,22 @@ def _last(fd: int, path: Path) -> tuple[int, str]:
 
 def read(data_dir: str | os.PathLike[str], case: str | None) -> list[bytes]:
     """The log's lines (without newlines); [] when there is none."""
-    try:
-        data = log_path(data_dir, case).read_bytes()
-    except FileNotFoundError:
+    data = snapshot(data_dir, case)
+    if not data:
         return []
     return data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n")
+
+
+def snapshot(data_dir: str | os.PathLike[str], case: str | None) -> bytes:
+    """The log file's bytes, read under a shared lock (no append half-way in it); b""
+    when there is none."""
+    try:
+        fd = os.open(log_path(data_dir, case), os.O_RDONLY)
+    except FileNotFoundError:
+        return b""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)

@@ -1,16 +1,35 @@
-"""Legal holds (being written: the interface retention and the maintenance loop use)."""
+"""Legal holds: the packets a case must keep, copied into its evidence so that the base
+segments can age out while the evidence stays.
+
+::
+
+    hold = create_hold(store, QuerySpec(bpf="host 10.0.0.5", start_ns=..., end_ns=...,
+                                        case="IR-42"), "litigation notice 7", actor)
+    feed(store)                   # the maintenance loop: copy newly sealed segments
+    protected_segment_ids(store)  # retention: what open holds still have to copy
+    release_hold(store.root, hold.id, "matter closed", actor)   # evidence stays
+    evidence_files(data_dir, "IR-42")                            # for a case bundle
+
+Modules: :mod:`.table` (the holds tables in ``cases.sqlite``), :mod:`.evidence` (the
+part files), :mod:`.copying` (copying, feeding, protection), :mod:`.actions` (create,
+release, views). Every action is appended to the case's custody log.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pcapwire.holds.actions import (
+    HoldReleased,
+    NoSuchHold,
+    create_hold,
+    get_hold,
+    hold_view,
+    list_holds,
+    release_hold,
+)
+from pcapwire.holds.copying import feed, protected_segment_ids
+from pcapwire.holds.evidence import evidence_files
+from pcapwire.holds.table import Hold, Part
 
-
-def protected_segment_ids(store: Any) -> set[int]:
-    """Segments retention must not delete yet: those an open hold still has to copy."""
-    return set()
-
-
-def feed(store: Any) -> int:
-    """Copy packets of newly committed segments into the evidence of open holds whose
-    window reaches them; returns the packets copied."""
-    return 0
+__all__ = ["Hold", "HoldReleased", "NoSuchHold", "Part", "create_hold", "evidence_files",
+           "feed", "get_hold", "hold_view", "list_holds", "protected_segment_ids",
+           "release_hold"]

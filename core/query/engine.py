@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import io
-import mmap
+import logging
 import threading
 import uuid
 from array import array
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pcapwire import _native
 from pcapwire.chunking import ChunkBuilder, ChunkKind
+from pcapwire.custody import actor_cli, events
 from pcapwire.errors import QueryError
 from pcapwire.pcapformat import HEADER_LEN
 from pcapwire.query.bpfcache import compiled
@@ -41,10 +43,14 @@ from pcapwire.query.output import StreamFormatter
 from pcapwire.query.spec import QuerySpec
 from pcapwire.records import PcapChunk
 from pcapwire.store.catalog import Catalog, Segment
-from pcapwire.store.segments import open_segment
+from pcapwire.store.reader import segment_pieces
+from pcapwire.store.segments import segment_files
+from pcapwire.store.zstdseek import StoredSegmentError
 
 if TYPE_CHECKING:
     from pcapwire.store import Store
+
+log = logging.getLogger(__name__)
 
 DENSE_FRACTION = 0.25  # read a segment sequentially when candidates exceed this share of it
 QUEUE_CHUNKS = 4  # chunks buffered between the scanning thread and an async consumer
@@ -75,6 +81,14 @@ class QueryStats:
     chunks: int = 0
     segments_scanned: int = 0
     records_examined: int = 0
+    #: what could not be read (a damaged frame of a compressed segment: its file, frame and
+    #: compressed byte offset); the result lacks those records and only those
+    damage: list[str] = field(default_factory=list)
+
+    def add_damage(self, exc: StoredSegmentError) -> None:
+        if str(exc) not in self.damage:
+            log.warning("query result incomplete: %s", exc)
+            self.damage.append(str(exc))
 
 
 class QueryEngine:
@@ -82,22 +96,25 @@ class QueryEngine:
         self.store = store
 
     # -- planning --------------------------------------------------------------------------
-    def plan(self, spec: QuerySpec, catalog: Catalog | None = None) -> Plan:
+    def plan(self, spec: QuerySpec, catalog: Catalog | None = None,
+             segment_ids: Collection[int] | None = None) -> Plan:
         """``catalog``: another connection to the store's catalog (a follow plans inside
         a read transaction of its own, :mod:`.follow`); default the store's. The plan
         reads one commit (a read transaction), so while a recorder commits, the offsets it
-        finds never reach past the segment sizes it read."""
+        finds never reach past the segment sizes it read. ``segment_ids``: only these
+        segments are read (a hold copies the segments it has not copied yet)."""
         catalog = catalog or self.store.catalog
         if catalog.db.in_transaction:
-            return self._plan(spec, catalog)
+            return self._plan(spec, catalog, segment_ids)
         catalog.db.execute("BEGIN")
         try:
-            return self._plan(spec, catalog)
+            return self._plan(spec, catalog, segment_ids)
         finally:
             catalog.db.execute("COMMIT")
 
-    def _plan(self, spec: QuerySpec, catalog: Catalog) -> Plan:
-        segments = catalog.segments(spec.start_ns, spec.end_ns)
+    def _plan(self, spec: QuerySpec, catalog: Catalog,
+              segment_ids: Collection[int] | None = None) -> Plan:
+        segments = catalog.segments(spec.start_ns, spec.end_ns, segment_ids)
         if narrowing_sql(spec) is None:
             plans = [SegmentPlan(s, None) for s in segments]
             return self._finish(spec, plans, None, segments)
@@ -210,6 +227,9 @@ class QueryEngine:
                 pieces.close()
         stats.segments_scanned += seen.segments_scanned
         stats.records_examined += seen.records_examined
+        for exc in seen.damage:
+            if exc not in stats.damage:
+                stats.damage.append(exc)
         return False
 
     def _pieces(self, plan: SegmentPlan, filters: dict[tuple[int, int], Any], spec: QuerySpec,
@@ -227,23 +247,27 @@ class QueryEngine:
             if changed:
                 raise QueryError(f"{path} changed size since it was indexed in place; "
                                  "re-ingest it") from None
-        # open_segment: a segment the recorder still writes is <path>.live
-        with open_segment(path) as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            if plan.offsets is None:  # never past the committed size (a live segment)
-                pos, end = plan.start, min(len(mm), seg.size)
-            else:
-                pos, end = 0, len(plan.offsets) // 4
-            while pos < end:
-                if stop is not None and stop.is_set():
-                    return
-                out, ts, pos, examined = _native.scan(
-                    mm, pos, end, tsprec=seg.tsprec, snaplen=seg.snaplen, filter=filt,
-                    t_start_ns=spec.start_ns, t_end_ns=spec.end_ns, offsets=plan.offsets,
-                    max_out=spec.chunk_bytes - 24 if max_out is None else max_out)
-                stats.records_examined += examined
-                if out:
-                    stats.packets += len(ts) // 8
-                    yield out, ts
+        if not segment_files(self.store.root, seg.path) and self.store.catalog.db.execute(
+                "SELECT 1 FROM expired_segments WHERE id = ?", (seg.id,)).fetchone():
+            return  # deleted by retention since the plan: the window's loss reports it
+        # a plain segment is one piece (its mmap; <path>.live while recorded), a compressed
+        # one a piece per frame it needs; a damaged frame is reported and skipped
+        with closing(segment_pieces(self.store.root, seg, plan.offsets, plan.start,
+                                    stats.add_damage)) as pieces:
+            for piece in pieces:
+                pos, end = piece.start, piece.end
+                while pos < end:
+                    if stop is not None and stop.is_set():
+                        return
+                    out, ts, pos, examined = _native.scan(
+                        piece.buf, pos, end, tsprec=seg.tsprec, snaplen=seg.snaplen,
+                        filter=filt, t_start_ns=spec.start_ns, t_end_ns=spec.end_ns,
+                        offsets=piece.offsets,
+                        max_out=spec.chunk_bytes - 24 if max_out is None else max_out)
+                    stats.records_examined += examined
+                    if out:
+                        stats.packets += len(ts) // 8
+                        yield out, ts
 
     def recorded_chunks(self, spec: QuerySpec, query_id: str | None = None,
                         record: bool = True, stats: QueryStats | None = None,
@@ -267,13 +291,21 @@ class QueryEngine:
             if record:
                 self.store.cases.finish_query(query_id, status, stats.packets, stats.bytes,
                                               error)
+                self.custody(spec, query_id, status, stats, plan)
+
+    def custody(self, spec: QuerySpec, query_id: str, status: str, stats: QueryStats,
+                plan: Plan) -> None:
+        """A recorded query's entry in its case's custody log (the history keeps queries
+        the engine records: those of the command line, whose user is the actor)."""
+        events.query(self.store.root, spec.case, actor_cli(), query_id, spec.to_dict(),
+                     status, stats, events.plan_segments(plan))
 
     def write(self, spec: QuerySpec, out: BinaryIO, query_id: str | None = None,
-              record: bool = True) -> QueryStats:
+              record: bool = True, plan: Plan | None = None) -> QueryStats:
         """Write the whole result as one capture (see :mod:`.output`) to ``out``. The
         header follows the first chunk's scan: the plan is settled by then."""
         stats = QueryStats()
-        plan = self.plan(spec)
+        plan = plan or self.plan(spec)
         fmt: StreamFormatter | None = None
         for chunk in self.recorded_chunks(spec, query_id, record, stats, plan):
             if fmt is None:
@@ -340,6 +372,7 @@ class QueryEngine:
             await asyncio.to_thread(thread.join)
             if history is not None:
                 history.finish_query(query_id, status, stats.packets, stats.bytes, error)
+                await asyncio.to_thread(self.custody, spec, query_id, status, stats, plan)
 
 
 class _Handoff:

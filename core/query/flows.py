@@ -42,8 +42,22 @@ def flows_sql(spec: QuerySpec) -> Sql:
 
 def find_flows(catalog: Catalog, spec: QuerySpec, limit: int | None = None
                ) -> list[dict[str, Any]]:
+    """The flows as :func:`flow_dict`s; a flow some of whose packets retention deleted
+    also has ``packets_expired`` (all of them: the flow's packets are expired, its row
+    is metadata only)."""
     where = flows_sql(spec)
-    return [flow_dict(f) for f in catalog.flows(where.where, where.args, limit)]
+    rows = [flow_dict(f) for f in catalog.flows(where.where, where.args, limit)]
+    ids = [r["flow_id"] for r in rows]
+    expired: dict[int, int] = {}
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        expired.update(catalog.db.execute(
+            f"SELECT flow_id, packets FROM expired_flows WHERE flow_id IN "
+            f"({','.join('?' * len(part))})", part).fetchall())
+    for r in rows:
+        if r["flow_id"] in expired:
+            r["packets_expired"] = expired[r["flow_id"]]
+    return rows
 
 
 def explicit_sql(spec: QuerySpec) -> Sql | None:

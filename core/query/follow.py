@@ -54,6 +54,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from pcapwire.custody import actor_cli, events
 from pcapwire.errors import QueryError
 from pcapwire.pcapformat import HEADER_LEN, pcap_header
 from pcapwire.query.engine import Plan, QueryEngine, QueryStats, SegmentPlan
@@ -337,4 +338,6 @@ class Follow:
             if history is not None:
                 history.finish_query(self.query_id, status, self.stats.packets,
                                      self.stats.bytes, error)
+                events.query(self.engine.store.root, self.spec.case, actor_cli(),
+                             self.query_id, self.spec.to_dict(), status, self.stats, [])
         return self.stats

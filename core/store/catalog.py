@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS sources (
   size INTEGER NOT NULL, state TEXT NOT NULL, packets_done INTEGER NOT NULL DEFAULT 0,
   errors TEXT NOT NULL DEFAULT '[]', started REAL NOT NULL, finished REAL);
 CREATE TABLE IF NOT EXISTS segments (
-  id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, linktype INTEGER NOT NULL,
+  id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE, linktype INTEGER NOT NULL,
   snaplen INTEGER NOT NULL, tsprec INTEGER NOT NULL, first_ns INTEGER NOT NULL,
   last_ns INTEGER NOT NULL, packets INTEGER NOT NULL, size INTEGER NOT NULL,
   source_id INTEGER NOT NULL REFERENCES sources(id));
@@ -63,7 +63,22 @@ CREATE TABLE IF NOT EXISTS capture_loss (
   if_drops INTEGER NOT NULL, backlog_drops INTEGER NOT NULL, disk_drops INTEGER NOT NULL,
   PRIMARY KEY (run_id, interface, segment_id));
 CREATE INDEX IF NOT EXISTS capture_loss_seg ON capture_loss(segment_id);
+CREATE TABLE IF NOT EXISTS expired_segments (
+  id INTEGER PRIMARY KEY, path TEXT NOT NULL, first_ns INTEGER NOT NULL,
+  last_ns INTEGER NOT NULL, packets INTEGER NOT NULL, size INTEGER NOT NULL,
+  stored_size INTEGER NOT NULL, reason TEXT NOT NULL, deleted_at REAL NOT NULL,
+  removed INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS expired_segments_time ON expired_segments(first_ns, last_ns);
+CREATE INDEX IF NOT EXISTS expired_segments_pending ON expired_segments(removed);
+CREATE TABLE IF NOT EXISTS expired_flows (
+  flow_id INTEGER PRIMARY KEY, packets INTEGER NOT NULL, first_ns INTEGER NOT NULL,
+  last_ns INTEGER NOT NULL, expired_at REAL NOT NULL);
 """
+# Retention's tables (pcapwire.retention): the segments it deleted (``removed`` once their
+# files are gone: a crash between the commit and the unlink leaves 0, and the next run
+# deletes the files), and per flow the packets of it that went with them (the flow row
+# stays until the policy's flow_max_age). Segment ids are never reused (AUTOINCREMENT;
+# catalogs made before retention are rebuilt so once, see Catalog._segment_ids_unique).
 # The recorder's tables (pcapwire.capture.ledger): its runs, the state of the segments it
 # writes (open while it writes them, see pcapwire.store.segments.LIVE_SUFFIX) and the
 # packets lost per run, interface and segment (0: while no segment was open), by cause.
@@ -154,6 +169,38 @@ class Catalog:
         self.db.executescript(SCHEMA)
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                         (str(SCHEMA_VERSION),))
+        self._segment_ids_unique()
+
+    def _segment_ids_unique(self) -> None:
+        """Rebuild a ``segments`` table made without AUTOINCREMENT (catalogs older than
+        retention), so that the id of a deleted segment is never given to a new one; ids
+        and rows are kept, in one transaction (a crash leaves the old table)."""
+        def made_without() -> bool:
+            row = self.db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND "
+                                  "name='segments'").fetchone()
+            return "AUTOINCREMENT" not in row[0].upper()
+
+        if not made_without():
+            return
+        create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS segments"):]
+        create = create[:create.index(";")].replace("IF NOT EXISTS segments", "segments_new")
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if made_without():  # another process may have rebuilt it meanwhile
+                self.db.execute(create)
+                self.db.execute("INSERT INTO segments_new SELECT * FROM segments")
+                self.db.execute("DROP TABLE segments")
+                self.db.execute("ALTER TABLE segments_new RENAME TO segments")
+                self.db.execute("CREATE INDEX IF NOT EXISTS segments_time ON "
+                                "segments(first_ns, last_ns)")
+                self.db.execute("DELETE FROM sqlite_sequence WHERE name='segments'")
+                self.db.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'segments', "
+                                "max(coalesce((SELECT max(id) FROM segments), 0), "
+                                "coalesce((SELECT max(id) FROM expired_segments), 0))")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.abort()
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -201,10 +248,13 @@ class Catalog:
         return [Segment(*r) for r in self.db.execute(sql, args)]
 
     def commit_checkpoint(self, source_id: int, packets_done: int,
-                          segments: Sequence[tuple[dict[str, Any], Sequence[tuple]]]) -> None:
+                          segments: Sequence[tuple[dict[str, Any], Sequence[tuple]]]
+                          ) -> list[int]:
         """Record closed segments and their flows, and advance the source's resume point,
-        all in one transaction (a crash leaves either all of it or none of it)."""
+        all in one transaction (a crash leaves either all of it or none of it); returns
+        the segments' ids."""
         db = self.db
+        ids: list[int] = []
         db.execute("BEGIN IMMEDIATE")
         try:
             for seg, flows in segments:
@@ -213,12 +263,14 @@ class Catalog:
                     "packets, size, source_id) VALUES (?,?,?,?,?,?,?,?,?)",
                     (seg["path"], seg["linktype"], seg["snaplen"], seg["tsprec"], seg["first_ns"],
                      seg["last_ns"], seg["packets"], seg["size"], source_id))
-                self._merge_flows(int(cur.lastrowid or 0), flows)
+                ids.append(int(cur.lastrowid or 0))
+                self._merge_flows(ids[-1], flows)
             db.execute("UPDATE sources SET packets_done=? WHERE id=?", (packets_done, source_id))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        return ids
 
     def begin_segment(self, source_id: int, path: str) -> int:
         """Open a transaction for a segment whose flows come in parts (a file indexed in

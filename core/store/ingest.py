@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcapwire import _native
+from pcapwire.custody import actor_cli, events
 from pcapwire.pcapformat import HEADER_LEN, sniff_header
 from pcapwire.store.gunzip import GZIP_MAGIC, Gunzip
 from pcapwire.store.limits import QUOTA, IngestLimits, LimitStop, Quota
@@ -212,6 +213,8 @@ class _NotInPlace(Exception):
 IN_PLACE_PART = 128 * 2**20
 # Merges the flow parts of an in-place ingest while the ingest thread reads on.
 _MERGER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapwire-flow-merge")
+# Hashes the blocks of an in-place ingest (for its seal entry) while the reader parses them.
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapwire-in-place-hash")
 
 
 def _in_place_candidate(path: Path, size: int) -> bool:
@@ -229,8 +232,10 @@ class Ingestor:
                  segment_max_span_ns: int = SEGMENT_MAX_SPAN_NS,
                  progress: Progress | None = None,
                  on_checkpoint: Callable[[int], None] | None = None,
-                 in_place: bool = False, limits: IngestLimits | None = None) -> None:
+                 in_place: bool = False, limits: IngestLimits | None = None,
+                 actor: str | None = None) -> None:
         self.store = store
+        self.actor = actor or actor_cli()  # who the custody log's seal entries name
         self.in_place = in_place
         self.segment_max_bytes = segment_max_bytes
         self.segment_max_span_ns = segment_max_span_ns
@@ -298,7 +303,9 @@ class Ingestor:
         def checkpoint() -> None:
             closed = [w.close() for w in writers.values()]
             writers.clear()
-            catalog.commit_checkpoint(source_id, skip + rep.packets, closed)
+            ids = catalog.commit_checkpoint(source_id, skip + rep.packets, closed)
+            self._sealed([(row, i) for (row, _flows), i in zip(closed, ids, strict=True)],
+                         path)
             rep.segments += len(closed)
             if quota is not None:
                 quota.measure()
@@ -408,6 +415,7 @@ class Ingestor:
 
         segment_id = catalog.begin_segment(source_id, str(path.resolve()))
         merging: Future[None] | None = None
+        sha = hashlib.sha256()  # the file's, for its seal entry: hashed as it is read
 
         def merge_part() -> None:
             nonlocal merging
@@ -417,7 +425,11 @@ class Ingestor:
 
         try:
             for data, done in _blocks(path, rep):
-                add(reader.feed(data))
+                hashing = _HASHER.submit(sha.update, data)
+                try:
+                    add(reader.feed(data))
+                finally:
+                    hashing.result()  # before the block is unmapped
                 if done - part_start >= IN_PLACE_PART:
                     merge_part()
                     part_start = done
@@ -442,7 +454,17 @@ class Ingestor:
             raise
         rep.warnings += list(reader.warnings)
         catalog.finish_source(source_id, rep.errors)
+        self._sealed([({**row, "path": str(path.resolve()), "sha256": sha.hexdigest()},
+                       segment_id)], path)
         return rep
+
+    def _sealed(self, rows: list[tuple[dict[str, Any], int]], source: Path) -> None:
+        """Segments committed to the catalog (rows with ``sha256``, and their ids): one
+        seal entry each in the store's custody log. A crash between the commit and this
+        leaves a segment no seal names (``custody verify`` lists it as unverified)."""
+        events.sealed(self.store.root, [
+            events.segment_object(row["path"], row["sha256"], row["size"], seg_id)
+            for row, seg_id in rows], self.actor, {"source": str(source)})
 
     def _new_writer(self, source_id: int, linktype: int, snaplen: int, tsprec: int
                     ) -> SegmentWriter:

@@ -12,6 +12,7 @@ already named ``<name>.pcap``: :func:`open_segment` opens either.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,11 +30,13 @@ assert SEGMENT_MAX_BYTES < 2**32 - 64 * 2**20  # offsets are u32, plus one read 
 
 
 # One thread writes segment data while the ingest thread parses the next block (both
-# release the GIL); at most one write per segment is in flight.
+# release the GIL); at most one write per segment is in flight. It also hashes what it
+# writes (the SHA-256 of the custody log's seal entry), so no second pass reads it back.
 _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapwire-segment-write")
 
 
-def _write_all(fh: Any, data: bytes) -> None:
+def _write_all(fh: Any, data: bytes, sha: Any) -> None:
+    sha.update(data)
     view = memoryview(data)
     while view:
         view = view[fh.write(view):]
@@ -55,11 +58,12 @@ class SegmentWriter:
     _fh: Any = field(default=None, repr=False)
     _indexer: Any = field(default=None, repr=False)
     _pending: Future[None] | None = field(default=None, repr=False)
+    _sha: Any = field(default_factory=hashlib.sha256, repr=False)
 
     def __post_init__(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.part_path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
-        self._fh.write(pcap_header(self.linktype, self.snaplen, self.tsprec))
+        _write_all(self._fh, pcap_header(self.linktype, self.snaplen, self.tsprec), self._sha)
         self.size = HEADER_LEN
         self._indexer = _native.SegmentIndexer()
 
@@ -71,7 +75,7 @@ class SegmentWriter:
         """Append a batch (its records and their meta); returns its packet count."""
         count, first_ns, last_ns = self._indexer.add(meta, self.size)
         self._wait()
-        self._pending = _WRITER.submit(_write_all, self._fh, records)
+        self._pending = _WRITER.submit(_write_all, self._fh, records, self._sha)
         self.size += len(records)
         self.packets += count
         self.first_ns = first_ns if self.first_ns is None else min(self.first_ns, first_ns)
@@ -79,14 +83,16 @@ class SegmentWriter:
         return count
 
     def close(self) -> tuple[dict[str, Any], list[tuple]]:
-        """Finish the file (rename into place) and return its catalog row and flows."""
+        """Finish the file (rename into place) and return its catalog row (with the
+        file's ``sha256``) and flows."""
         self._wait()
         self._fh.close()
         os.replace(self.part_path, self.path)
         flows = self._indexer.finish()
         row = {"path": self.rel, "linktype": self.linktype, "snaplen": self.snaplen,
                "tsprec": self.tsprec, "first_ns": self.first_ns or 0,
-               "last_ns": self.last_ns or 0, "packets": self.packets, "size": self.size}
+               "last_ns": self.last_ns or 0, "packets": self.packets, "size": self.size,
+               "sha256": self._sha.hexdigest()}
         return row, flows
 
     def _wait(self) -> None:
@@ -128,12 +134,14 @@ def segment_files(root: Path, rel: str) -> list[Path]:
 
 
 def remove_orphans(segment_dir: Path, known: set[str], root: Path) -> list[Path]:
-    """Delete ``.part`` files and segment files the catalog does not know."""
+    """Delete ``.part`` files and segment files the catalog does not know. Compressed
+    files (``.zst``, ``.zst.part``) are left to :func:`pcapwire.store.compression.recover`:
+    a compressor may be writing one right now, under its own lock."""
     removed: list[Path] = []
     if not segment_dir.exists():
         return removed
     for p in segment_dir.rglob("*"):
-        if not p.is_file():
+        if not p.is_file() or p.name.endswith(ZSTD_SUFFIX + ".part"):
             continue
         if p.name.endswith(".part") or (p.suffix == ".pcap" and
                                          str(p.relative_to(root)) not in known):

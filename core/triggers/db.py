@@ -1,0 +1,434 @@
+"""Triggers, their versions, hunts, units of work, matches and deliveries: one SQLite file
+per store (``<data-dir>/triggers.sqlite``, WAL), shared by the CLI, ``pcapwire serve`` and
+the runner (:mod:`.runner`), each with its own connection.
+
+- ``triggers``: one row per trigger (``state`` active|paused|deleted, current ``version``).
+- ``trigger_versions``: every definition a trigger had (JSON, secrets included) and its
+  :func:`~.model.rules_digest`; a new version only when the digest changes.
+- ``hunts``: one per (trigger, version): ``status`` queued|running|paused|aborted|finished|
+  failed, totals and progress in units and bytes.
+- ``hunt_units``: a hunt's units of work (one sealed segment each): ``state``
+  queued|running|done|failed, attempts, the error of the last attempt. A unit is ``done``
+  only in the same transaction that adds its matches (:meth:`TriggerDB.finish_unit`), so a
+  hunt killed at any moment resumes with every finished unit kept and none repeated.
+- ``matches``: the trigger's one result set, hunt and watch alike, unique per (rule key,
+  flow key); ``match_versions`` says which versions found each (a new version's hunt shows
+  what it found anew and what it no longer finds, :meth:`TriggerDB.version_diff`).
+- ``watch``: per trigger, the last segment id its watch has handed to units, and the
+  committed offset reached in a live segment.
+- ``deliveries``: every notification attempt (target, status, attempts, last error).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pcapwire.errors import ConfigError
+from pcapwire.triggers.model import TriggerDef, definition, rules_digest
+
+TRIGGERS_FILE = "triggers.sqlite"
+TRIGGER_STATES = ("active", "paused", "deleted")
+HUNT_STATES = ("queued", "running", "paused", "aborted", "finished", "failed")
+UNIT_STATES = ("queued", "running", "done", "failed")
+#: Attempts at a unit before it is listed as failed.
+UNIT_ATTEMPTS = 3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS triggers (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, state TEXT NOT NULL,
+  version INTEGER NOT NULL, created REAL NOT NULL, created_by TEXT NOT NULL,
+  updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS trigger_versions (
+  trigger_id INTEGER NOT NULL, version INTEGER NOT NULL, definition TEXT NOT NULL,
+  digest TEXT NOT NULL, created REAL NOT NULL, created_by TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (trigger_id, version));
+CREATE TABLE IF NOT EXISTS hunts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, trigger_id INTEGER NOT NULL, version INTEGER NOT NULL,
+  status TEXT NOT NULL, units_total INTEGER NOT NULL DEFAULT 0,
+  units_done INTEGER NOT NULL DEFAULT 0, units_failed INTEGER NOT NULL DEFAULT 0,
+  bytes_total INTEGER NOT NULL DEFAULT 0, bytes_done INTEGER NOT NULL DEFAULT 0,
+  created REAL NOT NULL, started REAL, finished REAL, error TEXT,
+  UNIQUE (trigger_id, version));
+CREATE TABLE IF NOT EXISTS hunt_units (
+  hunt_id INTEGER NOT NULL, segment_id INTEGER NOT NULL, bytes INTEGER NOT NULL,
+  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, error TEXT,
+  matches INTEGER NOT NULL DEFAULT 0, seconds REAL, finished REAL,
+  PRIMARY KEY (hunt_id, segment_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS matches (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, trigger_id INTEGER NOT NULL, rule TEXT NOT NULL,
+  flow_key TEXT NOT NULL, flow_id INTEGER, proto INTEGER, src_ip TEXT, src_port INTEGER,
+  dest_ip TEXT, dest_port INTEGER, ts REAL NOT NULL, segment_id INTEGER,
+  source TEXT NOT NULL, evidence TEXT NOT NULL DEFAULT '{}', found REAL NOT NULL,
+  UNIQUE (trigger_id, rule, flow_key));
+CREATE INDEX IF NOT EXISTS matches_found ON matches(trigger_id, id);
+CREATE TABLE IF NOT EXISTS match_versions (
+  match_id INTEGER NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (match_id, version))
+  WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS watch (
+  trigger_id INTEGER PRIMARY KEY, last_segment_id INTEGER NOT NULL DEFAULT 0,
+  live_segment_id INTEGER, live_offset INTEGER);
+CREATE TABLE IF NOT EXISTS deliveries (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, trigger_id INTEGER NOT NULL, match_id INTEGER,
+  target TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT, http_status INTEGER, created REAL NOT NULL, delivered REAL);
+"""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    id: int
+    name: str
+    state: str
+    version: int
+    created: float
+    created_by: str
+    updated: float
+    definition: TriggerDef
+
+
+@dataclass(frozen=True)
+class Hunt:
+    id: int
+    trigger_id: int
+    version: int
+    status: str
+    units_total: int
+    units_done: int
+    units_failed: int
+    bytes_total: int
+    bytes_done: int
+    created: float
+    started: float | None
+    finished: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One thing a matcher found in a unit (before deduplication): the rule key
+    (:func:`~.model.rule_key`), the flow's 5-tuple as seen (any direction), the time of
+    the packet or flow it is about, and what the engine said (EVE alert, YARA strings …)."""
+
+    rule: str
+    proto: int
+    src_ip: str
+    src_port: int
+    dest_ip: str
+    dest_port: int
+    ts: float
+    evidence: dict[str, Any]
+    flow_id: int | None = None
+
+
+def flow_key(proto: int, a_ip: str, a_port: int, b_ip: str, b_port: int) -> str:
+    """Direction-independent key of a 5-tuple (as the catalog's flows are)."""
+    a, b = (a_ip, a_port), (b_ip, b_port)
+    lo, hi = sorted((a, b), key=lambda e: (_ip_sort(e[0]), e[1]))
+    return f"{proto} {lo[0]} {lo[1]} {hi[0]} {hi[1]}"
+
+
+def _ip_sort(ip: str) -> tuple[int, bytes]:
+    import ipaddress
+
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return (9, ip.encode())
+    return (addr.version, addr.packed)
+
+
+class TriggerDB:
+    """One connection to a store's trigger database; use from one thread."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.path = Path(root) / TRIGGERS_FILE
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                  timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> TriggerDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    # -- triggers --------------------------------------------------------------------------
+    def create(self, defn: TriggerDef, actor: str) -> tuple[Trigger, Hunt]:
+        """A new trigger (version 1) and its first hunt, queued."""
+        now = time.time()
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM triggers WHERE name=? AND state!='deleted'",
+                          (defn.name,)).fetchone():
+                raise ConfigError(f"a trigger named {defn.name!r} exists; edit it or delete "
+                                  "it first")
+            db.execute("DELETE FROM triggers WHERE name=? AND state='deleted'", (defn.name,))
+            cur = db.execute("INSERT INTO triggers (name, state, version, created, created_by, "
+                             "updated) VALUES (?, 'active', 1, ?, ?, ?)",
+                             (defn.name, now, actor, now))
+            tid = int(cur.lastrowid or 0)
+            self._add_version(tid, 1, defn, actor, "created")
+            hunt_id = self._add_hunt(tid, 1)
+            db.execute("INSERT INTO watch (trigger_id) VALUES (?)", (tid,))
+        return self.get(tid), self.hunt(hunt_id)
+
+    def update(self, trigger_id: int, defn: TriggerDef, actor: str, reason: str
+               ) -> tuple[Trigger, Hunt | None]:
+        """Store ``defn`` as the trigger's definition: a new version and a new hunt (queued;
+        the previous version's hunt, if still going, is aborted) when what decides the
+        results changed; otherwise the current version's definition is replaced in place
+        (name, workflows, targets). Returns the trigger and the new hunt, if any."""
+        now = time.time()
+        with self.transaction() as db:
+            cur = self.get(trigger_id)
+            if cur.state == "deleted":
+                raise ConfigError(f"trigger {trigger_id} is deleted")
+            if rules_digest(defn) == rules_digest(cur.definition):
+                db.execute("UPDATE trigger_versions SET definition=? WHERE trigger_id=? AND "
+                           "version=?", (json.dumps(defn.to_dict()), trigger_id, cur.version))
+                db.execute("UPDATE triggers SET name=?, updated=? WHERE id=?",
+                           (defn.name, now, trigger_id))
+                return self.get(trigger_id), None
+            version = cur.version + 1
+            self._add_version(trigger_id, version, defn, actor, reason)
+            db.execute("UPDATE hunts SET status='aborted', finished=? WHERE trigger_id=? AND "
+                       "status IN ('queued','running','paused')", (now, trigger_id))
+            db.execute("UPDATE triggers SET name=?, version=?, updated=? WHERE id=?",
+                       (defn.name, version, now, trigger_id))
+            hunt_id = self._add_hunt(trigger_id, version)
+        return self.get(trigger_id), self.hunt(hunt_id)
+
+    def _add_version(self, tid: int, version: int, defn: TriggerDef, actor: str,
+                     reason: str) -> None:
+        self.db.execute("INSERT INTO trigger_versions VALUES (?,?,?,?,?,?,?)",
+                        (tid, version, json.dumps(defn.to_dict()), rules_digest(defn),
+                         time.time(), actor, reason))
+
+    def _add_hunt(self, tid: int, version: int) -> int:
+        cur = self.db.execute("INSERT INTO hunts (trigger_id, version, status, created) VALUES "
+                              "(?, ?, 'queued', ?)", (tid, version, time.time()))
+        return int(cur.lastrowid or 0)
+
+    def set_state(self, trigger_id: int, state: str) -> Trigger:
+        """active | paused (the watch stops, the hunt pauses) | deleted (both end; its
+        matches and delivery log stay until the name is reused)."""
+        if state not in TRIGGER_STATES:
+            raise ValueError(state)
+        with self.transaction() as db:
+            self.get(trigger_id)
+            db.execute("UPDATE triggers SET state=?, updated=? WHERE id=?",
+                       (state, time.time(), trigger_id))
+            if state == "deleted":
+                db.execute("UPDATE hunts SET status='aborted', finished=? WHERE trigger_id=? "
+                           "AND status IN ('queued','running','paused')",
+                           (time.time(), trigger_id))
+        return self.get(trigger_id)
+
+    def get(self, trigger_id: int) -> Trigger:
+        row = self.db.execute(
+            "SELECT t.id, t.name, t.state, t.version, t.created, t.created_by, t.updated, "
+            "v.definition FROM triggers t JOIN trigger_versions v ON v.trigger_id=t.id AND "
+            "v.version=t.version WHERE t.id=?", (trigger_id,)).fetchone()
+        if row is None:
+            raise KeyError(trigger_id)
+        return Trigger(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
+                       definition(row[7]))
+
+    def by_name(self, name: str) -> Trigger:
+        row = self.db.execute("SELECT id FROM triggers WHERE name=? AND state!='deleted'",
+                              (name,)).fetchone()
+        if row is None:
+            raise KeyError(name)
+        return self.get(row[0])
+
+    def triggers(self, include_deleted: bool = False) -> list[Trigger]:
+        sql = "SELECT id FROM triggers" + ("" if include_deleted else
+                                            " WHERE state != 'deleted'") + " ORDER BY id"
+        return [self.get(r[0]) for r in self.db.execute(sql).fetchall()]
+
+    def version_definition(self, trigger_id: int, version: int) -> TriggerDef:
+        row = self.db.execute("SELECT definition FROM trigger_versions WHERE trigger_id=? "
+                              "AND version=?", (trigger_id, version)).fetchone()
+        if row is None:
+            raise KeyError((trigger_id, version))
+        return definition(row[0])
+
+    # -- hunts -----------------------------------------------------------------------------
+    def hunt(self, hunt_id: int) -> Hunt:
+        row = self.db.execute(f"SELECT {_HUNT_COLUMNS} FROM hunts WHERE id=?",
+                              (hunt_id,)).fetchone()
+        if row is None:
+            raise KeyError(hunt_id)
+        return Hunt(*row)
+
+    def hunts(self, trigger_id: int | None = None, statuses: tuple[str, ...] | None = None
+              ) -> list[Hunt]:
+        sql = f"SELECT {_HUNT_COLUMNS} FROM hunts WHERE 1=1"
+        args: list[Any] = []
+        if trigger_id is not None:
+            sql += " AND trigger_id=?"
+            args.append(trigger_id)
+        if statuses:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += list(statuses)
+        return [Hunt(*r) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def set_hunt_status(self, hunt_id: int, status: str, error: str | None = None) -> None:
+        if status not in HUNT_STATES:
+            raise ValueError(status)
+        now = time.time()
+        self.db.execute(
+            "UPDATE hunts SET status=?, error=coalesce(?, error), "
+            "started=CASE WHEN ?='running' THEN coalesce(started, ?) ELSE started END, "
+            "finished=CASE WHEN ? IN ('aborted','finished','failed') THEN ? ELSE NULL END "
+            "WHERE id=?", (status, error, status, now, status, now, hunt_id))
+
+    def plan_units(self, hunt_id: int, units: list[tuple[int, int]]) -> None:
+        """The hunt's units, (segment id, bytes) each, added once (a resumed hunt keeps
+        its own); totals follow."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO hunt_units (hunt_id, segment_id, bytes, "
+                           "state) VALUES (?, ?, ?, 'queued')",
+                           [(hunt_id, s, b) for s, b in units])
+            self._totals(hunt_id)
+
+    def units(self, hunt_id: int, states: tuple[str, ...] | None = None
+              ) -> list[dict[str, Any]]:
+        sql = ("SELECT segment_id, bytes, state, attempts, error, matches, seconds, finished "
+               "FROM hunt_units WHERE hunt_id=?")
+        args: list[Any] = [hunt_id]
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += list(states)
+        keys = ("segment_id", "bytes", "state", "attempts", "error", "matches", "seconds",
+                "finished")
+        return [dict(zip(keys, r, strict=True))
+                for r in self.db.execute(sql + " ORDER BY segment_id", args)]
+
+    def start_unit(self, hunt_id: int, segment_id: int) -> None:
+        self.db.execute("UPDATE hunt_units SET state='running', attempts=attempts+1 WHERE "
+                        "hunt_id=? AND segment_id=?", (hunt_id, segment_id))
+
+    def finish_unit(self, hunt_id: int, segment_id: int, hits: list[Hit], version: int,
+                    seconds: float) -> list[int]:
+        """A unit done: its hits join the result set and the unit is marked done, in one
+        transaction. Returns the ids of matches that are new to the trigger (to notify)."""
+        hunt = self.hunt(hunt_id)
+        with self.transaction() as db:
+            new = self._add_hits(hunt.trigger_id, hits, version, "hunt", segment_id)
+            db.execute("UPDATE hunt_units SET state='done', error=NULL, matches=?, seconds=?, "
+                       "finished=? WHERE hunt_id=? AND segment_id=?",
+                       (len(hits), seconds, time.time(), hunt_id, segment_id))
+            self._totals(hunt_id)
+        return new
+
+    def fail_unit(self, hunt_id: int, segment_id: int, error: str) -> bool:
+        """The unit's attempt failed: queued again, or failed for good after UNIT_ATTEMPTS
+        attempts (returns True then)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT attempts FROM hunt_units WHERE hunt_id=? AND "
+                             "segment_id=?", (hunt_id, segment_id)).fetchone()
+            final = row is not None and row[0] >= UNIT_ATTEMPTS
+            db.execute("UPDATE hunt_units SET state=?, error=? WHERE hunt_id=? AND "
+                       "segment_id=?", ("failed" if final else "queued", error[:2000],
+                                        hunt_id, segment_id))
+            self._totals(hunt_id)
+        return final
+
+    def _totals(self, hunt_id: int) -> None:
+        self.db.execute(
+            "UPDATE hunts SET units_total=t.n, bytes_total=t.b, units_done=t.d, "
+            "bytes_done=t.db, units_failed=t.f FROM (SELECT count(*) AS n, "
+            "coalesce(sum(bytes),0) AS b, coalesce(sum(state='done'),0) AS d, "
+            "coalesce(sum(CASE WHEN state='done' THEN bytes END),0) AS db, "
+            "coalesce(sum(state='failed'),0) AS f FROM hunt_units WHERE hunt_id=?) AS t "
+            "WHERE hunts.id=?", (hunt_id, hunt_id))
+
+    # -- matches ---------------------------------------------------------------------------
+    def add_watch_hits(self, trigger_id: int, hits: list[Hit], version: int,
+                       segment_id: int | None) -> list[int]:
+        """Hits of the watch (new data); returns the ids of matches new to the trigger."""
+        with self.transaction():
+            return self._add_hits(trigger_id, hits, version, "watch", segment_id)
+
+    def _add_hits(self, trigger_id: int, hits: list[Hit], version: int, source: str,
+                  segment_id: int | None) -> list[int]:
+        new: list[int] = []
+        now = time.time()
+        for h in hits:
+            key = flow_key(h.proto, h.src_ip, h.src_port, h.dest_ip, h.dest_port)
+            cur = self.db.execute(
+                "INSERT INTO matches (trigger_id, rule, flow_key, flow_id, proto, src_ip, "
+                "src_port, dest_ip, dest_port, ts, segment_id, source, evidence, found) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (trigger_id, rule, flow_key) "
+                "DO UPDATE SET ts=min(ts, excluded.ts), "
+                "flow_id=coalesce(flow_id, excluded.flow_id) RETURNING id, found",
+                (trigger_id, h.rule, key, h.flow_id, h.proto, h.src_ip, h.src_port,
+                 h.dest_ip, h.dest_port, h.ts, segment_id, source,
+                 json.dumps(h.evidence, sort_keys=True, default=str), now))
+            match_id, found = cur.fetchone()
+            self.db.execute("INSERT OR IGNORE INTO match_versions VALUES (?, ?)",
+                            (match_id, version))
+            if found == now and int(match_id) not in new:  # inserted by this call
+                new.append(int(match_id))
+        return new
+
+    def matches(self, trigger_id: int, version: int | None = None, after_id: int = 0,
+                limit: int = 1000) -> list[dict[str, Any]]:
+        """The result set (``version``: only what that version found), oldest first."""
+        sql = ("SELECT m.id, m.rule, m.flow_key, m.flow_id, m.proto, m.src_ip, m.src_port, "
+               "m.dest_ip, m.dest_port, m.ts, m.segment_id, m.source, m.evidence, m.found, "
+               "(SELECT group_concat(version) FROM match_versions WHERE match_id=m.id) "
+               "FROM matches m WHERE m.trigger_id=? AND m.id>?")
+        args: list[Any] = [trigger_id, after_id]
+        if version is not None:
+            sql += " AND EXISTS (SELECT 1 FROM match_versions v WHERE v.match_id=m.id AND " \
+                   "v.version=?)"
+            args.append(version)
+        keys = ("id", "rule", "flow_key", "flow_id", "proto", "src_ip", "src_port", "dest_ip",
+                "dest_port", "ts", "segment_id", "source", "evidence", "found", "versions")
+        out = []
+        for r in self.db.execute(sql + " ORDER BY m.id LIMIT ?", [*args, limit]):
+            d = dict(zip(keys, r, strict=True))
+            d["evidence"] = json.loads(d["evidence"])
+            d["versions"] = sorted(int(v) for v in (d["versions"] or "").split(",") if v)
+            out.append(d)
+        return out
+
+    def version_diff(self, trigger_id: int, version: int) -> dict[str, list[int]]:
+        """Match ids ``version`` found that ``version - 1`` did not (``new``), and those
+        ``version - 1`` found that ``version`` does not (``gone``; meaningful once the
+        version's hunt has finished)."""
+        def ids(v: int) -> set[int]:
+            return {r[0] for r in self.db.execute(
+                "SELECT v.match_id FROM match_versions v JOIN matches m ON m.id=v.match_id "
+                "WHERE m.trigger_id=? AND v.version=?", (trigger_id, v))}
+
+        now, before = ids(version), ids(version - 1)
+        return {"new": sorted(now - before), "gone": sorted(before - now)}
+
+
+_HUNT_COLUMNS = ("id, trigger_id, version, status, units_total, units_done, units_failed, "
+                 "bytes_total, bytes_done, created, started, finished, error")

@@ -69,8 +69,8 @@ CREATE TABLE IF NOT EXISTS matches (
   UNIQUE (trigger_id, rule, flow_key));
 CREATE INDEX IF NOT EXISTS matches_found ON matches(trigger_id, id);
 CREATE TABLE IF NOT EXISTS match_versions (
-  match_id INTEGER NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (match_id, version))
-  WITHOUT ROWID;
+  match_id INTEGER NOT NULL, version INTEGER NOT NULL, hits INTEGER NOT NULL,
+  PRIMARY KEY (match_id, version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS watch (
   trigger_id INTEGER PRIMARY KEY, last_segment_id INTEGER NOT NULL DEFAULT 0,
   live_segment_id INTEGER, live_offset INTEGER);
@@ -389,7 +389,8 @@ class TriggerDB:
                  h.dest_ip, h.dest_port, h.ts, segment_id, source,
                  json.dumps(h.evidence, sort_keys=True, default=str), now))
             match_id, found = cur.fetchone()
-            self.db.execute("INSERT OR IGNORE INTO match_versions VALUES (?, ?)",
+            self.db.execute("INSERT INTO match_versions VALUES (?, ?, 1) ON CONFLICT "
+                            "(match_id, version) DO UPDATE SET hits = hits + 1",
                             (match_id, version))
             if found == now and int(match_id) not in new:  # inserted by this call
                 new.append(int(match_id))
@@ -400,7 +401,9 @@ class TriggerDB:
         """The result set (``version``: only what that version found), oldest first."""
         sql = ("SELECT m.id, m.rule, m.flow_key, m.flow_id, m.proto, m.src_ip, m.src_port, "
                "m.dest_ip, m.dest_port, m.ts, m.segment_id, m.source, m.evidence, m.found, "
-               "(SELECT group_concat(version) FROM match_versions WHERE match_id=m.id) "
+               "(SELECT group_concat(version) FROM match_versions WHERE match_id=m.id), "
+               "(SELECT hits FROM match_versions WHERE match_id=m.id ORDER BY version DESC "
+               "LIMIT 1) "
                "FROM matches m WHERE m.trigger_id=? AND m.id>?")
         args: list[Any] = [trigger_id, after_id]
         if version is not None:
@@ -408,7 +411,8 @@ class TriggerDB:
                    "v.version=?)"
             args.append(version)
         keys = ("id", "rule", "flow_key", "flow_id", "proto", "src_ip", "src_port", "dest_ip",
-                "dest_port", "ts", "segment_id", "source", "evidence", "found", "versions")
+                "dest_port", "ts", "segment_id", "source", "evidence", "found", "versions",
+                "hits")
         out = []
         for r in self.db.execute(sql + " ORDER BY m.id LIMIT ?", [*args, limit]):
             d = dict(zip(keys, r, strict=True))

@@ -14,13 +14,23 @@ the runner (:mod:`.runner`), each with its own connection.
 - ``matches``: the trigger's one result set, hunt and watch alike, unique per (rule key,
   flow key); ``match_versions`` says which versions found each (a new version's hunt shows
   what it found anew and what it no longer finds, :meth:`TriggerDB.version_diff`).
-- ``watch``: per trigger, the last segment id its watch has handed to units, and the
-  committed offset reached in a live segment.
+- ``watch``: per trigger, its watch's cursor (``last_segment_id``: every segment up to it
+  is handled) and ``hunt_bound``: the current version's hunt takes the sealed segments up
+  to it (set when a version is made, :meth:`TriggerDB.hunt_scope`); ``watch_segments``:
+  the segments above the cursor the watch has begun (``live``: read up to ``offset``
+  while recorded) or finished (``done``), see :mod:`.watch`; ``watch_engine_hits``: per
+  (segment, version, rule, flow) the hits its live engines counted (:mod:`.live_engines`,
+  :meth:`TriggerDB.add_engine_hits`); ``notified_id`` and
+  ``workflows_id``: the last match handed to the notifier (:mod:`.notify`) and to the
+  trigger's workflows (:mod:`.service`).
+- ``trigger_rule_sets``: the Suricata rule files a trigger's workflows use, with their
+  SHA-256 when last seen (``pcapwire rules update`` re-hunts on a change, :mod:`.rulesets`).
 - ``deliveries``: every notification attempt (target, status, attempts, last error).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -30,8 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pcapwire.errors import ConfigError
-from pcapwire.triggers.model import TriggerDef, definition, rules_digest
+from pcapwire.triggers.model import Indicators, Scope, Target, TriggerDef, rules_digest
 
 TRIGGERS_FILE = "triggers.sqlite"
 TRIGGER_STATES = ("active", "paused", "deleted")
@@ -73,7 +84,18 @@ CREATE TABLE IF NOT EXISTS match_versions (
   PRIMARY KEY (match_id, version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS watch (
   trigger_id INTEGER PRIMARY KEY, last_segment_id INTEGER NOT NULL DEFAULT 0,
-  live_segment_id INTEGER, live_offset INTEGER);
+  live_segment_id INTEGER, live_offset INTEGER, hunt_bound INTEGER NOT NULL DEFAULT 0,
+  notified_id INTEGER NOT NULL DEFAULT 0, workflows_id INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS watch_segments (
+  trigger_id INTEGER NOT NULL, segment_id INTEGER NOT NULL, offset INTEGER NOT NULL,
+  state TEXT NOT NULL, PRIMARY KEY (trigger_id, segment_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS watch_engine_hits (
+  trigger_id INTEGER NOT NULL, version INTEGER NOT NULL, segment_id INTEGER NOT NULL,
+  rule TEXT NOT NULL, flow_key TEXT NOT NULL, hits INTEGER NOT NULL,
+  PRIMARY KEY (trigger_id, segment_id, version, rule, flow_key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trigger_rule_sets (
+  trigger_id INTEGER NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL,
+  PRIMARY KEY (trigger_id, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deliveries (
   id INTEGER PRIMARY KEY AUTOINCREMENT, trigger_id INTEGER NOT NULL, match_id INTEGER,
   target TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
@@ -127,21 +149,84 @@ class Hit:
     flow_id: int | None = None
 
 
+
+@dataclass(frozen=True)
+class HitBatch:
+    """Hits as the result set takes them: one row per (rule, flow key) with the fields of
+    its first hit (the earliest time, the first flow id known), the evidence as JSON, and
+    its number of hits. A hunt's worker process makes it (:meth:`of`), so that the runner
+    only writes it (a unit brings tens of thousands of hits) and what crosses between them
+    is plain tuples."""
+
+    rows: tuple[tuple[Any, ...], ...]  # rule, flow key, flow id, proto, src, sport, dest,
+    # dport, ts, evidence JSON, hits
+    hits: int
+
+    @classmethod
+    def of(cls, hits: list[Hit]) -> HitBatch:
+        rows: dict[tuple[str, str], list[Any]] = {}
+        for h in hits:
+            key = flow_key(h.proto, h.src_ip, h.src_port, h.dest_ip, h.dest_port)
+            row = rows.get((h.rule, key))
+            if row is None:
+                rows[(h.rule, key)] = [h.rule, key, h.flow_id, h.proto, h.src_ip, h.src_port,
+                                       h.dest_ip, h.dest_port, h.ts, h.evidence, 1]
+            else:
+                row[2] = row[2] if row[2] is not None else h.flow_id
+                row[8] = min(row[8], h.ts)
+                row[10] += 1
+        for row in rows.values():
+            row[9] = orjson.dumps(row[9], default=str, option=_EVIDENCE_JSON).decode()
+        return cls(tuple(tuple(r) for r in rows.values()), len(hits))
+
+
 def flow_key(proto: int, a_ip: str, a_port: int, b_ip: str, b_port: int) -> str:
     """Direction-independent key of a 5-tuple (as the catalog's flows are)."""
-    a, b = (a_ip, a_port), (b_ip, b_port)
-    lo, hi = sorted((a, b), key=lambda e: (_ip_sort(e[0]), e[1]))
-    return f"{proto} {lo[0]} {lo[1]} {hi[0]} {hi[1]}"
+    if (_ip_sort(b_ip), b_port) < (_ip_sort(a_ip), a_port):
+        a_ip, a_port, b_ip, b_port = b_ip, b_port, a_ip, a_port
+    return f"{proto} {a_ip} {a_port} {b_ip} {b_port}"
 
 
-def _ip_sort(ip: str) -> tuple[int, bytes]:
-    import ipaddress
+def stored_definition(stored: str) -> TriggerDef:
+    """A definition as a version row holds it (JSON of :meth:`TriggerDef.to_dict`), read
+    back without being checked again: :func:`~.model.from_dict` checked and normalised it
+    before it was stored (1,000 indicators take ~0.1 s to check; a hunt reads its
+    definition several times)."""
+    raw = json.loads(stored)
+    return TriggerDef(**{**raw, "indicators": Indicators(**raw.get("indicators", {})),
+                         "scope": Scope(**raw.get("scope", {})),
+                         "notify": [Target(**t) for t in raw.get("notify", [])]})
 
+
+def watch_start(root: Path) -> int:
+    """Where a new trigger's watch starts: below the first segment being recorded, else
+    after the last segment (0 without a catalog). The hunt takes what is sealed up to it."""
+    path = root / "catalog.sqlite"
+    if not path.is_file():
+        return 0
+    cat = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return (9, ip.encode())
-    return (addr.version, addr.packed)
+        cat.execute("PRAGMA busy_timeout=30000")
+        last, first_open = cat.execute(
+            "SELECT (SELECT coalesce(max(id), 0) FROM segments), (SELECT min(segment_id) "
+            "FROM capture_segments WHERE state='open')").fetchone()
+    finally:
+        cat.close()
+    return int(last) if first_open is None else int(first_open) - 1
+
+
+@functools.lru_cache(maxsize=2**16)
+def _ip_sort(ip: str) -> tuple[int, bytes]:
+    """(IP version, packed address); (9, text) for what is no address. inet_pton: a tenth
+    of ipaddress's time (a hunt keys thousands of hits per unit)."""
+    import socket
+
+    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        try:
+            return (version, socket.inet_pton(family, ip))
+        except OSError:
+            pass
+    return (9, ip.encode())
 
 
 class TriggerDB:
@@ -177,8 +262,10 @@ class TriggerDB:
 
     # -- triggers --------------------------------------------------------------------------
     def create(self, defn: TriggerDef, actor: str) -> tuple[Trigger, Hunt]:
-        """A new trigger (version 1) and its first hunt, queued."""
+        """A new trigger (version 1) and its first hunt, queued. What the store holds now
+        is the hunt's (sealed segments up to :func:`watch_start`), the rest the watch's."""
         now = time.time()
+        bound = watch_start(self.path.parent)
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM triggers WHERE name=? AND state!='deleted'",
                           (defn.name,)).fetchone():
@@ -191,7 +278,8 @@ class TriggerDB:
             tid = int(cur.lastrowid or 0)
             self._add_version(tid, 1, defn, actor, "created")
             hunt_id = self._add_hunt(tid, 1)
-            db.execute("INSERT INTO watch (trigger_id) VALUES (?)", (tid,))
+            db.execute("INSERT INTO watch (trigger_id, last_segment_id, hunt_bound) VALUES "
+                       "(?, ?, ?)", (tid, bound, bound))
         return self.get(tid), self.hunt(hunt_id)
 
     def update(self, trigger_id: int, defn: TriggerDef, actor: str, reason: str
@@ -211,14 +299,35 @@ class TriggerDB:
                 db.execute("UPDATE triggers SET name=?, updated=? WHERE id=?",
                            (defn.name, now, trigger_id))
                 return self.get(trigger_id), None
-            version = cur.version + 1
-            self._add_version(trigger_id, version, defn, actor, reason)
-            db.execute("UPDATE hunts SET status='aborted', finished=? WHERE trigger_id=? AND "
-                       "status IN ('queued','running','paused')", (now, trigger_id))
-            db.execute("UPDATE triggers SET name=?, version=?, updated=? WHERE id=?",
-                       (defn.name, version, now, trigger_id))
-            hunt_id = self._add_hunt(trigger_id, version)
+            hunt_id = self._new_version(trigger_id, cur.version + 1, defn, actor, reason)
         return self.get(trigger_id), self.hunt(hunt_id)
+
+    def rehunt(self, trigger_id: int, actor: str, reason: str) -> tuple[Trigger, Hunt]:
+        """A new version with the same definition, and its hunt (``pcapwire rules update``
+        changed a rule set the trigger's workflows use, :mod:`.rulesets`)."""
+        with self.transaction():
+            cur = self.get(trigger_id)
+            if cur.state == "deleted":
+                raise ConfigError(f"trigger {trigger_id} is deleted")
+            hunt_id = self._new_version(trigger_id, cur.version + 1, cur.definition, actor,
+                                        reason)
+        return self.get(trigger_id), self.hunt(hunt_id)
+
+    def _new_version(self, trigger_id: int, version: int, defn: TriggerDef, actor: str,
+                     reason: str) -> int:
+        """In a transaction: the version, its hunt (the previous one aborted), and the
+        hunt's bound: every segment the watch has handled so far (with the earlier rules)."""
+        now = time.time()
+        self._add_version(trigger_id, version, defn, actor, reason)
+        self.db.execute("UPDATE hunts SET status='aborted', finished=? WHERE trigger_id=? AND "
+                        "status IN ('queued','running','paused')", (now, trigger_id))
+        self.db.execute("UPDATE triggers SET name=?, version=?, updated=? WHERE id=?",
+                        (defn.name, version, now, trigger_id))
+        self.db.execute(
+            "UPDATE watch SET hunt_bound=max(last_segment_id, coalesce((SELECT max(segment_id) "
+            "FROM watch_segments WHERE trigger_id=? AND state='done'), 0)) WHERE trigger_id=?",
+            (trigger_id, trigger_id))
+        return self._add_hunt(trigger_id, version)
 
     def _add_version(self, tid: int, version: int, defn: TriggerDef, actor: str,
                      reason: str) -> None:
@@ -246,6 +355,13 @@ class TriggerDB:
                            (time.time(), trigger_id))
         return self.get(trigger_id)
 
+    def state(self, trigger_id: int) -> str:
+        """The trigger's state alone (:meth:`get` also checks its whole definition)."""
+        row = self.db.execute("SELECT state FROM triggers WHERE id=?", (trigger_id,)).fetchone()
+        if row is None:
+            raise KeyError(trigger_id)
+        return str(row[0])
+
     def get(self, trigger_id: int) -> Trigger:
         row = self.db.execute(
             "SELECT t.id, t.name, t.state, t.version, t.created, t.created_by, t.updated, "
@@ -254,7 +370,7 @@ class TriggerDB:
         if row is None:
             raise KeyError(trigger_id)
         return Trigger(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
-                       definition(row[7]))
+                       stored_definition(row[7]))
 
     def by_name(self, name: str) -> Trigger:
         row = self.db.execute("SELECT id FROM triggers WHERE name=? AND state!='deleted'",
@@ -268,12 +384,24 @@ class TriggerDB:
                                             " WHERE state != 'deleted'") + " ORDER BY id"
         return [self.get(r[0]) for r in self.db.execute(sql).fetchall()]
 
+    def versions(self, trigger_id: int) -> list[dict[str, Any]]:
+        """Every version of the trigger, oldest first: version, digest, created,
+        created_by, reason (not the definition: it holds secrets)."""
+        keys = ("version", "digest", "created", "created_by", "reason")
+        return [dict(zip(keys, r, strict=True)) for r in self.db.execute(
+            "SELECT version, digest, created, created_by, reason FROM trigger_versions "
+            "WHERE trigger_id=? ORDER BY version", (trigger_id,))]
+
+    def match_count(self, trigger_id: int) -> int:
+        return int(self.db.execute("SELECT count(*) FROM matches WHERE trigger_id=?",
+                                   (trigger_id,)).fetchone()[0])
+
     def version_definition(self, trigger_id: int, version: int) -> TriggerDef:
         row = self.db.execute("SELECT definition FROM trigger_versions WHERE trigger_id=? "
                               "AND version=?", (trigger_id, version)).fetchone()
         if row is None:
             raise KeyError((trigger_id, version))
-        return definition(row[0])
+        return stored_definition(row[0])
 
     # -- hunts -----------------------------------------------------------------------------
     def hunt(self, hunt_id: int) -> Hunt:
@@ -331,16 +459,17 @@ class TriggerDB:
         self.db.execute("UPDATE hunt_units SET state='running', attempts=attempts+1 WHERE "
                         "hunt_id=? AND segment_id=?", (hunt_id, segment_id))
 
-    def finish_unit(self, hunt_id: int, segment_id: int, hits: list[Hit], version: int,
-                    seconds: float) -> list[int]:
+    def finish_unit(self, hunt_id: int, segment_id: int, hits: list[Hit] | HitBatch,
+                    version: int, seconds: float) -> list[int]:
         """A unit done: its hits join the result set and the unit is marked done, in one
         transaction. Returns the ids of matches that are new to the trigger (to notify)."""
         hunt = self.hunt(hunt_id)
+        batch = hits if isinstance(hits, HitBatch) else HitBatch.of(hits)
         with self.transaction() as db:
-            new = self._add_hits(hunt.trigger_id, hits, version, "hunt", segment_id)
+            new = self._add_hits(hunt.trigger_id, batch, version, "hunt", segment_id)
             db.execute("UPDATE hunt_units SET state='done', error=NULL, matches=?, seconds=?, "
                        "finished=? WHERE hunt_id=? AND segment_id=?",
-                       (len(hits), seconds, time.time(), hunt_id, segment_id))
+                       (batch.hits, seconds, time.time(), hunt_id, segment_id))
             self._totals(hunt_id)
         return new
 
@@ -356,6 +485,37 @@ class TriggerDB:
                                         hunt_id, segment_id))
             self._totals(hunt_id)
         return final
+
+    def requeue_units(self, hunt_id: int, segment_ids: list[int] | None = None,
+                      attempt_counts: bool = True) -> None:
+        """Units left ``running`` (``segment_ids``: only these) queued again: when the
+        runner stopped them (``attempt_counts`` False: the attempt is taken back), or died
+        (it counts: a unit at UNIT_ATTEMPTS attempts is failed, it may be what kills it)."""
+        sql = " AND state='running'"
+        args: list[Any] = [hunt_id]
+        if segment_ids is not None:
+            sql += f" AND segment_id IN ({','.join('?' * len(segment_ids))})"
+            args += segment_ids
+        with self.transaction() as db:
+            if not attempt_counts:
+                db.execute("UPDATE hunt_units SET state='queued', attempts=max(attempts-1, 0) "
+                           f"WHERE hunt_id=?{sql}", args)
+            db.execute("UPDATE hunt_units SET state='failed', error='the runner was stopped "
+                       f"during each of its ' || attempts || ' attempts' WHERE hunt_id=?{sql} "
+                       "AND attempts >= ?", [*args, UNIT_ATTEMPTS])
+            db.execute(f"UPDATE hunt_units SET state='queued' WHERE hunt_id=?{sql}", args)
+            self._totals(hunt_id)
+
+    def move_hunt(self, hunt_id: int, status: str, expected: tuple[str, ...],
+                  error: str | None = None) -> bool:
+        """:meth:`set_hunt_status` only while the hunt's status is one of ``expected``
+        (the runner's changes never overwrite a user's pause or abort); whether it did."""
+        with self.transaction() as db:
+            row = db.execute("SELECT status FROM hunts WHERE id=?", (hunt_id,)).fetchone()
+            if row is None or row[0] not in expected:
+                return False
+            self.set_hunt_status(hunt_id, status, error)
+        return True
 
     def _totals(self, hunt_id: int) -> None:
         self.db.execute(
@@ -373,27 +533,119 @@ class TriggerDB:
         with self.transaction():
             return self._add_hits(trigger_id, hits, version, "watch", segment_id)
 
-    def _add_hits(self, trigger_id: int, hits: list[Hit], version: int, source: str,
-                  segment_id: int | None) -> list[int]:
-        new: list[int] = []
-        now = time.time()
-        for h in hits:
-            key = flow_key(h.proto, h.src_ip, h.src_port, h.dest_ip, h.dest_port)
-            cur = self.db.execute(
-                "INSERT INTO matches (trigger_id, rule, flow_key, flow_id, proto, src_ip, "
-                "src_port, dest_ip, dest_port, ts, segment_id, source, evidence, found) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (trigger_id, rule, flow_key) "
-                "DO UPDATE SET ts=min(ts, excluded.ts), "
-                "flow_id=coalesce(flow_id, excluded.flow_id) RETURNING id, found",
-                (trigger_id, h.rule, key, h.flow_id, h.proto, h.src_ip, h.src_port,
-                 h.dest_ip, h.dest_port, h.ts, segment_id, source,
-                 json.dumps(h.evidence, sort_keys=True, default=str), now))
-            match_id, found = cur.fetchone()
-            self.db.execute("INSERT INTO match_versions VALUES (?, ?, 1) ON CONFLICT "
-                            "(match_id, version) DO UPDATE SET hits = hits + 1",
-                            (match_id, version))
-            if found == now and int(match_id) not in new:  # inserted by this call
-                new.append(int(match_id))
+    # -- the watch (pcapwire.triggers.watch) -----------------------------------------------
+    def hunt_scope(self, trigger_id: int) -> tuple[int, set[int]]:
+        """What the current version's hunt plans: the sealed segments with ids up to the
+        first value, except those of the second (recorded segments the watch is reading
+        live or has not finished: the new rules apply to them from the version on)."""
+        row = self.db.execute("SELECT hunt_bound FROM watch WHERE trigger_id=?",
+                              (trigger_id,)).fetchone()
+        live = {r[0] for r in self.db.execute(
+            "SELECT segment_id FROM watch_segments WHERE trigger_id=? AND state!='done'",
+            (trigger_id,))}
+        return (int(row[0]) if row else 0), live
+
+    def watch_state(self, trigger_id: int) -> tuple[int, dict[int, tuple[int, str]]]:
+        """The watch's cursor and its segments above it: id -> (offset read, state)."""
+        row = self.db.execute("SELECT last_segment_id FROM watch WHERE trigger_id=?",
+                              (trigger_id,)).fetchone()
+        rows = {r[0]: (r[1], r[2]) for r in self.db.execute(
+            "SELECT segment_id, offset, state FROM watch_segments WHERE trigger_id=?",
+            (trigger_id,))}
+        return (int(row[0]) if row else 0), rows
+
+    def watch_checkpoint(self, trigger_id: int, version: int,
+                         hits: list[tuple[Hit, int | None]],
+                         segments: dict[int, tuple[int, str]], existing: list[int]
+                         ) -> list[int]:
+        """One step of the watch in one transaction: its hits (each with its segment id)
+        join the result set, its segments' progress (id -> (offset, state)) is kept, and
+        the cursor moves over ``existing`` (the store's segment ids above the cursor, in a
+        snapshot) while they are ``done`` (rows up to it dropped). A watch stopped at any
+        moment resumes from its last checkpoint: nothing read twice, nothing skipped. Returns the
+        ids of matches new to the trigger."""
+        with self.transaction() as db:
+            new: list[int] = []
+            for hit, segment_id in hits:
+                new += [m for m in self._add_hits(trigger_id, [hit], version, "watch",
+                                                  segment_id) if m not in new]
+            db.executemany("INSERT INTO watch_segments VALUES (?, ?, ?, ?) ON CONFLICT "
+                           "(trigger_id, segment_id) DO UPDATE SET offset=excluded.offset, "
+                           "state=excluded.state",
+                           [(trigger_id, s, o, st) for s, (o, st) in segments.items()])
+            done = {r[0] for r in db.execute("SELECT segment_id FROM watch_segments WHERE "
+                                             "trigger_id=? AND state='done'", (trigger_id,))}
+            cursor = 0
+            for sid in sorted(existing):
+                if sid not in done:
+                    break
+                cursor = sid
+            db.execute("UPDATE watch SET last_segment_id=max(last_segment_id, ?) WHERE "
+                       "trigger_id=?", (cursor, trigger_id))
+            for table in ("watch_segments", "watch_engine_hits"):
+                db.execute(f"DELETE FROM {table} WHERE trigger_id=? AND segment_id <= "
+                           "(SELECT last_segment_id FROM watch WHERE trigger_id=?)",
+                           (trigger_id, trigger_id))
+        return new
+
+    def add_engine_hits(self, trigger_id: int, version: int, segment_id: int,
+                        hits: list[tuple[Hit, int]]) -> list[int]:
+        """Hits of a live engine (:mod:`.live_engines`) over recorded segment
+        ``segment_id``, each with its ordinal among that engine's hits of its (rule, flow):
+        one the segment's earlier engines of this version already counted (an engine
+        started again reads the segment from its first byte and raises them again) is
+        skipped, the others join the result set as :meth:`add_watch_hits` adds them, in
+        one transaction with the counts. Returns the ids of matches new to the trigger."""
+        with self.transaction() as db:
+            fresh: list[Hit] = []
+            for hit, ordinal in hits:
+                key = flow_key(hit.proto, hit.src_ip, hit.src_port, hit.dest_ip,
+                               hit.dest_port)
+                where = (trigger_id, segment_id, version, hit.rule, key)
+                row = db.execute("SELECT hits FROM watch_engine_hits WHERE trigger_id=? AND "
+                                 "segment_id=? AND version=? AND rule=? AND flow_key=?",
+                                 where).fetchone()
+                if row is not None and row[0] >= ordinal:
+                    continue
+                db.execute("INSERT OR REPLACE INTO watch_engine_hits VALUES (?,?,?,?,?,?)",
+                           (trigger_id, version, segment_id, hit.rule, key, ordinal))
+                fresh.append(hit)
+            return self._add_hits(trigger_id, fresh, version, "watch", segment_id)
+
+    def _add_hits(self, trigger_id: int, hits: list[Hit] | HitBatch, version: int,
+                  source: str, segment_id: int | None) -> list[int]:
+        """In a transaction: ``hits`` into the result set, as one set (a unit brings tens
+        of thousands): one match per (rule, flow key) (:class:`HitBatch`; an existing one
+        keeps its fields, its time the earliest, its flow id the first known), hits
+        counted per version. Returns the ids of the matches this call added, in the order
+        first hit."""
+        batch = hits if isinstance(hits, HitBatch) else HitBatch.of(hits)
+        if not batch.rows:
+            return []
+        db = self.db
+        db.execute(_HIT_BATCH)
+        db.execute("DELETE FROM temp.hit_batch")
+        db.executemany("INSERT INTO temp.hit_batch VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                       batch.rows)
+        (last,) = db.execute("SELECT coalesce(max(id), 0) FROM matches").fetchone()
+        # rowid order is first-hit order; "WHERE true": SQLite's upsert-after-SELECT rule
+        db.execute(
+            "INSERT INTO matches (trigger_id, rule, flow_key, flow_id, proto, src_ip, "
+            "src_port, dest_ip, dest_port, ts, segment_id, source, evidence, found) "
+            "SELECT ?, rule, flow_key, flow_id, proto, src_ip, src_port, dest_ip, dest_port, "
+            "ts, ?, ?, evidence, ? FROM temp.hit_batch WHERE true ORDER BY rowid "
+            "ON CONFLICT (trigger_id, rule, flow_key) DO UPDATE SET ts=min(ts, excluded.ts), "
+            "flow_id=coalesce(flow_id, excluded.flow_id)",
+            (trigger_id, segment_id, source, time.time()))
+        db.execute(
+            "INSERT INTO match_versions SELECT m.id, ?, b.hits FROM temp.hit_batch b "
+            "JOIN matches m ON m.trigger_id=? AND m.rule=b.rule AND m.flow_key=b.flow_key "
+            "WHERE true ON CONFLICT (match_id, version) DO UPDATE SET "
+            "hits = hits + excluded.hits", (version, trigger_id))
+        new = [int(r[0]) for r in db.execute(
+            "SELECT id FROM matches WHERE trigger_id=? AND id>? ORDER BY id",
+            (trigger_id, last))]
+        db.execute("DELETE FROM temp.hit_batch")
         return new
 
     def matches(self, trigger_id: int, version: int | None = None, after_id: int = 0,
@@ -434,5 +686,11 @@ class TriggerDB:
         return {"new": sorted(now - before), "gone": sorted(before - now)}
 
 
+#: One call's hits, one row per (rule, flow key) (:meth:`TriggerDB._add_hits`).
+_HIT_BATCH = ("CREATE TEMP TABLE IF NOT EXISTS hit_batch (rule TEXT, flow_key TEXT, "
+              "flow_id INTEGER, proto INTEGER, src_ip TEXT, src_port INTEGER, dest_ip TEXT, "
+              "dest_port INTEGER, ts REAL, evidence TEXT, hits INTEGER)")
+#: A hit's evidence as stored: JSON, keys sorted.
+_EVIDENCE_JSON = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _HUNT_COLUMNS = ("id, trigger_id, version, status, units_total, units_done, units_failed, "
                  "bytes_total, bytes_done, created, started, finished, error")

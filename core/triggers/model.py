@@ -277,8 +277,3 @@ def _targets(raw: Any, where: str) -> list[Target]:
                 raise ConfigError(f"{what}: transport: udp or tcp")
         out.append(Target(**t))
     return out
-
-
-def definition(stored: str) -> TriggerDef:
-    """A definition as :mod:`.db` stores it (JSON of :meth:`TriggerDef.to_dict`)."""
-    return from_dict(json.loads(stored), "stored trigger")

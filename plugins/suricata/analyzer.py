@@ -30,6 +30,7 @@ from pcapwire.plugins.suricata.config import (
     SuricataSettings,
 )
 from pcapwire.plugins.suricata.pool import EnginePool
+from pcapwire.plugins.suricata.rulesafety import confined_rule_problems
 from pcapwire.plugins.suricata.run import RunResult, SuricataRun
 from pcapwire.plugins.suricata.update import check_rules
 from pcapwire.records import PcapChunk
@@ -72,6 +73,10 @@ class SuricataConfig(AnalyzerConfig):
                               description="engines kept loaded for next runs")
     keep_dir: str = option("", kind="server",
                            description="where EVE metadata is kept (default: the case)")
+    threshold_file: str = option("", kind="path", description="Suricata threshold file "
+                                 "(threshold.config syntax); default: the threshold.config "
+                                 "beside the rule files, which 'pcapwire rules group "
+                                 "threshold' writes")
     checksum_validation: Literal["no", "yes", "auto"] = option(
         "no", description="validate TCP/UDP checksums: no (Suricata's -k none: captures "
         "from hosts with checksum offload are analysed), yes (-k all), auto (Suricata's "
@@ -89,6 +94,8 @@ def to_settings(config: SuricataConfig, base_dir: Path | None = None,
     if raw["eve_types"] is None:
         raw.pop("eve_types")
     raw["rules"] = [str(resolve_path(r, base_dir, data_dir)) for r in raw["rules"]]
+    if raw["threshold_file"]:
+        raw["threshold_file"] = str(resolve_path(raw["threshold_file"], base_dir, data_dir))
     return SuricataSettings.from_mapping(raw)
 
 
@@ -127,7 +134,9 @@ class SuricataAnalyzer(Analyzer[SuricataConfig]):
         Suricata itself (``suricata -T``), refused ones as ``FILE:LINE: message``. The
         files were confined by the core; Suricata's rule keywords that read further
         files (Lua scripts, dataset files by absolute or ``..`` path) are off in the
-        configuration the plugin generates."""
+        configuration the plugin generates, and for a confined (API) workflow refused in
+        the rule text before Suricata reads it (:mod:`.rulesafety`: Suricata 7 opens a
+        dataset's ``load`` file by any path)."""
         try:
             settings = to_settings(config, base_dir, None)
             settings.rule_files()
@@ -138,6 +147,10 @@ class SuricataAnalyzer(Analyzer[SuricataConfig]):
             return [str(exc)]
         if not settings.rules:
             return []
+        if confinement is not None:  # rules from an API caller: text only, names no file
+            problems = confined_rule_problems(settings.rule_files())
+            if problems:
+                return problems
         checked = check_rules(list(settings.rules), binary=settings.binary,
                               base_config=settings.base_config)
         problems = [f"{e.file}:{e.line}: {e.message}" for e in checked.errors]

@@ -10,6 +10,12 @@ offline mode, so none is dropped, and they arrive while the input is still strea
 metadata types go to an EVE file Suricata writes itself (:func:`.config.eve_types`).
 Closing the FIFO ends the input: Suricata flushes its flows, logs the last events and exits.
 
+File mode (``input_file``): a whole capture already on disk (a store's plain segment) is
+read by Suricata itself, ``suricata -r FILE`` exactly as by hand, with the same generated
+configuration and EVE socket; nothing is fed, :meth:`SuricataEngine.finish` waits for the
+end of the file. Same verdicts as feeding the file's bytes, without copying them through
+this process (a hunt unit, :mod:`pcapwire.triggers.match_engines`).
+
 Lifecycle::
 
     engine = SuricataEngine(settings)
@@ -104,8 +110,11 @@ class EngineResult:
 
 
 class SuricataEngine:
-    def __init__(self, settings: SuricataSettings) -> None:
+    def __init__(self, settings: SuricataSettings, input_file: Path | None = None) -> None:
+        """``input_file``: file mode (a pcap Suricata reads itself), else the FIFO."""
         self.settings = settings
+        self.input_file = input_file.absolute() if input_file is not None else None
+        self._input_bytes = 0
         self.rule_log = RuleLoadLog()
         self.process: EngineProcess | None = None
         self.dir: Path | None = None
@@ -148,12 +157,16 @@ class SuricataEngine:
         log_dir = self.dir / "log"
         log_dir.mkdir()
         fifo, sock = self.dir / "input.pcap", self.dir / "eve.sock"
-        os.mkfifo(fifo, 0o600)
+        if self.input_file is None:
+            os.mkfifo(fifo, 0o600)
+        else:
+            self._input_bytes = self.input_file.stat().st_size
         self._server = await asyncio.start_unix_server(self._on_eve_connection, path=str(sock),
                                                        limit=MAX_EVE_LINE)
         config = self.dir / "suricata.yaml"
         config.write_text(build_config(self.settings, log_dir, sock, rule_files))
-        argv = [binary, "-c", str(config), "-r", str(fifo), "-l", str(log_dir),
+        argv = [binary, "-c", str(config), "-r", str(self.input_file or fifo),
+                "-l", str(log_dir),
                 *self.settings.checksum_args(), *self.settings.args]
         self.process = EngineProcess("suricata", argv, cwd=self.dir,
                                      on_output_line=self._on_output)
@@ -171,6 +184,9 @@ class SuricataEngine:
     async def _wait_ready(self) -> None:
         """Suricata opens the FIFO only after loading its rules: the open is the sync point."""
         assert self.process is not None and self.process.proc is not None and self.dir
+        if self.input_file is not None:
+            await self._wait_rules()
+            return
         opener = FifoOpener(self.dir / "input.pcap", asyncio.get_running_loop())
         exited = asyncio.ensure_future(self.process.proc.wait())
         fd: int | None = None
@@ -205,6 +221,32 @@ class SuricataEngine:
         with contextlib.suppress(OSError):
             fcntl.fcntl(fd, F_SETPIPE_SZ, FIFO_PIPE_BYTES)
         self._writer = FifoWriter(fd, asyncio.get_running_loop())
+        self._rules_loaded()
+
+    async def _wait_rules(self) -> None:
+        """File mode: Suricata reads its file as soon as its rules are loaded; wait for its
+        rule summary (or its exit, a small file may be done by then)."""
+        assert self.process is not None
+        rules = asyncio.ensure_future(self._rules_done.wait())
+        exited = asyncio.ensure_future(self.process.wait())
+        try:
+            async with asyncio.timeout(self.settings.start_timeout):
+                await asyncio.wait({rules, exited}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            pass
+        finally:
+            rules.cancel()
+            exited.cancel()
+        if not self.rule_log.done:
+            exited_by_itself = self.process.returncode is not None
+            await self.process.stop(grace=ABORT_GRACE_S)
+            raise AnalyzerError(self._describe_failure(
+                f"did not load its rules within {self.settings.start_timeout:g} s",
+                exited=exited_by_itself))
+        self._rules_loaded()
+
+    def _rules_loaded(self) -> None:
+        assert self.process is not None
         self.ready_at = time.monotonic()
         errors = self.rule_log.errors
         log.info("suricata pid %s ready in %.2f s: %s signatures, %d rule error(s)",
@@ -340,7 +382,7 @@ class SuricataEngine:
         as Suricata wrote it); without it, its records are read into the result."""
         assert self.process is not None
         try:
-            if self._joiner.header is None:
+            if self.input_file is None and self._joiner.header is None:
                 # Nothing was fed: nothing to analyse (Suricata refuses a capture without
                 # packets), so the engine is simply stopped.
                 await self.kill()
@@ -362,8 +404,8 @@ class SuricataEngine:
             if rc != 0:
                 raise AnalyzerError(self._describe_failure(""))
             self._check_consumed()
-            result = EngineResult(rc, self._events, self._joiner.bytes_out,
-                                  self._joiner.chunks, list(self.rule_log.errors),
+            result = EngineResult(rc, self._events, self._fed(), self._joiner.chunks,
+                                  list(self.rule_log.errors),
                                   self._bad_lines, time.monotonic() - self._started_at,
                                   packets=self.read_packets)
             await asyncio.to_thread(self._take_metadata, result, metadata_to)
@@ -410,7 +452,7 @@ class SuricataEngine:
         """Suricata exits 0 even when its reader thread failed (an unsupported link type)
         or stopped at a broken record; its read summary must account for every byte fed:
         24 (file header) + 16 per record + the captured bytes."""
-        fed = self._joiner.bytes_out
+        fed = self._fed()
         if self.read_packets is None or self.read_bytes is None:
             raise AnalyzerError(self._describe_failure(
                 f"did not report reading its input ({fed} bytes fed)", exited=False))
@@ -419,6 +461,10 @@ class SuricataEngine:
             raise AnalyzerError(self._describe_failure(
                 f"read {self.read_packets} packets ({consumed} of the {fed} bytes fed); the "
                 "rest of its input was not analysed", exited=False))
+
+    def _fed(self) -> int:
+        """Bytes of input: those fed, or the input file's."""
+        return self._input_bytes if self.input_file is not None else self._joiner.bytes_out
 
     async def _close_eve(self) -> None:
         if self._connections:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pcapwire.errors import AnalyzerError
-from pcapwire.pcapformat import parse_header
+from pcapwire.pcapformat import HEADER_LEN, parse_header
 from pcapwire.plugins.suricata.config import METADATA_EVE, SuricataSettings
 from pcapwire.plugins.suricata.engine import EngineResult, SuricataEngine
 from pcapwire.plugins.suricata.eve import EveMetadata, EveSummary, sid_counts
@@ -149,6 +149,21 @@ class SuricataRun:
             await engine.feed(data, where)
         except AnalyzerError as exc:
             await self._engine_failed(linktype, engine, exc)
+
+    async def run_file(self, path: Path, metadata_dir: Path | None = None) -> RunResult:
+        """The whole run over one pcap file that Suricata reads itself (``suricata -r
+        FILE``, :class:`SuricataEngine` in file mode; no warm spare, nothing fed): the
+        same verdicts and result as :meth:`feed_bytes` of the file then :meth:`finish`."""
+        if self._closed or self._engines or self._first is not None:
+            raise AnalyzerError("suricata: run_file takes a new run")
+        with open(path, "rb") as f:
+            linktype = parse_header(f.read(HEADER_LEN), str(path)).linktype
+        engine = SuricataEngine(self.settings, input_file=path)
+        await engine.start()
+        self._had_engine = True
+        self._engines[linktype] = (engine, asyncio.create_task(
+            self._consume(engine), name=f"suricata-eve-{linktype}"))
+        return await self.finish(metadata_dir)
 
     async def _engine_failed(self, linktype: int, engine: SuricataEngine,
                              exc: BaseException) -> None:

@@ -160,6 +160,24 @@ async def test_own_suricata_rules_are_checked_by_suricata_with_file_and_line(api
     assert problem["message"].startswith(f"{acme.resolve() / 'rules' / 'local.rules'}:2: ")
 
 
+async def test_own_suricata_rules_may_not_name_server_files(api, tmp_path):
+    """Finding of the trigger work: Suricata 7 opens a dataset's ``load`` file by
+    absolute or ``..`` path whatever ``allow-absolute-filenames`` says; a tenant's rule
+    text names no file on the server: refused by line before Suricata reads the rules."""
+    validate, acme, globex, _ = api
+    (acme / "rules" / "probe.rules").write_text(
+        'alert tcp any any -> any any (msg:"ok"; sid:1; rev:1;)\n'
+        'alert dns any any -> any any (dns.query; dataset:isset,x,type string,load '
+        f'{globex / "results" / "admin-token.txt"}; sid:2; rev:1;)\n'
+        'alert tcp any any -> any any (msg:"l"; lua:probe.lua; sid:3; rev:1;)\n')
+    body = await validate(_step("suricata", "      rules: ['{data_dir}/rules/probe.rules']\n"))
+    assert [p["message"] for p in body["problems"]] == [
+        "probe.rules:2: dataset with load/save/state is not allowed (it names a file on the "
+        "server); give the values as indicators instead",
+        "probe.rules:3: Lua rules are not allowed (they run scripts on the server)"]
+    assert SECRET not in _messages(body)
+
+
 async def test_an_oversized_rule_file_is_refused_without_being_read(api):
     validate, acme, *_ = api
     big = acme / "rules" / "huge.yar"

@@ -23,7 +23,17 @@ BODIES = {
     ("post", "/api/v1/hashlists/lookup"): {"hashes": ["0" * 64]},
     ("post", "/api/v1/holds"): {"case": "intruder", "reason": "r", "bpf": "tcp"},
     ("post", "/api/v1/holds/{hold_id}/release"): {"reason": "r"},
+    ("post", "/api/v1/triggers"): {"name": "intruder", "bpf": "tcp"},
+    ("put", "/api/v1/triggers/{trigger_id}"): {"name": "intruder", "bpf": "udp"},
+    ("put", "/api/v1/rules/groups/{group}"): {"state": "disabled"},
 }
+
+
+async def _trigger(client, token):
+    resp = await client.post("/api/v1/triggers", json={"name": "acme-t", "bpf": "tcp"},
+                             headers=bearer(token))
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["trigger"]["id"]
 
 
 def _operations():
@@ -72,7 +82,13 @@ async def test_every_operation_refuses_anonymous_lower_roles_and_other_tenants(
     assert hold.status == 201, await hold.text()
     ids = {"id": q["id"], "case": "acme-case", "name": "acme-s1", "token_id": spare,
            "sha256": "0" * 64, "email_id": "none", "list": "acme-deny",
-           "hold_id": (await hold.json())["id"], "n": 1}
+           "hold_id": (await hold.json())["id"], "n": 1, "flow_id": 1,
+           "trigger_id": await _trigger(client, analyst),
+           "group": "classtype:trojan-activity"}
+    # acme's own rules (its rules/ directory): globex has no such group
+    (tmp_path / "tenants" / "acme" / "rules").mkdir(exist_ok=True)
+    (tmp_path / "tenants" / "acme" / "rules" / "acme.rules").write_text(
+        'alert tcp any any -> any any (msg:"acme"; classtype:trojan-activity; sid:1; rev:1;)\n')
     failures, checked = [], 0
     for method, path, need in _operations():
         if need == PUBLIC:
@@ -97,7 +113,8 @@ async def test_every_operation_refuses_anonymous_lower_roles_and_other_tenants(
     globex = tokens.headers("globex", "admin")
     for url, key in (("/api/v1/queries", "queries"), ("/api/v1/flows", "flows"),
                      ("/api/v1/cases", "cases"), ("/api/v1/sensors", "sensors"),
-                     ("/api/v1/hashlists", "lists"), ("/api/v1/holds", "holds")):
+                     ("/api/v1/hashlists", "lists"), ("/api/v1/holds", "holds"),
+                     ("/api/v1/triggers", "triggers")):
         body = await (await client.get(url, headers=globex)).json()
         assert body[key] == [], url
     tokens_seen = (await (await client.get("/api/v1/tokens", headers=globex)).json())["tokens"]
@@ -126,6 +143,8 @@ async def test_every_operation_refuses_anonymous_lower_roles_and_other_tenants(
     # acme's list survived globex's DELETE, and globex's lookups do not see it
     acme_lists = (await (await client.get("/api/v1/hashlists", headers=acme)).json())["lists"]
     assert [(hl["name"], hl["total"]) for hl in acme_lists] == [("acme-deny", 1)]
+    acme_triggers = (await (await client.get("/api/v1/triggers", headers=acme)).json())
+    assert [(t["name"], t["state"]) for t in acme_triggers["triggers"]] == [("acme-t", "active")]
     seen = await (await client.post("/api/v1/hashlists/lookup", json={"hashes": ["a" * 64]},
                                     headers=globex)).json()
     assert seen["summary"] == {"known-good": 0, "known-bad": 0, "unknown": 1}

@@ -111,7 +111,8 @@ def test_login_query_live_download_and_case(served, browser, tmp_path):
     page.click("#q-case")
     page.wait_for_url("**/ui/cases/browser-case")
     expect(page.locator("#case-queries tbody tr")).to_have_count(1)
-    expect(page.locator("#timeline-note")).to_contain_text(f"{_count(expected)} packets in")
+    expect(page.locator("#timeline-note")).to_contain_text(  # drawn by uPlot (charts.js)
+        f"{_count(expected)} packets, {len(expected) - 24 - 16 * _count(expected)} bytes in")
     expect(page.locator("#case-flows tbody tr")).to_have_count(1)
     expect(page.locator("#case-verdicts tbody tr")).to_have_count(1)
     expected_file = CASES[HTTP_CASE]["expect"]["files"][0]["sha256"]

@@ -22,6 +22,10 @@ from pcapwire.api import (
     routes_queries,
     routes_results,
     routes_retention,
+    routes_rulegroups,
+    routes_search,
+    routes_sessions,
+    routes_triggers,
     routes_workflows,
 )
 from pcapwire.api.artifacts import MAX_CONCURRENT_CARVES
@@ -30,16 +34,18 @@ from pcapwire.api.authdb import AuthDB
 from pcapwire.api.config import ApiConfig
 from pcapwire.api.errors import error_middleware
 from pcapwire.api.jobs import QueryManager
-from pcapwire.api.keys import AUTH, CARVES, CONFIG, QUERIES, TENANTS, WORKFLOWS
+from pcapwire.api.keys import AUTH, CARVES, CONFIG, QUERIES, TENANTS, TRIGGERS, WORKFLOWS
 from pcapwire.api.limits import QuerySlots
 from pcapwire.api.tenants import TenantRegistry
 from pcapwire.api.workflows import WorkflowService
 from pcapwire.store.maintenance import Maintenance
+from pcapwire.triggers.service import TriggerServices
 
 ROUTE_MODULES = (routes_admin, routes_queries, routes_results, routes_artifacts, routes_events,
                  routes_ingest, routes_flows, routes_cases, routes_workflows, routes_hashlists,
                  routes_capture, routes_holds, routes_custody,
-                 routes_retention, openapi, dashboard)
+                 routes_retention, routes_sessions, routes_triggers, routes_rulegroups,
+                 routes_search, openapi, dashboard)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -69,7 +75,12 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
                                 config.max_query_result_bytes)
     maintenance = Maintenance.of_tenants(config.data_dir)  # retention, holds, compression
     maintenance.start()
+    triggers = TriggerServices.of_tenants(config.data_dir, app[WORKFLOWS],
+                                          asyncio.get_running_loop())  # hunts, watch, notify
+    app[TRIGGERS] = triggers  # the trigger routes wake it
+    triggers.start()
     yield
+    await asyncio.to_thread(triggers.stop)
     await asyncio.to_thread(maintenance.stop)  # between two deletions at most
     await app[WORKFLOWS].stop()  # analyzers closed first: runs cancelled now warm nothing
     await app[QUERIES].close()

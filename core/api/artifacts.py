@@ -62,6 +62,9 @@ async def carve(ts: TenantStore, query_id: str, slots: asyncio.Semaphore) -> boo
         message = err.decode(errors="replace").strip()
         log.error("carving query %s failed (exit %s): %s", query_id, proc.returncode, message)
         raise ApiError(422, "carve_failed", f"carving the result failed: {message[-500:]}")
+    from pcapwire.search.indexer import index_carve, safely
+
+    await asyncio.to_thread(safely, index_carve, ts.root, query_id)  # files, emails: searchable
     return True
 
 

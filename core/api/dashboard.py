@@ -17,7 +17,12 @@ from pcapwire.api.keys import AUTH, CONFIG
 routes = web.RouteTableDef()
 STATIC = Path(__file__).parent / "static"
 LOGIN_CSRF_COOKIE = "pcapwire_login_csrf"
-PAGES = {"query": "query.html", "live": "live.html", "cases": "cases.html", "case": "case.html"}
+PAGES = {"query": "query.html", "live": "live.html", "cases": "cases.html", "case": "case.html",
+         "search": "search.html", "session": "session.html", "email": "email.html",
+         "capture": "capture.html", "holds": "holds.html", "custody": "custody.html",
+         "triggers": "triggers.html"}
+VENDOR = STATIC / "vendor"  # third-party libraries, as scripts/vendor-js.sh fetched them
+SERVED_SUFFIXES = (".js", ".css", ".svg")
 
 
 def _page(name: str) -> web.FileResponse:
@@ -39,6 +44,13 @@ def _login_page(request: web.Request, error: str = "", status: int = 200) -> web
 @role(PUBLIC)
 async def root(request: web.Request) -> web.Response:
     raise web.HTTPFound("/ui/")
+
+
+@routes.get("/favicon.ico")
+@role(PUBLIC)
+async def favicon(request: web.Request) -> web.Response:
+    """No icon (browsers ask for one on every page: an answer, not a 404 in the console)."""
+    return web.Response(status=204, headers={"Cache-Control": "public, max-age=86400"})
 
 
 @routes.get("/ui/login")
@@ -100,13 +112,73 @@ async def case_page(request: web.Request) -> web.FileResponse:
     return _page("case")
 
 
+@routes.get("/ui/search")
+@role("viewer")
+async def search_page(request: web.Request) -> web.FileResponse:
+    return _page("search")
+
+
+@routes.get("/ui/cases/{case}/sessions/{flow_id}")
+@role("viewer")
+async def session_page(request: web.Request) -> web.FileResponse:
+    return _page("session")
+
+
+@routes.get("/ui/queries/{id}/emails/{email_id}")
+@role("viewer")
+async def email_page(request: web.Request) -> web.FileResponse:
+    return _page("email")
+
+
+@routes.get("/ui/capture")
+@role("viewer")
+async def capture_page(request: web.Request) -> web.FileResponse:
+    return _page("capture")
+
+
+@routes.get("/ui/holds")
+@role("viewer")
+async def holds_page(request: web.Request) -> web.FileResponse:
+    return _page("holds")
+
+
+@routes.get("/ui/triggers")
+@role("viewer")
+async def triggers_page(request: web.Request) -> web.FileResponse:
+    return _page("triggers")
+
+
+@routes.get("/ui/cases/{case}/custody")
+@role("viewer")
+async def custody_page(request: web.Request) -> web.FileResponse:
+    return _page("custody")
+
+
+def _served(folder: Path, name: str) -> Path:
+    """``folder/name`` when it is a file the dashboard serves (listed, not built from the
+    request: no path ever leaves ``folder``); 404 otherwise."""
+    allowed = {p.name: p for p in folder.iterdir() if p.suffix in SERVED_SUFFIXES}
+    if name not in allowed:
+        raise web.HTTPNotFound()
+    return allowed[name]
+
+
 @routes.get("/ui/static/{name}")
 @role(PUBLIC)
 async def static(request: web.Request) -> web.FileResponse:
-    name = request.match_info["name"]
-    allowed = {p.name for p in STATIC.iterdir() if p.suffix in (".js", ".css", ".svg")}
-    if name not in allowed:
+    return web.FileResponse(_served(STATIC, request.match_info["name"]),
+                            headers={"Cache-Control": "no-cache"})
+
+
+@routes.get("/ui/static/vendor/{lib}/{name}")
+@role(PUBLIC)
+async def vendored(request: web.Request) -> web.FileResponse:
+    """A vendored library's file (the folder names its version: cached for a day)."""
+    libs = {p.name: p for p in VENDOR.iterdir() if p.is_dir()}
+    lib = libs.get(request.match_info["lib"])
+    if lib is None:
         raise web.HTTPNotFound()
-    return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(_served(lib, request.match_info["name"]),
+                            headers={"Cache-Control": "public, max-age=86400"})
 
 

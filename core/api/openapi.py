@@ -150,6 +150,76 @@ RETENTION_PATHS: dict[str, dict[str, Any]] = {
         params=(_param("dry_run", schema={"enum": ["true", "false"]}),), tag="retention")},
 }
 
+TRIGGER_ID = _param("trigger_id", "path", {"type": "integer", "minimum": 1,
+                                            "maximum": 2**62}, "trigger id")
+_TRIGGER_OK = {200: _json("Trigger")}
+SEARCH_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/search": {"get": op(
+        "Search the metadata index (flows, Suricata/Zeek records, carved files and emails, "
+        "verdicts; ECS field names) with the search language of docs/search.md; every hit "
+        "carries its pivots (a PCAP query body, its flow, its case). A query that does not "
+        "parse: 400 with details.column", "viewer", {200: _json("SearchResult")},
+        tag="search", params=(
+            _param("q", required=True, schema={"type": "string", "minLength": 1,
+                                                "maxLength": 4096},
+                   desc="e.g. url.domain:*.example AND http.request.method:POST"),
+            _param("case", schema={"type": "string", "minLength": 1, "maxLength": 200},
+                   desc="only records of this case"),
+            _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 1000})))},
+}
+
+TRIGGER_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/triggers": {
+        "post": op("Create a trigger (rules as text, indicators, scope, workflows, targets; "
+                   "indicator_files: STIX 2.1, MISP or text content, problems answered 400 "
+                   "with file and line or object): its hunt over history is queued, then it "
+                   "watches what arrives", "analyst", {201: _json("TriggerSaved", "Created")},
+                   errors=(409,), body="TriggerRequest", tag="triggers"),
+        "get": op("The tenant's triggers with state, current hunt (progress, ETA) and number "
+                  "of matches", "viewer", {200: _json("TriggerList")}, tag="triggers")},
+    "/api/v1/triggers/{trigger_id}": {
+        "get": op("One trigger: definition (no secrets), versions, hunts with progress, ETA "
+                  "and failed units", "viewer", _TRIGGER_OK, errors=(404,),
+                  params=(TRIGGER_ID,), tag="triggers"),
+        "put": op("Replace a trigger's definition: a new version and hunt when its rules, "
+                  "indicators or scope change (the previous hunt is aborted); a webhook "
+                  "secret sent as (set) keeps the stored one", "analyst",
+                  {200: _json("TriggerSaved")}, errors=(404, 409), body="TriggerRequest",
+                  params=(TRIGGER_ID,), tag="triggers"),
+        "delete": op("Delete a trigger: its hunt and watch end", "admin",
+                     {204: {"description": "Deleted"}}, errors=(404,), params=(TRIGGER_ID,),
+                     tag="triggers")},
+    "/api/v1/triggers/{trigger_id}/pause": {"post": op(
+        "Pause: the hunt stops after its running units, the watch stops", "analyst",
+        _TRIGGER_OK, errors=(404,), params=(TRIGGER_ID,), tag="triggers")},
+    "/api/v1/triggers/{trigger_id}/resume": {"post": op(
+        "Resume the hunt (finished units are kept) and the watch", "analyst", _TRIGGER_OK,
+        errors=(404,), params=(TRIGGER_ID,), tag="triggers")},
+    "/api/v1/triggers/{trigger_id}/abort": {"post": op(
+        "Abort the current hunt (its matches stay; the watch goes on)", "analyst",
+        _TRIGGER_OK, errors=(404, 409), params=(TRIGGER_ID,), tag="triggers")},
+    "/api/v1/triggers/{trigger_id}/matches": {"get": op(
+        "The result set, hunt and watch alike, one per (rule, flow), oldest first; each with "
+        "its pivots (a query body for its PCAP, its flow id)", "viewer",
+        {200: _json("TriggerMatchList")}, errors=(404,), params=(
+            TRIGGER_ID, _param("version", schema={"type": "integer", "minimum": 1,
+                                                  "maximum": 2**62},
+                               desc="only what this version found"),
+            _param("after", schema={"type": "integer", "minimum": 0, "maximum": 2**62},
+                   desc="matches with a greater id (next_after of the previous page)"),
+            LIMIT), tag="triggers")},
+    "/api/v1/triggers/{trigger_id}/events": {"get": op(
+        "Live events (Server-Sent Events): hunt (state, hunt progress and ETA; first and on "
+        "every change), match (each new match, its id the event id: Last-Event-ID "
+        "resumes), end (deleted, or reconnect)", "viewer", {200: {
+            "description": "text/event-stream", "content": {"text/event-stream": {
+                "schema": {"type": "string"}}}}}, errors=(404,), params=(
+            TRIGGER_ID, _param("after", schema={"type": "integer", "minimum": 0,
+                                                "maximum": 2**62},
+                               desc="send the matches after this id first")),
+        tag="triggers")},
+}
+
 _ENTRY = {"type": "object", "description": "a custody entry as kept (seq, time, actor, "
           "action, case, objects, details, prev), or {line, invalid} for a line that is "
           "not one"}
@@ -187,6 +257,54 @@ CUSTODY_PATHS: dict[str, dict[str, Any]] = {
             "properties": {"algorithm": {"const": "Ed25519"},
                            "public_key_pem": {"type": "string"},
                            "fingerprint_sha256": _HEX}}}}}}, tag="custody")},
+}
+
+EMAIL_ID = _param("email_id", "path", {"type": "string"}, "email id (e-...)")
+FLOW_ID = _param("flow_id", "path", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                 "flow id of the index")
+BUCKETS = _param("buckets", schema={"type": "integer", "minimum": 1, "maximum": 1000})
+DASHBOARD_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/queries/{id}/timeline": {"get": op(
+        "Packets and bytes over time of the query's result (so far, while it runs), its "
+        "verdicts as marks", "viewer", {200: _json("Timeline")}, errors=(404,),
+        params=(QID, BUCKETS), tag="queries")},
+    "/api/v1/queries/{id}/flows": {"get": op(
+        "Flows the query selects (through the index; for a BPF expression the flows that "
+        "may hold a match): its connections graph", "viewer", {200: _json("FlowList")},
+        errors=(404,), params=(QID, LIMIT), tag="queries")},
+    "/api/v1/cases/{case}/sessions/{flow_id}": {"get": op(
+        "A flow as the case saw it: HTTP transactions, files (hashes, triage) and emails "
+        "carved from it, Suricata's http/dns/tls/fileinfo/smtp records about it, its "
+        "verdicts (native form)", "viewer", {200: _json("Session")}, errors=(404, 409, 422),
+        params=(CASE, FLOW_ID), tag="cases")},
+    "/api/v1/queries/{id}/emails/{email_id}": {"get": op(
+        "An email reconstructed: headers (decoded), text, attachments with download links, "
+        "links to its .eml and its HTML part", "viewer", {200: _json("EmailView")},
+        errors=(404, 409, 422), params=(QID, EMAIL_ID), tag="files")},
+    "/api/v1/queries/{id}/emails/{email_id}/html": {"get": op(
+        "The email's HTML part, served under a CSP that runs no script and loads nothing "
+        "(sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'), for a "
+        "sandboxed frame", "viewer", {200: {"description": "the HTML part", "content": {
+            "text/html": {"schema": {"type": "string"}}}}}, errors=(404, 409, 422),
+        params=(QID, EMAIL_ID), tag="files")},
+}
+
+RULEGROUP_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/rules/groups": {"get": op(
+        "The tenant's Suricata rules grouped by classtype, rule file or a metadata key, with "
+        "rules, enabled rules and Suricata alerts per group", "viewer",
+        {200: _json("RuleGroupList")}, errors=(409,), tag="rules", params=(
+            _param("by", schema={"type": "string", "pattern":
+                                 "^(classtype|ruleset|metadata:[^ ]+)$"},
+                   desc="classtype (default), ruleset or metadata:KEY"),
+            _param("case", desc="count only this case's alerts")))},
+    "/api/v1/rules/groups/{group}": {"put": op(
+        "Enable, disable or reset a group (suricata-update's enable.conf/disable.conf, the "
+        "rule set rebuilt offline) and/or threshold it (threshold.config)", "admin",
+        {200: _json("RuleGroupApplied")}, errors=(404, 409), body="RuleGroupChange",
+        params=(_param("group", "path", {"type": "string", "maxLength": 512},
+                       "classtype:NAME, ruleset:FILE.rules or metadata:KEY=VALUE"),),
+        tag="rules")},
 }
 
 PATHS: dict[str, dict[str, Any]] = {
@@ -351,6 +469,10 @@ PATHS: dict[str, dict[str, Any]] = {
     **HOLD_PATHS,
     **CUSTODY_PATHS,
     **RETENTION_PATHS,
+    **DASHBOARD_PATHS,
+    **TRIGGER_PATHS,
+    **RULEGROUP_PATHS,
+    **SEARCH_PATHS,
 }
 
 

@@ -4,10 +4,11 @@ downloads that a browser saves and never renders."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pcapwire.api import artifacts
+from pcapwire.api import artifacts, emailview
 from pcapwire.api.auth import actor, role
 from pcapwire.api.downloads import download_headers
 from pcapwire.api.errors import ApiError, not_found
@@ -92,13 +93,40 @@ async def file_content(request: web.Request) -> web.FileResponse:
     return web.FileResponse(path, headers=download_headers(name, default=f"{sha}.bin"))
 
 
-@routes.get("/api/v1/queries/{id}/emails/{email_id}/eml")
-@role("viewer")
-async def email_eml(request: web.Request) -> web.FileResponse:
+async def _email(request: web.Request) -> tuple[dict[str, Any], Path]:
+    """The email record ``{email_id}`` of query ``{id}`` and its carved ``.eml``."""
     ts, qid, _ = await _carved(request)
     eid = request.match_info["email_id"]
     rec = next((e for e in artifacts.emails(ts, qid) if e["id"] == eid), None)
     path = artifacts.content_path(ts, qid, rec.get("sha256", ""), ".eml") if rec else None
-    if path is None:
+    if rec is None or path is None:
         raise not_found("email", eid)
-    return web.FileResponse(path, headers=download_headers(f"{eid}.eml", "message/rfc822"))
+    return rec, path
+
+
+@routes.get("/api/v1/queries/{id}/emails/{email_id}")
+@role("viewer")
+async def email_view(request: web.Request) -> web.Response:
+    """The email reconstructed: headers, text, attachments (with download links)."""
+    rec, path = await _email(request)
+    return web.json_response(await asyncio.to_thread(emailview.view, rec, path))
+
+
+@routes.get("/api/v1/queries/{id}/emails/{email_id}/html")
+@role("viewer")
+async def email_html(request: web.Request) -> web.Response:
+    """The HTML part, under a CSP that runs no script and loads nothing
+    (:mod:`.emailview`); 404 when the message has none."""
+    rec, _ = await _email(request)
+    if not rec.get("html_body"):
+        raise not_found("HTML part of email", rec["id"])
+    return web.Response(text=rec["html_body"], content_type="text/html", charset="utf-8",
+                        headers=emailview.HTML_HEADERS)
+
+
+@routes.get("/api/v1/queries/{id}/emails/{email_id}/eml")
+@role("viewer")
+async def email_eml(request: web.Request) -> web.FileResponse:
+    rec, path = await _email(request)
+    return web.FileResponse(path, headers=download_headers(f"{rec['id']}.eml",
+                                                           "message/rfc822"))

@@ -25,7 +25,7 @@ from pcapwire.api.routes_artifacts import carve_all
 from pcapwire.api.routes_flows import flows_for
 from pcapwire.api.routes_queries import tenant_store, time_ns, view
 from pcapwire.api.tenants import TenantStore
-from pcapwire.api.timeline import TIMELINE_BUCKETS, collect, histogram
+from pcapwire.api.timeline import TIMELINE_BUCKETS, timeline
 from pcapwire.api.verdicts import render_verdicts, verdict_format
 from pcapwire.custody import events
 from pcapwire.query import QuerySpec
@@ -34,7 +34,7 @@ from pcapwire.records import SEVERITIES
 routes = web.RouteTableDef()
 
 
-def _verdicts(request: web.Request, ts: TenantStore, rows: list[dict[str, Any]]
+def case_verdicts(request: web.Request, ts: TenantStore, rows: list[dict[str, Any]]
               ) -> list[dict[str, Any]]:
     jobs = request.app[QUERIES]
     return [v for r in rows
@@ -45,13 +45,13 @@ def _mentions_hash(record: dict[str, Any], h: str) -> bool:
     return h in {str(record.get(k, "")).lower() for k in ("sha256", "md5", "sha1", "subject_id")}
 
 
-def _originals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def original_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows without the reruns (a rerun's result is its original's bytes: counting or
     carving it again would show every packet and file twice)."""
     return [r for r in rows if not r["spec"].get("rerun_of")]
 
 
-def _case_rows(request: web.Request, ts: TenantStore, case: str) -> list[dict[str, Any]]:
+def case_rows(request: web.Request, ts: TenantStore, case: str) -> list[dict[str, Any]]:
     rows = search_queries(ts, case=case)
     if not rows:
         raise not_found("case", case)
@@ -81,7 +81,7 @@ async def list_cases(request: web.Request) -> web.Response:
     out = []
     h = q.get("hash", "").lower()
     for name, group in cases.items():
-        verdicts = _verdicts(request, ts, group)
+        verdicts = case_verdicts(request, ts, group)
         worst = max_severity(verdicts)
         if sev is not None and (worst is None or SEVERITIES.index(worst) < SEVERITIES.index(sev)):
             continue
@@ -92,7 +92,7 @@ async def list_cases(request: web.Request) -> web.Response:
                     "events": sorted({r["event"] for r in group if r["event"]}),
                     "first": min(r["started"] for r in group),
                     "last": max(r["started"] for r in group),
-                    "packets": sum(r["packets"] for r in _originals(group)),
+                    "packets": sum(r["packets"] for r in original_rows(group)),
                     "verdicts": len(verdicts), "max_severity": worst})
     limit, offset = page(request)
     return web.json_response({"cases": out[offset:offset + limit]})
@@ -105,11 +105,11 @@ async def get_case(request: web.Request) -> web.Response:
     fmt = verdict_format(request)
     ts = tenant_store(request)
     case = request.match_info["case"]
-    rows = _case_rows(request, ts, case)
+    rows = case_rows(request, ts, case)
     jobs = request.app[QUERIES]
-    originals = _originals(rows)
+    originals = original_rows(rows)
     await carve_all(request, ts, originals)
-    verdicts = _verdicts(request, ts, rows)
+    verdicts = case_verdicts(request, ts, rows)
     return web.json_response({
         "case": case, "queries": [view(ts, r, jobs.get(ts.tenant, r["id"])) for r in rows],
         "verdicts": render_verdicts(verdicts, fmt),
@@ -117,19 +117,25 @@ async def get_case(request: web.Request) -> web.Response:
         "emails": [e for r in originals for e in artifacts.emails(ts, r["id"])]})
 
 
+async def timeline_view(request: web.Request, ts: TenantStore, paths: list[Path],
+                        rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Packets and bytes over time of the stored results ``paths``, with the verdicts of
+    the queries ``rows`` as marks (``?buckets=`` bins)."""
+    buckets = int_param(request, "buckets", TIMELINE_BUCKETS, 1, 1000)
+    out = await asyncio.to_thread(timeline, paths, buckets)
+    out["verdicts"] = [{"ts": v["ts"], "severity": v["severity"],
+                        "analyzer": v.get("analyzer", ""), "signature": v.get("signature", "")}
+                       for v in case_verdicts(request, ts, rows)]
+    return out
+
+
 @routes.get("/api/v1/cases/{case}/timeline")
 @role("viewer")
-async def timeline(request: web.Request) -> web.Response:
+async def case_timeline(request: web.Request) -> web.Response:
     ts = tenant_store(request)
-    rows = _case_rows(request, ts, request.match_info["case"])
-    buckets = int_param(request, "buckets", TIMELINE_BUCKETS, 1, 1000)
-    paths = [p for r in _originals(rows) if (p := ts.results / f"{r['id']}.pcap").exists()]
-    times, truncated = await asyncio.to_thread(collect, paths)
-    start, end, width, counts = histogram(times, buckets)
-    verdicts = [{"ts": v["ts"], "severity": v["severity"], "analyzer": v.get("analyzer", ""),
-                 "signature": v.get("signature", "")} for v in _verdicts(request, ts, rows)]
-    return web.json_response({"start": start, "end": end, "bucket_s": width, "packets": counts,
-                              "truncated": truncated, "verdicts": verdicts})
+    rows = case_rows(request, ts, request.match_info["case"])
+    paths = [p for r in original_rows(rows) if (p := ts.results / f"{r['id']}.pcap").exists()]
+    return web.json_response(await timeline_view(request, ts, paths, rows))
 
 
 @routes.get("/api/v1/cases/{case}/flows")
@@ -138,7 +144,7 @@ async def case_flows(request: web.Request) -> web.Response:
     """Flows the case's queries selected (through the index; for a BPF expression the
     flows that may hold a match)."""
     ts = tenant_store(request)
-    rows = _case_rows(request, ts, request.match_info["case"])
+    rows = case_rows(request, ts, request.match_info["case"])
     limit = int_param(request, "limit", MAX_PAGE_SIZE, 1, MAX_PAGE_SIZE)
     seen: dict[int, dict[str, Any]] = {}
     for r in rows:
@@ -153,12 +159,12 @@ async def case_flows(request: web.Request) -> web.Response:
 async def bundle(request: web.Request) -> web.StreamResponse:
     ts = tenant_store(request)
     case = request.match_info["case"]
-    rows = _case_rows(request, ts, case)
+    rows = case_rows(request, ts, case)
     jobs = request.app[QUERIES]
     if any(j.spec.case == case for j in jobs.running(ts.tenant)):
         raise ApiError(409, "case_running", "a query of this case is still running; download "
                        "the bundle when it has finished")
-    await carve_all(request, ts, _originals(rows))
+    await carve_all(request, ts, original_rows(rows))
     fd, name = tempfile.mkstemp(suffix=".zip", dir=ts.uploads)
     os.close(fd)
     tmp = Path(name)
@@ -186,7 +192,7 @@ def case_content(ts: TenantStore, case: str, rows: list[dict[str, Any]]
     """What a bundle of the case holds (:func:`write_bundle`'s arguments after the case
     name): the queries, their stored results, the verdicts as JSON lines, and the files
     and emails carved so far."""
-    originals = _originals(rows)
+    originals = original_rows(rows)
     pcaps = {r["id"]: p for r in originals if r["status"] == "done"
              and (p := ts.results / f"{r['id']}.pcap").exists()}
     files = {f["sha256"]: p for r in originals for f in artifacts.files(ts, r["id"])

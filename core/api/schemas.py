@@ -15,6 +15,12 @@ from pcapwire.holds.actions import MAX_CASE_CHARS as MAX_HOLD_CASE_CHARS
 from pcapwire.holds.actions import MAX_REASON_CHARS as MAX_HOLD_REASON_CHARS
 from pcapwire.query.spec import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from pcapwire.records import SEVERITIES
+from pcapwire.triggers.db import HUNT_STATES
+from pcapwire.triggers.indicators import FORMATS as INDICATOR_FORMATS
+from pcapwire.triggers.indicators import MAX_INDICATOR_FILES
+from pcapwire.triggers.model import INDICATOR_KINDS, MAX_RULES_BYTES
+from pcapwire.triggers.model import MAX_NAME_CHARS as MAX_TRIGGER_NAME_CHARS
+from pcapwire.triggers.model import MAX_TARGETS as MAX_TRIGGER_TARGETS
 
 NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}
 IP = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
@@ -141,6 +147,168 @@ HOLD_SCHEMAS: dict[str, Any] = {
         ("id", "case", "selection", "window", "reason", "created_by", "created", "state",
          "completed", "released", "parts", "packets", "bytes", "protects")),
     "HoldList": _list("holds", "Hold"),
+}
+
+_STRS = {"type": "array", "items": {"type": "string"}}
+_INDICATOR_LISTS = _obj({k: {"type": "array", "items": {"type": "string", "maxLength": 8192}}
+                         for k in INDICATOR_KINDS})
+_RULES = {"type": "string", "maxLength": MAX_RULES_BYTES}
+_NULLABLE_TIME = {"anyOf": [*TIME["anyOf"], {"type": "null"}],
+                  "description": "ISO 8601 (naive = UTC) or Unix seconds"}
+_TRIGGER_HUNT = _obj({
+    "id": {"type": "integer"}, "version": {"type": "integer"},
+    "status": {"enum": list(HUNT_STATES)},
+    **{k: {"type": "integer"} for k in ("units_total", "units_done", "units_failed",
+                                        "bytes_total", "bytes_done")},
+    "progress": {"type": "number", "minimum": 0, "maximum": 1},
+    "rate_bytes_s": {**NULLABLE_NUM, "description": "bytes done per second so far"},
+    "eta_s": {**NULLABLE_NUM, "description": "seconds to the end at that rate (0 when "
+              "done, null while unknown)"},
+    "created": {"type": "number"}, "started": NULLABLE_NUM, "finished": NULLABLE_NUM,
+    "error": NULLABLE_STR,
+    "failed_units": {"type": "array", "items": _obj({
+        "segment_id": {"type": "integer"}, "attempts": {"type": "integer"},
+        "error": NULLABLE_STR}, ("segment_id", "attempts", "error"))}},
+    ("id", "version", "status", "units_total", "units_done", "units_failed", "bytes_total",
+     "bytes_done", "progress", "rate_bytes_s", "eta_s", "created", "started", "finished", "error",
+     "failed_units"))
+_PROBLEM_LINE = _obj({"file": {"type": "string"}, "where": {"type": "string"},
+                      "message": {"type": "string"}, "line": {"type": "integer"}},
+                     ("file", "where", "message"))
+TRIGGER_SCHEMAS: dict[str, Any] = {
+    "TriggerRequest": _obj({
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                 "maxLength": MAX_TRIGGER_NAME_CHARS},
+        "suricata_rules": _RULES, "yara_rules": _RULES, "bpf": _RULES,
+        "indicators": _INDICATOR_LISTS,
+        "scope": _obj({"start": _NULLABLE_TIME, "end": _NULLABLE_TIME,
+                       "start_ns": _NULLABLE_INT, "end_ns": _NULLABLE_INT,
+                       "bpf": {"type": "string", "maxLength": 4096},
+                       "sensor": {"type": "string", "maxLength": 200}}),
+        "workflows": {"type": "array", "items": {"type": "string", "maxLength": 200},
+                      "maxItems": 32},
+        "notify": {"type": "array", "maxItems": MAX_TRIGGER_TARGETS, "items": {"anyOf": [
+            _obj({"type": {"const": "webhook"}, "url": {"type": "string", "maxLength": 2048},
+                  "secret": {"type": "string", "maxLength": 1024,
+                             "description": "HMAC-SHA256 key; shown as (set), which "
+                                            "keeps the stored one when sent back"}},
+                 ("type", "url")),
+            _obj({"type": {"const": "syslog"}, "address": {"type": "string", "maxLength": 300},
+                  "transport": {"enum": ["udp", "tcp"]}}, ("type", "address"))]}},
+        "indicator_files": {"type": "array", "maxItems": MAX_INDICATOR_FILES, "items": _obj({
+            "format": {"enum": list(INDICATOR_FORMATS)},
+            "content": {"type": "string", "description": "the file's text: a STIX 2.1 "
+                        "bundle, MISP event JSON or one indicator per line"},
+            "name": {"type": "string", "maxLength": 200,
+                     "description": "shown in problems (default indicator_files[i])"},
+            "skip_bad": {"type": "boolean", "description": "import the good entries of a "
+                         "file with bad ones (listed in imports)"}}, ("content",))}},
+        ("name",)),
+    "TriggerHunt": _TRIGGER_HUNT,
+    "Trigger": _obj({
+        "id": {"type": "integer"}, "name": {"type": "string"},
+        "state": {"enum": ["active", "paused"]}, "version": {"type": "integer"},
+        "created": {"type": "number"}, "created_by": {"type": "string"},
+        "updated": {"type": "number"}, "looks_for": _STRS,
+        "definition": {"type": "object", "description": "as TriggerRequest takes it, "
+                       "webhook secrets shown as (set)"},
+        "hunt": {"anyOf": [ref("TriggerHunt"), {"type": "null"}]},
+        "matches": {"type": "integer"},
+        "versions": {"type": "array", "items": _obj({
+            "version": {"type": "integer"}, "digest": {"type": "string"},
+            "created": {"type": "number"}, "created_by": {"type": "string"},
+            "reason": {"type": "string"}},
+            ("version", "digest", "created", "created_by", "reason"))},
+        "hunts": {"type": "array", "items": ref("TriggerHunt")}},
+        ("id", "name", "state", "version", "created", "created_by", "updated", "looks_for",
+         "definition", "hunt", "matches")),
+    "TriggerList": _list("triggers", "Trigger"),
+    "TriggerSaved": _obj({"trigger": ref("Trigger"), "imports": {"type": "array", "items": _obj({
+        "file": {"type": "string"}, "format": {"enum": ["stix", "misp", "text"]},
+        "indicators": _obj({k: {"type": "integer"} for k in INDICATOR_KINDS}),
+        "problems": {"type": "array", "items": _PROBLEM_LINE},
+        "more_problems": {"type": "integer"},
+        "ignored": {"type": "array", "items": _PROBLEM_LINE}},
+        ("file", "format", "indicators", "problems", "more_problems", "ignored"))}},
+        ("trigger", "imports")),
+    "TriggerMatch": _obj({
+        "id": {"type": "integer"}, "rule": {"type": "string"}, "flow_key": {"type": "string"},
+        "flow_id": _NULLABLE_INT, "proto": _NULLABLE_INT, "src_ip": NULLABLE_STR,
+        "src_port": _NULLABLE_INT, "dest_ip": NULLABLE_STR, "dest_port": _NULLABLE_INT,
+        "ts": {"type": "number"}, "segment_id": _NULLABLE_INT,
+        "source": {"enum": ["hunt", "watch"]}, "evidence": OBJ, "found": {"type": "number"},
+        "versions": {"type": "array", "items": {"type": "integer"}},
+        "hits": _NULLABLE_INT,
+        "pivots": _obj({"flow_id": _NULLABLE_INT,
+                        "query": {"type": "object", "description": "a QueryRequest body "
+                                  "for the PCAP of the match's flow"},
+                        "bpf": {"type": "string", "description": "the flow as BPF"},
+                        "trigger_path": {"type": "string"}, "case_path": {"type": "string",
+                        "description": "the case of the trigger's workflow runs"}},
+                       ("flow_id", "query", "bpf", "trigger_path", "case_path"))},
+        ("id", "rule", "flow_key", "flow_id", "proto", "src_ip", "src_port", "dest_ip",
+         "dest_port", "ts", "segment_id", "source", "evidence", "found", "versions", "hits",
+         "pivots")),
+    "TriggerMatchList": _obj({"matches": {"type": "array", "items": ref("TriggerMatch")},
+                              "next_after": {"type": "integer"}}, ("matches", "next_after")),
+}
+
+#: Rule groups (pcapwire.plugins.suricata.groups; test_suricata_groups checks the enums).
+_RULE_THRESHOLD = _obj({"type": {"enum": ["limit", "threshold", "both"]},
+                        "track": {"enum": ["by_src", "by_dst", "by_rule", "by_both"]},
+                        "count": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                        "seconds": {"type": "integer", "minimum": 1, "maximum": 7 * 86400}},
+                       ("type", "track", "count", "seconds"))
+_RULE_GROUP = _obj({
+    "group": {"type": "string"}, "kind": {"enum": ["classtype", "ruleset", "metadata"]},
+    "key": {"type": "string"}, "value": {"type": "string"}, "rules": {"type": "integer"},
+    "enabled": {"type": "integer"}, "alerts": {"type": "integer"},
+    "state": {"enum": ["default", "enabled", "disabled"]},
+    "threshold": {"anyOf": [_RULE_THRESHOLD, {"type": "null"}]}},
+    ("group", "kind", "key", "value", "rules", "enabled", "alerts", "state", "threshold"))
+RULEGROUP_SCHEMAS: dict[str, Any] = {
+    "RuleGroup": _RULE_GROUP,
+    "RuleGroupList": _obj({
+        "by": {"type": "string"}, "managed": {"type": "boolean"},
+        "rules": {"type": "integer"}, "files": {"type": "integer"},
+        "parse_seconds": {"type": "number"}, "problems": {"type": "integer"},
+        "problem_samples": {"type": "array", "items": _obj({
+            "file": {"type": "string"}, "line": {"type": "integer"},
+            "message": {"type": "string"}}, ("file", "line", "message"))},
+        "alerts_unmatched": {"type": "integer"},
+        "groups": {"type": "array", "items": ref("RuleGroup")}},
+        ("by", "managed", "rules", "files", "parse_seconds", "problems", "problem_samples",
+         "alerts_unmatched", "groups")),
+    "RuleGroupChange": {**_obj({
+        "state": {"enum": ["default", "enabled", "disabled"]},
+        "threshold": {"anyOf": [_RULE_THRESHOLD, {"type": "null"}],
+                      "description": "null removes the group's threshold"}}),
+        "minProperties": 1},
+    "RuleGroupApplied": _obj({
+        "group": ref("RuleGroup"), "updated": {"type": "boolean"},
+        "total": {"type": ["integer", "null"]}, "enabled_rules": {"type": ["integer", "null"]},
+        "threshold_file": NULLABLE_STR},
+        ("group", "updated", "total", "enabled_rules", "threshold_file")),
+}
+
+#: Metadata search (issue 15, :mod:`pcapwire.api.routes_search`).
+SEARCH_SCHEMAS: dict[str, Any] = {
+    "SearchPivots": _obj({
+        "pcap": {"anyOf": [OBJ, {"type": "null"}], "description": "a body for POST "
+                 "/api/v1/queries: five_tuple (when the record has one), start, end, case"},
+        "flow_id": {"type": ["integer", "null"], "description": "the flow in the index"},
+        "case": NULLABLE_STR, "run_id": NULLABLE_STR, "query_id": NULLABLE_STR},
+        ("pcap", "flow_id", "case", "run_id", "query_id")),
+    "SearchHit": _obj({"id": {"type": "integer"}, "key": {"type": "string"},
+                       "@timestamp": NULLABLE_STR, "dataset": {"type": "string"},
+                       "pivots": ref("SearchPivots"),
+                       "doc": {**OBJ, "description": "the ECS document"}},
+                      ("id", "key", "@timestamp", "dataset", "pivots", "doc")),
+    "SearchResult": _obj({"hits": {"type": "array", "items": ref("SearchHit")},
+                          "total": {"type": "integer", "minimum": 0},
+                          "total_exact": {"type": "boolean", "description": "false: total "
+                                          "is a lower bound (counting stopped)"}},
+                         ("hits", "total", "total_exact")),
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -349,12 +517,14 @@ SCHEMAS: dict[str, Any] = {
                  ("case", "queries", "verdicts", "files", "emails")),
     "Timeline": _obj({"start": NULLABLE_NUM, "end": NULLABLE_NUM, "bucket_s": NULLABLE_NUM,
                       "packets": {"type": "array", "items": {"type": "integer"}},
+                      "bytes": {"type": "array", "items": {"type": "integer"},
+                                "description": "bytes on the wire per bin"},
                       "truncated": {"type": "boolean"},
                       "verdicts": {"type": "array", "items": _obj(
                           {"ts": {"type": "number"}, "severity": {"type": "string"},
                            "analyzer": {"type": "string"}, "signature": {"type": "string"}},
                           ("ts", "severity"))}},
-                     ("start", "end", "bucket_s", "packets", "truncated", "verdicts")),
+                     ("start", "end", "bucket_s", "packets", "bytes", "truncated", "verdicts")),
     "Workflow": {"type": "object", "required": ["name", "description", "steps"],
                  "properties": {"name": {"type": "string"}, "description": {"type": "string"},
                                 "file": {"type": "string"},
@@ -377,6 +547,40 @@ SCHEMAS: dict[str, Any] = {
     "FileList": _obj({"files": {"type": "array", "items": ref("File")},
                       "summary": {"type": ["object", "null"]}}, ("files", "summary")),
     "EmailList": _list("emails", "Email"),
+    "EmailView": _obj({
+        "id": {"type": "string"}, "query_id": {"type": "string"},
+        "protocol": {"type": "string"}, "flow": OBJ, "ts": NULLABLE_NUM,
+        "subject": {"type": "string"}, "from": {"type": "string"},
+        "to": {"type": "array", "items": {"type": "string"}},
+        "cc": {"type": "array", "items": {"type": "string"}}, "date": {"type": "string"},
+        "message_id": {"type": "string"}, "mail_from": {"type": "string"},
+        "rcpt_to": {"type": "array", "items": {"type": "string"}},
+        "sha256": {"type": "string"}, "size": {"type": "integer"},
+        "incomplete": {"type": "boolean"},
+        "headers": {"type": "array", "items": _obj({"name": {"type": "string"},
+                                                    "value": {"type": "string"}},
+                                                   ("name", "value"))},
+        "headers_cut": {"type": "boolean"}, "text": {"type": "string"},
+        "has_html": {"type": "boolean"},
+        "attachments": {"type": "array", "items": _obj({
+            "filename": {"type": "string"}, "mime_type": {"type": "string"},
+            "size": {"type": ["integer", "null"]}, "sha256": {"type": "string"},
+            "download": NULLABLE_STR}, ("filename", "mime_type", "size", "sha256",
+                                         "download"))},
+        "links": _obj({"eml": {"type": "string"}, "html": NULLABLE_STR}, ("eml", "html"))},
+        ("id", "query_id", "protocol", "flow", "ts", "subject", "from", "to", "cc", "date",
+         "message_id", "mail_from", "rcpt_to", "sha256", "size", "incomplete", "headers",
+         "headers_cut", "text", "has_html", "attachments", "links")),
+    "Session": _obj({
+        "case": {"type": "string"}, "flow": ref("Flow"),
+        "http": {"type": "array", "items": OBJ, "description": "carved HTTP transactions"},
+        "files": {"type": "array", "items": ref("File")},
+        "emails": {"type": "array", "items": ref("Email")},
+        "verdicts": {"type": "array", "items": ref("Verdict")},
+        "eve": _obj({k: {"type": "array", "items": OBJ}
+                     for k in ("http", "dns", "tls", "fileinfo", "smtp")},
+                    ("http", "dns", "tls", "fileinfo", "smtp"))},
+        ("case", "flow", "http", "files", "emails", "verdicts", "eve")),
     "FileMeta": _obj({"sha256": {"type": "string"},
                       "records": {"type": "array", "items": ref("File")}},
                      ("sha256", "records")),
@@ -449,6 +653,9 @@ SCHEMAS: dict[str, Any] = {
                                    }}, ("hashes",)),
     **RETENTION_SCHEMAS,
     **HOLD_SCHEMAS,
+    **TRIGGER_SCHEMAS,
+    **RULEGROUP_SCHEMAS,
+    **SEARCH_SCHEMAS,
 }
 
 _FORMATS = FormatChecker()

@@ -27,6 +27,7 @@ from pcapwire.capture import ledger
 from pcapwire.capture.ledger import SegmentCommit
 from pcapwire.capture.status import LatencyHistogram
 from pcapwire.custody import actor_cli, events
+from pcapwire.search.indexer import FlowIndexer
 from pcapwire.store.catalog import Catalog
 from pcapwire.store.segments import LIVE_SUFFIX
 
@@ -57,6 +58,7 @@ class Committer(threading.Thread):
         self._last_log = 0.0
         self._bytes_at = 0.0
         self.actor = actor_cli()  # who the seal entries name
+        self.search = FlowIndexer(root)  # flows of sealed segments into the metadata index
 
     # -- from other threads --------------------------------------------------------------------
     def submit(self, item: SegmentCommit) -> None:
@@ -92,6 +94,7 @@ class Committer(threading.Thread):
     # -- the thread ----------------------------------------------------------------------------
     def run(self) -> None:
         failures = 0
+        self.search.start()
         try:
             while True:
                 with self._cond:
@@ -119,6 +122,8 @@ class Committer(threading.Thread):
                     if self._stopping and not self._pending and not self._calls:
                         return
         finally:
+            self.search.poke()  # segments sealed at the stop
+            self.search.stop()
             try:
                 self.store_bytes = ledger.store_bytes(self.catalog)
             except sqlite3.Error:
@@ -154,6 +159,7 @@ class Committer(threading.Thread):
             if c.sealed and c.rel is not None:
                 self._rename(c.rel)
                 self._sealed(c)
+                self.search.poke()
         now = time.monotonic()
         if now - self._bytes_at >= STORE_BYTES_EVERY:
             self._bytes_at = now

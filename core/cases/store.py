@@ -312,6 +312,15 @@ class CaseStore(QueryHistory):
             rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
         yield from rows
 
+    def signature_counts(self, analyzer: str, case_id: str | None = None) -> dict[str, int]:
+        """Verdicts per signature id of one analyzer (Suricata: alerts per sid), in one case
+        or in all."""
+        sql = ("SELECT signature_id, count(*) FROM verdicts WHERE analyzer=?"
+               + (" AND case_id=?" if case_id is not None else "") + " GROUP BY signature_id")
+        args = (analyzer,) if case_id is None else (analyzer, case_id)
+        with self._lock:
+            return {str(sid): int(n) for sid, n in self._db.execute(sql, args)}
+
     def verdicts(self, case_id: str | None = None, *, run_id: str | None = None,
                  min_severity: str | None = None) -> list[Verdict]:
         return [Verdict.from_dict(json.loads(doc))

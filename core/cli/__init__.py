@@ -22,7 +22,8 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 # Subcommand modules, in the order they appear in --help.
 SUBCOMMANDS: tuple[str, ...] = ("ingest", "query", "flows", "extract", "run", "workflow",
                                "plugins", "serve", "token", "hashlist", "capture", "hold",
-                               "segments", "retention", "custody", "case")
+                               "segments", "retention", "custody", "case", "trigger",
+                               "search", "export")
 
 
 def _named_command(argv: Sequence[str]) -> str | None:

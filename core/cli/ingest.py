@@ -117,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
                               in_place=args.in_place, limits=limits,
                               progress=bar, on_checkpoint=on_checkpoint)
         retention.finish()
+        from pcapwire.search.indexer import index_flows, safely
+
+        safely(index_flows, store.root)  # the new flows, searchable (pcapwire search)
     if bar is not None:
         sys.stderr.write("\n")
     summary = report.summary()

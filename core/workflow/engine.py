@@ -404,6 +404,14 @@ def _cancelling() -> bool:
     return bool(task and task.cancelling())
 
 
+async def _index_run(data_dir: Path, run_id: str) -> None:
+    """Add the run's verdicts and kept records to the data directory's metadata index, in
+    a worker thread (a failure is logged: ``pcapwire search rebuild`` catches up)."""
+    from pcapwire.search.indexer import index_run, safely
+
+    await asyncio.to_thread(safely, index_run, data_dir, run_id)
+
+
 class Engine:
     """Runs workflows with the analyzers of a :class:`~pcapwire.hooks.host.PluginHost`;
     persists runs in a :class:`~pcapwire.cases.CaseStore` when given one.
@@ -454,6 +462,9 @@ class Engine:
                 self.store.finish_run(summary)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.host.case_completed(info, summary))
+            if self.store is not None and self.data_dir is not None and self.keep:
+                with contextlib.suppress(Exception):  # the metadata index: pcapwire.search
+                    await asyncio.shield(_index_run(self.data_dir, info.run_id))
         return summary
 
     @staticmethod

@@ -5,10 +5,17 @@ Artifacts go to ``artifacts_dir`` (content-addressed, shared by runs); without i
 ``<data-dir>/artifacts`` of the run (a tenant's own directory under the API), where the
 hash-list step finds every earlier sighting of a file; a run without a data directory
 uses the step's scratch directory, removed with the run (the step logs a warning then).
+
+The records themselves are kept with the case, like the engines' logs
+(:mod:`..enginekit.keep`): ``files.jsonl`` and ``emails.jsonl`` (the carve directory's
+format, :mod:`pcapwire.extract.layout`) in ``<data-dir>/cases/<case>/carve/<query or
+run>-<step>/``, where the metadata index (:mod:`pcapwire.search`) reads them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,7 +23,9 @@ from typing import Literal
 from pcapwire.extract import PROTOCOLS
 from pcapwire.extract.artifacts import ArtifactStore
 from pcapwire.extract.carve import Carver
+from pcapwire.extract.layout import EMAILS, FILES
 from pcapwire.extract.source import ChunkFeeder, StreamFeeder
+from pcapwire.plugins.enginekit.keep import keep_dir
 from pcapwire.records import EmailRecord, FileRecord, PcapChunk, StreamRecord
 from pcapwire.workflow import Analyzer, AnalyzerConfig, Session, StepContext, option
 from pcapwire.workflow.context import Record
@@ -51,6 +60,7 @@ class CarveSession(Session[CarveConfig]):
         super().__init__(ctx)
         self.streams = streams
         self.ready: list[FileRecord | EmailRecord] = []
+        self.kept: list[FileRecord | EmailRecord] = []  # everything emitted, kept at finish
         self.feeder: StreamFeeder | ChunkFeeder | None = None
 
     async def start(self) -> None:
@@ -73,12 +83,27 @@ class CarveSession(Session[CarveConfig]):
         await self._flush()
         for note in result.notes:
             self.ctx.log.info("%s", note)
+        where, kept = keep_dir(self.ctx, "", "carve")
+        if kept and self.kept:
+            await asyncio.to_thread(_keep, where, self.kept)
 
     async def _flush(self) -> None:
         ready = list(self.ready)
         self.ready.clear()  # the carver's callbacks hold this very list
+        self.kept += ready
         for rec in ready:
             await self.ctx.emit(rec)
+
+
+def _keep(where: Path, records: list[FileRecord | EmailRecord]) -> None:
+    """The run's records as a carve directory's ``files.jsonl`` and ``emails.jsonl``."""
+    where.mkdir(parents=True, exist_ok=True)
+    for name, kind in ((FILES, FileRecord), (EMAILS, EmailRecord)):
+        rows = [r.to_dict() for r in records if isinstance(r, kind)]
+        if rows:
+            with open(where / name, "w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, sort_keys=True, default=str) + "\n")
 
 
 class CarveAnalyzer(Analyzer[CarveConfig]):

@@ -8,6 +8,11 @@ log directory, the rule files, the command socket (off, so engines never collide
 stats (off; with checksum validation on, only the final totals, see :data:`STATS_EVE`).
 The step's ``set:`` overrides come last.
 
+Thresholds (``threshold_file``): the ``threshold.config`` that ``pcapwire rules group
+threshold`` writes beside the merged rules (:data:`THRESHOLD_FILE`) is used by default
+whenever it sits in the directory of the step's rule files; a step may name another file.
+Without one, Suricata's own default applies (its base configuration's ``threshold-file``).
+
 Checksums (``checksum_validation``): captured traffic is not validated by default
 (Suricata's ``-k none``). A host with checksum offload hands its capture packets whose
 TCP/UDP checksums the NIC would have filled in later; Suricata's own default validates
@@ -30,6 +35,8 @@ import yaml
 from pcapwire.errors import ConfigError
 
 DEFAULT_BASE_CONFIG = "/etc/suricata/suricata.yaml"
+#: The threshold file looked for beside the rule files when ``threshold_file`` is not set.
+THRESHOLD_FILE = "threshold.config"
 #: Seconds an engine may take from spawn to "rules loaded, reading input".
 START_TIMEOUT_S = 120.0
 #: Seconds an engine may take, after the end of its input, to finish and exit.
@@ -96,6 +103,7 @@ class SuricataSettings:
     on_rule_error: str = "fail"
     warm_spares: int = 1
     checksum_validation: str = "no"
+    threshold_file: str = ""
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None, base_dir: Path | None = None
@@ -145,6 +153,12 @@ class SuricataSettings:
                     raise ConfigError(f"suricata: 'checksum_validation' must be one of "
                                       f"{', '.join(CHECKSUM_VALIDATION)}")
                 out[key] = value
+            elif key == "threshold_file":
+                if not isinstance(value, str):
+                    raise ConfigError("suricata: 'threshold_file' must be a path (or '' for "
+                                      f"the {THRESHOLD_FILE} beside the rule files)")
+                out[key] = str(base_dir / value) if value and base_dir is not None \
+                    and not Path(value).is_absolute() else value
             else:
                 if not isinstance(value, str) or not value:
                     raise ConfigError(f"suricata: '{key}' must be a non-empty string")
@@ -202,13 +216,31 @@ class SuricataSettings:
                                   "character, which suricata.yaml would expand; rename it")
         return out
 
+    def threshold_path(self) -> Path | None:
+        """``threshold_file``, or else the :data:`THRESHOLD_FILE` in the directory of the
+        rule files (None when there is none)."""
+        if self.threshold_file:
+            path = Path(self.threshold_file).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"suricata: threshold_file {self.threshold_file!r} does not "
+                                  "exist")
+            return path.resolve()
+        found = sorted({p.parent / THRESHOLD_FILE for p in self.rule_files()
+                        if (p.parent / THRESHOLD_FILE).is_file()})
+        if len(found) > 1:
+            raise ConfigError(f"suricata: the rule files' directories hold {len(found)} "
+                              f"{THRESHOLD_FILE} files ({', '.join(map(str, found))}); "
+                              "Suricata takes one: set 'threshold_file'")
+        return found[0] if found else None
+
     def fingerprint(self) -> str:
         """Changes when anything that shapes a loaded engine changes (rule file contents too)."""
         h = hashlib.sha256()
         h.update(repr((self.binary, self.base_config, sorted(self.set.items(), key=str),
                        self.args, self.eve_types, self.ja3, self.ja4,
                        self.checksum_validation)).encode())
-        for path in self.rule_files():
+        threshold = self.threshold_path()
+        for path in [*self.rule_files(), *([threshold] if threshold else [])]:
             st = path.stat()
             h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
         base = Path(self.base_config)
@@ -323,6 +355,9 @@ def build_config(settings: SuricataSettings, log_dir: Path, eve_socket: Path,
         }})
     cfg["default-rule-path"] = str(log_dir)
     cfg["rule-files"] = [str(p) for p in rule_files]
+    threshold = settings.threshold_path()
+    if threshold is not None:
+        cfg["threshold-file"] = str(threshold)
     for key, value in RULE_SAFETY.items():
         set_dotted(cfg, key, value)
     if settings.ja3:

@@ -15,12 +15,14 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pcapwire.errors import ConfigError
 from pcapwire.plugins.suricata.config import SuricataSettings, build_config
 from pcapwire.plugins.suricata.ruleload import RuleLoadLog
+from pcapwire.plugins.suricata.rulesources import Sources
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +68,22 @@ class UpdateResult:
     returncode: int
     output: str
     errors: list[str] = field(default_factory=list)
+    sources: Sources | None = None
+
+
+#: ``confs`` keys of :func:`update_rules` (suricata-update's ``--KIND-conf`` options).
+CONF_KINDS = ("enable", "disable", "modify")
 
 
 def update_rules(output_dir: Path, cache_dir: Path, *, local: list[str], urls: list[str],
                  etopen: bool = False, suricata_conf: str = "/etc/suricata/suricata.yaml",
-                 test: bool = True, offline: bool = False) -> UpdateResult:
-    """Run ``suricata-update`` into ``output_dir`` (one merged ``suricata.rules``)."""
+                 test: bool = True, offline: bool = False,
+                 confs: Mapping[str, Path] | None = None) -> UpdateResult:
+    """Run ``suricata-update`` into ``output_dir`` (one merged ``suricata.rules``).
+
+    ``confs`` names the enable/disable/modify files (rule groups write them); without
+    them suricata-update reads none (not even /etc/suricata's). The result's ``sources``
+    says what was given and which files were loaded (:mod:`.rulesources`)."""
     exe = shutil.which("suricata-update")
     if exe is None:
         raise ConfigError("suricata-update not found; install the Debian package "
@@ -99,6 +111,12 @@ def update_rules(output_dir: Path, cache_dir: Path, *, local: list[str], urls: l
         argv.append("--offline")
     if not test:
         argv.append("--no-test")
+    for kind in CONF_KINDS:
+        conf = (confs or {}).get(kind)
+        if conf is None:
+            conf = cache_dir / f"pcapwire-empty-{kind}.conf"
+            conf.write_text("")
+        argv += [f"--{kind}-conf", str(conf)]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, check=False,
                               timeout=UPDATE_TIMEOUT_S)
@@ -110,5 +128,8 @@ def update_rules(output_dir: Path, cache_dir: Path, *, local: list[str], urls: l
     written = _WRITING.search(text)
     total = int(written["total"]) if written else 0
     enabled = int(written["enabled"]) if written else 0
+    sources = Sources.from_output(text, local=[str(Path(p).resolve()) for p in local],
+                                  urls=list(urls), etopen=etopen,
+                                  suricata_conf=suricata_conf)
     return UpdateResult(output_dir / "suricata.rules", total, enabled, proc.returncode, text,
-                        errors)
+                        errors, sources)

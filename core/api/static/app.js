@@ -1,5 +1,6 @@
-// pcapwire dashboard: plain JavaScript, no build step, no third-party code.
-// Data from the server is only ever inserted as text (textContent), never as HTML.
+// pcapwire dashboard: plain JavaScript, no build step; third-party code only as vendored
+// files (static/vendor/, see VENDORED.md). Data from the server is only ever inserted as
+// text (textContent), never as HTML. Pages of other scripts register in PAGES.
 "use strict";
 
 const SEVERITIES = ["info", "low", "medium", "high", "critical"];
@@ -26,7 +27,12 @@ async function api(method, path, body) {
   const r = await fetch(path, opts);
   if (r.status === 401) { location.href = "/ui/login"; throw new Error("not logged in"); }
   const data = r.headers.get("Content-Type")?.includes("json") ? await r.json() : null;
-  if (!r.ok) throw new Error(data ? data.message : `HTTP ${r.status}`);
+  if (!r.ok) {
+    const err = new Error(data ? data.message : `HTTP ${r.status}`);
+    err.code = data?.code;
+    err.details = data?.details || {};
+    throw err;
+  }
   return data;
 }
 
@@ -150,10 +156,26 @@ function livePage() {
       document.getElementById("verdict-count").textContent = tbody.children.length;
     });
     source.addEventListener("status", (e) => show(JSON.parse(e.data)));
-    source.addEventListener("end", (e) => { show(JSON.parse(e.data)); source.close(); });
+    source.addEventListener("end", (e) => {
+      const q = JSON.parse(e.data);
+      show(q);
+      source.close();
+      if (q.status === "done") livePictures(q);
+    });
   }).catch((err) => {
     document.getElementById("q-error").textContent = err.message;
   });
+}
+
+function livePictures(q) {
+  const id = encodeURIComponent(q.id);
+  const err = document.getElementById("q-error");
+  Promise.all([api("GET", `/api/v1/queries/${id}/timeline`), api("GET", `/api/v1/queries/${id}/flows`)])
+    .then(([t, fl]) => {
+      showTimeline(document.getElementById("timeline"), t, (start, end) => queryWindow(
+        specBody(q.spec, q.case, `window of ${q.id.slice(0, 12)}`), start, end, err));
+      showGraph(document.getElementById("connections"), fl.flows, q.case);
+    }).catch((e) => { err.textContent = e.message; });
 }
 
 // ---- case history ------------------------------------------------------------------
@@ -181,44 +203,15 @@ function casesPage() {
 }
 
 // ---- one case ----------------------------------------------------------------------
-function drawTimeline(t) {
-  const canvas = document.getElementById("timeline");
-  const ctx = canvas.getContext("2d");
-  const W = canvas.width, H = canvas.height, pad = 20;
-  ctx.clearRect(0, 0, W, H);
-  const note = document.getElementById("timeline-note");
-  if (!t.packets.length) { note.textContent = "no stored packets for this case"; return; }
-  const max = Math.max(...t.packets);
-  const bw = (W - 2 * pad) / t.packets.length;
-  ctx.fillStyle = "#4a78b5";
-  t.packets.forEach((n, i) => {
-    const h = (H - 2 * pad) * n / max;
-    ctx.fillRect(pad + i * bw, H - pad - h, Math.max(bw - 1, 1), h);
-  });
-  const colours = {info: "#7f8c8d", low: "#2e86c1", medium: "#d4ac0d", high: "#e67e22", critical: "#c0392b"};
-  const span = Math.max(t.end - t.start, 1e-6);
-  for (const v of t.verdicts) {
-    const x = pad + (W - 2 * pad) * Math.min(Math.max((v.ts - t.start) / span, 0), 1);
-    ctx.fillStyle = colours[v.severity] || "#000";
-    ctx.beginPath(); ctx.arc(x, pad / 2 + 2, 5, 0, 2 * Math.PI); ctx.fill();
-  }
-  ctx.fillStyle = "#333"; ctx.font = "11px sans-serif";
-  ctx.fillText(iso(t.start), pad, H - 4);
-  const endLabel = iso(t.end);
-  ctx.fillText(endLabel, W - pad - ctx.measureText(endLabel).width, H - 4);
-  note.textContent = `${t.packets.reduce((a, b) => a + b, 0)} packets in ${t.packets.length} bins of ` +
-    `${t.bucket_s.toFixed(3)} s; dots are verdicts${t.truncated ? " (truncated)" : ""}`;
-}
-
 async function casePage() {
   const name = decodeURIComponent(location.pathname.split("/").pop());
   const enc = encodeURIComponent(name);
   document.getElementById("case-name").textContent = name;
   document.getElementById("bundle-link").href = `/api/v1/cases/${enc}/bundle`;
+  document.getElementById("custody-link").href = `/ui/cases/${enc}/custody`;
   try {
     const [c, t, fl] = await Promise.all([api("GET", `/api/v1/cases/${enc}?format=native`),
       api("GET", `/api/v1/cases/${enc}/timeline`), api("GET", `/api/v1/cases/${enc}/flows`)]);
-    drawTimeline(t);
     document.querySelector("#case-queries tbody").replaceChildren(...c.queries.map((q) => el("tr", {},
       el("td", {}, el("a", {href: `/ui/queries/${q.id}`}, q.id.slice(0, 12))), el("td", {}, q.event),
       el("td", {class: `status status-${q.status}`}, q.status), el("td", {}, q.packets),
@@ -228,8 +221,9 @@ async function casePage() {
       el("td", {}, f.proto), el("td", {}, `${f.src_ip}:${f.src_port}`), el("td", {}, `${f.dest_ip}:${f.dest_port}`),
       el("td", {}, (f.pkts_toserver || 0) + (f.pkts_toclient || 0)),
       el("td", {}, (f.bytes_toserver || 0) + (f.bytes_toclient || 0)), el("td", {}, f.start),
-      el("td", {}, el("button", {class: "pivot", onclick: () => pivot(f, Date.parse(f.start) / 1000, name)},
-                      "Query this flow")))));
+      el("td", {}, el("a", {class: "session", href: `/ui/cases/${enc}/sessions/${f.flow_id}`}, "session"), " ",
+        el("button", {class: "pivot", onclick: () => pivot(f, Date.parse(f.start) / 1000, name)},
+           "Query this flow")))));
     const triage = (t) => !t || !t.verdicts ? "no verdict"
       : `${t.verdicts} verdict(s), worst ${t.max_severity} (${t.analyzers.join(", ")})`;
     document.querySelector("#case-files tbody").replaceChildren(...c.files.map((f) => el("tr", {},
@@ -240,9 +234,15 @@ async function casePage() {
                       "download")))));
     document.querySelector("#case-emails tbody").replaceChildren(...c.emails.map((m) => el("tr", {},
       el("td", {}, m.from_ || m.mail_from), el("td", {}, (m.to && m.to.length ? m.to : m.rcpt_to || []).join(", ")),
-      el("td", {}, m.subject), el("td", {}, (m.extra?.attachment_details || []).map((a) => a.filename || a.file_id).join(", ")),
+      el("td", {}, el("a", {class: "email-view", href: `/ui/queries/${m.query_id}/emails/${encodeURIComponent(m.id)}`},
+                      m.subject || "(no subject)")),
+      el("td", {}, (m.extra?.attachment_details || []).map((a) => a.filename || a.file_id).join(", ")),
       el("td", {}, el("a", {href: `/api/v1/queries/${m.query_id}/emails/${encodeURIComponent(m.id)}/eml`,
                             download: ""}, ".eml")))));
+    const err = document.getElementById("case-error");
+    showTimeline(document.getElementById("timeline"), t,
+      (start, end) => queryWindow({case: name, event: "window"}, start, end, err));
+    showGraph(document.getElementById("connections"), fl.flows, name);
   } catch (err) { document.getElementById("case-error").textContent = err.message; }
 }
 
@@ -253,8 +253,10 @@ async function init() {
     document.getElementById("whoami").textContent = `${me.tenant} · ${me.role}`;
     document.querySelector("#logout-form input[name=csrf]").value = CSRF;
   } catch { return; }
-  const page = document.body.dataset.page;
-  ({query: queryPage, live: livePage, cases: casesPage, case: casePage})[page]?.();
+  PAGES[document.body.dataset.page]?.();
 }
+
+// Each page's entry point by <body data-page>; the pages of other scripts add theirs.
+const PAGES = {query: queryPage, live: livePage, cases: casesPage, case: casePage};
 
 document.addEventListener("DOMContentLoaded", init);

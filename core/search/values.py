@@ -1,0 +1,125 @@
+"""Values as the index keeps them, and query values turned into those forms.
+
+- keyword and text values: case-folded (``POST`` and ``post`` are one value);
+- ip: 32 hex digits of the address as IPv6 (IPv4 as ``::ffff:a.b.c.d``), so a CIDR
+  network is a contiguous range of that text;
+- long: an integer; date: microseconds since the epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+
+from pcapwire.errors import QueryError
+
+_V4_PREFIX = "00000000000000000000ffff"
+_RELATIVE = re.compile(r"now(?:([+-])(\d+)([smhdw]))?", re.I)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: Range of times the index keeps (microseconds; SQLite integers are 64-bit).
+MAX_TIME_US = 2**62
+
+
+def keyword(value: str) -> str:
+    return value.casefold()
+
+
+def ip_key(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    if isinstance(address, ipaddress.IPv4Address):
+        address = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + address.packed)
+    return address.packed.hex()
+
+
+def parse_ip(value: str) -> str | None:
+    """An address's index form, or None when ``value`` is not an IP address."""
+    try:
+        return _V4_PREFIX + socket.inet_pton(socket.AF_INET, value).hex()
+    except OSError:
+        pass
+    try:
+        return ip_key(ipaddress.ip_address(value.strip("[]")))
+    except ValueError:
+        return None
+
+
+def cidr_range(value: str) -> tuple[str, str]:
+    """(first, last) index forms of a network; QueryError when it is not one."""
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise QueryError(f"invalid network {value!r}: {exc}") from None
+    return ip_key(net.network_address), ip_key(net.broadcast_address)
+
+
+def parse_long(value: str) -> int:
+    """An integer (a float is cut) within ±2^62, the range the index keeps."""
+    try:
+        number: float = int(value)
+    except ValueError:
+        try:
+            number = float(value)
+        except ValueError:
+            raise QueryError(f"{value!r} is not a number") from None
+    if number != number or abs(number) > MAX_TIME_US:
+        raise QueryError(f"{value!r} is not a number within ±2^62") from None
+    return int(number)
+
+
+def iso_us(value: str) -> int:
+    """An ISO 8601 time (naive = UTC, ``Z`` allowed) as microseconds; ValueError if not."""
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
+
+
+def parse_time(value: str, *, now_us: int | None = None) -> tuple[int, int]:
+    """:func:`_parse_time`, refusing times beyond what the index keeps (±2^62 µs)."""
+    lo, hi = _parse_time(value, now_us=now_us)
+    if not -MAX_TIME_US <= lo <= hi <= MAX_TIME_US:
+        raise QueryError(f"time {value!r} is out of range")
+    return lo, hi
+
+
+def _parse_time(value: str, *, now_us: int | None = None) -> tuple[int, int]:
+    """A query time as the interval [start, end) in microseconds it stands for: a date
+    (``2026-12-01``) is its whole day, anything else one instant. Accepts ISO 8601, Unix
+    seconds, ``now`` and ``now-15m`` (s, m, h, d, w)."""
+    now = time.time_ns() // 1000 if now_us is None else now_us
+    text = value.strip()
+    m = _RELATIVE.fullmatch(text)
+    try:
+        if m:
+            t = now
+            if m.group(1):
+                step = int(m.group(2)) * _UNITS[m.group(3).lower()] * 10**6
+                t = t + step if m.group(1) == "+" else t - step
+            return t, t + 1
+        if re.fullmatch(r"-?\d+(\.\d+)?", text):
+            t = round(float(text) * 1e6)
+            return t, t + 1
+        if _DATE_ONLY.fullmatch(text):
+            t = iso_us(text)
+            return t, t + int(timedelta(days=1).total_seconds() * 10**6)
+        t = iso_us(text)
+        return t, t + 1
+    except (ValueError, OverflowError):
+        raise QueryError(f"invalid time {value!r}: use ISO 8601 (2026-12-01 or "
+                         "2026-12-01T10:00:00Z), Unix seconds, now or now-15m") from None
+
+
+def us_iso(us: int) -> str:
+    """Microseconds as ISO 8601 UTC with a Z (the form documents carry)."""
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def ts_iso(ts: float) -> str:
+    """Unix seconds as :func:`us_iso` (to the microsecond below)."""
+    return us_iso(math.floor(ts * 1e6))

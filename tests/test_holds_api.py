@@ -67,9 +67,13 @@ async def test_hold_lifecycle_over_the_api(aiohttp_client, tmp_path) -> None:
     log = [json.loads(line) for line in custody.read(root, "IR 9/x")]
     analyst_id = TOKEN_RE.fullmatch(analyst)[1]
     admin_id = TOKEN_RE.fullmatch(tokens["acme", "admin"])[1]
+    viewer_id = TOKEN_RE.fullmatch(tokens["acme", "viewer"])[1]
+    download = ("export", f"token:{viewer_id} (acme/viewer)")
     assert [(e["action"], e["actor"]) for e in log] == [
-        ("hold.create", f"token:{analyst_id} (acme/analyst)"),
-        ("hold.release", f"token:{admin_id} (acme/admin)")]
+        ("hold.create", f"token:{analyst_id} (acme/analyst)"), download,
+        ("hold.release", f"token:{admin_id} (acme/admin)"), download]
+    assert log[1]["objects"] == [{"kind": "export", "path": log[0]["objects"][0]["path"],
+                                  "sha256": sha256(expected), "size": len(expected)}]
 
 
 async def test_bad_holds_are_refused(aiohttp_client, tmp_path) -> None:

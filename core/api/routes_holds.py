@@ -148,5 +148,11 @@ async def part(request: web.Request) -> web.FileResponse:
     path = ts.root / found[0].path if found else None
     if path is None or not path.is_file():
         raise not_found("part", f"{hold_id}/{n}")
+    # evidence handed out: an export in the case's custody log (the part's recorded hash;
+    # custody verify re-hashes the part itself against its hold entry)
+    await asyncio.to_thread(custody.append, ts.root, hold.case, "export", _actor(request),
+                            [{"kind": "export", "path": found[0].path,
+                              "sha256": found[0].sha256, "size": found[0].size}],
+                            {"hold": hold_id, "part": n})
     return web.FileResponse(path, headers=download_headers(
         f"hold-{hold_id}-part-{n:04d}.pcap", PCAP_TYPE, "part.pcap"))

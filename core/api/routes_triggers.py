@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -274,13 +275,22 @@ async def events(request: web.Request) -> web.StreamResponse:
         after = max(after, min(int(last), MAX_ID))
     root = tenant_store(request).root
     db = await asyncio.to_thread(TriggerDB, root)
+    # A client that goes away cancels this handler while a poll may still run in its
+    # worker thread: the connection is closed only once no call uses it (closing a
+    # SQLite connection under a running statement crashed the process).
+    busy = threading.Lock()
+
+    def locked(fn: Any, *args: Any) -> Any:
+        with busy:
+            return fn(*args)
+
     try:
-        await asyncio.to_thread(_trigger, db, tid)
+        await asyncio.to_thread(locked, _trigger, db, tid)
         resp = await open_stream(request)
         shown: dict[str, Any] | None = None
         started = beat = time.monotonic()
         while True:
-            state, rows = await asyncio.to_thread(_poll, db, tid, after)
+            state, rows = await asyncio.to_thread(locked, _poll, db, tid, after)
             if state is None:
                 await send(resp, "end", {"reason": "deleted"})
                 break
@@ -303,4 +313,4 @@ async def events(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(EVENTS_POLL_S)
         return resp
     finally:
-        await asyncio.to_thread(db.close)
+        await asyncio.shield(asyncio.to_thread(locked, db.close))

@@ -29,10 +29,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from benchdata import DATA, RESULTS, synth_capture
+from benchdata import DATA, RESULTS, alternate, synth_capture
 
 PCAPWIRE = [sys.executable, "-m", "pcapwire.cli"]
 BPF = "tcp[13] & 2 != 0"
@@ -55,20 +54,6 @@ def _warm(path: Path) -> None:
     with open(path, "rb") as f:
         while f.read(16 * 2**20):
             pass
-
-
-def _alternate(rounds: int, ours: Callable[[], float], theirs: Callable[[], float]
-               ) -> tuple[list[float], list[float]]:
-    """Per-round seconds of both sides, the order alternating each round."""
-    a, b = [], []
-    for r in range(rounds):
-        if r % 2:
-            b.append(theirs())
-            a.append(ours())
-        else:
-            a.append(ours())
-            b.append(theirs())
-    return a, b
 
 
 def _ratio(ours: list[float], theirs: list[float]) -> dict[str, float]:
@@ -126,9 +111,9 @@ def main() -> None:
     def tcpdump_read() -> float:
         return _timed(["tcpdump", "-r", str(cap), "-w", "/dev/null"])[0]
 
-    ingest_vs_copy = _ratio(*_alternate(args.rounds, ingest, tcpdump_copy))
-    ingest_vs_read = _ratio(*_alternate(args.rounds, ingest, tcpdump_read))
-    inplace_vs_read = _ratio(*_alternate(args.rounds, inplace, tcpdump_read))
+    ingest_vs_copy = _ratio(*alternate(args.rounds, ingest, tcpdump_copy))
+    ingest_vs_read = _ratio(*alternate(args.rounds, ingest, tcpdump_read))
+    inplace_vs_read = _ratio(*alternate(args.rounds, inplace, tcpdump_read))
     with Store(inplace_dir) as store:  # the in-place index answers like tcpdump
         assert store.query_engine().to_bytes(QuerySpec(bpf=BPF)) == subprocess.run(
             ["tcpdump", "-r", str(cap), "-w", "-", BPF], capture_output=True).stdout
@@ -187,7 +172,7 @@ def main() -> None:
     def bpf_theirs() -> float:
         return _timed(["tcpdump", "-r", str(cap), "-w", str(out_theirs), BPF])[0]
 
-    bpf = _ratio(*_alternate(args.rounds, bpf_ours, bpf_theirs))
+    bpf = _ratio(*alternate(args.rounds, bpf_ours, bpf_theirs))
     assert out_ours.read_bytes() == out_theirs.read_bytes(), "BPF result differs"
     out_ours.unlink()
     out_theirs.unlink()

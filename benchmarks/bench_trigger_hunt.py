@@ -45,11 +45,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 from bench_suricata import HEAVY_RULES, LOCAL_RULES
-from benchdata import DATA, RESULTS, synth_capture
+from benchdata import DATA, RESULTS, alternate, synth_capture
 
 DIST_CONFIG = "/etc/suricata/suricata.yaml"
 SEGMENT_BYTES = 256 * 2**20
@@ -156,19 +155,6 @@ def _suricata(files: list[Path], rules: str, args: tuple[str, ...] = ()
     return elapsed, alerts
 
 
-def _alternate(rounds: int, ours: Callable[[], float], theirs: Callable[[], float]
-               ) -> tuple[list[float], list[float]]:
-    a, b = [], []
-    for r in range(rounds):
-        if r % 2:
-            b.append(theirs())
-            a.append(ours())
-        else:
-            a.append(ours())
-            b.append(theirs())
-    return a, b
-
-
 def _ratio(ours: list[float], theirs: list[float]) -> dict[str, float]:
     """ours / theirs per round (< 1: the hunt is faster): median and range."""
     r = [o / t for o, t in zip(ours, theirs, strict=True)]
@@ -210,7 +196,7 @@ def main() -> None:
             seen["scan"] = {k for _, k in alerts}
             return t
 
-        ours, theirs = _alternate(args.rounds, index_hunt, ip_scan)
+        ours, theirs = alternate(args.rounds, index_hunt, ip_scan)
         speedup = [t / o for o, t in zip(ours, theirs, strict=True)]
         res[f"indicator_hunt_{profile}"] = {
             "indicators": len(ips), "present": present,
@@ -239,7 +225,7 @@ def main() -> None:
         hands.append(alerts)
         return t
 
-    ours, theirs = _alternate(args.rounds, suricata_hunt, by_hand)
+    ours, theirs = alternate(args.rounds, suricata_hunt, by_hand)
     hand = hands[0]
     default_a, default_b = _suricata(files, rules)[1], _suricata(files, rules)[1]
     res["suricata_hunt"] = {

@@ -15,16 +15,11 @@ from pathlib import Path
 
 import pytest
 from apiutil import PCAP_TYPE, ServerThread, Tokens, suricata_workflow_dir
-from conftest import CASES, REPO, corpus_file
+from chromiumutil import CHROMIUM, UI_TIMEOUT_MS, launch, shot
+from conftest import CASES, corpus_file
 from pcaputil import tcpdump
 from pcapwire.api import ApiConfig
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-SCREENSHOTS = REPO / "artifacts" / "screenshots"
-UI_TIMEOUT_MS = 20_000
 HTTP_CASE = "zeek-http-get"
 
 pytestmark = pytest.mark.skipif(
@@ -49,19 +44,7 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    yield from launch()
 
 
 def test_login_query_live_download_and_case(served, browser, tmp_path):

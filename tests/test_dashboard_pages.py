@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 from apiutil import GET_RULE, PCAP_TYPE, ServerThread, Tokens
+from chromiumutil import CHROMIUM, UI_TIMEOUT_MS, launch, shot
 from conftest import CASES, corpus_file
 from e2e.capture import LoopbackCapture, tcpdump_available
 from e2e.servers import SmtpInbox, smtp_server
 from pcaputil import read_records, tcpdump
 from pcapwire.api import ApiConfig
 from pcapwire.api.emailview import HTML_CSP
-from test_dashboard_chromium import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, UI_TIMEOUT_MS, shot
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists() or shutil.which("suricata") is None
@@ -182,14 +182,7 @@ steps:
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from launch()
 
 
 class Session:

@@ -16,16 +16,10 @@ from pathlib import Path
 
 import pytest
 from apiutil import PCAP_TYPE, ServerThread, Tokens
-from conftest import REPO, corpus_file
+from chromiumutil import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, UI_TIMEOUT_MS, shot
+from conftest import corpus_file
 from pcapwire.api import ApiConfig
 from pcapwire.triggers.db import Hit, TriggerDB
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-SCREENSHOTS = REPO / "artifacts" / "screenshots"
-UI_TIMEOUT_MS = 20_000
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="needs Debian's chromium (scripts/setup.sh installs it)")
@@ -123,7 +117,3 @@ def test_triggers_page_progress_live_matches_and_controls(tmp_path):
             shot(page, "trigger-03-pivot")
             browser.close()
         db.close()
-
-
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

@@ -79,6 +79,15 @@ def json_depth(value: Any, stop: int) -> int:
     return depth
 
 
+def id_param(request: web.Request, name: str, hi: int) -> int:
+    """A path segment that is an object's id: an integer within 1..hi, else a 400."""
+    raw = request.match_info[name]
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= hi:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an integer within "
+                       f"1..{hi}", {"parameter": name})
+    return int(raw)
+
+
 def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None:

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from pcapwire import custody
 from pcapwire.api.auth import principal, role
-from pcapwire.api.bodies import read_json
+from pcapwire.api.bodies import id_param, read_json
 from pcapwire.api.downloads import download_headers
 from pcapwire.api.errors import ApiError, not_found
 from pcapwire.api.keys import CONFIG, QUERIES
@@ -44,11 +44,7 @@ def _actor(request: web.Request) -> str:
 
 
 def _int(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ID:
-        raise ApiError(400, "invalid_parameter", f"{name} must be an integer within "
-                       f"1..{MAX_ID}", {"parameter": name})
-    return int(raw)
+    return id_param(request, name, MAX_ID)
 
 
 def _view(store: Store, hold: Hold) -> dict[str, Any]:

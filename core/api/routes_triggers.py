@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 from pcapwire.api.auth import actor, role
-from pcapwire.api.bodies import int_param, read_json
+from pcapwire.api.bodies import id_param, int_param, read_json
 from pcapwire.api.errors import ApiError, not_found
 from pcapwire.api.keys import TRIGGERS
 from pcapwire.api.routes_queries import tenant_store
@@ -48,11 +48,7 @@ _FIELD = re.compile(r"^body: ([a-z_]+(?:\.[a-z_0-9]+|\[\d+\])*): ")
 
 
 def _int(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ID:
-        raise ApiError(400, "invalid_parameter", f"{name} must be an integer within "
-                       f"1..{MAX_ID}", {"parameter": name})
-    return int(raw)
+    return id_param(request, name, MAX_ID)
 
 
 def _with_db(root: Path, fn: Any, *args: Any) -> Any:

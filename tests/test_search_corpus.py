@@ -1,5 +1,5 @@
 """The metadata index over corpus captures, filled the way a user's store is: ingest (the
-flows, pcapwire.search.indexer.index_flows, as `pcapwire ingest` calls it) and one
+flows, pcapwire.search.indexer.index_flows, as a search catches up after an ingest) and one
 workflow run with the real Suricata and the carver (indexed by the engine's own hook when
 the run ends). Searches are checked against the corpus manifest's facts (domains, hosts,
 subjects, addresses, hashes, TLS fingerprints, DNS names); every hit's pivot query finds

@@ -14,6 +14,7 @@ from pcapwire.api.bodies import int_param
 from pcapwire.api.errors import ApiError
 from pcapwire.api.routes_queries import tenant_store
 from pcapwire.search.index import SEARCH_FILE, SearchIndex
+from pcapwire.search.indexer import catch_up
 from pcapwire.search.lang import MAX_QUERY_CHARS, SearchSyntaxError
 from pcapwire.search.query import DEFAULT_LIMIT, MAX_LIMIT, search
 
@@ -23,6 +24,7 @@ MAX_CASE_CHARS = 200
 
 
 def _search(root: Path, text: str, case: str | None, limit: int) -> dict[str, Any]:
+    catch_up(root)  # flows an upload added since the index last looked
     if not (root / SEARCH_FILE).exists():
         return {"hits": [], "total": 0, "total_exact": True}
     with SearchIndex.of(root) as index:

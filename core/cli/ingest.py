@@ -116,10 +116,7 @@ def run(args: argparse.Namespace) -> int:
                               segment_max_bytes=retention.segment_bytes(args.segment_size * 2**20),
                               in_place=args.in_place, limits=limits,
                               progress=bar, on_checkpoint=on_checkpoint)
-        retention.finish()
-        from pcapwire.search.indexer import index_flows, safely
-
-        safely(index_flows, store.root)  # the new flows, searchable (pcapwire search)
+        retention.finish()  # the new flows are indexed for search by the next search
     if bar is not None:
         sys.stderr.write("\n")
     summary = report.summary()

@@ -72,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
               f"rebuilt the index: {counts['documents']} documents ({counts['flows']} flows, "
               f"{counts['runs']} runs, {counts['carved']} carved results)")
         return EXIT_OK
+    from pcapwire.search.indexer import catch_up
     from pcapwire.search.query import search
 
+    catch_up(root)  # flows an ingest added since the index last looked
     if not (root / SEARCH_FILE).exists():
         print(f"no index in {root} yet: ingest, run a workflow, or 'pcapwire search rebuild'")
         return EXIT_OK

@@ -120,6 +120,9 @@ class Maintenance(threading.Thread):
         except Exception:
             log.exception("%s: maintenance failed", root)
             return
+        from pcapwire.search.indexer import catch_up
+
+        catch_up(root)  # flows ingested meanwhile become searchable without a search
         if report is not None and self.on_report is not None:
             self.on_report(root, config, report)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import select
+import signal
 import struct
 import subprocess
 import threading
@@ -166,6 +167,23 @@ class Collector:
     def capture(self) -> bytes:
         fmt = StreamFormatter(self.follow.snaplens)
         return fmt.header() + b"".join(bytes(fmt.body(c)) for c in self.got)
+
+
+#: a child started with this in its environment prints every thread's stack on SIGABRT
+FAULTHANDLER_ENV = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+
+
+def communicate_or_dump(proc: subprocess.Popen, timeout: float = WAIT_S
+                        ) -> tuple[bytes, bytes]:
+    """``proc.communicate(timeout)``; a child that has not ended by then is aborted and the
+    test fails with its threads' stacks (started with :data:`FAULTHANDLER_ENV`)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _out, err = proc.communicate()
+        raise AssertionError(f"the child had not ended after {timeout}s; its stacks:\n"
+                             f"{err.decode(errors='replace')}") from None
 
 
 def read_until(proc: subprocess.Popen, have: bytearray, size: int) -> None:

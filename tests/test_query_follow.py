@@ -13,7 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from liveutil import WAIT_S, Collector, FakeRecorder, packets, read_until
+from liveutil import (
+    FAULTHANDLER_ENV,
+    WAIT_S,
+    Collector,
+    FakeRecorder,
+    communicate_or_dump,
+    packets,
+    read_until,
+)
 from pcaputil import pcapng_records, read_records, tcpdump
 from pcapwire.errors import QueryError
 from pcapwire.query import QuerySpec
@@ -48,7 +56,7 @@ def new_store(tmp_path: Path) -> Path:
 def cli(store: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pcapwire.cli", "--data-dir", str(store),
                              "query", "--follow", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env=FAULTHANDLER_ENV)
 
 
 def test_cli_follow_streams_new_packets_once_and_ends_on_sigint(traffic, tmp_path):
@@ -70,7 +78,7 @@ def test_cli_follow_streams_new_packets_once_and_ends_on_sigint(traffic, tmp_pat
     expected = tcpdump(src, "tcp")
     read_until(proc, out, len(expected))
     proc.send_signal(signal.SIGINT)
-    rest, err = proc.communicate(timeout=TIMEOUT_S)
+    rest, err = communicate_or_dump(proc)
     assert (proc.returncode, err) == (0, b"")
     assert bytes(out) + rest == expected  # each packet once, as tcpdump reads them
     with Store(store) as s:

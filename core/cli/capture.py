@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 import time
 from typing import Any, TextIO
 
 from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
+from pcapwire.cli.signals import stopped_by_signals
 from pcapwire.errors import ConfigError
 from pcapwire.store.segments import SEGMENT_MAX_BYTES
 
@@ -86,31 +86,26 @@ def run(args: argparse.Namespace) -> int:
         disk_reserve=int(args.disk_reserve_mb * 2**20))
     recorder = Recorder(args.data_dir, config)
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-        signal.signal(signum, signal.SIG_DFL)  # a second one stops at once
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
-    progress = _Progress(sys.stderr, args.progress)
-    recorder.on_status = progress
-    try:
-        recorder.start(sources, listeners)
-    except BaseException:
-        for src in sources:
-            src.close()
-        for li in listeners:
-            li.close()
-        raise
-    try:
-        if recorder.recovery is not None and recorder.recovery.segments:
-            rep = recorder.recovery
-            print(f"recovered {len(rep.segments)} segment(s) left open by a previous recorder "
-                  f"({rep.packets} packets after their last commit)", file=sys.stderr)
-        recorder.wait(stop)
-    finally:
-        recorder.stop()
+    with stopped_by_signals(stop.set, second_kills=True):  # a second one stops at once
+        progress = _Progress(sys.stderr, args.progress)
+        recorder.on_status = progress
+        try:
+            recorder.start(sources, listeners)
+        except BaseException:
+            for src in sources:
+                src.close()
+            for li in listeners:
+                li.close()
+            raise
+        try:
+            if recorder.recovery is not None and recorder.recovery.segments:
+                rep = recorder.recovery
+                print(f"recovered {len(rep.segments)} segment(s) left open by a previous "
+                      f"recorder ({rep.packets} packets after their last commit)",
+                      file=sys.stderr)
+            recorder.wait(stop)
+        finally:
+            recorder.stop()
     progress.end()
     if recorder.stop_reason is not None:  # the store's retention when_full = "stop"
         print(f"pcapwire: recorder stopped: {recorder.stop_reason}", file=sys.stderr)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pcapwire.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+from pcapwire.cli.signals import stopped_by_signals
 
 #: Bad lines printed on stderr by ``import`` (all are counted; ``--json`` lists up to the
 #: report's limit).
@@ -99,18 +100,8 @@ def _cancel_on_sigterm() -> Iterator[threading.Event]:
     """An event set on SIGTERM (how the API stops an import): the import sees it at its
     next check (within milliseconds), stops and removes what it wrote."""
     cancel = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
+    with stopped_by_signals(cancel.set, (signal.SIGTERM,)):
         yield cancel
-        return
-
-    def on_term(signum: int, frame: object) -> None:
-        cancel.set()
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield cancel
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _path(args: argparse.Namespace) -> Path:

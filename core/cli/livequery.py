@@ -6,30 +6,16 @@ from __future__ import annotations
 
 import argparse
 import select
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import BinaryIO
 
+from pcapwire.cli.signals import stopped_by_signals
 from pcapwire.query import QuerySpec, QueryStats
 from pcapwire.query.follow import Follow
 from pcapwire.query.loss import loss_in_window
 from pcapwire.store import Store
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextmanager
-def stopped_by_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``stop`` (from the main thread) instead of ending us."""
-    previous = {sig: signal.signal(sig, lambda _sig, _frame: stop()) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def reader_gone(out: BinaryIO) -> Callable[[], bool] | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 from pcapwire import custody
 from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
+from pcapwire.cli.signals import stopped_by_signals
 from pcapwire.errors import ConfigError
 from pcapwire.store import Store
 from pcapwire.triggers import pivot, views
@@ -381,9 +381,8 @@ def run_service(args: argparse.Namespace) -> int:
     with Store.existing(args.data_dir) as store:
         root = store.root
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    run_foreground(root, stop, args.workflows or None)
+    with stopped_by_signals(stop.set):
+        run_foreground(root, stop, args.workflows or None)
     return EXIT_OK
 
 

@@ -11,9 +11,11 @@ cd "$(dirname "$0")/.."
 # tcpreplay: sends generated traffic inside the capture tests' network namespaces.
 # zstd, openssl, unzip: what the tests use to read compressed segments and to check custody
 # bundles and their signatures the way a user without pcapwire would.
+# nats-server: the JetStream server the cluster tests start on 127.0.0.1 (issue 14's job
+# queue; a single machine never needs it).
 APT_PACKAGES=(build-essential python3-dev python3-venv libpcap-dev tcpdump tshark yara
   libmagic1 gcc-mingw-w64-x86-64 chromium iproute2 jq curl libasan8 libubsan1 tcpreplay
-  zstd openssl unzip)
+  zstd openssl unzip nats-server)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}" suricata suricata-update; do
@@ -47,3 +49,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
   .venv/bin/pip install -q -e '.[test]'
   touch "$stamp"
 fi
+# Byte-compile the package: where PYTHONDONTWRITEBYTECODE is set (this project's machines
+# set it), every `pcapwire` process would otherwise compile its modules again (0.2-1 s per
+# CLI call, which the tests and the whole-process benchmarks would pay each time).
+.venv/bin/python -m compileall -q core plugins >/dev/null

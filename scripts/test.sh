@@ -20,12 +20,15 @@ mypy core plugins
 mkdir -p artifacts
 # Fuzzing, bounded: a finding (crash, sanitizer report, failed invariant, hang) fails the
 # test command, its input saved as artifacts/fuzz-<target>-{crash,timeout,oom}-<sha1>
-# (replay: python tests/fuzz/<harness>.py FILE). Corpora persist in artifacts/.
+# (replay: python tests/fuzz/<harness>.py FILE). Corpora persist in artifacts/. The seed is
+# fixed (PCAPWIRE_FUZZ_SEED, default 1) so that the gate gives the same verdict on the same
+# code; explore with PCAPWIRE_FUZZ_SEED=0 (random) and longer runs.
 fuzz() {  # fuzz TARGET SECONDS HARNESS [ENV=VALUE...]
   local target=$1 seconds=$2 harness=$3
   shift 3
   echo "== fuzz ($target, $seconds s)"
   env "$@" python "tests/fuzz/$harness" -max_total_time="$seconds" -timeout=60 \
+    -seed="${PCAPWIRE_FUZZ_SEED:-1}" \
     -artifact_prefix="artifacts/fuzz-$target-" "artifacts/fuzz-$target-corpus" \
     >"artifacts/fuzz-$target.log" 2>&1 \
     || { tail -60 "artifacts/fuzz-$target.log"

@@ -208,6 +208,16 @@ TRIGGER_PATHS: dict[str, dict[str, Any]] = {
             _param("after", schema={"type": "integer", "minimum": 0, "maximum": 2**62},
                    desc="matches with a greater id (next_after of the previous page)"),
             LIMIT), tag="triggers")},
+    "/api/v1/triggers/{trigger_id}/diff": {"get": op(
+        "What version `to` found that version `from` did not (new) and what `from` found "
+        "that `to` does not (gone), as matches with pivots; the first `limit` of each and "
+        "their totals", "viewer", {200: _json("TriggerDiff")}, errors=(404,), params=(
+            TRIGGER_ID, _param("to", schema={"type": "integer", "minimum": 1,
+                                             "maximum": 2**62},
+                               desc="a version of the trigger (default: the current one)"),
+            _param("from", schema={"type": "integer", "minimum": 0, "maximum": 2**62},
+                   desc="the version to compare with (default: to - 1; 0: none)"),
+            LIMIT), tag="triggers")},
     "/api/v1/triggers/{trigger_id}/events": {"get": op(
         "Live events (Server-Sent Events): hunt (state, hunt progress and ETA; first and on "
         "every change), match (each new match, its id the event id: Last-Event-ID "

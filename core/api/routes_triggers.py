@@ -1,8 +1,9 @@
 """Triggers of the caller's tenant (:mod:`pcapwire.triggers`, its store's
 ``triggers.sqlite``): create (the hunt over history is queued), list, show (hunts with
 progress and ETA), edit (a new version and hunt when what decides the results changes),
-pause/resume/abort, delete, the result set with its pivots, and a live stream (SSE) of
-matches as they arrive and of the hunt's progress.
+pause/resume/abort, delete, the result set with its pivots, the difference between two
+versions' results (``…/diff``), and a live stream (SSE) of matches as they arrive and of
+the hunt's progress.
 
 A body is the trigger's JSON definition (:func:`pcapwire.triggers.model.from_dict`: rules
 are *text*, never file names) plus optional ``indicator_files`` (STIX 2.1, MISP or text
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,12 @@ from pcapwire.triggers import views
 from pcapwire.triggers.db import Trigger, TriggerDB
 from pcapwire.triggers.indicators import IndicatorImportError, load_indicators, merge
 from pcapwire.triggers.model import INDICATOR_KINDS, Indicators, from_dict
+from pcapwire.triggers.offloop import SerialCalls
 
 routes = web.RouteTableDef()
 MAX_ID = 2**62
-#: Matches per page of GET …/matches (and per poll of the event stream).
+#: Matches per page of GET …/matches (and per poll of the event stream), and per list
+#: (new, gone) of GET …/diff.
 MAX_MATCHES_PAGE = 1000
 #: The event stream looks for new matches and hunt progress this often …
 EVENTS_POLL_S = 0.5
@@ -231,6 +233,39 @@ async def matches(request: web.Request) -> web.Response:
                                                      after, limit))
 
 
+def _diff(db: TriggerDB, trigger_id: int, to: int | None, base: int | None, limit: int
+          ) -> dict[str, Any]:
+    trig = _trigger(db, trigger_id)
+    to = trig.version if to is None else to
+    base = to - 1 if base is None else base
+    for name, value, lo in (("to", to, 1), ("from", base, 0)):
+        if not lo <= value <= trig.version:
+            raise ApiError(400, "invalid_parameter", f"{name}: trigger {trig.name!r} has "
+                           f"versions 1..{trig.version}" + (" (0: before the first)"
+                                                            if lo == 0 else ""),
+                           {"parameter": name})
+    return views.version_diff(db, trig, to, base, limit)
+
+
+@routes.get("/api/v1/triggers/{trigger_id}/diff")
+@role("viewer")
+async def diff(request: web.Request) -> web.Response:
+    """What version ``to`` (default: the current one) found that version ``from``
+    (default: ``to - 1``; 0: none) did not (``new``), and what ``from`` found that ``to``
+    does not (``gone``): the first ``limit`` of each, with their totals (as ``pcapwire
+    trigger matches --diff``)."""
+    tid = _int(request, "trigger_id")
+    to = base = None
+    if "to" in request.query:
+        to = int_param(request, "to", 0, 1, MAX_ID)
+    if "from" in request.query:
+        base = int_param(request, "from", 0, 0, MAX_ID)
+    limit = int_param(request, "limit", MAX_MATCHES_PAGE, 1, MAX_MATCHES_PAGE)
+    root = tenant_store(request).root
+    return web.json_response(await asyncio.to_thread(_with_db, root, _diff, tid, to, base,
+                                                     limit))
+
+
 def _poll(db: TriggerDB, trigger_id: int, after: int) -> tuple[dict[str, Any] | None,
                                                                 list[dict[str, Any]]]:
     """The trigger's state and hunt (None once deleted) and the matches after ``after``."""
@@ -272,21 +307,15 @@ async def events(request: web.Request) -> web.StreamResponse:
     root = tenant_store(request).root
     db = await asyncio.to_thread(TriggerDB, root)
     # A client that goes away cancels this handler while a poll may still run in its
-    # worker thread: the connection is closed only once no call uses it (closing a
-    # SQLite connection under a running statement crashed the process).
-    busy = threading.Lock()
-
-    def locked(fn: Any, *args: Any) -> Any:
-        with busy:
-            return fn(*args)
-
+    # worker thread: the connection is closed only once no call uses it.
+    calls = SerialCalls()
     try:
-        await asyncio.to_thread(locked, _trigger, db, tid)
+        await calls.call(_trigger, db, tid)
         resp = await open_stream(request)
         shown: dict[str, Any] | None = None
         started = beat = time.monotonic()
         while True:
-            state, rows = await asyncio.to_thread(locked, _poll, db, tid, after)
+            state, rows = await calls.call(_poll, db, tid, after)
             if state is None:
                 await send(resp, "end", {"reason": "deleted"})
                 break
@@ -309,4 +338,4 @@ async def events(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(EVENTS_POLL_S)
         return resp
     finally:
-        await asyncio.shield(asyncio.to_thread(locked, db.close))
+        await calls.close(db.close)

@@ -251,6 +251,11 @@ TRIGGER_SCHEMAS: dict[str, Any] = {
          "pivots")),
     "TriggerMatchList": _obj({"matches": {"type": "array", "items": ref("TriggerMatch")},
                               "next_after": {"type": "integer"}}, ("matches", "next_after")),
+    "TriggerDiff": _obj({"from": {"type": "integer"}, "to": {"type": "integer"},
+                         "new": {"type": "array", "items": ref("TriggerMatch")},
+                         "gone": {"type": "array", "items": ref("TriggerMatch")},
+                         "new_total": {"type": "integer"}, "gone_total": {"type": "integer"}},
+                        ("from", "to", "new", "gone", "new_total", "gone_total")),
 }
 
 #: Rule groups (pcapwire.plugins.suricata.groups; test_suricata_groups checks the enums).

@@ -332,11 +332,8 @@ def run_matches(args: argparse.Namespace) -> int:
     with _open(args) as db:
         trig = _get(db, args.name)
         if args.diff is not None:
-            diff = db.version_diff(trig.id, args.diff)
-            every = {m["id"]: views.match_view(m, trig)
-                     for m in db.matches(trig.id, limit=2**62)}
-            doc = {"version": args.diff, "new": [every[i] for i in diff["new"]],
-                   "gone": [every[i] for i in diff["gone"]]}
+            diff = views.version_diff(db, trig, args.diff)
+            doc = {"version": args.diff, "new": diff["new"], "gone": diff["gone"]}
             if args.json:
                 print(json.dumps(doc))
             else:

@@ -327,13 +327,14 @@ def verdict_doc(v: Verdict, origin: Origin, verdict_id: int, flow_id: int | None
 
 
 # ---- trigger hits --------------------------------------------------------------------------
-def hit_doc(trigger: str, hit: Any, key: str) -> Doc:
+def hit_doc(trigger: str, hit: Any, key: str, case: str = "") -> Doc:
     """A trigger's hit (:class:`pcapwire.triggers.db.Hit`: rule, 5-tuple, ts, evidence,
-    flow_id) as an alert document; ``key`` its identity (e.g. the match id). For hunts and
-    watches: ``index_records(root, [hit_doc(...), ...])`` (:mod:`.indexer`)."""
+    flow_id) as an alert document; ``key`` its identity (e.g. the match id); ``case`` the
+    case its pivots name (the trigger's). Hunts and watches: :mod:`pcapwire.triggers.searchdocs`."""
     flow = FlowKey(int(hit.proto), str(hit.src_ip), int(hit.src_port), str(hit.dest_ip),
                    int(hit.dest_port))
-    doc = _base("pcapwire.trigger", "alert", float(hit.ts), flow, Origin(), hit.flow_id)
+    doc = _base("pcapwire.trigger", "alert", float(hit.ts), flow, Origin(case=case),
+                hit.flow_id)
     kind, _, value = str(hit.rule).partition(":")
     doc["rule"] = {"id": hit.rule, "ruleset": kind, "name": value or hit.rule}
     doc["pcapwire"]["trigger"] = trigger

@@ -649,8 +649,9 @@ class TriggerDB:
         return new
 
     def matches(self, trigger_id: int, version: int | None = None, after_id: int = 0,
-                limit: int = 1000) -> list[dict[str, Any]]:
-        """The result set (``version``: only what that version found), oldest first."""
+                limit: int = 1000, ids: list[int] | None = None) -> list[dict[str, Any]]:
+        """The result set (``version``: only what that version found; ``ids``: only these
+        matches), oldest first."""
         sql = ("SELECT m.id, m.rule, m.flow_key, m.flow_id, m.proto, m.src_ip, m.src_port, "
                "m.dest_ip, m.dest_port, m.ts, m.segment_id, m.source, m.evidence, m.found, "
                "(SELECT group_concat(version) FROM match_versions WHERE match_id=m.id), "
@@ -662,6 +663,9 @@ class TriggerDB:
             sql += " AND EXISTS (SELECT 1 FROM match_versions v WHERE v.match_id=m.id AND " \
                    "v.version=?)"
             args.append(version)
+        if ids is not None:
+            sql += " AND m.id IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(ids))
         keys = ("id", "rule", "flow_key", "flow_id", "proto", "src_ip", "src_port", "dest_ip",
                 "dest_port", "ts", "segment_id", "source", "evidence", "found", "versions",
                 "hits")
@@ -673,16 +677,17 @@ class TriggerDB:
             out.append(d)
         return out
 
-    def version_diff(self, trigger_id: int, version: int) -> dict[str, list[int]]:
-        """Match ids ``version`` found that ``version - 1`` did not (``new``), and those
-        ``version - 1`` found that ``version`` does not (``gone``; meaningful once the
-        version's hunt has finished)."""
+    def version_diff(self, trigger_id: int, version: int, base: int | None = None
+                     ) -> dict[str, list[int]]:
+        """Match ids ``version`` found that ``base`` (default ``version - 1``) did not
+        (``new``), and those ``base`` found that ``version`` does not (``gone``; meaningful
+        once both versions' hunts have finished)."""
         def ids(v: int) -> set[int]:
             return {r[0] for r in self.db.execute(
                 "SELECT v.match_id FROM match_versions v JOIN matches m ON m.id=v.match_id "
                 "WHERE m.trigger_id=? AND v.version=?", (trigger_id, v))}
 
-        now, before = ids(version), ids(version - 1)
+        now, before = ids(version), ids(version - 1 if base is None else base)
         return {"new": sorted(now - before), "gone": sorted(before - now)}
 
 

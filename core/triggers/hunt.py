@@ -5,7 +5,9 @@ the scope, up to the bound the watch left it, :meth:`.db.TriggerDB.hunt_scope`; 
 hunt keeps its units) and runs the queued ones in worker processes (a ``forkserver``
 :class:`~concurrent.futures.ProcessPoolExecutor`, ``workers`` at a time, each opening the
 store itself; units that read no packets, :func:`.units.reads_packets`, run in the runner
-itself). The runner process alone writes the trigger database: each unit is started
+itself). A hunt of domain, URL, JA3 and JA4 indicators alone plans only the segments the
+metadata index does not rule out (:mod:`.match_metadata`). The runner process alone
+writes the trigger database: each unit is started
 (:meth:`~.db.TriggerDB.start_unit`), then finished with its hits in one transaction (the
 checkpoint, :meth:`~.db.TriggerDB.finish_unit`) or failed (retried up to
 :data:`~.db.UNIT_ATTEMPTS`, then listed). A finished unit never runs again: a runner killed
@@ -45,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from pcapwire.store import Store
-from pcapwire.triggers import units
+from pcapwire.triggers import match_metadata, units
 from pcapwire.triggers.db import HitBatch, Hunt, TriggerDB
 from pcapwire.triggers.match_engines import EngineSettings
 
@@ -67,19 +69,20 @@ OnMatches = Callable[[int, list[int]], None]
 
 def run_hunt(root: str | os.PathLike[str], hunt_id: int, stop: threading.Event,
              workers: int = os.cpu_count() or 1, on_matches: OnMatches | None = None,
-             wait_paused: bool = True, engine_settings: EngineSettings | None = None
-             ) -> list[int]:
+             wait_paused: bool = True, engine_settings: EngineSettings | None = None,
+             narrow: bool = True) -> list[int]:
     """Run (or resume) a hunt until it ends, is aborted, or ``stop`` is set; returns the ids
     of the matches it found that are new to the trigger (also handed to ``on_matches``
     (trigger id, match ids) after every unit). ``engine_settings``: the content engines'
-    server settings (:class:`~.match_engines.EngineSettings`)."""
+    server settings (:class:`~.match_engines.EngineSettings`); ``narrow``: plan only the
+    units the metadata index leaves to scan (:mod:`.match_metadata`; False: every one)."""
     root = Path(root)
     with _hunt_lock(root, hunt_id) as held, TriggerDB(root) as tdb:
         if not held:
             log.info("hunt %d: another runner has it", hunt_id)
             return []
         return _Runner(root, tdb, tdb.hunt(hunt_id), stop, max(1, workers), on_matches,
-                       wait_paused, engine_settings).run()
+                       wait_paused, engine_settings, narrow).run()
 
 
 def run_pending(root: str | os.PathLike[str], stop: threading.Event,
@@ -146,9 +149,9 @@ class _Inline(Executor):
 class _Runner:
     def __init__(self, root: Path, tdb: TriggerDB, hunt: Hunt, stop: threading.Event,
                  workers: int, on_matches: OnMatches | None, wait_paused: bool,
-                 engine_settings: EngineSettings | None) -> None:
+                 engine_settings: EngineSettings | None, narrow: bool) -> None:
         self.root, self.tdb, self.hunt, self.stop = root, tdb, hunt, stop
-        self.engine_settings = engine_settings
+        self.engine_settings, self.narrow = engine_settings, narrow
         self.workers, self.on_matches, self.wait_paused = workers, on_matches, wait_paused
         self.new: list[int] = []
         self.recorded = 0
@@ -166,6 +169,12 @@ class _Runner:
             if (self.root / "catalog.sqlite").is_file():
                 with Store.existing(self.root) as store:
                     planned = units.plan(store.catalog, defn)
+                    if self.narrow and match_metadata.narrowable(defn) and planned:
+                        keep = match_metadata.needed_segments(
+                            self.root, store.catalog, defn, [s for s, _ in planned])
+                        log.info("hunt %d: the metadata index leaves %d of %d segments to "
+                                 "scan", hunt.id, len(keep), len(planned))
+                        planned = [(s, b) for s, b in planned if s in keep]
             tdb.plan_units(hunt.id, [(s, b) for s, b in planned
                                      if s <= bound and s not in live])
         tdb.requeue_units(hunt.id)  # what a runner killed earlier left running

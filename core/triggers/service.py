@@ -1,7 +1,8 @@
 """The trigger service of one store: its hunts (:func:`.hunt.run_pending`), its watch
 (:mod:`.watch`, live and units), its notifications (:mod:`.notify`) and the triggers'
-workflows on every new match, each in a thread of its own so that none waits for
-another (a slow webhook or workflow never delays matching).
+workflows on every new match, and the matches into the metadata search index
+(:mod:`.searchdocs`), each in a thread of its own so that none waits for another (a slow
+webhook or workflow never delays matching).
 
 Started beside ``pcapwire serve`` for every tenant store with a ``triggers.sqlite``
 (:meth:`TriggerServices.of_tenants`, as :class:`~pcapwire.store.maintenance.Maintenance`
@@ -40,10 +41,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from pcapwire.search.indexer import safely
 from pcapwire.triggers import rulesets
 from pcapwire.triggers.db import TRIGGERS_FILE, TriggerDB
 from pcapwire.triggers.notify import Notifier
+from pcapwire.triggers.offloop import SerialCalls
 from pcapwire.triggers.pivot import case_name, match_spec
+from pcapwire.triggers.searchdocs import index_matches
 from pcapwire.triggers.watch import UnitFunction, Watch
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,7 @@ class TriggerService:
         self.threads: list[threading.Thread] = []
         self.notifier = Notifier(self.root, self.stop_event)
         self.wake_workflows = threading.Event()
+        self.wake_search = threading.Event()
         #: set by :meth:`wake` (and :meth:`stop`): each thread looks again at once
         self.wakes = {name: threading.Event() for name in ("live", "units", "hunts")}
         self.watch: Watch | None = None
@@ -90,6 +95,7 @@ class TriggerService:
         """New matches (hunt or watch): wake the notifier and the workflow runner."""
         self.notifier.wake()
         self.wake_workflows.set()
+        self.wake_search.set()
 
     def wake(self) -> None:
         """Triggers changed (created, edited, paused, resumed, aborted, deleted): look at
@@ -107,13 +113,14 @@ class TriggerService:
     def start(self) -> None:
         t = threading.Thread(target=self._main, name=f"pcapwire-triggers:{self.root.name}",
                              daemon=True)
+        self.threads.append(t)  # first: _main's own threads follow it in the list
         t.start()
-        self.threads.append(t)
 
     def stop(self) -> None:
         self.stop_event.set()
         self.wake()
         self.wake_workflows.set()
+        self.wake_search.set()
         self.notifier.wake()
         for t in list(self.threads):
             t.join()
@@ -125,7 +132,8 @@ class TriggerService:
             self.watch = Watch(self.root, self.on_matches, unit=self.unit)
             self.notifier.start()
             for name, target in (("live", self._live), ("units", self._units),
-                                 ("hunts", self._hunts), ("workflows", self._workflows)):
+                                 ("hunts", self._hunts), ("workflows", self._workflows),
+                                 ("search", self._search)):
                 t = threading.Thread(target=self._guard(name, target),
                                      name=f"pcapwire-triggers-{name}", daemon=True)
                 t.start()
@@ -201,6 +209,14 @@ class TriggerService:
             run_pending(self.root, self.stop_event, on_matches=self.on_matches)
             self._sleep("hunts", HUNT_POLL_S)
 
+    def _search(self) -> None:
+        """New matches into the metadata index (:mod:`.searchdocs`), at once and every
+        :data:`RESCAN_S` (after a ``search rebuild``); a failing index is logged."""
+        while not self.stop_event.is_set():
+            self.wake_search.clear()
+            safely(index_matches, self.root)
+            self.wake_search.wait(RESCAN_S)
+
     def _workflows(self) -> None:
         if self.workflows is None:
             return
@@ -262,7 +278,10 @@ class TriggerService:
         from pcapwire.workflow.queries import LocalQueries
 
         spec = match_spec(trigger_name, match)
-        store = await asyncio.to_thread(Store, self.root)
+        # a cancelled batch (the service stops) leaves its plan running in a worker
+        # thread: the store closes after it (offloop.SerialCalls), not under it
+        calls = SerialCalls()
+        store = await calls.call(Store, self.root)
         queries = LocalQueries(self.root)
         try:
             for name in names:
@@ -273,7 +292,7 @@ class TriggerService:
                                 "none")
                     continue
                 engine = store.query_engine()
-                plan = await asyncio.to_thread(engine.plan, spec)
+                plan = await calls.call(engine.plan, spec)
                 runner = Engine(self.workflows.host, store.cases,
                                 workdir=self.root / "work", data_dir=self.root,
                                 queries=queries)
@@ -286,7 +305,7 @@ class TriggerService:
                                   trigger_name, name, match["id"])
         finally:
             queries.close()
-            await asyncio.to_thread(store.close)
+            await calls.close(store.close)
 
 
 class TriggerServices(threading.Thread):

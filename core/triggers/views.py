@@ -6,6 +6,9 @@
 - :func:`match_view`: a match with its pivots (:mod:`.pivot`): the body of a PCAP query
   of its flow (``POST /api/v1/queries``: the flow id when the catalog knows it, else the
   5-tuple around its time), its BPF, the API paths of its trigger and case.
+- :func:`version_diff`: what a version found that another (the one before, by default)
+  did not, and what it no longer finds, as match views (``pcapwire trigger matches
+  --diff`` and ``GET /api/v1/triggers/{id}/diff``).
 - :func:`pause`, :func:`resume`, :func:`abort`: the trigger's state and its hunt's status
   in the trigger database; the runner reads them between units.
 - :func:`keep_secrets`: an edited definition sent back as shown (``"secret": "(set)"``)
@@ -107,6 +110,22 @@ def match_view(m: dict[str, Any], trig: Trigger) -> dict[str, Any]:
         if out["query"].get(f"{key}_ns") is not None:
             query[key] = pivot.iso(out["query"][f"{key}_ns"] / 1e9)
     return {**m, "pivots": {**out, "query": query}}
+
+
+def version_diff(db: TriggerDB, trig: Trigger, version: int, base: int | None = None,
+                 limit: int | None = None) -> dict[str, Any]:
+    """``new`` (matches ``version`` found that ``base``, default ``version - 1``, did not)
+    and ``gone`` (the reverse) as :func:`match_view` s, oldest first, each list cut at
+    ``limit`` (None: whole); ``new_total`` and ``gone_total`` count them all."""
+    base = version - 1 if base is None else base
+    diff = db.version_diff(trig.id, version, base)
+    out: dict[str, Any] = {"from": base, "to": version}
+    for what in ("new", "gone"):
+        ids = diff[what][:limit] if limit is not None else diff[what]
+        out[what] = [match_view(m, trig) for m in db.matches(trig.id, limit=len(ids),
+                                                              ids=ids)] if ids else []
+        out[f"{what}_total"] = len(diff[what])
+    return out
 
 
 def pause(db: TriggerDB, trig: Trigger) -> Trigger:

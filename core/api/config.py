@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pcapwire.api import limits
 from pcapwire.errors import ConfigError
 from pcapwire.store.limits import IngestLimits
+
+if TYPE_CHECKING:
+    from pcapwire.cluster.config import ClusterConfig
 
 
 @dataclass
@@ -62,6 +66,14 @@ class ApiConfig:
     behind_tls_proxy: bool = False
     secure_cookies: bool | None = None
     hsts_max_age_s: int = limits.HSTS_MAX_AGE_S  # sent only when serving TLS itself
+    # A sensor of a cluster (pcapwire.cluster.tls): clients must present a certificate
+    # signed by ``client_ca`` (and, if given, one of these SHA-256 fingerprints); only
+    # then are the central's on-behalf-of headers honoured.
+    client_ca: Path | None = None
+    client_cert_sha256: tuple[str, ...] = ()
+    # A central API (pcapwire.cluster.config): the cluster file, loaded into ``cluster``.
+    cluster_file: Path | None = None
+    cluster: ClusterConfig | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -69,6 +81,22 @@ class ApiConfig:
                               "(--tls-key)")
         self.tls_cert = Path(self.tls_cert).resolve() if self.tls_cert else None
         self.tls_key = Path(self.tls_key).resolve() if self.tls_key else None
+        if self.client_ca is not None and self.tls_cert is None:
+            raise ConfigError("--client-ca needs --tls-cert and --tls-key (client "
+                              "certificates are checked in the TLS handshake)")
+        if self.client_cert_sha256 and self.client_ca is None:
+            raise ConfigError("--client-cert-sha256 needs --client-ca (the CA that signed "
+                              "the pinned certificate)")
+        self.client_ca = Path(self.client_ca).resolve() if self.client_ca else None
+        if self.client_cert_sha256:
+            from pcapwire.cluster.tls import parse_sha256
+
+            self.client_cert_sha256 = tuple(parse_sha256(p) for p in self.client_cert_sha256)
+        if self.cluster_file is not None:
+            from pcapwire.cluster.config import load_cluster
+
+            self.cluster_file = Path(self.cluster_file).resolve()
+            self.cluster = load_cluster(self.cluster_file)
         if self.secure_cookies is None:
             self.secure_cookies = self.tls or self.behind_tls_proxy
         if self.hsts_max_age_s < 0:

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 from pcapwire import custody
-from pcapwire.api.auth import principal, role
+from pcapwire.api.auth import actor, role
 from pcapwire.api.bodies import id_param, read_json
 from pcapwire.api.downloads import download_headers
 from pcapwire.api.errors import ApiError, not_found
@@ -36,11 +36,6 @@ from pcapwire.store import Store
 routes = web.RouteTableDef()
 PCAP_TYPE = "application/vnd.tcpdump.pcap"
 MAX_ID = 2**62
-
-
-def _actor(request: web.Request) -> str:
-    who = principal(request)
-    return custody.actor_token(who.token_id, who.tenant, who.role)
 
 
 def _int(request: web.Request, name: str) -> int:
@@ -93,7 +88,7 @@ async def create(request: web.Request) -> web.Response:
     slots.acquire(ts.tenant)
     try:
         view = await asyncio.to_thread(_in_store, ts.root, None, _create, spec,
-                                       body["reason"], _actor(request))
+                                       body["reason"], actor(request))
     finally:
         slots.release(ts.tenant)
     return web.json_response(view, status=201)
@@ -128,7 +123,7 @@ async def release(request: web.Request) -> web.Response:
     body = await read_json(request, "HoldRelease")
     ts = tenant_store(request)
     return web.json_response(await asyncio.to_thread(
-        _in_store, ts.root, hold_id, _release, hold_id, body["reason"], _actor(request)))
+        _in_store, ts.root, hold_id, _release, hold_id, body["reason"], actor(request)))
 
 
 @routes.get("/api/v1/holds/{hold_id}/parts/{n}")
@@ -146,7 +141,7 @@ async def part(request: web.Request) -> web.FileResponse:
         raise not_found("part", f"{hold_id}/{n}")
     # evidence handed out: an export in the case's custody log (the part's recorded hash;
     # custody verify re-hashes the part itself against its hold entry)
-    await asyncio.to_thread(custody.append, ts.root, hold.case, "export", _actor(request),
+    await asyncio.to_thread(custody.append, ts.root, hold.case, "export", actor(request),
                             [{"kind": "export", "path": found[0].path,
                               "sha256": found[0].sha256, "size": found[0].size}],
                             {"hold": hold_id, "part": n})

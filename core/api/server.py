@@ -7,31 +7,27 @@ import asyncio
 import logging
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 from pcapwire.api.app import create_app
 from pcapwire.api.config import ApiConfig
 from pcapwire.api.connections import Guard, GuardedSite
-from pcapwire.api.limits import SERVER_HANDLER_ARGS, TLS_MIN_VERSION
+from pcapwire.api.limits import SERVER_HANDLER_ARGS
 from pcapwire.api.logthrottle import install
-from pcapwire.errors import ConfigError
+from pcapwire.cluster.tls import sensor_server_context
 
 ACCESS_LOG = "pcapwire.api.access"
 
 
-def tls_context(cert: Any, key: Any) -> ssl.SSLContext:
+def tls_context(cert: Any, key: Any, client_ca: Any = None,
+                client_sha256: Sequence[str] = ()) -> ssl.SSLContext:
     """A server context for the PEM certificate chain and key: TLS 1.2 or later, Python's
-    default (secure) ciphers."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = TLS_MIN_VERSION
-    try:
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot use the TLS certificate {cert} with key {key}: {exc}"
-                          ) from None
-    return ctx
+    default (secure) ciphers; with ``client_ca`` (``--client-ca``) client certificates
+    signed by it are required, pinned by ``client_sha256`` if given
+    (:mod:`pcapwire.cluster.tls`)."""
+    return sensor_server_context(cert, key, client_ca, client_sha256)
 
 
 def handler_args(config: ApiConfig) -> dict[str, Any]:
@@ -62,7 +58,8 @@ class Running:
 
 async def start(config: ApiConfig, host: str, port: int) -> Running:
     """Serve ``create_app(config)`` on host:port (0: any free port) behind the guard."""
-    ssl_context = (tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None)
+    ssl_context = (tls_context(config.tls_cert, config.tls_key, config.client_ca,
+                               config.client_cert_sha256) if config.tls_cert else None)
     args = handler_args(config)
     uninstall = install(config.http.log_burst_lines, config.http.log_lines_per_s)
     runner = web.AppRunner(create_app(config), handle_signals=False, **args)

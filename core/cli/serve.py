@@ -1,5 +1,7 @@
-"""``pcapwire serve [--listen HOST:PORT] [--tls-cert F --tls-key F]``: the REST API and the
-dashboard, behind the connection guard (:mod:`pcapwire.api.connections`).
+"""``pcapwire serve [--listen HOST:PORT] [--tls-cert F --tls-key F] [--client-ca F]
+[--cluster FILE]``: the REST API and the dashboard, behind the connection guard
+(:mod:`pcapwire.api.connections`); a cluster sensor with ``--client-ca``, the central API
+with ``--cluster`` (:mod:`pcapwire.cluster`).
 
 The data directory holds ``auth.sqlite`` and one store per tenant (``tenants/<tenant>/``).
 Create the first token with ``pcapwire token create --tenant T --role admin``.
@@ -71,6 +73,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-cert", type=Path, metavar="FILE",
                    help="serve HTTPS with this PEM certificate chain (needs --tls-key)")
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's PEM key")
+    p.add_argument("--client-ca", type=Path, metavar="FILE",
+                   help="a cluster sensor: require a client certificate signed by this PEM CA "
+                   "(the central's; needs --tls-cert); only then are the central's "
+                   "on-behalf-of headers honoured (docs/cluster.md)")
+    p.add_argument("--client-cert-sha256", action="append", default=[], metavar="HEX",
+                   help="accept only the client certificate with this SHA-256 fingerprint "
+                   "(needs --client-ca; repeatable, e.g. old and new during a rotation)")
+    p.add_argument("--cluster", type=Path, metavar="FILE",
+                   help="serve as the central API of the sensors this TOML file lists "
+                   "(docs/cluster.md)")
     p.add_argument("--behind-tls-proxy", action="store_true",
                    help="a TLS-terminating proxy is in front (cookies become Secure)")
     p.add_argument("--secure-cookies", action=argparse.BooleanOptionalAction, default=None,
@@ -118,6 +130,8 @@ def config_from(args: argparse.Namespace) -> ApiConfig:
         max_query_result_bytes=args.max_result_mb * 2**20,
         max_concurrent_queries=args.max_queries, event_margin_s=args.event_margin,
         tls_cert=args.tls_cert, tls_key=args.tls_key, behind_tls_proxy=args.behind_tls_proxy,
+        client_ca=args.client_ca, client_cert_sha256=tuple(args.client_cert_sha256),
+        cluster_file=args.cluster,
         secure_cookies=args.secure_cookies, hsts_max_age_s=args.hsts_max_age,
         http=HttpLimits(
             header_timeout_s=args.header_timeout, keepalive_timeout_s=args.keepalive_timeout,

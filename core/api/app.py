@@ -13,6 +13,7 @@ from pcapwire.api import (
     routes_artifacts,
     routes_capture,
     routes_cases,
+    routes_cluster,
     routes_custody,
     routes_events,
     routes_flows,
@@ -45,7 +46,7 @@ ROUTE_MODULES = (routes_admin, routes_queries, routes_results, routes_artifacts,
                  routes_ingest, routes_flows, routes_cases, routes_workflows, routes_hashlists,
                  routes_capture, routes_holds, routes_custody,
                  routes_retention, routes_sessions, routes_triggers, routes_rulegroups,
-                 routes_search, openapi, dashboard)
+                 routes_search, routes_cluster, openapi, dashboard)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -71,8 +72,15 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     app[CARVES] = asyncio.Semaphore(MAX_CONCURRENT_CARVES)
     app[WORKFLOWS] = WorkflowService(config.workflow_dirs)
     app[WORKFLOWS].start()
+    central = None
+    if config.cluster is not None:  # a central: its queries go to the sensors
+        from pcapwire.cluster.central import CENTRAL, Central
+
+        central = app[CENTRAL] = Central(config.cluster)
+        await central.start()
     app[QUERIES] = QueryManager(QuerySlots(config.max_concurrent_queries), app[WORKFLOWS],
-                                config.max_query_result_bytes)
+                                config.max_query_result_bytes,
+                                central.fanout if central is not None else None)
     maintenance = Maintenance.of_tenants(config.data_dir)  # retention, holds, compression
     maintenance.start()
     triggers = TriggerServices.of_tenants(config.data_dir, app[WORKFLOWS],
@@ -84,6 +92,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(maintenance.stop)  # between two deletions at most
     await app[WORKFLOWS].stop()  # analyzers closed first: runs cancelled now warm nothing
     await app[QUERIES].close()
+    if central is not None:
+        await central.close()
     app[TENANTS].close()
     app[AUTH].close()
 

@@ -87,6 +87,8 @@ def query_view(row: dict[str, Any] | None, job: QueryJob | None,
              "progress": job.progress(), "workflows": job.workflows,
              "verdicts": len(job.verdicts), "spec": spec, "live": True,
              "runs": [run_view(r) for r in job.runs]}
+        if job.sensors is not None:  # a central's query (pcapwire.cluster)
+            d.update(sensors=job.sensors, missing=job.missing, partial=bool(job.missing))
     else:
         assert row is not None
         status = row["status"] if row["status"] in ("running", *FINAL) else "error"

@@ -7,6 +7,10 @@ workflow engine keeps runs and verdicts in the tenant's case store, so finished 
 outlive the process. A follow query (``follow: true``, :mod:`pcapwire.query.follow`) runs
 until cancelled or until the last reader of its PCAP leaves; stopped, it ends ``done``
 (what it spooled is its result) and its workflows finish with the chunks they got.
+
+A cluster's central (:mod:`pcapwire.cluster.central`) gives the manager a
+:class:`RemoteSource`: its queries spool the bytes the sensors' merged answers make, and
+record which sensors were asked (``sensors``) and which did not answer (``missing``).
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from pcapwire.api.errors import ApiError
 from pcapwire.api.limits import (
@@ -46,6 +50,24 @@ log = logging.getLogger(__name__)
 FINAL = ("done", "error", "cancelled")
 Deliver = Callable[[PcapChunk], Awaitable[None]]
 Source = Callable[[Deliver], Awaitable[None]]  # produces a job's chunks
+
+
+class RemoteSource(Protocol):
+    """Where a central's queries get their packets (:mod:`pcapwire.cluster.fanout`)."""
+
+    async def plan(self, tenant: str, spec: QuerySpec, actor: str) -> list[str]:
+        """The sources (sensor names) to ask; refuses (raises) what cannot be fanned out."""
+
+    def run(self, job: QueryJob) -> AsyncGenerator[bytes, None]:
+        """The bytes of the job's one capture; adds to ``job.stats`` and ``job.missing``."""
+
+
+class SourceFailed(Exception):
+    """A remote source delivered nothing usable; ``code`` is the job's ``error_code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def spec_of(record: dict[str, Any]) -> QuerySpec:
@@ -76,6 +98,8 @@ class QueryJob:
     actor: str = ""  # who asked (pcapwire.api.auth.actor): the custody log names them
     segments: list[dict[str, Any]] = field(default_factory=list)  # the plan's (custody)
     readers: int = 0  # clients streaming the PCAP of a follow (the last one to leave stops it)
+    sensors: list[str] | None = None  # a central's query: the sensors asked
+    missing: list[dict[str, str]] = field(default_factory=list)  # [{sensor, reason}]
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
 
@@ -109,6 +133,12 @@ class QueryJob:
         return min(0.99, self.stats.segments_scanned / self.segments_planned)
 
 
+def partial_message(missing: list[dict[str, str]]) -> str:
+    """The error text of a result some sensors are missing from."""
+    return "partial result: " + "; ".join(f"sensor {m['sensor']} is missing ({m['reason']})"
+                                          for m in missing)
+
+
 async def compile_off_loop(engine: Any, spec: QuerySpec) -> None:
     """Compile the query's BPF in a worker thread (libpcap's compiler can take seconds and
     releases the GIL) so planning on the event loop finds it compiled; refuse more than
@@ -126,10 +156,12 @@ async def compile_off_loop(engine: Any, spec: QuerySpec) -> None:
 
 class QueryManager:
     def __init__(self, slots: QuerySlots, workflows: WorkflowService,
-                 max_result_bytes: int = MAX_QUERY_RESULT_BYTES) -> None:
+                 max_result_bytes: int = MAX_QUERY_RESULT_BYTES,
+                 remote: RemoteSource | None = None) -> None:
         self.slots = slots
         self.workflows = workflows
         self.max_result_bytes = max_result_bytes  # caps the queries of workflow steps
+        self.remote = remote  # a central's: every query goes to the sensors
         self.jobs: OrderedDict[str, QueryJob] = OrderedDict()
 
     def get(self, tenant: str, query_id: str) -> QueryJob | None:
@@ -143,6 +175,8 @@ class QueryManager:
                      actor: str) -> QueryJob:
         """Start a query for ``actor``. ``workflows=None``: the workflows whose trigger
         matches the query's case and event; a list (possibly empty): exactly those."""
+        if self.remote is not None:
+            return await self._submit_remote(ts, self.remote, spec, workflows, actor)
         if workflows is None:
             workflows = self.workflows.triggered(spec.case, spec.event)
         self.workflows.check(ts.tenant, workflows)
@@ -164,6 +198,38 @@ class QueryManager:
         if spec.follow:
             job.follow = Follow(engine, spec, qid, job.stats)
         self._start(job, self._run(ts, job, self._scan(engine, job, plan)))
+        return job
+
+    async def _submit_remote(self, ts: TenantStore, remote: RemoteSource, spec: QuerySpec,
+                             workflows: list[str] | None, actor: str) -> QueryJob:
+        """A central's query: the sensors run it (no workflows: those run where the packets
+        are), the merged answer is spooled here."""
+        if workflows:
+            raise ApiError(400, "no_workflows_at_central", "a central runs no workflows; "
+                           "run them on a sensor (its verdicts show at the central)")
+        engine = ts.engine()
+        await compile_off_loop(engine, spec)  # a bad BPF is refused here, once
+        engine.plan(spec)
+        sensors = await remote.plan(ts.tenant, spec, actor)
+        self.slots.acquire(ts.tenant)
+        qid = uuid.uuid4().hex
+        job = QueryJob(qid, ts.tenant, spec, [], 0, ts.results / f"{qid}.pcap", actor=actor,
+                       sensors=sensors)  # no segments here: progress 0 until done
+        try:
+            await ts.write("add_query", qid, spec.case, spec.event, job.spec_record())
+            job.pcap_path.write_bytes(b"")
+        except BaseException:
+            self.slots.release(ts.tenant)
+            raise
+        job.written = 0
+
+        async def pull(deliver: Deliver) -> None:
+            with open(job.pcap_path, "ab") as out:
+                async with aclosing(remote.run(job)) as pieces:
+                    async for piece in pieces:
+                        await self._spool(job, out, piece)
+
+        self._start(job, self._run(ts, job, pull))
         return job
 
     def _trim(self) -> None:
@@ -203,6 +269,8 @@ class QueryManager:
             job.error = str(exc)
             job.error_code = "result_too_large" if "exceeds the limit" in str(exc) \
                 else "invalid_query"
+        except SourceFailed as exc:
+            job.error, job.error_code = str(exc), exc.code
         except Exception as exc:
             log.exception("query %s failed", job.id)
             job.error, job.error_code = str(exc), "internal_error"
@@ -211,6 +279,8 @@ class QueryManager:
                 runner.cancel()
             job.finished = time.time()
             self.slots.release(job.tenant)
+            if job.missing and job.error is None:  # kept in the history too
+                job.error = partial_message(job.missing)
             try:
                 await ts.write("finish_query", job.id, status, job.stats.packets,
                                job.stats.bytes, job.error)

@@ -317,6 +317,27 @@ RULEGROUP_PATHS: dict[str, dict[str, Any]] = {
         tag="rules")},
 }
 
+CLUSTER_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/cluster/sensors": {"get": op(
+        "A central's sensors of your tenant: reachable or down (why), the time range each "
+        "keeps; 404 on a server without --cluster", "viewer", {200: _json("ClusterSensors")},
+        errors=(404,), tag="cluster")},
+    "/api/v1/cluster/cases": {"get": op(
+        "Every sensor's cases (the parameters of GET /api/v1/cases), each with its sensor; "
+        "sensors that did not answer in missing", "viewer", {200: _json("ClusterCases")},
+        errors=(404,), tag="cluster", params=(
+            _param("q"), _param("since", schema=TIMEQ), _param("until", schema=TIMEQ),
+            _param("ip"), _param("hash"), _param("severity", schema={
+                "enum": ["info", "low", "medium", "high", "critical"]}), LIMIT, OFFSET))},
+    "/api/v1/cluster/cases/{case}/verdicts": {"get": op(
+        "The case's verdicts on every sensor that has it, each with its sensor", "viewer",
+        {200: _json("ClusterVerdicts")}, errors=(404,), params=(CASE, VERDICT_FORMAT),
+        tag="cluster")},
+    "/api/v1/cluster/triggers": {"get": op(
+        "Every sensor's triggers and their hunts, each with its sensor", "viewer",
+        {200: _json("ClusterTriggers")}, errors=(404,), tag="cluster")},
+}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/health": {"get": op("Liveness and version", PUBLIC, {200: _json("Health")})},
     OPENAPI_PATH: {"get": op("This document", PUBLIC, {200: {
@@ -483,6 +504,7 @@ PATHS: dict[str, dict[str, Any]] = {
     **TRIGGER_PATHS,
     **RULEGROUP_PATHS,
     **SEARCH_PATHS,
+    **CLUSTER_PATHS,
 }
 
 

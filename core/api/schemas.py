@@ -52,6 +52,10 @@ def _list(key: str, item: str) -> dict[str, Any]:
     return _obj({key: {"type": "array", "items": ref(item)}}, (key,))
 
 
+#: an item of a sensor's answer as a central shows it (a CaseSummary, a verdict, a Trigger
+#: of that sensor) with the ``sensor`` it came from
+_SENSOR_ITEM = {"type": "object", "required": ["sensor"],
+                "properties": {"sensor": {"type": "string"}}}
 LOSS_COUNTS = {k: {"type": "integer", "minimum": 0}
                for k in ("packets", "kernel", "interface", "backlog", "disk")}
 FIVE_TUPLE = _obj({"proto": PROTO, "src_ip": IP, "src_port": PORT, "dest_ip": IP,
@@ -365,11 +369,35 @@ SCHEMAS: dict[str, Any] = {
         "event_format": {"type": "string"},
         "runs": {"type": "array", "items": ref("Run")},
         "loss": ref("Loss"),
+        "sensors": {"type": "array", "items": {"type": "string"},
+                    "description": "a cluster central's query: the sensors asked"},
+        "missing": {"type": "array", "items": ref("MissingSensor"),
+                    "description": "sensors asked that gave no (or no whole) answer"},
+        "partial": {"type": "boolean", "description": "some sensors are missing"},
         "links": _obj({"self": {"type": "string"}, "pcap": {"type": "string"},
                        "verdicts": {"type": "string"}, "verdict_stream": {"type": "string"}},
                       ("self", "pcap", "verdicts", "verdict_stream"))},
         ("id", "case", "event", "status", "error", "started", "finished", "packets", "bytes",
          "progress", "workflows", "verdicts", "spec", "live", "runs", "links")),
+    "MissingSensor": _obj({"sensor": {"type": "string"}, "reason": {"type": "string"}},
+                          ("sensor", "reason")),
+    "ClusterSensors": _list("sensors", "ClusterSensor"),
+    "ClusterSensor": _obj({
+        "name": {"type": "string"}, "url": {"type": "string"},
+        "status": {"enum": ["ok", "down"]}, "reason": NULLABLE_STR,
+        "oldest_ns": {"type": ["integer", "null"]}, "newest_ns": {"type": ["integer", "null"]},
+        "latency_ms": {"type": "number"}},
+        ("name", "url", "status", "reason", "oldest_ns", "newest_ns", "latency_ms")),
+    "ClusterCases": _obj({"cases": {"type": "array", "items": _SENSOR_ITEM},
+                          "missing": {"type": "array", "items": ref("MissingSensor")}},
+                         ("cases", "missing")),
+    "ClusterVerdicts": _obj({"verdicts": {"type": "array", "items": _SENSOR_ITEM},
+                             "sensors": {"type": "array", "items": {"type": "string"}},
+                             "missing": {"type": "array", "items": ref("MissingSensor")}},
+                            ("verdicts", "sensors", "missing")),
+    "ClusterTriggers": _obj({"triggers": {"type": "array", "items": _SENSOR_ITEM},
+                             "missing": {"type": "array", "items": ref("MissingSensor")}},
+                            ("triggers", "missing")),
     "Run": _obj({"run_id": {"type": "string"}, "workflow": {"type": "string"},
                  "status": {"type": "string"}, "verdicts": {"type": ["integer", "null"]},
                  "max_severity": NULLABLE_STR, "error": NULLABLE_STR}, ("run_id", "workflow",

@@ -1,0 +1,81 @@
+"""A central's view of its sensors (``pcapwire serve --cluster FILE``): their health and
+ranges, and the cases, verdicts and triggers (with their hunts) of every sensor of the
+caller's tenant, each item tagged with its ``sensor``. A sensor that does not answer is
+listed in ``missing`` with the reason; the others still answer.
+
+The caller's tenant and role are checked here, and again by each sensor: the central asks
+with the sensor's token for this tenant only, on behalf of the caller with the caller's
+role. Without a cluster the routes answer 404 ``not_a_central``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from pcapwire.api.auth import actor, principal, role
+from pcapwire.api.errors import ApiError, not_found
+from pcapwire.cluster.sensors import Caller, Sensors
+
+routes = web.RouteTableDef()
+CASES_PARAMS = ("q", "since", "until", "ip", "hash", "severity", "limit", "offset")
+
+
+def _central(request: web.Request) -> tuple[Any, Caller]:
+    from pcapwire.cluster.central import CENTRAL
+
+    central = request.app.get(CENTRAL)
+    if central is None:
+        raise ApiError(404, "not_a_central", "this server has no sensors; start it with "
+                       "`pcapwire serve --cluster FILE`")
+    return central, Caller(principal(request).tenant, actor(request), principal(request).role)
+
+
+async def _gather(request: web.Request, path: str, key: str, params: tuple[str, ...]
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
+    """The ``key`` items of every sensor's ``GET path`` (query parameters ``params``
+    passed on), tagged with their sensor; those missing; the sensors that had ``path``."""
+    central, caller = _central(request)
+    sensors: Sensors = central.sensors
+    passed = {k: v for k, v in request.query.items() if k in params}
+    answers, missing = await sensors.each(caller, path, passed)
+    items = [{**item, "sensor": name} for name, status, body in answers if status == 200
+             for item in body.get(key, [])]
+    return items, missing, [name for name, status, _ in answers if status == 200]
+
+
+@routes.get("/api/v1/cluster/sensors")
+@role("viewer")
+async def list_sensors(request: web.Request) -> web.Response:
+    central, caller = _central(request)
+    return web.json_response({"sensors": await central.health(caller)})
+
+
+@routes.get("/api/v1/cluster/cases")
+@role("viewer")
+async def list_cases(request: web.Request) -> web.Response:
+    """Every sensor's ``GET /api/v1/cases`` (same parameters)."""
+    cases, missing, _ = await _gather(request, "/api/v1/cases", "cases", CASES_PARAMS)
+    return web.json_response({"cases": cases, "missing": missing})
+
+
+@routes.get("/api/v1/cluster/cases/{case}/verdicts")
+@role("viewer")
+async def case_verdicts(request: web.Request) -> web.Response:
+    """The case's verdicts on every sensor that has it (``format`` passed on); 404 when
+    none has it."""
+    case = request.match_info["case"]
+    verdicts, missing, found = await _gather(request, f"/api/v1/cases/{quote(case, safe='')}",
+                                             "verdicts", ("format",))
+    if not found:
+        raise not_found("case", case)
+    return web.json_response({"verdicts": verdicts, "sensors": found, "missing": missing})
+
+
+@routes.get("/api/v1/cluster/triggers")
+@role("viewer")
+async def list_triggers(request: web.Request) -> web.Response:
+    """Every sensor's triggers with their hunts' progress."""
+    triggers, missing, _ = await _gather(request, "/api/v1/triggers", "triggers", ())
+    return web.json_response({"triggers": triggers, "missing": missing})

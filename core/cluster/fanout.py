@@ -1,0 +1,214 @@
+"""A central's query, fanned out: every sensor that holds the caller's tenant and whose
+stored time range meets the query's window is asked the same query (``POST
+/api/v1/queries``, no workflows), each answer's ``GET …/pcap`` stream goes into one stable
+timestamp-order merge (:func:`pcapwire.cluster.merge.merge_streams`), whose pieces the
+central spools as its result, the first as soon as the merge lets it go.
+
+Every sensor is asked at once, and each answer is read ahead by a task of its own
+(:class:`Prefetch`, at most :data:`PREFETCH_PIECES` pieces): the merge reads its inputs'
+headers one after the other, but no sensor waits for another to start.
+
+A sensor that refuses, cannot be reached, falls silent for ``timeout_s`` or breaks its
+stream off is *missing*: the merge goes on with the others, and the job lists the sensor
+with the reason (``missing``, ``partial: true``). What it delivered before it broke off
+stays in the result. Only when every sensor asked is missing and nothing arrived does the
+query fail (``sensors_unavailable``). The query's ``max_bytes`` holds for each sensor's
+answer and for the merged result (``result_too_large``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+import aiohttp
+from pcapwire.api.jobs import QueryJob, SourceFailed, partial_message
+from pcapwire.cluster.config import SensorConfig
+from pcapwire.cluster.merge import merge_streams
+from pcapwire.cluster.sensors import Caller, SensorError, Sensors, reason_of, status_reason
+from pcapwire.errors import QueryError
+from pcapwire.pcapformat import HEADER_LEN, RECORD_LEN, sniff_header
+from pcapwire.query import QuerySpec, StreamFormatter
+from pcapwire.query.engine import QueryStats
+
+PREFETCH_PIECES = 16  # pieces of one sensor's answer read ahead of the merge
+_END = object()
+
+def query_body(spec: QuerySpec) -> dict[str, Any]:
+    """The ``QueryRequest`` body that asks a sensor ``spec`` (no workflows; times as exact
+    decimal Unix seconds)."""
+    body: dict[str, Any] = {"bpf": spec.bpf, "hosts": spec.hosts, "nets": spec.nets,
+                            "ports": spec.ports, "protos": spec.protos, "case": spec.case,
+                            "chunk_bytes": spec.chunk_bytes, "workflows": []}
+    if spec.event:
+        body["event"] = spec.event
+    if spec.five_tuple is not None:
+        body["five_tuple"] = spec.five_tuple.to_dict()
+    for key, ns in (("start", spec.start_ns), ("end", spec.end_ns)):
+        if ns is not None:
+            body[key] = f"{ns // 10**9}.{ns % 10**9:09d}"
+    if spec.max_bytes is not None:
+        body["max_bytes"] = spec.max_bytes
+    return body
+
+
+class RecordCounter:
+    """Counts the packets and bytes (record headers included, as
+    :class:`~pcapwire.query.engine.QueryStats` does) of a classic pcap byte stream fed in
+    arbitrary pieces."""
+
+    def __init__(self, stats: QueryStats) -> None:
+        self.stats = stats
+        self._record: struct.Struct | None = None  # known once the file header is
+        self._head = bytearray()
+        self._skip = 0
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        if self._record is None:  # the file header, perhaps in pieces
+            view = self._fill(view, HEADER_LEN)
+            if len(self._head) < HEADER_LEN:
+                return
+            header = sniff_header(bytes(self._head))
+            if header is None:
+                raise QueryError("the merged answer is not a classic pcap")
+            self._record = header.record
+            self._head.clear()
+        if self._head:  # a record header split over pieces
+            view = self._fill(view, RECORD_LEN)
+            if len(self._head) < RECORD_LEN:
+                return
+            self._skip = self._record.unpack(self._head)[2]
+            self.stats.packets += 1
+            self.stats.bytes += RECORD_LEN + self._skip
+            self._head.clear()
+        pos, end, unpack = self._skip, len(view), self._record.unpack_from
+        packets = size = 0
+        while pos + RECORD_LEN <= end:
+            caplen = unpack(view, pos)[2]
+            packets += 1
+            size += RECORD_LEN + caplen
+            pos += RECORD_LEN + caplen
+        self.stats.packets += packets
+        self.stats.bytes += size
+        self._skip = max(0, pos - end)
+        self._head += view[pos:]  # empty unless a record header starts here
+
+    def _fill(self, view: memoryview, size: int) -> memoryview:
+        """Add to the pending header up to ``size`` bytes; what is left of ``view``."""
+        take = size - len(self._head)
+        self._head += view[:take]
+        return view[take:]
+
+
+class Prefetch:
+    """An async iterator of ``source``'s items, read ahead (at most ``depth``) by a task
+    started when it is made; :meth:`aclose` stops the task and closes ``source``."""
+
+    def __init__(self, source: AsyncGenerator[bytes, None], depth: int = PREFETCH_PIECES
+                 ) -> None:
+        self._queue: asyncio.Queue[object] = asyncio.Queue(depth)
+        self._task = asyncio.create_task(self._pump(source))
+
+    async def _pump(self, source: AsyncGenerator[bytes, None]) -> None:
+        try:
+            async with aclosing(source):
+                async for item in source:
+                    await self._queue.put(item)
+        except Exception as exc:
+            await self._queue.put(exc)
+        else:
+            await self._queue.put(_END)
+
+    def __aiter__(self) -> Prefetch:
+        return self
+
+    async def __anext__(self) -> bytes:
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)
+            raise StopAsyncIteration
+        if isinstance(item, Exception):
+            raise item
+        assert isinstance(item, bytes)
+        return item
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+class FanOut:
+    """The :class:`~pcapwire.api.jobs.RemoteSource` of a central's queries."""
+
+    def __init__(self, sensors: Sensors) -> None:
+        self.sensors = sensors
+
+    async def plan(self, tenant: str, spec: QuerySpec, actor: str) -> list[str]:
+        """The sensors to ask: those of the tenant whose range meets the window (one whose
+        range cannot be read is asked anyway; it shows as missing if it stays silent)."""
+        if spec.flow_ids:
+            raise QueryError("flow ids are a sensor's own; at the central, query by hosts, "
+                             "ports or a five-tuple")
+        if spec.follow:
+            raise QueryError("a follow runs on one sensor; ask that sensor's API directly")
+        caller = Caller.of_actor(tenant, actor)
+        candidates = self.sensors.of_tenant(tenant)
+
+        async def meets(sensor: SensorConfig) -> bool:
+            try:
+                found = await self.sensors.time_range(sensor, caller)
+            except SensorError:
+                return True
+            return found.overlaps(spec.start_ns, spec.end_ns)
+
+        keep = await asyncio.gather(*(meets(s) for s in candidates))
+        return [s.name for s, k in zip(candidates, keep, strict=True) if k]
+
+    async def run(self, job: QueryJob) -> AsyncGenerator[bytes, None]:
+        names = job.sensors or []
+        caller = Caller.of_actor(job.tenant, job.actor)
+        body = query_body(job.spec)
+        counter = RecordCounter(job.stats)
+
+        def failed(name: str, reason: str) -> None:
+            job.missing.append({"sensor": name, "reason": reason})
+
+        streams = [Prefetch(self._answer(self.sensors.sensors[n], caller, body))
+                   for n in names]
+        sent = False
+        async for piece in merge_streams(streams, names, chunk_bytes=job.spec.chunk_bytes,
+                                         on_failure=failed):
+            counter.feed(piece)
+            if job.spec.max_bytes is not None and job.stats.bytes > job.spec.max_bytes:
+                raise QueryError(f"the merged result exceeds the limit of {job.spec.max_bytes}"
+                                 " bytes (each sensor keeps to it, their sum did not); narrow "
+                                 "the query (time window, hosts, ports) or raise the limit")
+            job.stats.chunks += 1
+            sent = True
+            yield piece
+        if sent:
+            return
+        if names and len(job.missing) == len(names):
+            raise SourceFailed("sensors_unavailable", partial_message(job.missing))
+        yield StreamFormatter({}).header()  # no sensor holds the window: no packet
+
+    async def _answer(self, sensor: SensorConfig, caller: Caller, body: dict[str, Any]
+                      ) -> AsyncGenerator[bytes, None]:
+        """The sensor's answer to ``body``: the bytes of its ``GET …/pcap`` as they come."""
+        status, query = await self.sensors.json(sensor, caller, "POST", "/api/v1/queries",
+                                                ok=(202,), json=body)
+        if status != 202:
+            raise SensorError(f"HTTP {status} to POST /api/v1/queries")
+        path = f"/api/v1/queries/{query['id']}/pcap"
+        try:
+            async with self.sensors.request(sensor, caller, "GET", path) as resp:
+                if resp.status != 200:
+                    raise SensorError(await status_reason(resp))
+                async for data in resp.content.iter_any():
+                    yield data
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SensorError(reason_of(exc, self.sensors.timeout_s)) from exc

@@ -1,0 +1,181 @@
+"""The central's client of its sensors' own APIs: one HTTPS session with mutual TLS for
+the whole cluster; every request carries the sensor's service token for the caller's tenant
+(from the cluster file) and who asks with which role (``X-Pcapwire-On-Behalf-Of``,
+``X-Pcapwire-Role``: a sensor lowers its token's role to it and names the caller in its
+custody log). A sensor that does not answer, or falls silent for the cluster's
+``timeout_s`` in the middle of an answer, raises :class:`SensorError` with a reason a
+person can act on."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from pcapwire.cluster.config import SensorConfig
+from pcapwire.cluster.tls import on_behalf_headers
+
+RANGE_CACHE_S = 5.0  # how long a sensor's stored time range is reused for planning
+MAX_REASON_CHARS = 300  # of a sensor's error answer quoted in a reason
+RANGE_PATH = "/api/v1/retention"  # a sensor route (viewer) whose ``kept`` is its range
+_ACTOR_RE = re.compile(r"token:\S+ \([^/()]+/(\w+)\)")  # pcapwire.custody.actor_token
+
+
+class SensorError(Exception):
+    """A sensor did not give a usable answer; ``str()`` is the reason shown to users."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who the central asks on behalf of: their tenant, custody name and role."""
+
+    tenant: str
+    actor: str
+    role: str
+
+    @classmethod
+    def of_actor(cls, tenant: str, actor: str) -> Caller:
+        """The caller of a query job (its ``actor``, :func:`pcapwire.custody.actor_token`);
+        an actor naming no role asks as ``viewer``, so a sensor refuses what needs more."""
+        m = _ACTOR_RE.fullmatch(actor)
+        return cls(tenant, actor, m[1] if m else "viewer")
+
+
+@dataclass
+class TimeRange:
+    oldest_ns: int | None
+    newest_ns: int | None
+    fetched: float  # time.monotonic()
+
+    def overlaps(self, start_ns: int | None, end_ns: int | None) -> bool:
+        """Whether [start_ns, end_ns) meets what the sensor keeps; an empty sensor holds
+        nothing of any window."""
+        if self.oldest_ns is None or self.newest_ns is None:
+            return False
+        return ((end_ns is None or self.oldest_ns < end_ns)
+                and (start_ns is None or self.newest_ns >= start_ns))
+
+
+def reason_of(exc: BaseException, timeout_s: float) -> str:
+    """A short reason for a failed exchange with a sensor."""
+    if isinstance(exc, SensorError):
+        return str(exc)
+    if isinstance(exc, TimeoutError):  # aiohttp's read and connect timeouts are these
+        return f"no answer for {timeout_s:g} s (timeout_s of the cluster file)"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return f"TLS handshake failed: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.os_error.strerror or exc}"
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return "its answer broke off (the sensor died or its query failed)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Sensors:
+    """Requests to the sensors of one cluster (open with :meth:`start`, then :meth:`close`)."""
+
+    def __init__(self, sensors: tuple[SensorConfig, ...], ssl_context: ssl.SSLContext,
+                 timeout_s: float) -> None:
+        self.sensors = {s.name: s for s in sensors}
+        self.ssl_context = ssl_context
+        self.timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+        self._ranges: dict[tuple[str, str], TimeRange] = {}
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s,
+                                        sock_read=self.timeout_s)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl_context), timeout=timeout,
+            raise_for_status=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def of_tenant(self, tenant: str) -> list[SensorConfig]:
+        """The sensors that hold ``tenant``, in cluster-file order."""
+        return [s for s in self.sensors.values() if tenant in s.tenants]
+
+    @staticmethod
+    def _headers(sensor: SensorConfig, caller: Caller) -> dict[str, str]:
+        return {"Authorization": f"Bearer {sensor.tenants[caller.tenant]}",
+                **on_behalf_headers(caller.actor, caller.role)}
+
+    @asynccontextmanager
+    async def request(self, sensor: SensorConfig, caller: Caller, method: str, path: str,
+                      **kw: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The sensor's response (any status); connection failures raise as aiohttp's."""
+        if self._session is None:
+            raise RuntimeError("Sensors.start() was not called")
+        async with self._session.request(method, sensor.url.rstrip("/") + path,
+                                         headers=self._headers(sensor, caller), **kw) as resp:
+            yield resp
+
+    async def json(self, sensor: SensorConfig, caller: Caller, method: str, path: str,
+                   ok: tuple[int, ...] = (200,), **kw: Any) -> tuple[int, dict[str, Any]]:
+        """(status, JSON body) of a request; a status outside ``ok`` (other than 404,
+        which the caller reads as "not there") raises :class:`SensorError`."""
+        try:
+            async with self.request(sensor, caller, method, path, **kw) as resp:
+                if resp.status not in ok and resp.status != 404:
+                    raise SensorError(await status_reason(resp))
+                return resp.status, await resp.json()
+        except SensorError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise SensorError(reason_of(exc, self.timeout_s)) from exc
+
+    async def each(self, caller: Caller, path: str, params: dict[str, str] | None = None
+                   ) -> tuple[list[tuple[str, int, dict[str, Any]]], list[dict[str, str]]]:
+        """``GET path`` from every sensor of the caller's tenant at once: (sensor, status,
+        body) of those that answered (200, or 404: not there), in cluster-file order, and
+        ``[{sensor, reason}]`` of those that did not."""
+        sensors = self.of_tenant(caller.tenant)
+
+        async def one(sensor: SensorConfig) -> tuple[int, dict[str, Any]] | str:
+            try:
+                return await self.json(sensor, caller, "GET", path, params=params or {})
+            except SensorError as exc:
+                return str(exc)
+
+        answers, missing = [], []
+        for sensor, got in zip(sensors, await asyncio.gather(*map(one, sensors)), strict=True):
+            if isinstance(got, str):
+                missing.append({"sensor": sensor.name, "reason": got})
+            else:
+                answers.append((sensor.name, *got))
+        return answers, missing
+
+    async def time_range(self, sensor: SensorConfig, caller: Caller, fresh: bool = False
+                         ) -> TimeRange:
+        """What ``sensor`` keeps of the caller's tenant; unless ``fresh``, an answer up to
+        :data:`RANGE_CACHE_S` old is reused."""
+        key = (sensor.name, caller.tenant)
+        cached = self._ranges.get(key)
+        if not fresh and cached is not None and time.monotonic() - cached.fetched < RANGE_CACHE_S:
+            return cached
+        status, body = await self.json(sensor, caller, "GET", RANGE_PATH)
+        if status != 200:
+            raise SensorError(f"HTTP {status} from {RANGE_PATH}")
+        kept = body.get("kept") or {}
+        found = TimeRange(kept.get("oldest_ns"), kept.get("newest_ns"), time.monotonic())
+        self._ranges[key] = found
+        return found
+
+
+async def status_reason(resp: aiohttp.ClientResponse) -> str:
+    """``HTTP 403 forbidden: …`` from a sensor's JSON error (or its first bytes)."""
+    text = (await resp.text(errors="replace"))[:MAX_REASON_CHARS]
+    try:
+        err = await resp.json(content_type=None)
+        text = f"{err['code']}: {err['message']}"[:MAX_REASON_CHARS]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return f"HTTP {resp.status} {text}".rstrip()

@@ -22,11 +22,6 @@ TABLES = ("queries", "runs", "steps", "verdicts", "cases", "meta", "sources", "s
           "flows", "flow_segments")
 SQL = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE|DELETE)\s+(?:" + "|".join(TABLES)
                  + r")\b", re.I)
-#: What the API may import from the CLI: the command line of the ``pcapwire`` children it
-#: runs (ingest, extract, hashlist import) -- their exit statuses and the ingest's limit
-#: flags -- and nothing else (layouts and shapes come from the library).
-CLI_IMPORTS_ALLOWED = {("pcapwire.cli", "EXIT_OK"), ("pcapwire.cli", "EXIT_PARTIAL"),
-                       ("pcapwire.cli", "EXIT_USAGE"), ("pcapwire.cli.ingest", "limit_args")}
 #: Names of the carve directory's files (pcapwire.extract.layout owns them).
 LAYOUT_NAMES = ("files.jsonl", "emails.jsonl", "http.jsonl", "ftp.jsonl", "summary.json")
 
@@ -64,7 +59,9 @@ def test_the_scan_finds_sql_like_the_old_history_module() -> None:
     assert re.search(r"\b(?:catalog|cases|_writer)\.(?:_?db)\b", old)
 
 
-def test_the_api_imports_from_the_cli_only_the_childrens_command_line() -> None:
+def test_the_api_imports_nothing_from_the_cli() -> None:
+    """Its long work runs as jobs (pcapwire.jobs), whose results are structured: the API
+    no longer reads a child CLI's exit status or error text."""
     imported = set()
     for _path, tree in _sources():
         for node in ast.walk(tree):
@@ -73,7 +70,7 @@ def test_the_api_imports_from_the_cli_only_the_childrens_command_line() -> None:
                 imported |= {(node.module, a.name) for a in node.names}
             elif isinstance(node, ast.Import):
                 assert not [a for a in node.names if a.name.startswith("pcapwire.cli")]
-    assert imported <= CLI_IMPORTS_ALLOWED
+    assert imported == set()
 
 
 def test_the_api_reads_the_carve_layout_through_the_library() -> None:

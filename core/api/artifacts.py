@@ -1,20 +1,20 @@
-"""Files and emails of a query: carved from its stored result on first request by
-``pcapwire extract`` in a child process (CPU work never competes with the event loop),
-into ``results/<id>.carve/`` (a carve directory, :mod:`pcapwire.extract.layout`). Later
-requests read what was carved.
+"""Files and emails of a query: carved from its stored result on first request by an
+``extract`` job in a worker child process (:func:`pcapwire.jobs.local.run`: CPU work never
+competes with the event loop), into ``results/<id>.carve/`` (a carve directory,
+:mod:`pcapwire.extract.layout`). Later requests read what was carved.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcapwire.api.errors import ApiError
-from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
 from pcapwire.extract.layout import CarveDir
+from pcapwire.jobs import Job, local
 from pcapwire.records import SEVERITIES
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_CARVES = 2  # carving child processes of the whole server at once
+MAX_MESSAGE_CHARS = 500  # of a failed carve's message, in the API's answer
 
 
 def carve_dir(ts: TenantStore, query_id: str) -> Path:
@@ -47,21 +48,14 @@ async def carve(ts: TenantStore, query_id: str, slots: asyncio.Semaphore) -> boo
         pcap = ts.results / f"{query_id}.pcap"
         if not pcap.exists():
             raise ApiError(409, "no_result", "this query has no stored result to carve")
+        job = Job("extract", uuid.uuid4().hex, ts.tenant,
+                  {"pcap": str(pcap), "out": str(carve_dir(ts, query_id))})
         async with slots:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "pcapwire.cli", "extract", "--pcap", str(pcap),
-                "--out", str(carve_dir(ts, query_id)), stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE)
-            try:
-                _out, err = await proc.communicate()
-            except asyncio.CancelledError:
-                proc.kill()
-                await proc.wait()
-                raise
-    if proc.returncode not in (EXIT_OK, EXIT_PARTIAL):
-        message = err.decode(errors="replace").strip()
-        log.error("carving query %s failed (exit %s): %s", query_id, proc.returncode, message)
-        raise ApiError(422, "carve_failed", f"carving the result failed: {message[-500:]}")
+            result = await local.run(job, ts.root)
+    if not result.ok:  # a partial carve is a result: what it missed is in its summary
+        log.error("carving query %s failed (%s): %s", query_id, result.code, result.message)
+        raise ApiError(422, "carve_failed", "carving the result failed: "
+                       f"{result.message[-MAX_MESSAGE_CHARS:]}")
     from pcapwire.search.indexer import index_carve, safely
 
     await asyncio.to_thread(safely, index_carve, ts.root, query_id)  # files, emails: searchable

@@ -1,14 +1,14 @@
-"""Hash lists over the API: the upload goes to a file in the tenant's ``uploads/``, then
-``pcapwire hashlist import --json`` loads it in a child process (parsing and indexing
-millions of lines never competes with the event loop), into the tenant's own
-``hashlists.sqlite``. Lookups read the tenant's lists and the server's global ones
+"""Hash lists over the API: the upload goes to a file in the tenant's ``uploads/``, then a
+``hashlist_import`` job loads it in a worker child process (:func:`pcapwire.jobs.local.run`:
+parsing and indexing millions of lines never competes with the event loop), into the
+tenant's own ``hashlists.sqlite``. Lookups read the tenant's lists and the server's global ones
 (:func:`pcapwire.hashlist.databases_for`) through a read-only connection.
 
 Scopes: a tenant creates, replaces and removes its own lists (analyst role); global lists
 (``DATA/hashlists.sqlite``, managed by the operator with ``pcapwire --data-dir DATA
 hashlist ...``) are shown and consulted, never changed through the API.
 
-Limits (:class:`~pcapwire.api.config.ApiConfig`, defaults in :mod:`.limits`): the child
+Limits (:class:`~pcapwire.api.config.ApiConfig`, defaults in :mod:`.limits`): the job
 gets the server's ``max_hashlist_rows``, ``max_hashlist_steps`` and
 ``hashlist_import_timeout_s`` (over one: 413 ``hashlist_limit_exceeded`` naming it); the
 server stops a child still running past that time, and one whose client has gone
@@ -20,8 +20,7 @@ import per tenant at a time; the next can start as soon as one has stopped.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,8 +29,8 @@ from aiohttp import web
 from pcapwire.api.bodies import receive_upload
 from pcapwire.api.errors import ApiError
 from pcapwire.api.limits import CLIENT_GONE_POLL_S, HASHLIST_IMPORT_KILL_GRACE_S
-from pcapwire.cli import EXIT_OK, EXIT_PARTIAL
 from pcapwire.hashlist import DB_NAME, HashListStore
+from pcapwire.jobs import Job, JobResult, local
 
 if TYPE_CHECKING:
     from pcapwire.api.config import ApiConfig
@@ -40,11 +39,10 @@ if TYPE_CHECKING:
 STATUS_BY_CODE = {"hashlist_exists": 409, "hashlist_import_busy": 409,
                   "hashlist_not_found": 404, "invalid_hashlist": 400,
                   "hashlist_limit_exceeded": 413, "hashlist_import_cancelled": 499}
-#: The import's limits (``pcapwire hashlist import`` option, its name in the CLI's JSON
-#: error) by the name the server's config gives them.
-LIMITS = {"max_hashlist_rows": ("--max-rows", "max_rows"),
-          "max_hashlist_steps": ("--max-steps", "max_steps"),
-          "hashlist_import_timeout_s": ("--max-seconds", "max_seconds")}
+#: The import's limits (their names in the job, :mod:`pcapwire.jobs.handlers_hashlist`) by
+#: the name the server's config gives them.
+LIMITS = {"max_hashlist_rows": "max_rows", "max_hashlist_steps": "max_steps",
+          "hashlist_import_timeout_s": "max_seconds"}
 
 
 @dataclass(frozen=True)
@@ -59,21 +57,14 @@ class ImportParams:
     description: str | None = None
     filename: str = "upload"
 
-    def argv(self) -> list[str]:
-        """``pcapwire hashlist import`` options (``--opt=value``: a value starting with
-        ``-`` stays a value)."""
-        out = [f"--name={self.name}", f"--kind={self.kind}", f"--format={self.format}",
-               f"--display-name={self.filename}", "--json"]
-        if self.severity:
-            out.append(f"--severity={self.severity}")
-        out += [f"--column={c}" for c in self.columns]
-        if self.label_column:
-            out.append(f"--label-column={self.label_column}")
-        if self.description is not None:
-            out.append(f"--description={self.description}")
-        if self.mode != "create":
-            out.append(f"--{self.mode}")
-        return out
+    def job(self, tenant: str, upload: Path, config: ApiConfig) -> Job:
+        """The ``hashlist_import`` job loading ``upload`` with the server's limits."""
+        return Job("hashlist_import", uuid.uuid4().hex, tenant, {
+            "path": str(upload), "name": self.name, "kind": self.kind, "mode": self.mode,
+            "severity": self.severity, "format": self.format, "columns": list(self.columns),
+            "label_column": self.label_column, "description": self.description,
+            "shown": self.filename,
+            "limits": {job: getattr(config, name) for name, job in LIMITS.items()}})
 
 
 async def receive(request: web.Request, directory: Path, limit: int) -> Path:
@@ -86,40 +77,31 @@ async def receive(request: web.Request, directory: Path, limit: int) -> Path:
 
 async def import_upload(ts: TenantStore, upload: Path, params: ImportParams, *,
                         config: ApiConfig, request: web.Request) -> dict[str, Any]:
-    """Run the import; returns the CLI's JSON report or raises the matching ApiError
-    (the module docstring says how it is bounded and stopped)."""
+    """Run the import; returns its report or raises the matching ApiError (the module
+    docstring says how it is bounded and stopped)."""
     if ts.importing_hashlist.locked():
         raise ApiError(409, "hashlist_import_busy", f"tenant {ts.tenant!r} is already "
                        "importing a hash list; retry when it finishes")
-    limit_args = [f"{flag}={getattr(config, name)}" for name, (flag, _) in LIMITS.items()]
+    job = params.job(ts.tenant, upload, config)
     async with ts.importing_hashlist:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pcapwire.cli", "--data-dir", str(ts.root), "hashlist",
-            "import", *params.argv(), *limit_args, "--", str(upload),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        task = asyncio.ensure_future(local.run(job, ts.root,
+                                               kill_grace_s=HASHLIST_IMPORT_KILL_GRACE_S))
         try:
-            out, err = await _wait(proc, request, config.hashlist_import_timeout_s)
+            result = await _wait(task, request, config.hashlist_import_timeout_s)
         except BaseException:
-            await _stop(proc)
+            task.cancel()  # SIGTERM: the import removes what it wrote; SIGKILL after grace
+            await asyncio.wait({task})
             await asyncio.to_thread(_discard_interrupted, ts.root / DB_NAME)
             raise
-    text = out.decode(errors="replace").strip()
-    doc: dict[str, Any] = {}
-    if text:
-        try:
-            doc = json.loads(text.splitlines()[-1])
-        except json.JSONDecodeError:
-            doc = {}
-    if proc.returncode in (EXIT_OK, EXIT_PARTIAL) and "list" in doc:
-        return doc
-    message = str(doc.get("error") or err.decode(errors="replace").strip()
-                  .removeprefix("pcapwire: error: ") or f"import exited {proc.returncode}")
-    message = message.replace(str(upload), params.filename)
-    code = str(doc.get("code") or "invalid_hashlist")
-    details = {"report": doc["report"]} if doc.get("report") else {}
-    limit = doc.get("limit") or {}
-    api_name = next((n for n, (_, cli) in LIMITS.items() if cli == limit.get("limit_name")),
-                    None)
+    if result.ok:
+        return result.data
+    message = (result.message or f"import failed ({result.code})").replace(str(upload),
+                                                                           params.filename)
+    code = result.code if result.code in STATUS_BY_CODE else "invalid_hashlist"
+    details = {"report": result.data["report"]} if result.data.get("report") else {}
+    limit = result.data.get("limit") or {}
+    api_name = next((n for n, job_name in LIMITS.items()
+                     if job_name == limit.get("limit_name")), None)
     if api_name is not None:
         what = str(limit.get("what", "")).replace(str(upload), params.filename)
         raise _over_limit(what, api_name, getattr(config, api_name))
@@ -139,39 +121,22 @@ def client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-async def _wait(proc: asyncio.subprocess.Process, request: web.Request, timeout: float
-                ) -> tuple[bytes, bytes]:
-    """The child's output once it exits; ApiError when the client goes (499) or the
+async def _wait(task: asyncio.Future[JobResult], request: web.Request, timeout: float
+                ) -> JobResult:
+    """The job's result once it is done; ApiError when the client goes (499) or the
     import outlives ``timeout`` (plus the grace its own limit needs to stop it)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout + HASHLIST_IMPORT_KILL_GRACE_S
-    task = asyncio.ensure_future(proc.communicate())
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=CLIENT_GONE_POLL_S)
-            if done:
-                return task.result()
-            if client_gone(request):
-                raise ApiError(499, "client_closed_request", "the client closed the "
-                               "connection; the import was cancelled")
-            if loop.time() > deadline:
-                raise _over_limit("the import ran too long", "hashlist_import_timeout_s",
-                                  timeout)
-    finally:
-        task.cancel()
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM (the import removes what it wrote), SIGKILL after the grace period."""
-    try:
-        proc.terminate()
-    except ProcessLookupError:  # exited meanwhile
-        pass
-    try:
-        await asyncio.wait_for(proc.wait(), HASHLIST_IMPORT_KILL_GRACE_S)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=CLIENT_GONE_POLL_S)
+        if done:
+            return task.result()
+        if client_gone(request):
+            raise ApiError(499, "client_closed_request", "the client closed the "
+                           "connection; the import was cancelled")
+        if loop.time() > deadline:
+            raise _over_limit("the import ran too long", "hashlist_import_timeout_s",
+                              timeout)
 
 
 def _discard_interrupted(path: Path) -> None:

@@ -6,17 +6,19 @@ store) run on the event loop, and so do the workflow engine's writes to the case
 writes to the query history go through a second case-store connection
 (:attr:`pcapwire.store.Store.cases`) in a worker thread, so that waiting for the case
 store's write lock (held by a batch of verdicts, or by another process) never blocks the
-loop. Ingest runs in a child process (the store's ``ingest.lock`` keeps it exclusive
-across processes).
+loop. Ingest runs as an ``ingest`` job in a worker child process
+(:func:`pcapwire.jobs.local.run`; the store's ``ingest.lock`` keeps it exclusive across
+processes).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import sys
 import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,8 @@ from pcapwire.api.authdb import check_name
 from pcapwire.api.config import ApiConfig
 from pcapwire.api.errors import ApiError
 from pcapwire.cases import CASES_FILE, CaseStore
-from pcapwire.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
-from pcapwire.cli.ingest import limit_args
 from pcapwire.hashlist import HashListSet
+from pcapwire.jobs import Job, local
 from pcapwire.store import Catalog, Store
 from pcapwire.store.limits import IngestLimits
 
@@ -34,9 +35,10 @@ log = logging.getLogger(__name__)
 
 
 class TenantStore:
-    def __init__(self, tenant: str, root: Path) -> None:
+    def __init__(self, tenant: str, root: Path, read_roots: Sequence[Path] = ()) -> None:
         self.tenant = tenant
         self.root = root
+        self.read_roots = tuple(read_roots)  # server paths its jobs may read (--ingest-path)
         self.store = Store(root)
         self.results = root / "results"
         self.uploads = root / "uploads"
@@ -91,33 +93,24 @@ class TenantStore:
 
     async def ingest(self, paths: list[Path], limits: IngestLimits | None = None
                      ) -> dict[str, Any]:
-        """Ingest in a child process (``pcapwire ingest --json``), so that its CPU work never
-        competes with the event loop for the interpreter; returns the summary it printed,
-        :meth:`pcapwire.store.ingest.IngestReport.summary` (with ``stopped`` when one of
-        ``limits`` stopped it: see :mod:`.ingest_limits`)."""
+        """Ingest as a job in a worker child process (:mod:`pcapwire.jobs.handlers_ingest`),
+        so that its CPU work never competes with the event loop for the interpreter; returns
+        its summary, :meth:`pcapwire.store.ingest.IngestReport.summary` (with ``stopped`` when
+        one of ``limits`` stopped it: see :mod:`.ingest_limits`)."""
         if self.ingesting.locked():
             raise ApiError(409, "ingest_busy", f"tenant {self.tenant!r} is already ingesting; "
                            "retry when it finishes")
+        job = Job("ingest", uuid.uuid4().hex, self.tenant,
+                  {"paths": [str(p) for p in paths],
+                   "limits": {k: v for k, v in asdict(limits or IngestLimits()).items() if v}})
         async with self.ingesting:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "pcapwire.cli", "--data-dir", str(self.root), "ingest",
-                "--json", "--progress", "none", *limit_args(limits or IngestLimits()),
-                "--", *map(str, paths),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            try:
-                out, err = await proc.communicate()
-            except asyncio.CancelledError:
-                proc.kill()
-                await proc.wait()
-                raise
-        if proc.returncode in (EXIT_OK, EXIT_PARTIAL) or (proc.returncode == EXIT_USAGE
-                                                          and out.startswith(b"{")):
-            return dict(json.loads(out))  # exit 2 with a summary: an input was no capture
-        message = err.decode(errors="replace").strip().removeprefix("pcapwire: error: ")
-        if "another ingest is running" in message:
-            raise ApiError(409, "ingest_busy", message)
-        log.error("ingest into %s failed (exit %s): %s", self.root, proc.returncode, message)
-        raise ApiError(400, "ingest_failed", message or f"ingest exited {proc.returncode}")
+            result = await local.run(job, self.root, read_roots=self.read_roots)
+        if result.ok:
+            return dict(result.data)
+        if result.code == "ingest_busy":
+            raise ApiError(409, "ingest_busy", result.message)
+        log.error("ingest into %s failed (%s): %s", self.root, result.code, result.message)
+        raise ApiError(400, "ingest_failed", result.message)
 
     def close(self) -> None:
         with self._write_lock:  # never under a write in flight (SQLite would crash)
@@ -138,7 +131,8 @@ class TenantRegistry:
         ts = self._stores.get(tenant)
         if ts is None:
             check_name("tenant", tenant)
-            ts = self._stores[tenant] = TenantStore(tenant, self.config.tenant_dir(tenant))
+            ts = self._stores[tenant] = TenantStore(tenant, self.config.tenant_dir(tenant),
+                                                    self.config.ingest_paths)
         return ts
 
     def close(self) -> None:

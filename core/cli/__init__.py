@@ -23,7 +23,7 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 SUBCOMMANDS: tuple[str, ...] = ("ingest", "query", "flows", "extract", "run", "workflow",
                                "plugins", "serve", "token", "hashlist", "capture", "hold",
                                "segments", "retention", "custody", "case", "trigger",
-                               "search", "export")
+                               "search", "export", "worker")
 
 
 def _named_command(argv: Sequence[str]) -> str | None:

@@ -1,8 +1,8 @@
 """``pcapwire ingest PATH…``: files, directories and .gz captures into the store.
 
 Limits (:mod:`pcapwire.store.limits`) are off unless given: the operator ingests their own
-files onto their own disk, and large archives must go through. ``pcapwire serve`` passes its
-limits with these flags (:func:`limit_args`) to the ingest it runs for each upload.
+files onto their own disk, and large archives must go through. ``pcapwire serve`` gives its
+limits to the ``ingest`` job it runs for each upload (:mod:`pcapwire.jobs.handlers_ingest`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pcapwire.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from pcapwire.store import Store
 from pcapwire.store.limits import DECOMPRESSED, QUOTA, RATIO, IngestLimits
-from pcapwire.store.maintenance import IngestRetention
+from pcapwire.store.maintenance import ingest_under_policy
 from pcapwire.store.segments import SEGMENT_MAX_BYTES
 
 
@@ -59,19 +59,6 @@ def _mib(value: float) -> int | None:
     return int(value * 2**20) or None
 
 
-def limit_args(limits: IngestLimits) -> list[str]:
-    """The flags that give an ingest child these limits (exact to the byte: a byte count
-    divided by 2**20 is an exact float)."""
-    out: list[str] = []
-    for flag, value in (("--max-decompressed-mb", limits.max_decompressed_bytes),
-                        ("--quota-mb", limits.quota_bytes)):
-        if value:
-            out += [flag, repr(value / 2**20)]
-    if limits.max_decompression_ratio:
-        out += ["--max-ratio", repr(float(limits.max_decompression_ratio))]
-    return out
-
-
 class _Bar:
     def __init__(self) -> None:
         self.started = time.monotonic()
@@ -103,20 +90,14 @@ def run(args: argparse.Namespace) -> int:
     limits = IngestLimits(max_decompressed_bytes=_mib(args.max_decompressed_mb),
                           max_decompression_ratio=args.max_ratio or None,
                           quota_bytes=_mib(args.quota_mb))
-    with Store(args.data_dir) as store:
-        retention = IngestRetention(store)  # the store's policy applies while it fills
+    def on_checkpoint(n: int) -> None:
+        if mode == "lines":
+            print(f"checkpoint: {n} segment(s) committed", file=sys.stderr, flush=True)
 
-        def on_checkpoint(n: int) -> None:
-            retention.checkpoint()
-            if mode == "lines":
-                print(f"checkpoint: {n} segment(s) committed", file=sys.stderr, flush=True)
-
-        retention.checkpoint()
-        report = store.ingest(args.paths,
-                              segment_max_bytes=retention.segment_bytes(args.segment_size * 2**20),
-                              in_place=args.in_place, limits=limits,
-                              progress=bar, on_checkpoint=on_checkpoint)
-        retention.finish()  # the new flows are indexed for search by the next search
+    with Store(args.data_dir) as store:  # the store's retention policy applies while it fills
+        report, deleted = ingest_under_policy(
+            store, args.paths, args.segment_size * 2**20, on_checkpoint,
+            in_place=args.in_place, limits=limits, progress=bar)
     if bar is not None:
         sys.stderr.write("\n")
     summary = report.summary()
@@ -129,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
               f"{summary['flows_total']} in store")
         if summary["already_ingested"]:
             print(f"{summary['already_ingested']} file(s) were already ingested (skipped)")
-        if retention.deleted:
-            print(f"retention deleted {retention.deleted} old segment(s) by the store's policy "
+        if deleted:
+            print(f"retention deleted {deleted} old segment(s) by the store's policy "
                   "(`pcapwire retention status`)", file=sys.stderr)
         for w in summary["warnings"]:
             print(f"warning: {w}", file=sys.stderr)

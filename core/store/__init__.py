@@ -29,6 +29,10 @@ MOVE_HISTORY_ATTEMPTS = 5
 __all__ = ["Catalog", "FlowRow", "IngestReport", "Segment", "Store"]
 
 
+
+class IngestBusy(ConfigError):
+    """Another ingest holds the store's ingest lock."""
+
 class Store:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
@@ -100,7 +104,7 @@ class Store:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise ConfigError(f"another ingest is running on {self.root}; wait for it to "
+                raise IngestBusy(f"another ingest is running on {self.root}; wait for it to "
                                   "finish") from None
             remove_orphans(self.root / "segments", self.catalog.segment_paths(), self.root)
             yield

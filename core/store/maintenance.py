@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pcapwire import holds
 from pcapwire.errors import PcapwireError
@@ -25,6 +26,9 @@ from pcapwire.retention import RunReport, enforce, has_policy
 from pcapwire.retention.usage import measure
 from pcapwire.store import Store, compression
 from pcapwire.store.config import StoreConfig, load
+
+if TYPE_CHECKING:
+    from pcapwire.store.ingest import IngestReport
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,26 @@ class Maintenance(threading.Thread):
 #: high watermark leaves free (retention runs between segments, so one must fit).
 INGEST_ROOM_SHARE = 4
 MIN_INGEST_SEGMENT_BYTES = 1 * 2**20
+
+
+def ingest_under_policy(store: Store, paths: list[str] | list[Path], segment_max_bytes: int,
+                        on_checkpoint: Callable[[int], None] | None = None,
+                        **options: Any) -> tuple[IngestReport, int]:
+    """``store.ingest(paths, **options)`` with the store's retention policy around it
+    (:class:`IngestRetention`): the report, and how many old segments retention deleted.
+    :class:`~pcapwire.store.IngestBusy` when another ingest holds the store."""
+    retention = IngestRetention(store)
+
+    def checkpoint(n: int) -> None:
+        retention.checkpoint()
+        if on_checkpoint is not None:
+            on_checkpoint(n)
+
+    retention.checkpoint()
+    report = store.ingest(paths, segment_max_bytes=retention.segment_bytes(segment_max_bytes),
+                          on_checkpoint=checkpoint, **options)
+    retention.finish()  # the new flows are indexed for search by the next search
+    return report, retention.deleted
 
 
 class IngestRetention:

@@ -2,7 +2,9 @@
 ``mergecap -F pcap``: corpus captures split into parts (by time, and record by record at
 random so the parts interleave), re-encoded big-endian or with nanoseconds, fed in random
 small pieces; ties; header-only and empty inputs; an input that raises or breaks off
-mid-record; link types that differ; the record-size limit; the output piece size."""
+mid-record; link types that differ; the record-size limit; the output piece size. And the
+native record loop (``_native.merge_records``) against a Python statement of the same
+step on random records of every format, ties, truncated and over-long records."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import corpus_file
 from pcaputil import read_records
+from pcapwire import _native
 from pcapwire.cluster.merge import MAX_RECORD_BYTES, OUTPUT_SNAPLEN, merge_streams
 from pcapwire.errors import CaptureFormatError
 from pcapwire.query.spec import DEFAULT_CHUNK_BYTES
@@ -334,3 +337,111 @@ def test_names_must_match_streams() -> None:
 
     with pytest.raises(ValueError, match="2 streams but 1 names"):
         asyncio.run(run())
+
+
+# -- the native record loop against a Python statement of it -------------------------------
+Step = tuple[bytes, tuple[int, ...], int]
+
+
+def reference_step(bufs: Sequence[bytes], positions: Sequence[int], formats: Sequence[int],
+                   max_out: int, max_record: int) -> Step:
+    """What ``_native.merge_records`` promises, written plainly: (seconds, ns) order, ties to
+    the higher index, headers rewritten ``<IIII`` in µs, stop at the first input without a
+    whole record within ``max_record`` (its index) or before the piece would pass
+    ``max_out`` (-1; one record always goes)."""
+    pos, out = list(positions), bytearray()
+
+    def head(i: int) -> tuple[tuple[int, int], bytes] | None:
+        buf, at = bufs[i], pos[i]
+        if len(buf) - at < 16:
+            return None
+        order = ">" if formats[i] & _native.MERGE_SWAPPED else "<"
+        sec, frac, caplen, origlen = struct.unpack_from(order + "IIII", buf, at)
+        if caplen > max_record or at + 16 + caplen > len(buf):
+            return None
+        ns = frac if formats[i] & _native.MERGE_NANO else frac * 1000
+        return (sec, ns), struct.pack("<IIII", sec, ns // 1000, caplen, origlen) + bytes(
+            buf[at + 16:at + 16 + caplen])
+
+    heads = [head(i) for i in range(len(bufs))]
+    for i, h in enumerate(heads):
+        if h is None:
+            return b"", tuple(pos), i
+    while True:
+        m = min(range(len(bufs)), key=lambda i: (heads[i][0], -i))  # type: ignore[index]
+        rec = heads[m][1]  # type: ignore[index]
+        if out and len(out) + len(rec) > max_out:
+            return bytes(out), tuple(pos), -1
+        out += rec
+        pos[m] += len(rec)
+        heads[m] = head(m)
+        if heads[m] is None:
+            return bytes(out), tuple(pos), m
+
+
+def random_input(rng: random.Random, fmt: int, max_record: int) -> bytes:
+    """Records of a few seconds and fractions (so inputs tie, also across µs and ns, and
+    fractions reach past one second), then maybe a truncated or over-long one."""
+    order = ">" if fmt & _native.MERGE_SWAPPED else "<"
+    ns = fmt & _native.MERGE_NANO
+    fracs = [0, 1, 999, 1000, 1001, 999_999, 2**32 - 1] if ns else [0, 1, 999_999, 2**32 - 1]
+    out = bytearray()
+    for _ in range(rng.randint(0, 30)):
+        caplen = rng.choice([0, 1, 7, rng.randint(0, max_record), max_record])
+        out += struct.pack(order + "IIII", rng.choice([1, 2, 2**32 - 1]), rng.choice(fracs),
+                           caplen, rng.getrandbits(32)) + rng.randbytes(caplen)
+    end = rng.random()
+    if end < 0.2:  # a header saying one byte too many
+        out += struct.pack(order + "IIII", 1, 0, max_record + 1, 0) + b"\0" * (max_record + 1)
+    elif end < 0.5:  # a record cut anywhere
+        rec = struct.pack(order + "IIII", 1, 0, 9, 9) + b"x" * 9
+        out += rec[:rng.randint(1, len(rec) - 1)]
+    return bytes(out)
+
+
+def test_native_merge_step_equals_its_python_statement_on_random_records() -> None:
+    """Each input runs until the step stops at it (then it is dropped, as the merge drops
+    an input that ends), every call compared: output, positions and the stopping input."""
+    rng = random.Random(14)
+    calls = 0
+    for _ in range(300):
+        max_record = rng.choice([0, 5, 64])
+        formats = [rng.randrange(4) for _ in range(rng.randint(1, 5))]
+        bufs = [random_input(rng, f, max_record) for f in formats]
+        kinds = [bytes, bytearray, memoryview]
+        live, pos = list(range(len(bufs))), [0] * len(bufs)
+        max_out = rng.choice([1, 40, 200, 10**6])
+        while live:
+            args = ([kinds[i % 3](bufs[i]) for i in live], [pos[i] for i in live],
+                    [formats[i] for i in live])
+            got = _native.merge_records(*args, max_out=max_out, max_record=max_record)
+            assert got == reference_step(*args, max_out, max_record)
+            calls += 1
+            for i, p in zip(live, got[1], strict=True):
+                pos[i] = p
+            if got[2] >= 0:
+                del live[got[2]]
+    assert calls > 1000
+
+
+def test_native_merge_step_refuses_bad_arguments() -> None:
+    rec = struct.pack("<IIII", 1, 2, 3, 3) + b"abc"
+    step = _native.merge_records
+    with pytest.raises(ValueError, match="2 bufs, 1 positions and 2 formats"):
+        step([rec, rec], [0], [0, 0], max_out=100, max_record=10)
+    with pytest.raises(ValueError, match=r"position 20 of input 1 outside its buffer \(0..19\)"):
+        step([rec, rec], [0, 20], [0, 0], max_out=100, max_record=10)
+    with pytest.raises(ValueError, match="position -1 of input 0"):
+        step([rec], [-1], [0], max_out=100, max_record=10)
+    with pytest.raises(ValueError, match="format 4 of input 0"):
+        step([rec], [0], [4], max_out=100, max_record=10)
+    with pytest.raises(ValueError, match="max_out must be positive, not 0"):
+        step([rec], [0], [0], max_out=0, max_record=10)
+    with pytest.raises(ValueError, match="max_record -1 outside"):
+        step([rec], [0], [0], max_out=100, max_record=-1)
+    with pytest.raises(TypeError):
+        step(["text"], [0], [0], max_out=100, max_record=10)
+    assert step([], [], [], max_out=1, max_record=10) == (b"", (), -1)
+    # caplen 3: within a limit of 3, over one of 2 (stop at once, nothing taken)
+    assert step([rec], [0], [0], max_out=100, max_record=3) == (rec, (19,), 0)
+    assert step([rec], [0], [0], max_out=100, max_record=2) == (b"", (0,), 0)

@@ -12,7 +12,8 @@ same inputs (Wireshark 4.0's mergecap, checked by experiment and by the tests):
   order. Nanosecond timestamps are written as microseconds, truncated; big-endian records
   are rewritten little-endian; captured bytes are never changed.
 
-The header leaves once every input's header is known (or that input has ended or failed):
+The header leaves, as a piece of its own, once every input's header is known (or that
+input has ended or failed):
 the snaplen does not depend on the inputs, but the link types must agree before a byte
 goes out. A record leaves once every live input holds a head record, so the order is
 final. Output comes in pieces of whole records of at most ``chunk_bytes`` (a single record
@@ -25,14 +26,19 @@ reports it once through ``on_failure(name, reason)`` (for format errors the reas
 the input and the byte offset) and goes on with the others. Every whole record it sent
 before the failure is merged; a partial record is discarded. (mergecap instead stops the
 whole merge at the first unreadable input.)
+
+The record loop is native (:func:`pcapwire._native.merge_records`, ``core/native/merge.c``):
+given every live input's received bytes, read position and format, it writes the merged,
+rewritten records until an input lacks a whole record or the piece is full; this module
+keeps the headers, the waiting for input, the failures and the output pieces.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from pcapwire import _native
 from pcapwire.errors import CaptureFormatError
 from pcapwire.pcapformat import (
     HEADER_LEN,
@@ -52,28 +58,21 @@ OUTPUT_SNAPLEN = 262144
 #: maximum of 262144") for every link type pcapwire stores
 MAX_RECORD_BYTES = 262144
 
-#: (seconds, nanoseconds, -input index): the merge order, ties to the higher index
-Key = tuple[int, int, int]
-
 
 class _Input:
-    """One input stream: the bytes received and not merged yet, its header once read, the
-    head record (``key``, ``end``) once whole."""
+    """One input stream: the bytes received and not merged yet, its header once read and
+    its format for :func:`~pcapwire._native.merge_records`."""
 
-    __slots__ = ("index", "name", "stream", "buf", "pos", "base", "header", "key", "end",
-                 "_unpack", "_ns_per_frac", "_rewrite")
+    __slots__ = ("name", "stream", "buf", "pos", "base", "header", "format", "_unpack")
 
-    def __init__(self, index: int, name: str, stream: AsyncIterator[bytes]) -> None:
-        self.index, self.name, self.stream = index, name, stream
+    def __init__(self, name: str, stream: AsyncIterator[bytes]) -> None:
+        self.name, self.stream = name, stream
         self.buf = bytearray()
         self.pos = 0  # where the head record starts in buf
         self.base = 0  # stream offset of buf[0]
         self.header: PcapHeader | None = None
-        self.key: Key = (0, 0, -index)
-        self.end = 0  # where the head record ends in buf
+        self.format = 0  # _native.MERGE_NANO | _native.MERGE_SWAPPED as they apply
         self._unpack = RECORD.unpack_from
-        self._ns_per_frac = 1000
-        self._rewrite = False
 
     async def fill(self) -> bool:
         """Append the next piece of the stream; False at its end."""
@@ -94,24 +93,21 @@ class _Input:
         self.header = hdr = parse_header(bytes(self.buf[:HEADER_LEN]), self.name)
         self.pos = HEADER_LEN
         self._unpack = hdr.record.unpack_from
-        self._ns_per_frac = 1000 if hdr.tsprec == 6 else 1
-        self._rewrite = hdr.order != "<" or hdr.tsprec != 6
+        self.format = (_native.MERGE_NANO if hdr.tsprec == 9 else 0) | (
+            _native.MERGE_SWAPPED if hdr.order != "<" else 0)
 
     def parse(self) -> bool:
-        """Whether a whole record starts at ``pos`` (then ``key`` and ``end`` say it)."""
+        """Whether a whole record starts at ``pos``; :class:`CaptureFormatError` when its
+        header says more than :data:`MAX_RECORD_BYTES`."""
         pos, buf = self.pos, self.buf
         if len(buf) - pos < RECORD_LEN:
             return False
-        sec, frac, caplen, _orig = self._unpack(buf, pos)
+        caplen = self._unpack(buf, pos)[2]
         if caplen > MAX_RECORD_BYTES:
             raise CaptureFormatError(self.name, self.base + pos,
                                      f"record of {caplen} captured bytes, over the limit of "
                                      f"{MAX_RECORD_BYTES} (MAX_RECORD_BYTES)")
-        end = pos + RECORD_LEN + caplen
-        if end > len(buf):
-            return False
-        self.key, self.end = (sec, frac * self._ns_per_frac, -self.index), end
-        return True
+        return pos + RECORD_LEN + caplen <= len(buf)
 
     async def next_record(self) -> bool:
         """Read until a whole record starts at ``pos``; False when the input ends cleanly
@@ -125,16 +121,6 @@ class _Input:
                         "of it arrived)")
                 return False
         return True
-
-    def take(self) -> bytes | bytearray:
-        """The head record as the output writes it (little-endian, microseconds)."""
-        rec = self.buf[self.pos:self.end]
-        self.pos = self.end
-        if not self._rewrite:
-            return rec
-        sec, frac, caplen, origlen = self._unpack(rec)
-        return RECORD.pack(sec, frac * self._ns_per_frac // 1000, caplen, origlen) + \
-            rec[RECORD_LEN:]
 
 
 def _reason(exc: Exception) -> str:
@@ -165,7 +151,7 @@ async def merge_streams(streams: Sequence[AsyncIterator[bytes]], names: Sequence
         raise ValueError(f"{len(streams)} streams but {len(names)} names")
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be positive, not {chunk_bytes}")
-    inputs = [_Input(i, n, s) for i, (s, n) in enumerate(zip(streams, names, strict=True))]
+    inputs = [_Input(n, s) for s, n in zip(streams, names, strict=True)]
 
     def failed(inp: _Input, exc: Exception) -> None:
         on_failure(inp.name, _reason(exc))
@@ -180,42 +166,25 @@ async def merge_streams(streams: Sequence[AsyncIterator[bytes]], names: Sequence
                 failed(inp, exc)
         if not live:
             return
-        out = bytearray(pcap_header(_check_linktypes(live), OUTPUT_SNAPLEN))
-        heap: list[Key] = []
-        for inp in live:
+        yield pcap_header(_check_linktypes(live), OUTPUT_SNAPLEN)
+        while live:  # in input order: merge_records gives ties to the later one
+            piece, positions, stop = _native.merge_records(
+                [inp.buf for inp in live], [inp.pos for inp in live],
+                [inp.format for inp in live], max_out=chunk_bytes,
+                max_record=MAX_RECORD_BYTES)
+            for inp, pos in zip(live, positions, strict=True):
+                inp.pos = pos
+            if piece:
+                yield piece
+            if stop < 0:  # the piece is full
+                continue
+            inp = live[stop]  # lacks a whole record: wait for it, or it ended or is bad
             try:
-                if not inp.parse():
-                    if out:
-                        yield bytes(out)
-                        out.clear()
-                    if not await inp.next_record():
-                        continue
-                heap.append(inp.key)
+                if await inp.next_record():
+                    continue
             except Exception as exc:
                 failed(inp, exc)
-        heapq.heapify(heap)
-        while heap:
-            inp = inputs[-heapq.heappop(heap)[2]]
-            try:
-                while True:  # the run of this input's records that go before all others
-                    rec = inp.take()
-                    if out and len(out) + len(rec) > chunk_bytes:
-                        yield bytes(out)
-                        out.clear()
-                    out += rec
-                    if not inp.parse():
-                        if out:
-                            yield bytes(out)
-                            out.clear()
-                        if not await inp.next_record():
-                            break
-                    if heap and inp.key > heap[0]:
-                        heapq.heappush(heap, inp.key)
-                        break
-            except Exception as exc:
-                failed(inp, exc)
-        if out:
-            yield bytes(out)
+            del live[stop]
     finally:
         for inp in inputs:
             aclose = getattr(inp.stream, "aclose", None)

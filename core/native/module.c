@@ -21,6 +21,17 @@ static PyMethodDef module_methods[] = {
      "Capture's ring-block walker on caller-supplied bytes (one TPACKET_V3 block), for tests\n"
      "and fuzzing: batches as Capture.poll() returns them, counts of packets,\n"
      "userland_filtered, bad_frames, bad_blocks."},
+    {"merge_records", (PyCFunction)(void (*)(void))pw_merge_records,
+     METH_VARARGS | METH_KEYWORDS,
+     "merge_records(bufs, positions, formats, *, max_out, max_record)\n"
+     "    -> (records: bytes, positions: tuple, stop: int)\n\n"
+     "The stable k-way merge step of pcapwire.cluster.merge. bufs[i] holds input i's raw\n"
+     "classic records from positions[i] on; formats[i] is MERGE_NANO | MERGE_SWAPPED as they\n"
+     "apply. Records leave in (seconds, nanoseconds) order, ties to the higher index, with\n"
+     "little-endian microsecond headers (ns truncated), until an input lacks a whole record\n"
+     "within max_record captured bytes (stop = its index) or the next record would take the\n"
+     "output past max_out (stop = -1; one record always goes). positions: where each input\n"
+     "stands now."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -94,6 +105,8 @@ PyMODINIT_FUNC PyInit__native(void)
         add_int(m, "FLAG_LAST_FRAGMENT", PW_F_LAST_FRAGMENT) < 0 ||
         add_int(m, "TCP_FIN", PW_TCP_FIN) < 0 || add_int(m, "TCP_SYN", PW_TCP_SYN) < 0 ||
         add_int(m, "TCP_RST", PW_TCP_RST) < 0 || add_int(m, "TCP_ACK", PW_TCP_ACK) < 0 ||
+        add_int(m, "MERGE_NANO", PW_MERGE_NANO) < 0 ||
+        add_int(m, "MERGE_SWAPPED", PW_MERGE_SWAPPED) < 0 ||
         add_type(m, "Reader", &PwReaderType) < 0 ||
         add_type(m, "SegmentIndexer", &PwIndexerType) < 0 ||
         add_type(m, "Filter", &PwFilterType) < 0 ||

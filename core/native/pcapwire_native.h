@@ -146,5 +146,9 @@ extern PyTypeObject PwFilterType;
 PyObject *pw_scan(PyObject *self, PyObject *args, PyObject *kwargs);
 extern PyTypeObject PwCaptureType; /* capture.c (Linux AF_PACKET) */
 PyObject *pw_walk_tpacket_block(PyObject *self, PyObject *args, PyObject *kwargs);
+/* merge.c: merge_records(); input format flags (exported as MERGE_NANO, MERGE_SWAPPED) */
+#define PW_MERGE_NANO 1
+#define PW_MERGE_SWAPPED 2
+PyObject *pw_merge_records(PyObject *self, PyObject *args, PyObject *kwargs);
 
 #endif

@@ -6,7 +6,9 @@ segment. Beyond "no crash", it checks invariants that must hold for ANY input:
 - feeding the input whole or in small pieces gives the same records, meta, errors, warnings;
 - records are back-to-back classic records whose headers agree with the meta;
 - every packet lands in exactly one flow, with its own segment offset;
-- scan() of the records (no filter) reproduces them, caplen cut to snaplen.
+- scan() of the records (no filter) reproduces them, caplen cut to snaplen;
+- merge_records() on the input cut into 1-4 record streams of fuzzer-chosen formats gives,
+  call after call, what a plain Python statement of the merge step gives.
 
 Usage (exit status 0 when nothing was found):
     .venv/bin/python tests/fuzz/fuzz_native.py -max_total_time=60 [libFuzzer flags] [CORPUS_DIR]
@@ -160,12 +162,58 @@ def _init() -> None:
     META = struct.Struct(N.META_STRUCT)
 
 
+def merge_step(bufs, pos, fmts, max_out: int, max_record: int):
+    """merge_records() in plain Python: (seconds, ns) order, ties to the higher index."""
+    pos, out = list(pos), bytearray()
+
+    def head(i):
+        b, at = bufs[i], pos[i]
+        if len(b) - at < 16:
+            return None
+        sec, frac, cap, orig = struct.unpack_from(">IIII" if fmts[i] & 2 else "<IIII", b, at)
+        if cap > max_record or at + 16 + cap > len(b):
+            return None
+        ns = frac if fmts[i] & 1 else frac * 1000
+        return (sec, ns, -i), struct.pack("<IIII", sec, ns // 1000, cap, orig) + \
+            b[at + 16:at + 16 + cap]
+
+    heads = [head(i) for i in range(len(bufs))]
+    if None in heads:
+        return b"", tuple(pos), heads.index(None)
+    while True:
+        m = -min(h[0] for h in heads)[2]
+        if out and len(out) + len(heads[m][1]) > max_out:
+            return bytes(out), tuple(pos), -1
+        out += heads[m][1]
+        pos[m] += len(heads[m][1])
+        heads[m] = head(m)
+        if heads[m] is None:
+            return bytes(out), tuple(pos), m
+
+
+def check_merge(mode: int, body: bytes) -> None:
+    k = 1 + (mode >> 6)
+    fmts, rest = [b & 3 for b in body[:k]], body[k:]
+    bufs = [rest[i * len(rest) // k:(i + 1) * len(rest) // k] for i in range(len(fmts))]
+    max_out, max_record = (1, 64, 4096, 1 << 20)[(mode >> 4) & 3], (64, 262144)[mode & 1]
+    live, pos = list(range(len(bufs))), [0] * len(bufs)
+    while live:
+        args = [bufs[i] for i in live], [pos[i] for i in live], [fmts[i] for i in live]
+        got = N.merge_records(*args, max_out=max_out, max_record=max_record)
+        assert got == merge_step(*args, max_out, max_record), (got, args)
+        for i, p in zip(live, got[1], strict=True):
+            pos[i] = p
+        if got[2] >= 0:
+            del live[got[2]]
+
+
 def TestOneInput(data: bytes) -> None:
     if N is None:
         _init()
     if not data:
         return
     mode, body = data[0], data[1:]
+    check_merge(mode, body)
     skip = mode & 1
     max_batch = (0, 0, 64, 4096)[(mode >> 1) & 3]
     r1, b1 = read(body, 0, skip, max_batch)
@@ -241,6 +289,10 @@ def seeds(directory: Path) -> None:
     }
     for name, blob in crafted.items():
         (directory / name).write_bytes(b"\x1a" + blob)
+    # merge_records: 3 streams (µs, ns, big-endian µs) of 3 records each, ties included
+    recs = [b"".join(struct.pack(o + "IIII", 7, f * m, 14, 60) + pkt_tcp[:14] for m in (1, 2, 2))
+            for o, f in (("<", 5), ("<", 5000), (">", 5))]
+    (directory / "merge").write_bytes(bytes([0xA0, 0, 1, 2]) + b"".join(recs))
 
 
 def main() -> None:

@@ -133,9 +133,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                        "(create one with `pcapwire token create`)")
     if who.csrf is not None and request.method not in SAFE_METHODS:
         await _check_csrf(request, who)
+    token_role = who.role
     who = on_behalf(request, who)
     if not who.has(needed):
-        raise ApiError(403, "forbidden", f"this needs the {needed!r} role; your token has "
-                       f"{who.role!r}", {"required_role": needed, "role": who.role})
+        has = (f"your token has {who.role!r}" if who.role == token_role else
+               f"the central's user you ask for ({request[ON_BEHALF_OF]}) has {who.role!r} "
+               f"({ROLE_HEADER}; your token has {token_role!r})")
+        raise ApiError(403, "forbidden", f"this needs the {needed!r} role; {has}",
+                       {"required_role": needed, "role": who.role})
     request[PRINCIPAL] = who
     return await handler(request)

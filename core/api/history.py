@@ -88,7 +88,8 @@ def query_view(row: dict[str, Any] | None, job: QueryJob | None,
              "verdicts": len(job.verdicts), "spec": spec, "live": True,
              "runs": [run_view(r) for r in job.runs]}
         if job.sensors is not None:  # a central's query (pcapwire.cluster)
-            d.update(sensors=job.sensors, missing=job.missing, partial=bool(job.missing))
+            d.update(sensors=job.sensors, missing=job.missing, partial=bool(job.missing),
+                     received=job.received)
     else:
         assert row is not None
         status = row["status"] if row["status"] in ("running", *FINAL) else "error"
@@ -100,6 +101,10 @@ def query_view(row: dict[str, Any] | None, job: QueryJob | None,
              "workflows": row["spec"].get("workflows", []),
              "verdicts": verdict_count or 0, "spec": row["spec"], "live": False,
              "runs": [run_view(r) for r in runs or []]}
+        cluster = row["spec"].get("cluster")
+        if cluster is not None:  # a central's query, as it ended (pcapwire.cluster)
+            d.update(sensors=cluster["sensors"], missing=cluster["missing"],
+                     partial=bool(cluster["missing"]))
     base = f"/api/v1/queries/{d['id']}"
     d["links"] = {"self": base, "pcap": base + "/pcap", "verdicts": base + "/verdicts",
                   "verdict_stream": base + "/verdicts/stream"}

@@ -55,11 +55,13 @@ Source = Callable[[Deliver], Awaitable[None]]  # produces a job's chunks
 class RemoteSource(Protocol):
     """Where a central's queries get their packets (:mod:`pcapwire.cluster.fanout`)."""
 
-    async def plan(self, tenant: str, spec: QuerySpec, actor: str) -> list[str]:
-        """The sources (sensor names) to ask; refuses (raises) what cannot be fanned out."""
+    async def plan(self, tenant: str, spec: QuerySpec, actor: str, role: str) -> list[str]:
+        """The sources (sensor names) to ask for ``actor`` with ``role``; refuses (raises)
+        what cannot be fanned out."""
 
     def run(self, job: QueryJob) -> AsyncGenerator[bytes, None]:
-        """The bytes of the job's one capture; adds to ``job.stats`` and ``job.missing``."""
+        """The bytes of the job's one capture; adds to ``job.stats``, ``job.received`` and
+        ``job.missing``; cancelled, it cancels the sources' own queries before it ends."""
 
 
 class SourceFailed(Exception):
@@ -73,7 +75,7 @@ class SourceFailed(Exception):
 def spec_of(record: dict[str, Any]) -> QuerySpec:
     """The QuerySpec of a history record (:meth:`QueryJob.spec_record`)."""
     return QuerySpec.from_dict({k: v for k, v in record.items()
-                                if k not in ("workflows", "rerun_of")})
+                                if k not in ("workflows", "rerun_of", "cluster")})
 
 
 @dataclass
@@ -100,14 +102,19 @@ class QueryJob:
     readers: int = 0  # clients streaming the PCAP of a follow (the last one to leave stops it)
     sensors: list[str] | None = None  # a central's query: the sensors asked
     missing: list[dict[str, str]] = field(default_factory=list)  # [{sensor, reason}]
+    received: dict[str, int] = field(default_factory=dict)  # bytes from each sensor so far
+    role: str = ""  # the caller's role (a central asks its sensors with it)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
 
     def spec_record(self) -> dict[str, Any]:
-        """The spec as kept in the history: the query, its workflows, what it replays."""
+        """The spec as kept in the history: the query, its workflows, what it replays; a
+        central's, which sensors it asked and which were missing (``cluster``)."""
         out = {**self.spec.to_dict(), "workflows": self.workflows}
         if self.rerun_of:
             out["rerun_of"] = self.rerun_of
+        if self.sensors is not None:
+            out["cluster"] = {"sensors": self.sensors, "missing": self.missing}
         return out
 
     @property
@@ -172,11 +179,12 @@ class QueryManager:
         return [j for j in self.jobs.values() if j.tenant == tenant and not j.final]
 
     async def submit(self, ts: TenantStore, spec: QuerySpec, workflows: list[str] | None,
-                     actor: str) -> QueryJob:
-        """Start a query for ``actor``. ``workflows=None``: the workflows whose trigger
-        matches the query's case and event; a list (possibly empty): exactly those."""
+                     actor: str, role: str = "") -> QueryJob:
+        """Start a query for ``actor`` whose role is ``role`` (a central's sensors run it
+        with that role). ``workflows=None``: the workflows whose trigger matches the
+        query's case and event; a list (possibly empty): exactly those."""
         if self.remote is not None:
-            return await self._submit_remote(ts, self.remote, spec, workflows, actor)
+            return await self._submit_remote(ts, self.remote, spec, workflows, actor, role)
         if workflows is None:
             workflows = self.workflows.triggered(spec.case, spec.event)
         self.workflows.check(ts.tenant, workflows)
@@ -201,7 +209,8 @@ class QueryManager:
         return job
 
     async def _submit_remote(self, ts: TenantStore, remote: RemoteSource, spec: QuerySpec,
-                             workflows: list[str] | None, actor: str) -> QueryJob:
+                             workflows: list[str] | None, actor: str, role: str
+                             ) -> QueryJob:
         """A central's query: the sensors run it (no workflows: those run where the packets
         are), the merged answer is spooled here."""
         if workflows:
@@ -210,11 +219,13 @@ class QueryManager:
         engine = ts.engine()
         await compile_off_loop(engine, spec)  # a bad BPF is refused here, once
         engine.plan(spec)
-        sensors = await remote.plan(ts.tenant, spec, actor)
+        if not role:
+            raise ValueError("a central's query needs the caller's role")
+        sensors = await remote.plan(ts.tenant, spec, actor, role)
         self.slots.acquire(ts.tenant)
         qid = uuid.uuid4().hex
         job = QueryJob(qid, ts.tenant, spec, [], 0, ts.results / f"{qid}.pcap", actor=actor,
-                       sensors=sensors)  # no segments here: progress 0 until done
+                       sensors=sensors, role=role)  # no segments here: progress 0 until done
         try:
             await ts.write("add_query", qid, spec.case, spec.event, job.spec_record())
             job.pcap_path.write_bytes(b"")
@@ -283,7 +294,8 @@ class QueryManager:
                 job.error = partial_message(job.missing)
             try:
                 await ts.write("finish_query", job.id, status, job.stats.packets,
-                               job.stats.bytes, job.error)
+                               job.stats.bytes, job.error,
+                               job.spec_record() if job.sensors is not None else None)
                 await asyncio.to_thread(self._custody, ts, job, status)
             finally:
                 job.status = status

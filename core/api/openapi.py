@@ -12,9 +12,16 @@ from aiohttp import web
 from pcapwire.api.auth import PUBLIC, role
 from pcapwire.api.schemas import NAME, SCHEMAS, ref
 from pcapwire.api.verdicts import DEFAULT_VERDICT_FORMAT, VERDICT_FORMATS
+from pcapwire.cluster.tls import ON_BEHALF_OF_HEADER, ROLE_HEADER
 
 routes = web.RouteTableDef()
 OPENAPI_PATH = "/api/v1/openapi.json"
+ON_BEHALF_DOC = (
+    f"Optional headers on any authenticated request, from a cluster central to its sensor: "
+    f"`{ON_BEHALF_OF_HEADER}: <the central's user>` (named in the custody log) and "
+    f"`{ROLE_HEADER}: viewer|analyst|admin` (that user's role: the request runs with the "
+    "lesser of it and the token's role; a 403 then names it). Honoured only by a server "
+    "with mutual TLS (`pcapwire serve --client-ca`); elsewhere 400 on_behalf_of_needs_mtls.")
 
 _ERR = {"application/json": {"schema": ref("Error")}}
 _REASONS = {400: "Invalid input", 401: "Missing, unknown or revoked token",
@@ -513,7 +520,8 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "pcapwire", "version": "1",
                  "description": "Packet store queries, event-to-PCAP, cases and verdicts. "
-                                "Errors are JSON: {code, message, details}."},
+                                "Errors are JSON: {code, message, details}.\n\n"
+                                + ON_BEHALF_DOC},
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}, {"sessionCookie": []}],
         "paths": PATHS,

@@ -5,7 +5,7 @@ call (``/events/pcap``)."""
 from __future__ import annotations
 
 from aiohttp import web
-from pcapwire.api.auth import actor, role
+from pcapwire.api.auth import actor, principal, role
 from pcapwire.api.bodies import float_param, list_param, read_json
 from pcapwire.api.errors import ApiError
 from pcapwire.api.events import event_spec
@@ -48,5 +48,5 @@ async def event_query(request: web.Request) -> web.Response:
 async def event_pcap(request: web.Request) -> web.StreamResponse:
     spec, _fmt = await _spec(request)
     job = await request.app[QUERIES].submit(tenant_store(request), spec, _workflows(request),
-                                            actor(request))
+                                            actor(request), principal(request).role)
     return await follow(request, job)

@@ -97,7 +97,8 @@ def with_loss(ts: TenantStore, q: dict[str, Any]) -> dict[str, Any]:
 async def submit(request: web.Request, spec: QuerySpec, workflows: list[str] | None,
                  extra: dict[str, Any] | None = None) -> web.Response:
     ts = tenant_store(request)
-    job = await request.app[QUERIES].submit(ts, spec, workflows, actor(request))
+    job = await request.app[QUERIES].submit(ts, spec, workflows, actor(request),
+                                            principal(request).role)
     body = {**view(ts, None, job), **(extra or {})}
     return web.json_response(body, status=202, headers={"Location": body["links"]["self"]})
 

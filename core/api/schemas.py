@@ -374,6 +374,9 @@ SCHEMAS: dict[str, Any] = {
         "missing": {"type": "array", "items": ref("MissingSensor"),
                     "description": "sensors asked that gave no (or no whole) answer"},
         "partial": {"type": "boolean", "description": "some sensors are missing"},
+        "received": {"type": "object", "additionalProperties": {"type": "integer"},
+                     "description": "a running central's query: bytes of each sensor's "
+                     "answer received so far"},
         "links": _obj({"self": {"type": "string"}, "pcap": {"type": "string"},
                        "verdicts": {"type": "string"}, "verdict_stream": {"type": "string"}},
                       ("self", "pcap", "verdicts", "verdict_stream"))},

@@ -69,11 +69,16 @@ class QueryHistory:
                        (query_id, case, event, json.dumps(spec, sort_keys=True), now))
 
     def finish_query(self, query_id: str, status: str, packets: int, nbytes: int,
-                     error: str | None = None) -> None:
-        """How the query ended: ``done``, ``error`` (with the message) or ``cancelled``."""
+                     error: str | None = None, spec: dict[str, Any] | None = None) -> None:
+        """How the query ended: ``done``, ``error`` (with the message) or ``cancelled``;
+        ``spec``, if given, replaces the spec recorded at the start (a cluster central's
+        adds which sensors were missing)."""
         with self._writing() as db:
             db.execute("UPDATE queries SET finished=?, status=?, packets=?, bytes=?, error=? "
                        "WHERE id=?", (time.time(), status, packets, nbytes, error, query_id))
+            if spec is not None:
+                db.execute("UPDATE queries SET spec=? WHERE id=?",
+                           (json.dumps(spec, sort_keys=True), query_id))
 
     def adopt_queries(self, rows: Iterable[Sequence[Any]]) -> int:
         """Take over history rows kept elsewhere (the catalog's, before the history moved

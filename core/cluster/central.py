@@ -1,6 +1,8 @@
 """The central API's cluster state (``pcapwire serve --cluster FILE``): the sensors'
-client and the query fan-out, opened with the application and closed with it; and each
-sensor's health as the caller's tenant sees it (``GET /api/v1/cluster/sensors``)."""
+client and the query fan-out, opened with the application and closed with it (at start,
+every token of the cluster file is checked against the sensor's own idea of its tenant,
+in the background: a wrong one is logged and that sensor counts as down for the tenant);
+and each sensor's health as the caller's tenant sees it (``GET /api/v1/cluster/sensors``)."""
 
 from __future__ import annotations
 
@@ -22,11 +24,16 @@ class Central:
         self.sensors = Sensors(cluster.sensors, cluster.central.ssl_context(),
                                cluster.central.timeout_s)
         self.fanout = FanOut(self.sensors)
+        self._checking: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.sensors.start()
+        self._checking = asyncio.create_task(self.sensors.check_tokens())
 
     async def close(self) -> None:
+        if self._checking is not None:
+            self._checking.cancel()
+            await asyncio.gather(self._checking, return_exceptions=True)
         await self.sensors.close()
 
     async def health(self, caller: Caller) -> list[dict[str, Any]]:

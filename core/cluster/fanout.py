@@ -13,15 +13,22 @@ stream off is *missing*: the merge goes on with the others, and the job lists th
 with the reason (``missing``, ``partial: true``). What it delivered before it broke off
 stays in the result. Only when every sensor asked is missing and nothing arrived does the
 query fail (``sensors_unavailable``). The query's ``max_bytes`` holds for each sensor's
-answer and for the merged result (``result_too_large``).
+answer and for the merged result (``result_too_large``). While it runs, the job counts the
+bytes each sensor's answer brought so far (``received``).
+
+A query that ends before its merge does (cancelled at the central, or failed) cancels the
+sensors' own queries (``POST …/cancel``): a query request still unanswered is awaited
+(at most ``timeout_s``) so that the query it starts is cancelled too, never left running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -36,6 +43,7 @@ from pcapwire.query.engine import QueryStats
 
 PREFETCH_PIECES = 16  # pieces of one sensor's answer read ahead of the merge
 _END = object()
+log = logging.getLogger(__name__)
 
 def query_body(spec: QuerySpec) -> dict[str, Any]:
     """The ``QueryRequest`` body that asks a sensor ``spec`` (no workflows; times as exact
@@ -141,13 +149,23 @@ class Prefetch:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
+@dataclass
+class Asked:
+    """One sensor's part in a query: its ``POST /api/v1/queries`` (a task of its own, so
+    that closing the answer's stream does not abandon it) and whether its answer ended."""
+
+    sensor: SensorConfig
+    post: asyncio.Future[tuple[int, dict[str, Any]]] | None = None
+    ended: bool = False  # its whole answer arrived
+
+
 class FanOut:
     """The :class:`~pcapwire.api.jobs.RemoteSource` of a central's queries."""
 
     def __init__(self, sensors: Sensors) -> None:
         self.sensors = sensors
 
-    async def plan(self, tenant: str, spec: QuerySpec, actor: str) -> list[str]:
+    async def plan(self, tenant: str, spec: QuerySpec, actor: str, role: str) -> list[str]:
         """The sensors to ask: those of the tenant whose range meets the window (one whose
         range cannot be read is asked anyway; it shows as missing if it stays silent)."""
         if spec.flow_ids:
@@ -155,7 +173,7 @@ class FanOut:
                              "ports or a five-tuple")
         if spec.follow:
             raise QueryError("a follow runs on one sensor; ask that sensor's API directly")
-        caller = Caller.of_actor(tenant, actor)
+        caller = Caller(tenant, actor, role)
         candidates = self.sensors.of_tenant(tenant)
 
         async def meets(sensor: SensorConfig) -> bool:
@@ -170,37 +188,46 @@ class FanOut:
 
     async def run(self, job: QueryJob) -> AsyncGenerator[bytes, None]:
         names = job.sensors or []
-        caller = Caller.of_actor(job.tenant, job.actor)
+        caller = Caller(job.tenant, job.actor, job.role)
         body = query_body(job.spec)
         counter = RecordCounter(job.stats)
+        job.received.update(dict.fromkeys(names, 0))
 
         def failed(name: str, reason: str) -> None:
             job.missing.append({"sensor": name, "reason": reason})
 
-        streams = [Prefetch(self._answer(self.sensors.sensors[n], caller, body))
-                   for n in names]
-        sent = False
-        async for piece in merge_streams(streams, names, chunk_bytes=job.spec.chunk_bytes,
-                                         on_failure=failed):
-            counter.feed(piece)
-            if job.spec.max_bytes is not None and job.stats.bytes > job.spec.max_bytes:
-                raise QueryError(f"the merged result exceeds the limit of {job.spec.max_bytes}"
-                                 " bytes (each sensor keeps to it, their sum did not); narrow "
-                                 "the query (time window, hosts, ports) or raise the limit")
-            job.stats.chunks += 1
-            sent = True
-            yield piece
+        asked = [Asked(self.sensors.sensors[n]) for n in names]
+        streams = [Prefetch(self._answer(a, caller, body, job)) for a in asked]
+        sent = merged = False
+        try:
+            async for piece in merge_streams(streams, names, chunk_bytes=job.spec.chunk_bytes,
+                                             on_failure=failed):
+                counter.feed(piece)
+                if job.spec.max_bytes is not None and job.stats.bytes > job.spec.max_bytes:
+                    raise QueryError(f"the merged result exceeds the limit of "
+                                     f"{job.spec.max_bytes} bytes (each sensor keeps to it, "
+                                     "their sum did not); narrow the query (time window, "
+                                     "hosts, ports) or raise the limit")
+                job.stats.chunks += 1
+                sent = True
+                yield piece
+            merged = True
+        finally:
+            if not merged:
+                await self._cancel(asked, caller)
         if sent:
             return
         if names and len(job.missing) == len(names):
             raise SourceFailed("sensors_unavailable", partial_message(job.missing))
         yield StreamFormatter({}).header()  # no sensor holds the window: no packet
 
-    async def _answer(self, sensor: SensorConfig, caller: Caller, body: dict[str, Any]
+    async def _answer(self, asked: Asked, caller: Caller, body: dict[str, Any], job: QueryJob
                       ) -> AsyncGenerator[bytes, None]:
         """The sensor's answer to ``body``: the bytes of its ``GET …/pcap`` as they come."""
-        status, query = await self.sensors.json(sensor, caller, "POST", "/api/v1/queries",
-                                                ok=(202,), json=body)
+        sensor = asked.sensor
+        asked.post = asyncio.ensure_future(self.sensors.json(
+            sensor, caller, "POST", "/api/v1/queries", ok=(202,), json=body))
+        status, query = await asyncio.shield(asked.post)
         if status != 202:
             raise SensorError(f"HTTP {status} to POST /api/v1/queries")
         path = f"/api/v1/queries/{query['id']}/pcap"
@@ -209,6 +236,32 @@ class FanOut:
                 if resp.status != 200:
                     raise SensorError(await status_reason(resp))
                 async for data in resp.content.iter_any():
+                    job.received[sensor.name] += len(data)
                     yield data
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SensorError(reason_of(exc, self.sensors.timeout_s)) from exc
+        asked.ended = True
+
+    async def _cancel(self, asked: list[Asked], caller: Caller) -> None:
+        """Cancel the sensors' queries whose answers did not end, after awaiting the query
+        requests still unanswered (each ends within ``timeout_s``)."""
+        log.info("cancelling the queries of sensors %s", ", ".join(
+            a.sensor.name for a in asked if not a.ended))
+        await asyncio.gather(*(a.post for a in asked if a.post is not None),
+                             return_exceptions=True)
+
+        async def cancel(a: Asked) -> None:
+            if (a.post is None or not a.post.done() or a.post.cancelled()
+                    or a.post.exception() is not None or a.ended):
+                return
+            status, query = a.post.result()
+            if status != 202:
+                return
+            path = f"/api/v1/queries/{query['id']}/cancel"
+            try:  # 409: it had ended by itself
+                await self.sensors.json(a.sensor, caller, "POST", path, ok=(200, 409))
+            except SensorError as exc:
+                log.warning("sensor %s: query %s not cancelled: %s", a.sensor.name,
+                            query["id"], exc)
+
+        await asyncio.gather(*map(cancel, asked))

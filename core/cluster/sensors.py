@@ -4,12 +4,19 @@ the whole cluster; every request carries the sensor's service token for the call
 ``X-Pcapwire-Role``: a sensor lowers its token's role to it and names the caller in its
 custody log). A sensor that does not answer, or falls silent for the cluster's
 ``timeout_s`` in the middle of an answer, raises :class:`SensorError` with a reason a
-person can act on."""
+person can act on.
+
+The cluster file cannot say which tenant a token is for (a token encodes none): before a
+token is first used, the sensor's ``GET /api/v1/whoami`` says whose it is (the central
+checks every token at start, :meth:`Sensors.check_tokens`). A token of another tenant is
+never sent on that tenant's behalf: the sensor counts as down for it, with the reason. A
+sensor that could not be reached is asked again when it answers next (it may have come
+back with other tokens)."""
 
 from __future__ import annotations
 
 import asyncio
-import re
+import logging
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +31,8 @@ from pcapwire.cluster.tls import on_behalf_headers
 RANGE_CACHE_S = 5.0  # how long a sensor's stored time range is reused for planning
 MAX_REASON_CHARS = 300  # of a sensor's error answer quoted in a reason
 RANGE_PATH = "/api/v1/retention"  # a sensor route (viewer) whose ``kept`` is its range
-_ACTOR_RE = re.compile(r"token:\S+ \([^/()]+/(\w+)\)")  # pcapwire.custody.actor_token
+WHOAMI_PATH = "/api/v1/whoami"  # a sensor route (viewer): the token's tenant and role
+log = logging.getLogger(__name__)
 
 
 class SensorError(Exception):
@@ -38,13 +46,6 @@ class Caller:
     tenant: str
     actor: str
     role: str
-
-    @classmethod
-    def of_actor(cls, tenant: str, actor: str) -> Caller:
-        """The caller of a query job (its ``actor``, :func:`pcapwire.custody.actor_token`);
-        an actor naming no role asks as ``viewer``, so a sensor refuses what needs more."""
-        m = _ACTOR_RE.fullmatch(actor)
-        return cls(tenant, actor, m[1] if m else "viewer")
 
 
 @dataclass
@@ -87,6 +88,8 @@ class Sensors:
         self.timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._ranges: dict[tuple[str, str], TimeRange] = {}
+        # (sensor, tenant) -> the check of its token: None (it is the tenant's) or why not
+        self._tokens: dict[tuple[str, str], asyncio.Future[str | None]] = {}
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s,
@@ -103,19 +106,75 @@ class Sensors:
         """The sensors that hold ``tenant``, in cluster-file order."""
         return [s for s in self.sensors.values() if tenant in s.tenants]
 
-    @staticmethod
-    def _headers(sensor: SensorConfig, caller: Caller) -> dict[str, str]:
-        return {"Authorization": f"Bearer {sensor.tenants[caller.tenant]}",
-                **on_behalf_headers(caller.actor, caller.role)}
+    async def check_tokens(self) -> None:
+        """Check every token of the cluster file now (at start); each mismatch is logged."""
+        checks = [self.check_token(s, t) for s in self.sensors.values() for t in s.tenants]
+        await asyncio.gather(*checks, return_exceptions=True)
+
+    async def check_token(self, sensor: SensorConfig, tenant: str) -> None:
+        """Make sure the sensor's token for ``tenant`` is that tenant's (asked once while
+        the sensor stays reachable); :class:`SensorError` if it is not, or if the sensor
+        cannot say."""
+        key = (sensor.name, tenant)
+        check = self._tokens.get(key)
+        if check is None:
+            check = self._tokens[key] = asyncio.ensure_future(self._whoami(sensor, tenant))
+        reason = await asyncio.shield(check)
+        if reason is not None:
+            raise SensorError(reason)
+
+    async def _whoami(self, sensor: SensorConfig, tenant: str) -> str | None:
+        """Why the sensor's token for ``tenant`` must not be used, or None."""
+        try:
+            async with self._send(sensor, "GET", WHOAMI_PATH, {
+                    "Authorization": f"Bearer {sensor.tenants[tenant]}"}) as resp:
+                if resp.status != 200:
+                    reason = (f"the sensor refuses the token of tenant {tenant!r}: "
+                              f"{await status_reason(resp)}")
+                    self._tokens.pop((sensor.name, tenant), None)  # asked again next time
+                    return reason
+                who = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            self._tokens.pop((sensor.name, tenant), None)
+            raise SensorError(reason_of(exc, self.timeout_s)) from exc
+        if who.get("tenant") == tenant:
+            return None
+        reason = (f"the token file of tenant {tenant!r} holds a token of tenant "
+                  f"{who.get('tenant')!r} ({who.get('role')}) on this sensor; it is not used "
+                  f"for {tenant!r}: correct tenants of sensor {sensor.name!r} in the cluster "
+                  "file and restart the central")
+        log.warning("sensor %s: %s", sensor.name, reason)
+        return reason
+
+    def _forget(self, sensor: SensorConfig) -> None:
+        """The sensor could not be reached: check its tokens again when it comes back."""
+        for key in [k for k, check in self._tokens.items()
+                    if k[0] == sensor.name and check.done()]:
+            del self._tokens[key]
+
+    @asynccontextmanager
+    async def _send(self, sensor: SensorConfig, method: str, path: str,
+                    headers: dict[str, str], **kw: Any
+                    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        if self._session is None:
+            raise RuntimeError("Sensors.start() was not called")
+        try:
+            async with self._session.request(method, sensor.url.rstrip("/") + path,
+                                             headers=headers, **kw) as resp:
+                yield resp
+        except (aiohttp.ClientConnectionError, TimeoutError):
+            self._forget(sensor)
+            raise
 
     @asynccontextmanager
     async def request(self, sensor: SensorConfig, caller: Caller, method: str, path: str,
                       **kw: Any) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The sensor's response (any status); connection failures raise as aiohttp's."""
-        if self._session is None:
-            raise RuntimeError("Sensors.start() was not called")
-        async with self._session.request(method, sensor.url.rstrip("/") + path,
-                                         headers=self._headers(sensor, caller), **kw) as resp:
+        """The sensor's response (any status); connection failures raise as aiohttp's, a
+        token that is not the caller's tenant's (:meth:`check_token`) as SensorError."""
+        await self.check_token(sensor, caller.tenant)
+        headers = {"Authorization": f"Bearer {sensor.tenants[caller.tenant]}",
+                   **on_behalf_headers(caller.actor, caller.role)}
+        async with self._send(sensor, method, path, headers, **kw) as resp:
             yield resp
 
     async def json(self, sensor: SensorConfig, caller: Caller, method: str, path: str,

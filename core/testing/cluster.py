@@ -12,7 +12,9 @@ A process is ready when it logs the URL it serves (``--listen 127.0.0.1:0``: the
 the kernel gave); nothing waits by sleeping. Every tenant's captures are ingested with
 ``pcapwire ingest`` before its sensor starts. Each sensor issues the central one token
 per tenant it serves (:data:`SERVICE_ROLE`), written to the token files the cluster file
-names.
+names (``token_of`` puts another tenant's token in a file: a wrong cluster file).
+:meth:`Node.wait_log` waits for a line a process logs; :meth:`Cluster.restart_central`
+restarts the central on a new port, with the same data directory and cluster file.
 """
 
 from __future__ import annotations
@@ -63,9 +65,11 @@ class Node:
     proc: subprocess.Popen[str] | None = None
     url: str = ""
     log: list[str] = field(default_factory=list)
+    logged: threading.Condition = field(default_factory=threading.Condition)
 
     def start(self) -> None:
         self.log.clear()
+        self.url = ""
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True)
@@ -78,11 +82,29 @@ class Node:
     def _read(self, proc: subprocess.Popen[str], ready: threading.Event) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:  # until the process ends: the pipe never fills
-            self.log.append(line)
+            with self.logged:
+                self.log.append(line)
+                self.logged.notify_all()
             if not ready.is_set() and (m := _SERVING_RE.search(line)):
                 self.url = m[1]
                 ready.set()
         ready.set()
+
+    def wait_log(self, pattern: str, timeout: float = START_TIMEOUT_S) -> str:
+        """The first line logged (since the start) that ``pattern`` (a regex) matches,
+        waiting for it; RuntimeError if none comes within ``timeout``."""
+        regex = re.compile(pattern)
+
+        def found() -> str | None:
+            return next((line for line in self.log if regex.search(line)), None)
+
+        with self.logged:
+            if not self.logged.wait_for(lambda: found() is not None, timeout):
+                raise RuntimeError(f"{self.name} logged no {pattern!r}: "
+                                   f"{''.join(self.log)[-2000:]}")
+            line = found()
+        assert line is not None
+        return line
 
     def stop(self) -> None:
         """SIGTERM (a graceful stop) and wait."""
@@ -102,8 +124,10 @@ class Cluster:
     a central, all under ``root``; a context manager that stops them all."""
 
     def __init__(self, root: Path, sensors: Mapping[str, Mapping[str, Sequence[Path]]],
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0,
+                 token_of: Mapping[tuple[str, str], str] | None = None) -> None:
         self.root = root
+        self.token_of = dict(token_of or {})  # (sensor, tenant) -> whose token its file holds
         self.tenants = {name: tuple(tenants) for name, tenants in sensors.items()}
         self.timeout_s = timeout_s  # the cluster file's: a sensor silent this long is missing
         self.ca = make_ca(root / "pki")
@@ -118,9 +142,9 @@ class Cluster:
             self.sensors[name] = Node(name, data, self._serve_argv(data) + [
                 "--tls-cert", str(cert.cert), "--tls-key", str(cert.key),
                 "--client-ca", str(self.ca.cert), "--client-cert-sha256", self.client.sha256])
-        self.central = Node("central", root / "central",
-                            self._serve_argv(root / "central") + ["--cluster",
-                                                                  str(root / "cluster.toml")])
+        central = self._serve_argv(root / "central") + ["--cluster", str(root / "cluster.toml")]
+        central.insert(central.index("serve"), "-v")  # its INFO lines: what tests wait on
+        self.central = Node("central", root / "central", central)
 
     @staticmethod
     def _pcapwire(data_dir: Path, *args: str) -> None:
@@ -158,7 +182,8 @@ class Cluster:
             for tenant in self.tenants[name]:
                 path = self.root / "tokens" / f"{name}-{tenant}.token"
                 path.parent.mkdir(exist_ok=True)
-                path.write_text(self.sensor_token(name, tenant, SERVICE_ROLE) + "\n")
+                owner = self.token_of.get((name, tenant), tenant)
+                path.write_text(self.sensor_token(name, owner, SERVICE_ROLE) + "\n")
                 tokens.append(f'{tenant} = "{path}"')
             lines += ["", "[[sensor]]", f'name = "{name}"', f'url = "{node.url}"',
                       f"tenants = {{ {', '.join(tokens)} }}"]
@@ -190,3 +215,16 @@ class Cluster:
 
     def kill(self, name: str) -> None:
         self.sensors[name].kill()
+
+    def restart_sensor(self, name: str) -> None:
+        """Start sensor ``name`` again (stopped first if it runs) on the port it had, so
+        that the cluster file's URL reaches it."""
+        node = self.sensors[name]
+        node.stop()
+        node.argv[node.argv.index("--listen") + 1] = node.url.split("://", 1)[1]
+        node.start()
+
+    def restart_central(self) -> None:
+        """Stop the central (SIGTERM) and start it again; it gets a new port."""
+        self.central.stop()
+        self.central.start()

@@ -84,7 +84,7 @@ async def test_every_operation_refuses_anonymous_lower_roles_and_other_tenants(
            "sha256": "0" * 64, "email_id": "none", "list": "acme-deny",
            "hold_id": (await hold.json())["id"], "n": 1, "flow_id": 1,
            "trigger_id": await _trigger(client, analyst),
-           "group": "classtype:trojan-activity"}
+           "group": "classtype:trojan-activity", "unit_id": "hunt:acme:a:acme-t:v1"}
     # acme's own rules (its rules/ directory): globex has no such group
     (tmp_path / "tenants" / "acme" / "rules").mkdir(exist_ok=True)
     (tmp_path / "tenants" / "acme" / "rules" / "acme.rules").write_text(

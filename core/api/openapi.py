@@ -345,6 +345,21 @@ CLUSTER_PATHS: dict[str, dict[str, Any]] = {
         {200: _json("ClusterTriggers")}, errors=(404,), tag="cluster")},
 }
 
+#: a central's jobs on its sensors (NATS JetStream, the cluster file's [nats] url)
+JOB_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/cluster/jobs": {"post": op(
+        "Queue a job (hunt: a trigger's hunt; extract: a carve) on one sensor of your "
+        "tenant; a hunt with a version is one unit (submitting it again returns the same "
+        "job). 404 without --cluster or for a sensor not serving your tenant; 409 without "
+        "a [nats] url or while the queue is unreachable", "analyst",
+        {202: _json("ClusterJob", "Queued")}, errors=(404, 409), body="ClusterJobRequest",
+        tag="cluster")},
+    "/api/v1/cluster/jobs/{unit_id}": {"get": op(
+        "A job's state and, once it ended, its result", "viewer", {200: _json("ClusterJob")},
+        errors=(404, 409), params=(_param("unit_id", "path", {"type": "string"},
+                                          "the unit id POST returned"),), tag="cluster")},
+}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/health": {"get": op("Liveness and version", PUBLIC, {200: _json("Health")})},
     OPENAPI_PATH: {"get": op("This document", PUBLIC, {200: {
@@ -512,6 +527,7 @@ PATHS: dict[str, dict[str, Any]] = {
     **RULEGROUP_PATHS,
     **SEARCH_PATHS,
     **CLUSTER_PATHS,
+    **JOB_PATHS,
 }
 
 

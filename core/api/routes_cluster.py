@@ -6,17 +6,25 @@ listed in ``missing`` with the reason; the others still answer.
 The caller's tenant and role are checked here, and again by each sensor: the central asks
 with the sensor's token for this tenant only, on behalf of the caller with the caller's
 role. Without a cluster the routes answer 404 ``not_a_central``.
+
+Jobs (the cluster file's ``[nats] url``, :meth:`~pcapwire.cluster.central.Central.submit_job`):
+``POST /api/v1/cluster/jobs`` queues a ``hunt`` or ``extract`` on one sensor of the caller's
+tenant, ``GET /api/v1/cluster/jobs/{unit_id}`` shows its state and result; another tenant's
+job is 404. Without ``[nats]``: 409 ``no_job_queue``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aiohttp import web
 from pcapwire.api.auth import actor, principal, role
+from pcapwire.api.bodies import read_json
 from pcapwire.api.errors import ApiError, not_found
-from pcapwire.cluster.sensors import Caller, Sensors
+
+if TYPE_CHECKING:  # the cluster's modules load only on a central (and import the API's)
+    from pcapwire.cluster.sensors import Caller, Sensors
 
 routes = web.RouteTableDef()
 CASES_PARAMS = ("q", "since", "until", "ip", "hash", "severity", "limit", "offset")
@@ -24,6 +32,7 @@ CASES_PARAMS = ("q", "since", "until", "ip", "hash", "severity", "limit", "offse
 
 def _central(request: web.Request) -> tuple[Any, Caller]:
     from pcapwire.cluster.central import CENTRAL
+    from pcapwire.cluster.sensors import Caller
 
     central = request.app.get(CENTRAL)
     if central is None:
@@ -79,3 +88,30 @@ async def list_triggers(request: web.Request) -> web.Response:
     """Every sensor's triggers with their hunts' progress."""
     triggers, missing, _ = await _gather(request, "/api/v1/triggers", "triggers", ())
     return web.json_response({"triggers": triggers, "missing": missing})
+
+
+@routes.post("/api/v1/cluster/jobs")
+@role("analyst")
+async def submit_job(request: web.Request) -> web.Response:
+    from pcapwire.cluster.central import JobRefused
+
+    central, caller = _central(request)
+    body = await read_json(request, "ClusterJobRequest")
+    try:
+        job = await central.submit_job(caller, body["sensor"], body["kind"], body["params"])
+    except JobRefused as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
+    return web.json_response(job, status=202)
+
+
+@routes.get("/api/v1/cluster/jobs/{unit_id}")
+@role("viewer")
+async def job_state(request: web.Request) -> web.Response:
+    from pcapwire.cluster.central import JobRefused
+
+    central, caller = _central(request)
+    try:
+        job = await central.job(caller, request.match_info["unit_id"])
+    except JobRefused as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
+    return web.json_response(job)

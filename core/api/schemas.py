@@ -401,6 +401,25 @@ SCHEMAS: dict[str, Any] = {
     "ClusterTriggers": _obj({"triggers": {"type": "array", "items": _SENSOR_ITEM},
                              "missing": {"type": "array", "items": ref("MissingSensor")}},
                             ("triggers", "missing")),
+    "ClusterJobRequest": _obj({
+        "sensor": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,63}$"},
+        "kind": {"enum": ["hunt", "extract"]},
+        "params": {"type": "object", "description": "the kind's parameters (hunt: trigger, "
+                   "version?; extract: pcap, out, protocols?), checked by the sensor's "
+                   "worker; paths stay in the tenant's store"}},
+        ("sensor", "kind", "params")),
+    "ClusterJob": _obj({
+        "unit_id": {"type": "string"}, "sensor": {"type": "string"},
+        "kind": {"type": "string"},
+        "state": {"enum": ["queued", "running", "done", "failed"]},
+        "deliveries": {"type": "integer", "description": "deliveries to a worker so far "
+                       "(more than one: a worker died and the job was delivered again)"},
+        "worker": {"type": "string"}, "updated": {"type": "number"},
+        "result": {"oneOf": [{"type": "null"}, _obj({
+            "ok": {"type": "boolean"}, "code": {"type": "string"},
+            "message": {"type": "string"}, "data": OBJ, "worker": {"type": "string"}},
+            ("ok", "code", "message", "data", "worker"))]}},
+        ("unit_id", "sensor", "kind", "state", "deliveries", "worker", "updated", "result")),
     "Run": _obj({"run_id": {"type": "string"}, "workflow": {"type": "string"},
                  "status": {"type": "string"}, "verdicts": {"type": ["integer", "null"]},
                  "max_severity": NULLABLE_STR, "error": NULLABLE_STR}, ("run_id", "workflow",

@@ -6,7 +6,8 @@ Codes of the runner itself: ``unknown_kind``; ``invalid_params``, ``path_not_all
 ``not_found`` from the parameter checks (:mod:`pcapwire.jobs.handlers`); ``input_error``
 when the job's input made pcapwire refuse it (a :class:`~pcapwire.errors.PcapwireError`:
 the message says what and where); ``internal_error`` for anything else (logged with its
-traceback). Handlers add their own (``ingest_busy``, the hash lists' codes).
+traceback). Handlers add their own (``ingest_busy``, the hash lists' codes,
+``hunt_stopped``).
 
 ``data_dir`` is the tenant's store, the one tree a job may write to (a server's tenant
 lives in ``DATA/tenants/<tenant>``: :func:`tenant_root`); handler modules are imported on
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 #: kind -> handler module (``run(params, ctx) -> dict``); ``ping`` is answered here
 HANDLERS: dict[str, str] = {"ingest": "pcapwire.jobs.handlers_ingest",
                             "hashlist_import": "pcapwire.jobs.handlers_hashlist",
-                            "extract": "pcapwire.jobs.handlers_extract"}
+                            "extract": "pcapwire.jobs.handlers_extract",
+                            "hunt": "pcapwire.jobs.handlers_hunt"}
 KINDS: tuple[str, ...] = ("ping", *HANDLERS)
 #: codes that say the job itself is wrong (``pcapwire worker`` exits 2 on them, not 1)
 INVALID_CODES = frozenset({"invalid_job", "unknown_kind", "invalid_params",

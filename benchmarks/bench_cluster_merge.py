@@ -2,7 +2,7 @@
 
     python benchmarks/bench_cluster_merge.py --merge-only [--size-mib 64] [--rounds 7]
         [--piece-kib 64] [--baseline REV]
-    python benchmarks/bench_cluster_merge.py --vs-mergecap [--size-mib 64] [--rounds 7]
+    python benchmarks/bench_cluster_merge.py [--vs-mergecap] [--size-mib 64] [--rounds 7]
 
 The generated capture ``benchmarks/data/synth-<size>m.pcap`` is split by host pair over
 three parts as ``bench_cluster.py`` splits it over its sensors (each record to part
@@ -16,7 +16,7 @@ input bytes merged per second of wall time and per CPU second of this process.
 - ``--merge-only``: the merge as it is now (the native record loop, ``core/native/merge.c``)
   vs the pure-Python merge of git revision ``--baseline`` (its ``core/cluster/merge.py``,
   loaded from git: the version before the native loop).
-- ``--vs-mergecap``: the merge as it is now vs ``mergecap -F pcap -w /dev/null`` on the three
+- ``--vs-mergecap`` (the default): the merge as it is now vs ``mergecap -F pcap -w /dev/null`` on the three
   parts as files (wall time; the process's CPU from ``os.wait4``).
 
 Both sides' outputs are checked equal (and equal to mergecap's) once before timing.
@@ -126,11 +126,11 @@ def figures(total: int, secs: list[float]) -> dict[str, float | list[float]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    mode = p.add_mutually_exclusive_group(required=True)
+    mode = p.add_mutually_exclusive_group()
     mode.add_argument("--merge-only", action="store_true",
                       help="in-process merge: native record loop vs the pure-Python one")
     mode.add_argument("--vs-mergecap", action="store_true",
-                      help="in-process merge (native) vs a mergecap process")
+                      help="in-process merge (native) vs a mergecap process (the default)")
     p.add_argument("--size-mib", type=int, default=64)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--piece-kib", type=int, default=64, help="input piece size")

@@ -21,6 +21,7 @@ segment (first matching packet, when packets were read).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -41,10 +42,21 @@ log = logging.getLogger(__name__)
 #: A catalog flow's first packet time is in ns; the records a query returns carry µs
 #: (truncated), so a packet's time read back may be up to this much earlier.
 TS_SLACK_NS = 999
-# The indicators of one unit, as address ranges (a temporary table of the catalog's
-# connection, like the ingest's ``incoming``).
-_IPS_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS hunt_ips (value TEXT, ipver INT, lo BLOB, "
-              "hi BLOB)")
+# The flows of the segment with an endpoint (side a or b) in one of the ranges of an IP
+# version (:class:`_Ranges`: range n's first and last address are bytes 16n..16n+15 of
+# :lo and :hi; the rows i(n) count them, no table is filled). A flow's time span (flows)
+# and a segment's (segments) are the min and max of the same packet times, so a flow with
+# packets in the segment overlaps it: one that does not is skipped on its row, before its
+# flow_segments row is looked up (on dense traffic most of a busy host's flows).
+_IP_HITS_SQL = ("WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i "
+                "WHERE n + 1 < :count) "
+                "SELECT f.id, f.ipver, f.proto, f.addr_a, f.port_a, f.addr_b, f.port_b, "
+                "f.initiator_is_a, s.first_ns, i.n FROM i CROSS JOIN "
+                "flows f INDEXED BY {index} CROSS JOIN flow_segments s WHERE "
+                "f.addr_{side} BETWEEN substr(:lo, 16 * i.n + 1, 16) AND "
+                "substr(:hi, 16 * i.n + 1, 16) AND f.ipver = :ipver AND "
+                "f.first_ns <= :last AND f.last_ns >= :first AND "
+                "s.flow_id = f.id AND s.segment_id = :seg")
 _FLOW_COLUMNS = ", ".join(f"f.{c.strip()}" for c in FLOW_COLUMNS.split(","))
 
 
@@ -86,33 +98,75 @@ def ip_hits(store: Store, segment: Segment, ips: list[str], scope: Scope,
             stop: threading.Event | None = None) -> list[Hit]:
     """One hit per (indicator, flow of the segment with an endpoint it contains): each
     indicator's address range looked up in the index of each endpoint (``flows_key``,
-    ``flows_b``), then the flow's row of the segment (``flow_segments``' key)."""
+    ``flows_b``), flows outside the segment's time skipped on their row, then the flow's
+    row of the segment (``flow_segments``' key). The indicators are bound as two blobs per
+    IP version, SQLite returns the matching flows' plain columns, and the hits are made
+    from them (no row objects; each address's text made once)."""
     db = store.catalog.db
-    db.execute(_IPS_TABLE)
-    db.execute("DELETE FROM temp.hunt_ips")
-    db.executemany("INSERT INTO temp.hunt_ips VALUES (?, ?, ?, ?)", map(_ip_range, ips))
-    found: dict[int, tuple[SegmentFlow, dict[str, str]]] = {}
-    for side, index in (("a", "flows_key"), ("b", "flows_b")):
-        for r in db.execute(
-                f"SELECT {_FLOW_COLUMNS}, s.first_ns, s.last_ns, i.value FROM temp.hunt_ips i "
-                f"CROSS JOIN flows f INDEXED BY {index} CROSS JOIN flow_segments s WHERE "
-                f"f.addr_{side} BETWEEN i.lo AND i.hi AND f.ipver = i.ipver AND "
-                "s.flow_id = f.id AND s.segment_id = ?", (segment.id,)):
-            flow = _segment_flow(r)
-            matched = found.setdefault(flow.row.id, (flow, {}))[1]
-            matched.setdefault(r[16], _address(flow.row.ipver, r[3] if side == "a" else r[5]))
+    # flow id -> (its row, {indicator: the side it matched, 0 a, 1 b}, where it was found
+    # first: side, indicator's position); a row: id, ipver, proto, addr_a, port_a, addr_b,
+    # port_b, initiator_is_a, first_ns in the segment, the range's number
+    found: dict[int, tuple[tuple[Any, ...], dict[str, int], tuple[int, int]]] = {}
+    args = {"seg": segment.id, "first": segment.first_ns, "last": segment.last_ns}
+    for rank, (side, index) in enumerate((("a", "flows_key"), ("b", "flows_b"))):
+        sql = _IP_HITS_SQL.format(side=side, index=index)
+        for ranges in _ip_ranges(tuple(ips)):
+            for r in db.execute(sql, {**args, "count": len(ranges.values), "lo": ranges.lo,
+                                      "hi": ranges.hi, "ipver": ranges.ipver}):
+                entry = found.get(r[0])
+                if entry is None:
+                    entry = found[r[0]] = (r, {}, (rank, ranges.positions[r[9]]))
+                entry[1].setdefault(ranges.values[r[9]], rank)
     if not found:
         return []
-    times = {fid: flow.first_ns for fid, (flow, _) in found.items()}
+    times = {fid: row[8] for fid, (row, _, _) in found.items()}
     if scope_cuts(scope, segment):
         spec = QuerySpec(bpf=scope.bpf, flow_ids=sorted(found), start_ns=scope.start_ns,
                          end_ns=scope.end_ns)
         times = {fid: ts for fid, (ts, _) in bpf_flows(store, segment, spec, stop).items()
                  if fid in found}
-    return [flow_hit(rule_key("ip", value), flow, times[fid],
-                     {"indicator": value, "address": address})
-            for fid, (flow, matched) in sorted(found.items(), key=lambda i: i[1][0].first_ns)
-            if fid in times for value, address in matched.items()]
+    text: dict[bytes, str] = {}  # address -> its text
+    rules: dict[str, str] = {}  # indicator -> its rule key
+    hits = []
+    # first packet first; a tie in the order found, as the indicators are listed
+    for fid, (r, matched, _) in sorted(found.items(), key=lambda i: (i[1][0][8], i[1][2])):
+        ts = times.get(fid)
+        if ts is None:
+            continue
+        ends = [text.get(r[3]) or text.setdefault(r[3], _address(r[1], r[3])),
+                text.get(r[5]) or text.setdefault(r[5], _address(r[1], r[5]))]
+        src, sport, dst, dport = ((ends[0], r[4], ends[1], r[6]) if r[7]
+                                  else (ends[1], r[6], ends[0], r[4]))
+        for value, end in matched.items():
+            rule = rules.get(value) or rules.setdefault(value, rule_key("ip", value))
+            hits.append(Hit(rule, r[2], src, sport, dst, dport, ts / 1e9,
+                            {"indicator": value, "address": ends[end]}, fid))
+    return hits
+
+
+@dataclass(frozen=True)
+class _Ranges:
+    """The indicators of one IP version as :data:`_IP_HITS_SQL` binds them: range n is
+    ``values[n]`` (at ``positions[n]`` in the definition's list), its first and last
+    address bytes 16n..16n+15 of ``lo`` and ``hi``."""
+
+    ipver: int
+    values: tuple[str, ...]
+    positions: tuple[int, ...]
+    lo: bytes
+    hi: bytes
+
+
+@functools.lru_cache(maxsize=4)
+def _ip_ranges(ips: tuple[str, ...]) -> tuple[_Ranges, ...]:
+    """A definition's indicators per IP version, made once per process (a hunt's units)."""
+    by_version: dict[int, list[tuple[int, tuple[str, int, bytes, bytes]]]] = {}
+    for position, value in enumerate(ips):
+        r = _ip_range(value)
+        by_version.setdefault(r[1], []).append((position, r))
+    return tuple(_Ranges(ipver, tuple(r[0] for _, r in rs), tuple(p for p, _ in rs),
+                         b"".join(r[2] for _, r in rs), b"".join(r[3] for _, r in rs))
+                 for ipver, rs in sorted(by_version.items()))
 
 
 def _ip_range(value: str) -> tuple[str, int, bytes, bytes]:

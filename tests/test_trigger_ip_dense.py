@@ -1,0 +1,95 @@
+"""IP-indicator hits on dense traffic (most flows match, several indicators per flow, flows
+spanning segments): :func:`pcapwire.triggers.match_index.ip_hits` returns exactly the hits
+of a plain reference, every flow of the segment checked against every indicator with
+``ipaddress`` (one hit per (indicator, flow), the matched endpoint as evidence, oriented
+initiator -> responder, the flow's first packet in the segment as time)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pcapwire.store import Store
+from pcapwire.synth import generate
+from pcapwire.triggers.db import Hit
+from pcapwire.triggers.match_index import ip_hits
+from pcapwire.triggers.model import Scope
+
+SEGMENT_BYTES = 2**20
+# The DNS server (a fifth of all flows), the server nets (all other flows; one of them
+# also as two halves), an absent host and IPv6 (absent); _indicators adds every other
+# client address.
+CIDRS = ["10.0.0.53", "192.0.2.0/24", "198.51.100.0/25", "198.51.100.128/25",
+         "198.51.100.0/24", "198.18.0.1", "2001:db8::/32", "::1"]
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4 MiB generated capture in 1 MiB segments."""
+    base = tmp_path_factory.mktemp("dense")
+    cap = base / "synth.pcap"
+    generate(cap, 4 * 2**20, seed=11, body_sizes=(500, 4_000))
+    with Store(base / "store") as store:
+        store.ingest([cap], segment_max_bytes=SEGMENT_BYTES)
+    return base / "store"
+
+
+def _indicators(store: Store) -> list[str]:
+    """CIDRS and every other client address of the capture (a /32 each)."""
+    clients = sorted({ipaddress.IPv4Address(r[0][:4]) for r in store.catalog.db.execute(
+        "SELECT addr_a FROM flows WHERE ipver = 4")} - {ipaddress.IPv4Address("10.0.0.53")})
+    return CIDRS + [str(a) for a in clients[::2] if a.packed[0] == 10]
+
+
+def _text(ipver: int, blob: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if ipver == 4 else socket.AF_INET6,
+                            blob[:4] if ipver == 4 else blob)
+
+
+def _reference(store: Store, segment_id: int, ips: list[str]) -> list[Hit]:
+    """Every flow of the segment against every indicator (as integer ranges)."""
+    nets = [(v, n.version, int(n.network_address), int(n.broadcast_address))
+            for v in ips for n in [ipaddress.ip_network(v, strict=False)]]
+    hits = []
+    for (fid, ipver, proto, a, pa, b, pb, init_a, first_ns) in store.catalog.db.execute(
+            "SELECT f.id, f.ipver, f.proto, f.addr_a, f.port_a, f.addr_b, f.port_b, "
+            "f.initiator_is_a, s.first_ns FROM flow_segments s JOIN flows f ON "
+            "f.id = s.flow_id WHERE s.segment_id = ?", (segment_id,)):
+        ends = [(_text(ipver, a), pa), (_text(ipver, b), pb)]
+        ints = [int(ipaddress.ip_address(addr)) for addr, _ in ends]
+        (src, sport), (dst, dport) = ends if init_a else ends[::-1]
+        for value, version, lo, hi in nets:
+            for (addr, _), n in zip(ends, ints, strict=True):
+                if version == ipver and lo <= n <= hi:
+                    hits.append(Hit(f"ip:{value}", proto, src, sport, dst, dport,
+                                    first_ns / 1e9, {"indicator": value, "address": addr},
+                                    fid))
+                    break
+    return hits
+
+
+def _counted(hits: list[Hit]) -> Counter[tuple[object, ...]]:
+    return Counter((h.rule, h.proto, h.src_ip, h.src_port, h.dest_ip, h.dest_port, h.ts,
+                    tuple(sorted(h.evidence.items())), h.flow_id) for h in hits)
+
+
+def test_dense_ip_hits_equal_the_reference(store_root: Path) -> None:
+    with Store(store_root) as store:
+        ips = _indicators(store)
+        segments = store.catalog.segments()
+        (spanning,) = store.catalog.db.execute(
+            "SELECT count(*) FROM (SELECT flow_id FROM flow_segments GROUP BY flow_id "
+            "HAVING count(*) > 1)").fetchone()
+        (flows,) = store.catalog.db.execute("SELECT count(*) FROM flows").fetchone()
+        found = [ip_hits(store, s, ips, Scope()) for s in segments]
+        expected = [_reference(store, s.id, ips) for s in segments]
+    # the generated traffic: dense (every flow matches), flows crossing segment bounds
+    assert (len(ips), len(segments), flows, spanning) == (685, 4, 1692, 155)
+    for got, want in zip(found, expected, strict=True):
+        assert _counted(got) == _counted(want)
+        assert [h.ts for h in got] == sorted(h.ts for h in got)  # first packet first
+    assert [len(h) for h in found] == [944, 964, 922, 272]
+    assert len({h.flow_id for hits in found for h in hits}) == flows

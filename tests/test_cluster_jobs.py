@@ -405,7 +405,7 @@ async def test_job_routes_keep_to_the_callers_tenant_and_role(
         assert got == status, (method, path, body, raw[:300])
         if code is not None:
             assert json.loads(raw)["code"] == code, raw
-    assert set(API_JOB_KINDS) == {"hunt", "extract"}
+    assert set(API_JOB_KINDS) == {"hunt", "extract", "workflow", "sandbox"}
     assert {(p, m, op["x-required-role"]) for p, ops in JOB_PATHS.items()
             for m, op in ops.items()} == {("/api/v1/cluster/jobs", "post", "analyst"),
                                           ("/api/v1/cluster/jobs/{unit_id}", "get", "viewer")}

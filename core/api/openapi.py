@@ -348,7 +348,8 @@ CLUSTER_PATHS: dict[str, dict[str, Any]] = {
 #: a central's jobs on its sensors (NATS JetStream, the cluster file's [nats] url)
 JOB_PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/cluster/jobs": {"post": op(
-        "Queue a job (hunt: a trigger's hunt; extract: a carve) on one sensor of your "
+        "Queue a job (hunt: a trigger's hunt; extract: a carve; workflow: shipped "
+        "workflows over a stored result; sandbox: a carved file) on one sensor of your "
         "tenant; a hunt with a version is one unit (submitting it again returns the same "
         "job). 404 without --cluster or for a sensor not serving your tenant; 409 without "
         "a [nats] url or while the queue is unreachable", "analyst",

@@ -403,9 +403,10 @@ SCHEMAS: dict[str, Any] = {
                             ("triggers", "missing")),
     "ClusterJobRequest": _obj({
         "sensor": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,63}$"},
-        "kind": {"enum": ["hunt", "extract"]},
+        "kind": {"enum": ["hunt", "extract", "workflow", "sandbox"]},
         "params": {"type": "object", "description": "the kind's parameters (hunt: trigger, "
-                   "version?; extract: pcap, out, protocols?), checked by the sensor's "
+                   "version?; extract: pcap, out, protocols?; workflow: workflows, pcap | "
+                   "query_id, case, event?; sandbox: file, profile?), checked by the sensor's "
                    "worker; paths stay in the tenant's store"}},
         ("sensor", "kind", "params")),
     "ClusterJob": _obj({

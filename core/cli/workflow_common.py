@@ -1,11 +1,10 @@
 """What ``pcapwire run`` and ``pcapwire workflow test`` share: build the host, load the
-workflow, pick the chunk source, run the engine (steps query the data directory's store
-through :class:`~pcapwire.workflow.queries.LocalQueries`), close the host's analyzers."""
+workflow, pick the chunk source, run it (:func:`pcapwire.workflow.oneshot.run_workflows`:
+steps query the data directory's store, the host's analyzers are closed at the end)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -54,40 +53,13 @@ def load(args: argparse.Namespace, path: str, overrides: list[str]) -> tuple[Any
 def execute(args: argparse.Namespace, host: Any, wf: Any,
             on_verdict: Callable[[Verdict], None] | None, store: bool = True,
             run_id: str | None = None) -> tuple[RunSummary, list[Verdict]]:
-    from pcapwire.cases import CASES_FILE, CaseStore
-    from pcapwire.workflow.engine import Engine
-    from pcapwire.workflow.queries import LocalQueries
+    from pcapwire.workflow.oneshot import run_workflows
 
     source: ChunkSource = getattr(args, "chunk_source", None) or default_chunk_source
-    chunks, query_id = source(args)
-    cases = CaseStore(Path(args.data_dir) / CASES_FILE) if store else None
-    verdicts: list[Verdict] = []
-
-    def collect(v: Verdict) -> None:
-        verdicts.append(v)
-        if on_verdict is not None:
-            on_verdict(v)
-
-    # One run per process: steps start nothing for later runs (keep_warm=False), and the
-    # host closes every analyzer in the run's event loop before it ends.
-    queries = LocalQueries(args.data_dir)
-    engine = Engine(host, cases, data_dir=args.data_dir, keep=store, keep_warm=False,
-                    queries=queries)
-
-    async def run_once() -> RunSummary:
-        try:
-            return await engine.run(wf, chunks, case=getattr(args, "case", "") or "",
-                                    event=getattr(args, "event", "") or "",
-                                    query_id=query_id, run_id=run_id, on_verdict=collect)
-        finally:
-            await host.aclose()
-
-    try:
-        summary = asyncio.run(run_once())
-    finally:
-        queries.close()
-        if cases is not None:
-            cases.close()
+    ((summary, verdicts),) = run_workflows(
+        host, [wf], lambda: source(args), data_dir=args.data_dir,
+        case=getattr(args, "case", "") or "", event=getattr(args, "event", "") or "",
+        store=store, run_ids=[run_id or uuid.uuid4().hex], on_verdict=on_verdict)
     return summary, verdicts
 
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: job kinds a caller may submit through the API (the others are the server's own work)
-API_JOB_KINDS = ("hunt", "extract")
+API_JOB_KINDS = ("hunt", "extract", "workflow", "sandbox")
 #: while the [nats] server cannot be reached at start, the central tries again after this
 JOBS_RETRY_S = 1.0
 

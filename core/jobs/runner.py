@@ -34,11 +34,13 @@ log = logging.getLogger(__name__)
 HANDLERS: dict[str, str] = {"ingest": "pcapwire.jobs.handlers_ingest",
                             "hashlist_import": "pcapwire.jobs.handlers_hashlist",
                             "extract": "pcapwire.jobs.handlers_extract",
-                            "hunt": "pcapwire.jobs.handlers_hunt"}
+                            "hunt": "pcapwire.jobs.handlers_hunt",
+                            "workflow": "pcapwire.jobs.handlers_workflow",
+                            "sandbox": "pcapwire.jobs.handlers_sandbox"}
 KINDS: tuple[str, ...] = ("ping", *HANDLERS)
 #: codes that say the job itself is wrong (``pcapwire worker`` exits 2 on them, not 1)
 INVALID_CODES = frozenset({"invalid_job", "unknown_kind", "invalid_params",
-                           "path_not_allowed"})
+                           "path_not_allowed", "unknown_workflow"})
 
 
 def tenant_root(data_dir: Path, tenant: str) -> Path:

@@ -143,10 +143,11 @@ def test_rules_is_the_suricata_plugins_command() -> None:
     assert top == set()  # no core module needs a plugin to be imported
     # Only features built on the shipped engines reach into them, when they run: the
     # triggers' content engines (the Suricata and YARA plugins' own runs and checks), the
-    # metadata index (Suricata's EVE records, where steps keep their outputs) and the
-    # rule-group routes (the Suricata plugin's rule groups).
+    # metadata index (Suricata's EVE records, where steps keep their outputs), the
+    # rule-group routes (the Suricata plugin's rule groups) and the sandbox job (the
+    # sandbox plugin's analyzer on a carved file).
     assert inside == {"triggers/match_engines.py", "search/sources.py", "search/ecs.py",
-                      "api/routes_rulegroups.py"}
+                      "api/routes_rulegroups.py", "jobs/handlers_sandbox.py"}
 
 
 def test_the_register_callback_types_exist_at_run_time() -> None:

@@ -553,12 +553,13 @@ async def test_the_server_kills_an_import_that_overstays(aiohttp_client, tmp_pat
     """A child that ignores SIGTERM and its own limits is killed after the grace period,
     and what a killed import leaves in the store is removed."""
     from pcapwire.api import hashlists
+    from pcapwire.jobs import local
 
     stubborn = tmp_path / "stubborn"
     stubborn.write_text(f"#!{sys.executable}\nimport signal, time\n"
                         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)\n")
     stubborn.chmod(0o755)
-    monkeypatch.setattr(hashlists, "sys", SimpleNamespace(executable=str(stubborn)))
+    monkeypatch.setattr(local, "sys", SimpleNamespace(executable=str(stubborn)))  # the worker
     monkeypatch.setattr(hashlists, "HASHLIST_IMPORT_KILL_GRACE_S", 1.0)
     data = tmp_path / "data"
     client = await aiohttp_client(create_app(ApiConfig(data_dir=data,
@@ -595,12 +596,12 @@ async def test_a_client_leaving_cancels_the_import(aiohttp_client, tmp_path: Pat
         assert time.monotonic() < deadline and not request.done()
         await asyncio.sleep(0.1)
         uploads = uploads or list((tenant / "uploads").glob("*"))
-    child = processes_naming(str(uploads[0]))
+    child = processes_naming(str(tenant))  # the job's worker: `--data-dir <tenant> worker`
     assert child, "the import runs in a child process"
     request.cancel()  # the client leaves
     with contextlib.suppress(asyncio.CancelledError):
         await request
-    while _leftovers(data) != ([], [], []) or processes_naming(str(uploads[0])):
+    while _leftovers(data) != ([], [], []) or processes_naming(str(tenant)):
         assert time.monotonic() < deadline, _leftovers(data)
         await asyncio.sleep(0.1)
     status, body = await _upload(client, analyst, full_rds3(tmp_path / "next.db", 10),

@@ -3,19 +3,23 @@
 records (benchmarks/search_data.py), in one run.
 
     python benchmarks/bench_search.py [--records 1000000,3000000] [--repeat 15] [--no-duckdb]
+    python benchmarks/bench_search.py --records 10000000 --pool 500000 --no-duckdb --no-scan
 
 For each size N:
 - the records are generated and written as ECS JSON lines (what ``pcapwire export``
-  writes);
-- **indexing**: SearchIndex.put in batches of 10,000 (records/s, size on disk); DuckDB:
+  writes); with ``--pool P`` (10 M records) only P are generated and the rest cycle
+  through them with keys and times of their own (search_data.cycled);
+- **indexing**: SearchIndex.put in batches of ``--batch`` records (10,000; records/s, size
+  on disk); DuckDB:
   loading the flattened JSON lines (read_json) into a table;
 - **search latency** p50/p99 per query class (field:value exact, wildcard prefix/suffix,
   CIDR, numeric range, time range, boolean combinations, free text), each query run
   ``--repeat`` times after one warm-up, hits identical between the stores (checked);
 - **full scan**: ``grep -F -c`` of one needle over the JSON lines (a lower bound of any
-  scan), and Python json over every line for one exact query.
-Results go to benchmarks/results/search.json. DuckDB needs ``pip install duckdb`` (not a
-dependency of pcapwire: see docs/search.md for why the index is SQLite).
+  scan), and Python json over every line for one exact query (``--no-scan``: neither,
+  and no JSON lines are written).
+Results go to benchmarks/results/search.json (or ``--out``). DuckDB needs ``pip install
+duckdb`` (not a dependency of pcapwire: see docs/search.md for why the index is SQLite).
 """
 
 from __future__ import annotations
@@ -34,11 +38,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
+#: Sizes on the way to a larger one where the searches are measured too (the build goes on
+#: after each; results/search-<N>-partial.json has them as soon as they are known).
+CHECKPOINTS = (1_000_000, 3_000_000, 5_000_000)
+#: Records per SearchIndex.put (one transaction each) unless --batch says otherwise.
 BATCH = 10_000
 
 from pcapwire.search.index import SearchIndex  # noqa: E402
 from pcapwire.search.query import search  # noqa: E402
-from search_data import NEEDLE_DOMAIN, NEEDLE_HASH, T0, Synth  # noqa: E402
+from search_data import NEEDLE_DOMAIN, NEEDLE_HASH, T0, Synth, cycled  # noqa: E402
 
 QUERIES: dict[str, list[str]] = {
     "exact": [f"url.domain:{NEEDLE_DOMAIN}", f"file.hash.sha256:{NEEDLE_HASH}",
@@ -73,7 +81,8 @@ def timed(fn: Any, repeat: int) -> tuple[list[float], Any]:
     return times, result
 
 
-def one_size(n: int, repeat: int, duck: bool, work: Path, keep: bool) -> dict[str, Any]:
+def one_size(n: int, repeat: int, duck: bool, work: Path, keep: bool, pool: int,
+             scan: bool, batch: int) -> dict[str, Any]:
     print(f"-- {n:,} records", flush=True)
     jsonl, flat = work / f"records-{n}.jsonl", work / f"flat-{n}.jsonl"
     ix_path = work / f"search-{n}.sqlite"
@@ -86,12 +95,13 @@ def one_size(n: int, repeat: int, duck: bool, work: Path, keep: bool) -> dict[st
             import duckdb
 
             con = duckdb.connect(str(work / f"search-{n}.duckdb"))
-        return measure(n, repeat, out, index, con, jsonl, work, keep)
-    return build(n, repeat, duck, work, keep, jsonl, flat, ix_path, built)
+        return measure(n, repeat, out, index, con, jsonl if scan else None, work, keep)
+    return build(n, repeat, duck, work, keep, jsonl if scan else None, flat, ix_path, built,
+                 pool, batch)
 
 
-def build(n: int, repeat: int, duck: bool, work: Path, keep: bool, jsonl: Path, flat: Path,
-          ix_path: Path, built: Path) -> dict[str, Any]:
+def build(n: int, repeat: int, duck: bool, work: Path, keep: bool, jsonl: Path | None,
+          flat: Path, ix_path: Path, built: Path, pool: int, size: int) -> dict[str, Any]:
     index = SearchIndex(ix_path)
     duck_rows = None
     if duck:
@@ -99,16 +109,18 @@ def build(n: int, repeat: int, duck: bool, work: Path, keep: bool, jsonl: Path, 
 
         duck_rows = open(flat, "w")
     gen_s = index_s = flatten_s = 0.0
-    docs = Synth().docs(n)
-    with open(jsonl, "w") as f:
+    checkpoints = sorted(c for c in CHECKPOINTS if c < n)
+    partial: list[dict[str, Any]] = []
+    docs = cycled(n, pool) if 0 < pool < n else Synth().docs(n)
+    with open(jsonl or os.devnull, "w") as f:
         done = 0
         while done < n:  # streamed in batches: memory stays flat at any size
             t = time.perf_counter()
-            batch = [d for _, d in zip(range(BATCH), docs, strict=False)]
+            batch = [d for _, d in zip(range(size), docs, strict=False)]
             gen_s += time.perf_counter() - t
             if not batch:
                 break
-            for d in batch:
+            for d in batch if jsonl else ():
                 f.write(json.dumps(d.body, separators=(",", ":")) + "\n")
             t = time.perf_counter()
             index.put(batch)
@@ -120,11 +132,21 @@ def build(n: int, repeat: int, duck: bool, work: Path, keep: bool, jsonl: Path, 
                                                separators=(",", ":")) + "\n")
                 flatten_s += time.perf_counter() - t
             done += len(batch)
+            if checkpoints and done >= checkpoints[0]:  # searches at this size, on the way
+                checkpoints.pop(0)
+                print(f"   {done:,} records indexed in {index_s:.0f} s "
+                      f"({done / index_s:,.0f}/s)", flush=True)
+                partial.append({"records": done, "index_s": round(index_s, 1),
+                                "records_per_s": round(done / index_s),
+                                **latencies(index, None, repeat)})
+                (RESULTS / f"search-{n}-partial.json").write_text(
+                    json.dumps({"checkpoints": partial}, indent=1) + "\n")
     t = time.perf_counter()
     index.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     index_s += time.perf_counter() - t
-    out: dict[str, Any] = {"records": n, "generate_s": round(gen_s, 1),
-                           "jsonl_bytes": jsonl.stat().st_size}
+    out: dict[str, Any] = {"records": n, "generate_s": round(gen_s, 1), "pool": pool,
+                           "batch": size, "checkpoints": partial,
+                           "jsonl_bytes": jsonl.stat().st_size if jsonl else None}
     out["sqlite_index"] = {"seconds": round(index_s, 1), "records_per_s": round(n / index_s),
                            "bytes": ix_path.stat().st_size}
     print(f"   sqlite: indexed in {index_s:.0f} s ({n / index_s:,.0f}/s), "
@@ -151,8 +173,9 @@ def build(n: int, repeat: int, duck: bool, work: Path, keep: bool, jsonl: Path, 
     return measure(n, repeat, out, index, con, jsonl, work, keep)
 
 
-def measure(n: int, repeat: int, out: dict[str, Any], index: SearchIndex, con: Any,
-            jsonl: Path, work: Path, keep: bool) -> dict[str, Any]:
+def latencies(index: SearchIndex, con: Any, repeat: int) -> dict[str, Any]:
+    """p50/p99 per query class (and of all queries) in SQLite, and in DuckDB with ``con``."""
+    out: dict[str, Any] = {}
     classes: dict[str, Any] = {}
     all_sqlite: list[float] = []
     all_duck: list[float] = []
@@ -189,7 +212,24 @@ def measure(n: int, repeat: int, out: dict[str, Any], index: SearchIndex, con: A
     if all_duck:
         out["duckdb_all"] = {"p50_ms": round(pct(all_duck, 50), 2),
                              "p99_ms": round(pct(all_duck, 99), 2)}
+    return out
 
+
+def measure(n: int, repeat: int, out: dict[str, Any], index: SearchIndex, con: Any,
+            jsonl: Path | None, work: Path, keep: bool) -> dict[str, Any]:
+    out.update(latencies(index, con, repeat))
+    if jsonl is not None:
+        out["full_scan"] = full_scan(index, jsonl)
+    index.close()
+    if con is not None:
+        con.close()
+    if not keep:
+        for p in work.glob(f"*-{n}.*"):
+            p.unlink()
+    return out
+
+
+def full_scan(index: SearchIndex, jsonl: Path) -> dict[str, Any]:
     t = time.perf_counter()
     grep = subprocess.run(["grep", "-F", "-c", f'"{NEEDLE_DOMAIN}"', str(jsonl)],
                           capture_output=True, text=True)
@@ -204,17 +244,10 @@ def measure(n: int, repeat: int, out: dict[str, Any], index: SearchIndex, con: A
     py_ms = (time.perf_counter() - t) * 1000
     exact = search(index, f"url.domain:{NEEDLE_DOMAIN}", limit=1000)
     assert found == exact.total, (found, exact.total)
-    out["full_scan"] = {"grep_F_ms": round(grep_ms, 1), "grep_lines": int(grep.stdout or 0),
-                        "python_json_ms": round(py_ms, 1), "python_json_hits": found}
     print(f"   full scan: grep -F {grep_ms:,.0f} ms, python json {py_ms:,.0f} ms "
           f"({found} hits)", flush=True)
-    index.close()
-    if con is not None:
-        con.close()
-    if not keep:
-        for p in work.glob(f"*-{n}.*"):
-            p.unlink()
-    return out
+    return {"grep_F_ms": round(grep_ms, 1), "grep_lines": int(grep.stdout or 0),
+            "python_json_ms": round(py_ms, 1), "python_json_hits": found}
 
 
 def main() -> None:
@@ -223,6 +256,11 @@ def main() -> None:
                     help="comma-separated sizes (default 1000000)")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--no-duckdb", action="store_true")
+    ap.add_argument("--pool", type=int, default=0, help="generate only this many records "
+                    "(a multiple of 50,000) and cycle through them (default: all)")
+    ap.add_argument("--no-scan", action="store_true", help="no JSON lines, no full scans")
+    ap.add_argument("--batch", type=int, default=BATCH, help="records per transaction")
+    ap.add_argument("--out", default="search.json", help="file in benchmarks/results/")
     ap.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated data and stores "
                     "in --work; a later --keep run measures the searches again on them")
@@ -241,12 +279,13 @@ def main() -> None:
     try:
         for n in args.records.split(","):
             sizes.append(one_size(int(n), args.repeat, duck, work,
-                                  args.keep and args.work is not None))
-            (RESULTS / "search.json").write_text(json.dumps({"sizes": sizes}, indent=1) + "\n")
+                                  args.keep and args.work is not None, args.pool,
+                                  not args.no_scan, args.batch))
+            (RESULTS / args.out).write_text(json.dumps({"sizes": sizes}, indent=1) + "\n")
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"results in {RESULTS / 'search.json'}")
+    print(f"results in {RESULTS / args.out}")
 
 
 if __name__ == "__main__":

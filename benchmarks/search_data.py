@@ -131,6 +131,29 @@ class Synth:
                 yield Doc(f"{doc.key}:{i}", doc.body)
 
 
+def cycled(n: int, pool: int) -> Iterator[Doc]:
+    """``n`` records made from ``pool`` generated ones (for sizes where generating every
+    record would take longer than indexing it: ~7,000 records/s here): record ``i`` is pool
+    record ``i % pool`` with a key of its own and the time record ``i`` of ``n`` has. The
+    pool is a multiple of :data:`NEEDLE_EVERY`, so every needle count stays
+    ``n / NEEDLE_EVERY``; values repeat with period ``pool`` (a selective term matches
+    ``n / pool`` times as often as in the pool)."""
+    if pool % NEEDLE_EVERY:
+        raise ValueError(f"pool {pool} is not a multiple of NEEDLE_EVERY ({NEEDLE_EVERY})")
+    base = list(Synth().docs(pool))
+    for i in range(n):
+        d = base[i % pool]
+        body = {**d.body, "@timestamp": _iso_z(T0 + SPAN_S * i / n),
+                "event": dict(d.body.get("event") or {})}  # the indexer sets event.id
+        yield Doc(f"{d.key}:c{i // pool}", body)
+
+
+def _iso_z(ts: float) -> str:
+    from pcapwire.search.values import ts_iso
+
+    return ts_iso(ts)
+
+
 def _iso(ts: float) -> str:
     from pcapwire.search.values import ts_iso
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from pcapwire.errors import QueryError
+from pcapwire.search import index as index_mod
 from pcapwire.search import query as query_mod
 from pcapwire.search.ecs import Origin, email_doc, flow_doc
 from pcapwire.search.index import SearchIndex
@@ -163,6 +164,26 @@ def test_replacing_by_key_and_the_limits(index: SearchIndex, monkeypatch) -> Non
     for bad in (0, MAX_LIMIT + 1):
         with pytest.raises(QueryError, match="MAX_LIMIT"):
             search(index, "x", limit=bad)
+
+
+def test_replacing_many_keys_leaves_no_stale_postings(index: SearchIndex,
+                                                     monkeypatch) -> None:
+    """Documents replaced in chunks of LOOKUP_CHUNK keys, a key twice in one batch (the
+    last wins): every posting of a replaced document goes with it."""
+    monkeypatch.setattr(index_mod, "LOOKUP_CHUNK", 2)
+    index.put([_flow(fid, "203.0.113.1", 1, "10.0.0.1", 80, 0) for fid in (1, 2, 3, 4)]
+              + [_flow(4, "203.0.113.4", 1, "10.0.0.1", 80, 0)])
+    assert index.count() == len(FLOWS) + len(EMAILS)
+    assert keys(index, "source.ip:203.0.113.1") == {"flow:1", "flow:2", "flow:3"}
+    assert keys(index, "source.ip:203.0.113.4") == {"flow:4"}
+    assert keys(index, "source.ip:198.18.0.0/14") == set()
+    assert keys(index, "source.ip:2001:db8::1 OR 198.20.0.0") == set()
+    db = index.db
+    live = "(SELECT id FROM docs)"
+    assert db.execute(f"SELECT count(*) FROM terms WHERE doc NOT IN {live}").fetchone() == (0,)
+    assert db.execute(f"SELECT count(*) FROM nums WHERE doc NOT IN {live}").fetchone() == (0,)
+    assert keys(index, "198.18.0.0") == set()  # free text: the FTS rows went too
+    assert keys(index, "203.0.113.4") == {"flow:4"}
 
 
 def test_records_from_elsewhere_trigger_hits(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ LOGIN_CSRF_COOKIE = "pcapwire_login_csrf"
 PAGES = {"query": "query.html", "live": "live.html", "cases": "cases.html", "case": "case.html",
          "search": "search.html", "session": "session.html", "email": "email.html",
          "capture": "capture.html", "holds": "holds.html", "custody": "custody.html",
-         "triggers": "triggers.html"}
+         "triggers": "triggers.html", "rules": "rules.html"}
 VENDOR = STATIC / "vendor"  # third-party libraries, as scripts/vendor-js.sh fetched them
 SERVED_SUFFIXES = (".js", ".css", ".svg")
 
@@ -146,6 +146,12 @@ async def holds_page(request: web.Request) -> web.FileResponse:
 @role("viewer")
 async def triggers_page(request: web.Request) -> web.FileResponse:
     return _page("triggers")
+
+
+@routes.get("/ui/rules")
+@role("viewer")
+async def rules_page(request: web.Request) -> web.FileResponse:
+    return _page("rules")
 
 
 @routes.get("/ui/cases/{case}/custody")

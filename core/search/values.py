@@ -70,13 +70,16 @@ def parse_long(value: str) -> int:
     return int(number)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def iso_us(value: str) -> int:
     """An ISO 8601 time (naive = UTC, ``Z`` allowed) as microseconds; ValueError if not."""
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    dt = datetime.fromisoformat(value)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
+    return (dt - _EPOCH) // _MICROSECOND
 
 
 def parse_time(value: str, *, now_us: int | None = None) -> tuple[int, int]:
@@ -116,7 +119,7 @@ def _parse_time(value: str, *, now_us: int | None = None) -> tuple[int, int]:
 
 def us_iso(us: int) -> str:
     """Microseconds as ISO 8601 UTC with a Z (the form documents carry)."""
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).strftime(
+    return (_EPOCH + timedelta(microseconds=us)).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ")
 
 

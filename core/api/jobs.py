@@ -16,6 +16,7 @@ record which sensors were asked (``sensors``) and which did not answer (``missin
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import re
@@ -104,6 +105,10 @@ class QueryJob:
     missing: list[dict[str, str]] = field(default_factory=list)  # [{sensor, reason}]
     received: dict[str, int] = field(default_factory=dict)  # bytes from each sensor so far
     role: str = ""  # the caller's role (a central asks its sensors with it)
+    # SHA-256 of the spooled result as it is written (the custody entry needs it at the
+    # end; hashing the whole file then would delay the end of every stream); None: not
+    # spooled here (a rerun links its original's file)
+    spooled: Any = None
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
 
@@ -303,10 +308,12 @@ class QueryManager:
 
     @staticmethod
     def _custody(ts: TenantStore, job: QueryJob, status: str) -> None:
-        """The query's entry in its case's custody log, with its stored result (hashed
-        here, once, off the loop; a rerun's result is its original's bytes)."""
-        result = (file_object("result", job.pcap_path, ts.root) if job.pcap_path.exists()
-                  else None)
+        """The query's entry in its case's custody log, with its stored result (hashed as
+        it was spooled; a rerun's result, its original's bytes, is hashed here, off the
+        loop)."""
+        digest = job.spooled.hexdigest() if job.spooled is not None else None
+        result = (file_object("result", job.pcap_path, ts.root, digest)
+                  if job.pcap_path.exists() else None)
         events.query(ts.root, job.spec.case, job.actor, job.id, job.spec_record(), status,
                      job.stats, job.segments, result)
 
@@ -376,6 +383,9 @@ class QueryManager:
 
     @staticmethod
     async def _spool(job: QueryJob, out: BinaryIO, data: bytes | memoryview) -> None:
+        if job.spooled is None:
+            job.spooled = hashlib.sha256()
+        job.spooled.update(data)
         out.write(data)
         out.flush()
         job.written = out.tell()

@@ -16,8 +16,8 @@ input bytes merged per second of wall time and per CPU second of this process.
 - ``--merge-only``: the merge as it is now (the native record loop, ``core/native/merge.c``)
   vs the pure-Python merge of git revision ``--baseline`` (its ``core/cluster/merge.py``,
   loaded from git: the version before the native loop).
-- ``--vs-mergecap`` (the default): the merge as it is now vs ``mergecap -F pcap -w /dev/null`` on the three
-  parts as files (wall time; the process's CPU from ``os.wait4``).
+- ``--vs-mergecap`` (the default): the merge as it is now vs ``mergecap -F pcap -w
+  /dev/null`` on the three parts as files (wall time; the process's CPU from ``os.wait4``).
 
 Both sides' outputs are checked equal (and equal to mergecap's) once before timing.
 Results go to benchmarks/results/cluster_merge_<mode>.json.

@@ -5,6 +5,7 @@ itself is protected by a double-submit cookie."""
 
 from __future__ import annotations
 
+import functools
 import hmac
 import html
 import secrets
@@ -25,8 +26,21 @@ VENDOR = STATIC / "vendor"  # third-party libraries, as scripts/vendor-js.sh fet
 SERVED_SUFFIXES = (".js", ".css", ".svg")
 
 
-def _page(name: str) -> web.FileResponse:
-    return web.FileResponse(STATIC / PAGES[name], headers={"Cache-Control": "no-store"})
+#: where a page gets the header every page shares (``static/header.html``: brand, nav,
+#: who is logged in, log out)
+HEADER_INCLUDE = "<!--#include header.html-->"
+
+
+@functools.cache
+def _assembled(name: str) -> str:
+    """Page ``name`` with the shared header in place (read once: they are package files)."""
+    return (STATIC / PAGES[name]).read_text().replace(
+        HEADER_INCLUDE, (STATIC / "header.html").read_text())
+
+
+def _page(name: str) -> web.Response:
+    return web.Response(text=_assembled(name), content_type="text/html",
+                        headers={"Cache-Control": "no-store"})
 
 
 def _login_page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
@@ -90,73 +104,73 @@ async def logout(request: web.Request) -> web.Response:
 
 @routes.get("/ui/")
 @role("viewer")
-async def query_page(request: web.Request) -> web.FileResponse:
+async def query_page(request: web.Request) -> web.Response:
     return _page("query")
 
 
 @routes.get("/ui/queries/{id}")
 @role("viewer")
-async def live_page(request: web.Request) -> web.FileResponse:
+async def live_page(request: web.Request) -> web.Response:
     return _page("live")
 
 
 @routes.get("/ui/cases")
 @role("viewer")
-async def cases_page(request: web.Request) -> web.FileResponse:
+async def cases_page(request: web.Request) -> web.Response:
     return _page("cases")
 
 
 @routes.get("/ui/cases/{case}")
 @role("viewer")
-async def case_page(request: web.Request) -> web.FileResponse:
+async def case_page(request: web.Request) -> web.Response:
     return _page("case")
 
 
 @routes.get("/ui/search")
 @role("viewer")
-async def search_page(request: web.Request) -> web.FileResponse:
+async def search_page(request: web.Request) -> web.Response:
     return _page("search")
 
 
 @routes.get("/ui/cases/{case}/sessions/{flow_id}")
 @role("viewer")
-async def session_page(request: web.Request) -> web.FileResponse:
+async def session_page(request: web.Request) -> web.Response:
     return _page("session")
 
 
 @routes.get("/ui/queries/{id}/emails/{email_id}")
 @role("viewer")
-async def email_page(request: web.Request) -> web.FileResponse:
+async def email_page(request: web.Request) -> web.Response:
     return _page("email")
 
 
 @routes.get("/ui/capture")
 @role("viewer")
-async def capture_page(request: web.Request) -> web.FileResponse:
+async def capture_page(request: web.Request) -> web.Response:
     return _page("capture")
 
 
 @routes.get("/ui/holds")
 @role("viewer")
-async def holds_page(request: web.Request) -> web.FileResponse:
+async def holds_page(request: web.Request) -> web.Response:
     return _page("holds")
 
 
 @routes.get("/ui/triggers")
 @role("viewer")
-async def triggers_page(request: web.Request) -> web.FileResponse:
+async def triggers_page(request: web.Request) -> web.Response:
     return _page("triggers")
 
 
 @routes.get("/ui/rules")
 @role("viewer")
-async def rules_page(request: web.Request) -> web.FileResponse:
+async def rules_page(request: web.Request) -> web.Response:
     return _page("rules")
 
 
 @routes.get("/ui/cases/{case}/custody")
 @role("viewer")
-async def custody_page(request: web.Request) -> web.FileResponse:
+async def custody_page(request: web.Request) -> web.Response:
     return _page("custody")
 
 

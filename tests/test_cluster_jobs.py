@@ -11,16 +11,15 @@ the cluster file's ``[nats] url``. Triggers are created through the sensors' API
 submitted and their results read through the central. Sensor a's worker is SIGKILLed by the
 hunt runner's test hook after its second unit: the job is delivered again to a new worker,
 which resumes (the finished units keep their one attempt), and the hunt ends once with the
-same matches and hit counts as an uninterrupted hunt of the same definition. The sensors'
-own trigger services are kept off the stores (their ``triggers.lock`` is held here, as a
-``pcapwire trigger run`` elsewhere would hold it), so that the workers are the hunts' only
-runners. Waits are KV watches (:meth:`NatsJobs.wait_state`) or process exits.
+same matches and hit counts as an uninterrupted hunt of the same definition. The sensors
+serve with ``--hunts-by-workers``: their own trigger services run no hunt, so that the
+workers are the hunts' only runners. Waits are KV watches (:meth:`NatsJobs.wait_state`) or
+process exits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import signal
@@ -49,7 +48,6 @@ from pcapwire.testing.cluster import Cluster, split_capture
 from pcapwire.testing.natsserver import NatsServer
 from pcapwire.triggers import TriggerDB, from_dict
 from pcapwire.triggers.hunt import KILL_AFTER_ENV, run_hunt
-from pcapwire.triggers.service import LOCK_FILE
 from test_cluster_query import Api
 
 SENSORS = ("a", "b")
@@ -254,23 +252,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, capture: Path,
     root = tmp_path_factory.mktemp("cluster")
     parts = split_capture(capture, root / "parts", SENSORS,
                           lambda ts, frame: sum(frame[26:34]) % 2)  # by host pair
-    cl = JobCluster(root / "nodes", {"a": {"acme": [], "globex": []}, "b": {"acme": []}})
+    cl = JobCluster(root / "nodes", {"a": {"acme": [], "globex": []}, "b": {"acme": []}},
+                    sensor_args=["--hunts-by-workers"])
     cl.nats_url = nats_server.url
-    held = []
     for name, part in zip(SENSORS, parts, strict=True):
-        store = tenant_root(cl.sensors[name].data_dir, "acme")
-        with Store(store) as s:
+        with Store(tenant_root(cl.sensors[name].data_dir, "acme")) as s:
             s.ingest([part], segment_max_bytes=SEGMENT_BYTES)
-        lock = open(store / LOCK_FILE, "w")  # noqa: SIM115
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        held.append(lock)
-    try:
-        with cl:
-            cl.central.wait_log(r"job queue \S+ connected")
-            yield cl
-    finally:
-        for lock in held:
-            lock.close()
+    with cl:
+        cl.central.wait_log(r"job queue \S+ connected")
+        yield cl
 
 
 @pytest.fixture

@@ -3,10 +3,12 @@ demo rules) over a stored query result holding EICAR downloads, a PowerShell dow
 cradle and cleartext HTTP Basic credentials; the job's verdict counts equal those of
 ``pcapwire run`` on the same capture, runs and verdicts land in the tenant's case store;
 through the runner in-process and through ``pcapwire worker --job -``; unknown workflow
-names (a path is no name) and paths outside the tenant."""
+names (a path is no name) and paths outside the tenant; a workflow of an operator's
+directory is found with ``worker --workflows DIR`` only."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -136,3 +138,25 @@ def test_a_file_that_is_no_capture_fails_the_run_not_the_job(root: Path) -> None
     (run,) = result.data["runs"]
     assert (run["status"], run["verdicts"]) == ("failed", 0)
     assert "not a pcap or pcapng file" in run["error"]
+
+
+def test_worker_workflows_dirs_add_to_the_shipped_ones(root: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site-workflows"
+    shutil.copytree(SHIPPED_WORKFLOWS / "rules", site / "rules")
+    (site / "site-yara.yaml").write_text(
+        (SHIPPED_WORKFLOWS / "yara-streams.yaml").read_text()
+        .replace("name: yara-streams", "name: site-yara"))
+    job = Job("workflow", "w3", "acme", {"workflows": ["site-yara", "yara-streams"],
+                                         "query_id": "q1", "case": "c3"})
+    plain = cli("--data-dir", str(root), "worker", "--job", "-", input=job.to_json())
+    refused = JobResult.from_json(plain.stdout)
+    assert (plain.returncode, refused.code, refused.data["unknown"]) == (
+        2, "unknown_workflow", ["site-yara"])
+    assert "yara-streams" in refused.data["available"]
+    proc = cli("--data-dir", str(root), "worker", "--job", "-", "--workflows", str(site),
+               input=job.to_json())
+    result = JobResult.from_json(proc.stdout)
+    assert (proc.returncode, result.ok) == (0, True), result
+    assert [(r["workflow"], r["status"], r["verdicts_by_severity"])
+            for r in result.data["runs"]] == [("site-yara", "ok", EXPECTED),
+                                              ("yara-streams", "ok", EXPECTED)]

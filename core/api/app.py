@@ -84,7 +84,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     maintenance = Maintenance.of_tenants(config.data_dir)  # retention, holds, compression
     maintenance.start()
     triggers = TriggerServices.of_tenants(config.data_dir, app[WORKFLOWS],
-                                          asyncio.get_running_loop())  # hunts, watch, notify
+                                          asyncio.get_running_loop(),  # hunts, watch, notify
+                                          hunts=not config.hunts_by_workers)
     app[TRIGGERS] = triggers  # the trigger routes wake it
     triggers.start()
     yield

@@ -56,6 +56,9 @@ class ApiConfig:
     ingest_paths: list[Path] = field(default_factory=list)
     # Directories of workflow YAML documents this server offers (by their ``name``).
     workflow_dirs: list[Path] = field(default_factory=list)
+    # A cluster sensor: the trigger service runs no hunt; `hunt` jobs (the sensor's
+    # `pcapwire worker --nats`) do.
+    hunts_by_workers: bool = False
     session_ttl_s: int = limits.SESSION_TTL_S
     http: HttpLimits = field(default_factory=HttpLimits)
     # TLS served by pcapwire itself (certificate chain and key, PEM), or a TLS-terminating

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="server directory admins may ingest from by path (repeatable)")
     p.add_argument("--workflows", action="append", default=[], metavar="DIR",
                    help="directory of workflow YAML documents to offer (repeatable)")
+    p.add_argument("--hunts-by-workers", action="store_true",
+                   help="run no retro-hunt here: leave them queued for `hunt` jobs (a "
+                   "cluster sensor's `pcapwire worker --nats`); watching and notifying go on")
     p.add_argument("--max-upload-mb", type=int, default=limits.MAX_UPLOAD_BYTES // 2**20)
     p.add_argument("--max-decompressed-mb", type=non_negative,
                    default=limits.MAX_DECOMPRESSED_BYTES // 2**20,
@@ -120,6 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def config_from(args: argparse.Namespace) -> ApiConfig:
     return ApiConfig(
         data_dir=args.data_dir, ingest_paths=args.ingest_path, workflow_dirs=args.workflows,
+        hunts_by_workers=args.hunts_by_workers,
         max_upload_bytes=args.max_upload_mb * 2**20,
         max_decompressed_bytes=int(args.max_decompressed_mb * 2**20),
         max_decompression_ratio=args.max_decompression_ratio,

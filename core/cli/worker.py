@@ -9,6 +9,9 @@ for each upload it ingests, hash list it imports and result it carves.
 ``--nats URL --sensor NAME`` serves the jobs queued for this sensor on NATS JetStream until
 SIGTERM or SIGINT (:func:`pcapwire.jobs.nats.serve_worker`), each in the store of its
 tenant (``DATA/tenants/<tenant>``, :func:`pcapwire.jobs.runner.tenant_root`).
+
+``--workflows DIR`` (repeatable) adds workflow directories whose workflows ``workflow``
+jobs may name, besides the shipped ``workflows/`` (as ``pcapwire serve --workflows``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--read-root", action="append", default=[], type=Path, metavar="DIR",
                    help="a directory jobs may read besides the store (repeat; "
                    "`pcapwire serve --ingest-path`)")
+    p.add_argument("--workflows", action="append", default=[], type=Path, metavar="DIR",
+                   help="a directory of workflow YAML documents `workflow` jobs may name, "
+                   "besides the shipped ones (repeat; `pcapwire serve --workflows`)")
     p.set_defaults(func=run)
 
 
@@ -38,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.sensor:
             print("pcapwire: error: worker --nats needs --sensor NAME", file=sys.stderr)
             return EXIT_USAGE
-        return _serve(args.nats, args.sensor, Path(args.data_dir), args.read_root)
+        return _serve(args.nats, args.sensor, Path(args.data_dir), args.read_root,
+                      args.workflows)
     return _one(args)
 
 
@@ -61,7 +68,8 @@ def _one(args: argparse.Namespace) -> int:
     else:
         with _cancel_on_sigterm() as cancel:
             result = run_job(job, Path(args.data_dir), args.sensor or "",
-                             read_roots=args.read_root, cancel=cancel)
+                             read_roots=args.read_root, cancel=cancel,
+                             workflow_dirs=args.workflows)
     sys.stdout.buffer.write(result.to_json() + b"\n")
     sys.stdout.flush()
     if result.ok:
@@ -69,7 +77,8 @@ def _one(args: argparse.Namespace) -> int:
     return EXIT_USAGE if result.code in INVALID_CODES else EXIT_PARTIAL
 
 
-def _serve(url: str, sensor: str, data_dir: Path, read_roots: list[Path]) -> int:
+def _serve(url: str, sensor: str, data_dir: Path, read_roots: list[Path],
+           workflow_dirs: list[Path]) -> int:
     import asyncio
     import signal
 
@@ -80,7 +89,8 @@ def _serve(url: str, sensor: str, data_dir: Path, read_roots: list[Path]) -> int
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve_worker(url, sensor, data_dir, stop=stop, read_roots=read_roots)
+        await serve_worker(url, sensor, data_dir, stop=stop, read_roots=read_roots,
+                           workflow_dirs=workflow_dirs)
 
     asyncio.run(main())
     return EXIT_OK

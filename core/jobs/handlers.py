@@ -42,11 +42,13 @@ class JobContext:
     """``root``: the tenant's store, the only tree a job may write to; ``read_roots``:
     trees the worker's operator lets jobs read as well (``pcapwire serve --ingest-path``),
     never taken from a job; ``cancel``: set when the worker is asked to stop (SIGTERM),
-    for handlers that can stop cleanly."""
+    for handlers that can stop cleanly; ``workflow_dirs``: the operator's workflow
+    directories (``pcapwire worker --workflows``) besides the shipped ones."""
 
     root: Path
     read_roots: tuple[Path, ...] = ()
     cancel: threading.Event = field(default_factory=threading.Event)
+    workflow_dirs: tuple[Path, ...] = ()
 
     def path(self, params: dict[str, Any], key: str, *, must_exist: bool = True,
              read_only: bool = False, value: Any = None) -> Path:

@@ -11,7 +11,8 @@ workflow, in order: ``run_id``, ``workflow``, ``status``, ``verdicts``,
 ``query_id``.
 
 Workflow names resolve only from the worker's workflow directories
-(:data:`SHIPPED_WORKFLOWS`, loaded as ``pcapwire serve --workflows DIR`` loads them), never
+(:data:`SHIPPED_WORKFLOWS` and the operator's ``pcapwire worker --workflows DIR``, loaded
+as ``pcapwire serve --workflows DIR`` loads them; the first of a name wins), never
 from a path in the job: a name not there fails with ``unknown_workflow`` (``data.unknown``,
 ``data.available``). A capture pcapwire cannot read makes the run ``failed`` with its
 ``error``, as for ``pcapwire run``; the job itself succeeds (its runs are recorded).
@@ -52,7 +53,7 @@ def run(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     if not pcap.is_file():
         raise JobError("not_found", f"{pcap.relative_to(ctx.root)} is not a file",
                        {"parameter": "pcap" if "pcap" in params else "query_id"})
-    service = WorkflowService([SHIPPED_WORKFLOWS])
+    service = WorkflowService([SHIPPED_WORKFLOWS, *ctx.workflow_dirs])
     service.start()
     unknown = [n for n in names if n not in service.loaded]
     if unknown:

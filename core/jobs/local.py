@@ -20,22 +20,25 @@ from pcapwire.jobs.model import Job, JobError, JobResult
 STDERR_TAIL_CHARS = 500
 
 
-def worker_argv(data_dir: Path, read_roots: Sequence[Path] = ()) -> list[str]:
+def worker_argv(data_dir: Path, read_roots: Sequence[Path] = (),
+                workflow_dirs: Sequence[Path] = ()) -> list[str]:
     """The command line of a one-job worker on the store ``data_dir``."""
-    roots = [f"--read-root={r}" for r in read_roots]
+    flags = [f"--read-root={r}" for r in read_roots]
+    flags += [f"--workflows={d}" for d in workflow_dirs]
     return [sys.executable, "-m", "pcapwire.cli", "--data-dir", str(data_dir), "worker",
-            "--job", "-", *roots]
+            "--job", "-", *flags]
 
 
 async def run(job: Job, data_dir: Path, *, read_roots: Sequence[Path] = (),
-              kill_grace_s: float = 0.0, started: Callable[[int], None] | None = None
-              ) -> JobResult:
-    """Run ``job`` on the store ``data_dir`` in a worker child; ``read_roots`` as in
-    :func:`pcapwire.jobs.runner.run_job`; ``started`` is told the child's pid. When the
+              workflow_dirs: Sequence[Path] = (), kill_grace_s: float = 0.0,
+              started: Callable[[int], None] | None = None) -> JobResult:
+    """Run ``job`` on the store ``data_dir`` in a worker child; ``read_roots`` and
+    ``workflow_dirs`` as in :func:`pcapwire.jobs.runner.run_job` (given to the child as
+    ``--read-root`` / ``--workflows``); ``started`` is told the child's pid. When the
     caller is cancelled the child gets SIGTERM (a job that can stop cleanly does so) and
     SIGKILL after ``kill_grace_s`` (at once by default); the cancellation then goes on."""
     proc = await asyncio.create_subprocess_exec(
-        *worker_argv(data_dir, read_roots), stdin=asyncio.subprocess.PIPE,
+        *worker_argv(data_dir, read_roots, workflow_dirs), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         if started is not None:

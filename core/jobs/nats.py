@@ -350,7 +350,8 @@ class NatsJobs:
     # -- the worker's side
 
     async def work_one(self, msg: Msg, data_dir: Path, worker: str, heartbeat_s: float,
-                       max_runs: int, read_roots: Sequence[Path] = ()) -> None:
+                       max_runs: int, read_roots: Sequence[Path] = (),
+                       workflow_dirs: Sequence[Path] = ()) -> None:
         """Handle one delivery: skip it if its unit has a result, run it otherwise, store
         the result, then acknowledge."""
         try:
@@ -371,7 +372,7 @@ class NatsJobs:
             else:
                 await self.states.put(key, self._state_doc(job, "running", deliveries, worker))
                 result = await _execute(job, msg, data_dir, worker, heartbeat_s,
-                                              read_roots)
+                                        read_roots, workflow_dirs)
             stored = stored_result(result)
             try:
                 await self.results.create(key, stored)
@@ -387,7 +388,7 @@ class NatsJobs:
 
 
 async def _execute(job: Job, msg: Msg, data_dir: Path, worker: str, heartbeat_s: float,
-                   read_roots: Sequence[Path]) -> JobResult:
+                   read_roots: Sequence[Path], workflow_dirs: Sequence[Path]) -> JobResult:
     """Run the job in a thread; meanwhile the event loop tells the server it is in
     progress (all of the job's work, imports included, stays off the loop)."""
 
@@ -401,25 +402,29 @@ async def _execute(job: Job, msg: Msg, data_dir: Path, worker: str, heartbeat_s:
 
     beat = asyncio.create_task(heartbeat())
     try:
-        return await asyncio.to_thread(_run, job, data_dir, worker, read_roots)
+        return await asyncio.to_thread(_run, job, data_dir, worker, read_roots,
+                                       workflow_dirs)
     finally:
         beat.cancel()
 
 
-def _run(job: Job, data_dir: Path, worker: str, read_roots: Sequence[Path]) -> JobResult:
+def _run(job: Job, data_dir: Path, worker: str, read_roots: Sequence[Path],
+         workflow_dirs: Sequence[Path]) -> JobResult:
     """The job in the store of its tenant under ``data_dir``; every failure a result."""
     try:
         root = tenant_root(data_dir, job.tenant)
     except JobError as exc:
         return JobResult.failure(job.unit_id, exc, worker)
-    return run_job(job, root, worker, read_roots=read_roots)
+    return run_job(job, root, worker, read_roots=read_roots, workflow_dirs=workflow_dirs)
 
 
 async def serve_worker(url: str, sensor: str, data_dir: Path, *,
                        stop: asyncio.Event | None = None, name: str = "",
-                       read_roots: Sequence[Path] = ()) -> None:
+                       read_roots: Sequence[Path] = (),
+                       workflow_dirs: Sequence[Path] = ()) -> None:
     """Run the sensor's jobs one at a time, each in the store of its tenant
-    (``data_dir/tenants/<tenant>``; ``read_roots`` as for ``pcapwire worker --job``), until
+    (``data_dir/tenants/<tenant>``; ``read_roots`` and ``workflow_dirs`` as for
+    ``pcapwire worker --job``), until
     ``stop`` is set: the running job is finished and acknowledged first (a worker killed
     instead leaves it to be delivered again). Connects out to ``url`` and keeps trying while
     the server is unreachable. ``name`` names the worker in states and results (default
@@ -451,7 +456,7 @@ async def serve_worker(url: str, sensor: str, data_dir: Path, *,
                 msgs = await _fetch(sub, stop, jobs.reconnected)
                 for msg in msgs:
                     await jobs.work_one(msg, data_dir, worker, heartbeat_s, max_runs,
-                                        read_roots)
+                                        read_roots, workflow_dirs)
             except nats.errors.TimeoutError:
                 continue
             except nats.errors.Error as exc:  # the server went away: its reconnect runs

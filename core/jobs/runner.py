@@ -55,13 +55,15 @@ def tenant_root(data_dir: Path, tenant: str) -> Path:
 
 
 def run_job(job: Job, data_dir: Path, worker: str = "", *,
-            read_roots: Sequence[Path] = (), cancel: threading.Event | None = None
-            ) -> JobResult:
+            read_roots: Sequence[Path] = (), cancel: threading.Event | None = None,
+            workflow_dirs: Sequence[Path] = ()) -> JobResult:
     """Run ``job`` on the store ``data_dir`` (see the module docstring); ``read_roots``
-    are extra trees the operator lets jobs read, ``cancel`` asks a running job to stop."""
+    are extra trees the operator lets jobs read, ``cancel`` asks a running job to stop,
+    ``workflow_dirs`` are the operator's workflow directories (besides the shipped ones)."""
     worker = worker or socket.gethostname()
     ctx = JobContext(Path(data_dir).resolve(), tuple(Path(r).resolve() for r in read_roots),
-                     cancel or threading.Event())
+                     cancel or threading.Event(),
+                     tuple(Path(d).resolve() for d in workflow_dirs))
     try:
         data = _dispatch(job, ctx)
     except JobError as exc:

@@ -121,11 +121,13 @@ class Node:
 
 class Cluster:
     """Sensors named by ``sensors`` (name -> {tenant it serves: captures to ingest}) and
-    a central, all under ``root``; a context manager that stops them all."""
+    a central, all under ``root``; a context manager that stops them all.
+    ``sensor_args``: more ``pcapwire serve`` options for every sensor."""
 
     def __init__(self, root: Path, sensors: Mapping[str, Mapping[str, Sequence[Path]]],
                  timeout_s: float = 10.0,
-                 token_of: Mapping[tuple[str, str], str] | None = None) -> None:
+                 token_of: Mapping[tuple[str, str], str] | None = None,
+                 sensor_args: Sequence[str] = ()) -> None:
         self.root = root
         self.token_of = dict(token_of or {})  # (sensor, tenant) -> whose token its file holds
         self.tenants = {name: tuple(tenants) for name, tenants in sensors.items()}
@@ -141,7 +143,8 @@ class Cluster:
             cert = self.ca.server_cert(name)
             self.sensors[name] = Node(name, data, self._serve_argv(data) + [
                 "--tls-cert", str(cert.cert), "--tls-key", str(cert.key),
-                "--client-ca", str(self.ca.cert), "--client-cert-sha256", self.client.sha256])
+                "--client-ca", str(self.ca.cert), "--client-cert-sha256", self.client.sha256,
+                *sensor_args])
         central = self._serve_argv(root / "central") + ["--cluster", str(root / "cluster.toml")]
         central.insert(central.index("serve"), "-v")  # its INFO lines: what tests wait on
         self.central = Node("central", root / "central", central)

@@ -18,6 +18,11 @@ moves once a batch has run (a restart runs an unfinished batch again). Under ``s
 the runs use the server's plugin host on the server's event loop; the foreground runner
 builds its own.
 
+Hunts by workers: with ``hunts=False`` (``pcapwire serve --hunts-by-workers``, a cluster
+sensor) the service starts no hunt runner: it watches new traffic, notifies and runs the
+matches' workflows, but a created trigger's hunt stays ``queued`` until a ``hunt`` job
+(:mod:`pcapwire.jobs.handlers_hunt`, the sensor's ``pcapwire worker --nats``) runs it.
+
 Live events: the API follows a trigger by polling :meth:`~.db.TriggerDB.matches` with
 ``after_id`` and :meth:`~.db.TriggerDB.hunts` (another process may run the service).
 
@@ -70,14 +75,16 @@ class TriggerService:
     """The threads of one store's triggers; ``workflows``: a loaded
     :class:`~pcapwire.api.workflows.WorkflowService` (``host`` and ``loaded``) or None
     (matches run no workflow); ``loop``: the event loop its host belongs to (``serve``'s),
-    None to run workflows on a loop of the service's own."""
+    None to run workflows on a loop of the service's own; ``hunts``: False to leave the
+    store's hunts to ``hunt`` jobs (no hunt runner here)."""
 
     def __init__(self, root: str | Path, workflows: Any = None,
                  stop: threading.Event | None = None,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 unit: UnitFunction | None = None) -> None:
+                 unit: UnitFunction | None = None, hunts: bool = True) -> None:
         self.root = Path(root)
         self.workflows = workflows
+        self.hunts = hunts
         self.loop = loop
         self.unit = unit
         self.stop_event = stop or threading.Event()
@@ -134,6 +141,8 @@ class TriggerService:
             for name, target in (("live", self._live), ("units", self._units),
                                  ("hunts", self._hunts), ("workflows", self._workflows),
                                  ("search", self._search)):
+                if name == "hunts" and not self.hunts:  # left to the workers' `hunt` jobs
+                    continue
                 t = threading.Thread(target=self._guard(name, target),
                                      name=f"pcapwire-triggers-{name}", daemon=True)
                 t.start()
@@ -311,13 +320,15 @@ class TriggerService:
 class TriggerServices(threading.Thread):
     """A :class:`TriggerService` for every store ``roots()`` names that has triggers,
     started as they appear (looked for every ``rescan_s``, default :data:`RESCAN_S`, and
-    at once on :meth:`wake`), all stopped by :meth:`stop`."""
+    at once on :meth:`wake`), all stopped by :meth:`stop`; ``hunts`` as for
+    :class:`TriggerService`."""
 
     def __init__(self, roots: Callable[[], list[Path]], workflows: Any = None,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 rescan_s: float | None = None) -> None:
+                 rescan_s: float | None = None, hunts: bool = True) -> None:
         super().__init__(name="pcapwire-triggers", daemon=True)
         self.roots, self.workflows, self.loop = roots, workflows, loop
+        self.hunts = hunts
         self.rescan_s = RESCAN_S if rescan_s is None else rescan_s
         self.stop_event = threading.Event()
         self.rescan = threading.Event()
@@ -325,7 +336,8 @@ class TriggerServices(threading.Thread):
 
     @classmethod
     def of_tenants(cls, data_dir: Path, workflows: Any = None,
-                   loop: asyncio.AbstractEventLoop | None = None) -> TriggerServices:
+                   loop: asyncio.AbstractEventLoop | None = None,
+                   hunts: bool = True) -> TriggerServices:
         def roots() -> list[Path]:
             try:
                 return sorted(p for p in (data_dir / "tenants").iterdir()
@@ -333,7 +345,7 @@ class TriggerServices(threading.Thread):
                               and (p / "catalog.sqlite").is_file())
             except OSError:
                 return []
-        return cls(roots, workflows, loop)
+        return cls(roots, workflows, loop, hunts=hunts)
 
     def wake(self, root: str | Path) -> None:
         """The triggers of store ``root`` changed (the API calls it, from any thread): its
@@ -350,7 +362,8 @@ class TriggerServices(threading.Thread):
             for root in self.roots():
                 key = root.resolve()
                 if key not in self.services:
-                    svc = TriggerService(root, self.workflows, loop=self.loop)
+                    svc = TriggerService(root, self.workflows, loop=self.loop,
+                                         hunts=self.hunts)
                     svc.start()
                     self.services[key] = svc
             self.rescan.wait(self.rescan_s)

@@ -174,7 +174,7 @@ function livePictures(q) {
     .then(([t, fl]) => {
       showTimeline(document.getElementById("timeline"), t, (start, end) => queryWindow(
         specBody(q.spec, q.case, `window of ${q.id.slice(0, 12)}`), start, end, err));
-      showGraph(document.getElementById("connections"), fl.flows, q.case);
+      afterPaint(() => showGraph(document.getElementById("connections"), fl.flows, q.case));
     }).catch((e) => { err.textContent = e.message; });
 }
 
@@ -242,7 +242,7 @@ async function casePage() {
     const err = document.getElementById("case-error");
     showTimeline(document.getElementById("timeline"), t,
       (start, end) => queryWindow({case: name, event: "window"}, start, end, err));
-    showGraph(document.getElementById("connections"), fl.flows, name);
+    afterPaint(() => showGraph(document.getElementById("connections"), fl.flows, name));
   } catch (err) { document.getElementById("case-error").textContent = err.message; }
 }
 

@@ -305,3 +305,11 @@ def test_keys_subjects_and_result_size_limits() -> None:
     assert (replaced.ok, replaced.code, replaced.worker) == (False, "result_too_large", "w")
     assert str(len(big.to_json())) in replaced.message
     assert orjson.loads(stored_result(big))["unit_id"] == "u"
+
+
+def test_logged_urls_carry_no_credentials() -> None:
+    from pcapwire.jobs.nats import shown_url
+
+    assert shown_url("nats://user:s3cret@127.0.0.1:4222") == "nats://***@127.0.0.1:4222"
+    assert shown_url("tls://tok3n@[::1]:4222") == "tls://***@[::1]:4222"
+    assert shown_url("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"

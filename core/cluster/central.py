@@ -78,17 +78,17 @@ class Central:
 
     async def _connect_jobs(self, url: str) -> None:
         import nats.errors
-        from pcapwire.jobs.nats import NatsJobs
+        from pcapwire.jobs.nats import NatsJobs, shown_url
 
         while True:
             try:
                 self.jobs = await NatsJobs.connect(url, name="pcapwire-central")
             except (OSError, nats.errors.Error) as exc:
-                log.warning("job queue %s: %s; trying again in %.0f s", url,
+                log.warning("job queue %s: %s; trying again in %.0f s", shown_url(url),
                             str(exc) or type(exc).__name__, JOBS_RETRY_S)
                 await asyncio.sleep(JOBS_RETRY_S)
             else:
-                log.info("job queue %s connected", url)
+                log.info("job queue %s connected", shown_url(url))
                 return
 
     def _queue(self) -> NatsJobs:

@@ -37,6 +37,7 @@ import os
 import re
 import socket
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +56,18 @@ from pcapwire.jobs.model import Job, JobError, JobResult
 from pcapwire.jobs.runner import run_job, tenant_root
 
 log = logging.getLogger(__name__)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as logs show it: without a user or password (``nats://user:pw@host``)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{netloc}"))
 
 STREAM = "PCAPWIRE_JOBS"
 SUBJECT_PREFIX = "pcapwire.jobs"
@@ -232,7 +245,7 @@ class NatsJobs:
                 jobs.result_feed.reset()
 
         async def on_error(exc: Exception) -> None:  # a lost server: one line, no traceback
-            log.warning("nats %s: %s", url, str(exc) or type(exc).__name__)
+            log.warning("nats %s: %s", shown_url(url), str(exc) or type(exc).__name__)
 
         nc = await nats.connect(url, name=name, max_reconnect_attempts=-1,
                                 reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]
@@ -440,7 +453,8 @@ async def serve_worker(url: str, sensor: str, data_dir: Path, *,
         try:
             jobs = await NatsJobs.connect(url, name=f"pcapwire-worker {sensor} {worker}")
         except (OSError, nats.errors.Error) as exc:
-            log.warning("worker %s: cannot reach %s (%s); retrying", worker, url, exc)
+            log.warning("worker %s: cannot reach %s (%s); retrying", worker, shown_url(url),
+                        exc)
             if await _stopped(stop, RETRY_S):
                 return
     async with jobs:

@@ -92,10 +92,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             recorder.start(sources, listeners)
         except BaseException:
-            for src in sources:
-                src.close()
-            for li in listeners:
-                li.close()
+            _close(sources, listeners)
             raise
         try:
             if recorder.recovery is not None and recorder.recovery.segments:
@@ -151,12 +148,16 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
         listeners += [PcapOverIpListener(*parse_hostport(text, "--listen-pcap-over-ip"))
                       for text in args.listen_pcap_over_ip]
     except BaseException:
-        for src in sources:
-            src.close()
-        for li in listeners:
-            li.close()
+        _close(sources, listeners)
         raise
     return sources, listeners
+
+
+def _close(sources: list[Any], listeners: list[Any]) -> None:
+    for src in sources:
+        src.close()
+    for li in listeners:
+        li.close()
 
 
 class _Progress:

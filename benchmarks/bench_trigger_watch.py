@@ -52,7 +52,7 @@ CONTENT_IP, CONTENT_PORT = "198.18.88.8", 9998  # content probes: not the indica
 CONTENT = b"pcapwire-content-probe"
 RULE = (f'alert udp any any -> any {CONTENT_PORT} (msg:"pcapwire bench content probe"; '
         f'content:"{CONTENT.decode()}"; sid:9300001; rev:1;)\n')
-SOURCE_IP = "10.9.0.1"
+SOURCE_IP = "198.18.9.1"  # generated probes: 198.18.0.0/15 only
 SENDER = r"""
 import socket, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)

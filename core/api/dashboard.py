@@ -26,16 +26,19 @@ VENDOR = STATIC / "vendor"  # third-party libraries, as scripts/vendor-js.sh fet
 SERVED_SUFFIXES = (".js", ".css", ".svg")
 
 
-#: where a page gets the header every page shares (``static/header.html``: brand, nav,
-#: who is logged in, log out)
-HEADER_INCLUDE = "<!--#include header.html-->"
+#: the pieces pages share, put in place of ``<!--#include NAME-->``: the header of every
+#: page (brand, nav, who is logged in, log out) and the timeline and connections graph of
+#: the case and live-query pages
+INCLUDES = ("header.html", "pictures.html")
 
 
 @functools.cache
 def _assembled(name: str) -> str:
-    """Page ``name`` with the shared header in place (read once: they are package files)."""
-    return (STATIC / PAGES[name]).read_text().replace(
-        HEADER_INCLUDE, (STATIC / "header.html").read_text())
+    """Page ``name`` with the shared pieces in place (read once: they are package files)."""
+    page = (STATIC / PAGES[name]).read_text()
+    for piece in INCLUDES:
+        page = page.replace(f"<!--#include {piece}-->", (STATIC / piece).read_text())
+    return page
 
 
 def _page(name: str) -> web.Response:

@@ -20,6 +20,7 @@ process exits.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -48,6 +49,7 @@ from pcapwire.testing.cluster import Cluster, split_capture
 from pcapwire.testing.natsserver import NatsServer
 from pcapwire.triggers import TriggerDB, from_dict
 from pcapwire.triggers.hunt import KILL_AFTER_ENV, run_hunt
+from pcapwire.triggers.service import LOCK_FILE
 from test_cluster_query import Api
 
 SENSORS = ("a", "b")
@@ -258,9 +260,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, capture: Path,
     for name, part in zip(SENSORS, parts, strict=True):
         with Store(tenant_root(cl.sensors[name].data_dir, "acme")) as s:
             s.ingest([part], segment_max_bytes=SEGMENT_BYTES)
-    with cl:
-        cl.central.wait_log(r"job queue \S+ connected")
-        yield cl
+    # serve --hunts-by-workers queues every new hunt itself (pcapwire.triggers.hunt_jobs);
+    # here the test queues them, through the central: the stores' trigger services are
+    # kept off by holding their lock (as a `pcapwire trigger run` elsewhere would)
+    locks = []
+    for name in SENSORS:
+        fd = os.open(tenant_root(cl.sensors[name].data_dir, "acme") / LOCK_FILE,
+                     os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        locks.append(fd)
+    try:
+        with cl:
+            cl.central.wait_log(r"job queue \S+ connected")
+            yield cl
+    finally:
+        for fd in locks:
+            os.close(fd)
 
 
 @pytest.fixture

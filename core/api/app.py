@@ -40,6 +40,7 @@ from pcapwire.api.limits import QuerySlots
 from pcapwire.api.tenants import TenantRegistry
 from pcapwire.api.workflows import WorkflowService
 from pcapwire.store.maintenance import Maintenance
+from pcapwire.triggers.hunt_jobs import hunt_queue
 from pcapwire.triggers.service import TriggerServices
 
 ROUTE_MODULES = (routes_admin, routes_queries, routes_results, routes_artifacts, routes_events,
@@ -85,7 +86,11 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     maintenance.start()
     triggers = TriggerServices.of_tenants(config.data_dir, app[WORKFLOWS],
                                           asyncio.get_running_loop(),  # hunts, watch, notify
-                                          hunts=not config.hunts_by_workers)
+                                          hunts=not config.hunts_by_workers,
+                                          sensor=config.sensor_name,
+                                          queue=hunt_queue(config.hunts_by_workers,
+                                                           config.nats_url,
+                                                           config.sensor_name))
     app[TRIGGERS] = triggers  # the trigger routes wake it
     triggers.start()
     yield

@@ -57,8 +57,13 @@ class ApiConfig:
     # Directories of workflow YAML documents this server offers (by their ``name``).
     workflow_dirs: list[Path] = field(default_factory=list)
     # A cluster sensor: the trigger service runs no hunt; `hunt` jobs (the sensor's
-    # `pcapwire worker --nats`) do.
+    # `pcapwire worker --nats`) do. It queues them itself (pcapwire.triggers.hunt_jobs):
+    # on NATS at ``nats_url`` when given, else as local worker children.
     hunts_by_workers: bool = False
+    nats_url: str | None = None
+    # This server's name in its cluster (the cluster file's): triggers whose scope.sensor
+    # names only other sensors do nothing here ("" unknown: every trigger runs).
+    sensor_name: str = ""
     session_ttl_s: int = limits.SESSION_TTL_S
     http: HttpLimits = field(default_factory=HttpLimits)
     # TLS served by pcapwire itself (certificate chain and key, PEM), or a TLS-terminating
@@ -95,6 +100,16 @@ class ApiConfig:
             from pcapwire.cluster.tls import parse_sha256
 
             self.client_cert_sha256 = tuple(parse_sha256(p) for p in self.client_cert_sha256)
+        if self.sensor_name:
+            from pcapwire.api.authdb import NAME_RE
+
+            if not NAME_RE.fullmatch(self.sensor_name):
+                raise ConfigError(f"--sensor-name {self.sensor_name!r}: 1-63 characters "
+                                  "a-z 0-9 _ -, starting with a letter or digit (the "
+                                  "sensor's name in the cluster file)")
+        if self.nats_url is not None and not (self.hunts_by_workers and self.sensor_name):
+            raise ConfigError("--nats needs --hunts-by-workers and --sensor-name (the hunt "
+                              "jobs go to that sensor's `pcapwire worker --nats`)")
         if self.cluster_file is not None:
             from pcapwire.cluster.config import load_cluster
 

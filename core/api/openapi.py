@@ -291,8 +291,9 @@ DASHBOARD_PATHS: dict[str, dict[str, Any]] = {
         errors=(404,), params=(QID, LIMIT), tag="queries")},
     "/api/v1/cases/{case}/sessions/{flow_id}": {"get": op(
         "A flow as the case saw it: HTTP transactions, files (hashes, triage) and emails "
-        "carved from it, Suricata's http/dns/tls/fileinfo/smtp records about it, its "
-        "verdicts (native form)", "viewer", {200: _json("Session")}, errors=(404, 409, 422),
+        "carved from it, Suricata's http/dns/tls/fileinfo/smtp and Zeek's conn/http/dns/ssl/"
+        "files/smtp records about it, its verdicts (native form)", "viewer",
+        {200: _json("Session")}, errors=(404, 409, 422),
         params=(CASE, FLOW_ID), tag="cases")},
     "/api/v1/queries/{id}/emails/{email_id}": {"get": op(
         "An email reconstructed: headers (decoded), text, attachments with download links, "
@@ -340,9 +341,43 @@ CLUSTER_PATHS: dict[str, dict[str, Any]] = {
         "The case's verdicts on every sensor that has it, each with its sensor", "viewer",
         {200: _json("ClusterVerdicts")}, errors=(404,), params=(CASE, VERDICT_FORMAT),
         tag="cluster")},
-    "/api/v1/cluster/triggers": {"get": op(
-        "Every sensor's triggers and their hunts, each with its sensor", "viewer",
-        {200: _json("ClusterTriggers")}, errors=(404,), tag="cluster")},
+    "/api/v1/cluster/triggers": {
+        "get": op("Every sensor's triggers and their hunts, each with its sensor", "viewer",
+                  {200: _json("ClusterTriggers")}, errors=(404,), tag="cluster"),
+        "post": op(
+            "Create a trigger on every sensor of your tenant its scope.sensor covers (a "
+            "name or a list; absent: all); the answer lists each sensor's trigger id and "
+            "hunt, or its error; 201 when all created it, 207 when some did not; 400 for "
+            "a bad definition or a scope.sensor no sensor of yours has", "analyst",
+            {201: _json("ClusterTriggerResult", "Created"),
+             207: _json("ClusterTriggerResult", "Multi-status")}, errors=(404,),
+            body="TriggerRequest", tag="cluster")},
+}
+
+_TRIGGER_NAME = _param("name", "path", {"type": "string", "maxLength": 100},
+                      "the trigger's name (the same on every sensor)")
+_FANNED = ("; 207 when some sensors did not (each says why: its status and error, or "
+           "sensor_unavailable); 404 when no sensor of your tenant has it")
+
+
+def _cluster_trigger(summary: str, need: str, ok: int, body: bool = False) -> dict[str, Any]:
+    return op(summary + _FANNED, need, {ok: _json("ClusterTriggerResult"),
+                                        207: _json("ClusterTriggerResult", "Multi-status")},
+              errors=(404,), params=(_TRIGGER_NAME,),
+              body="TriggerRequest" if body else None, tag="cluster")
+
+
+#: a central's triggers on its sensors, by name (pcapwire.cluster.triggers)
+CLUSTER_TRIGGER_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/cluster/triggers/{name}": {
+        "put": _cluster_trigger("Edit the trigger on every sensor that has it (created on "
+                                "sensors of its new scope that lack it)", "analyst", 200,
+                                body=True),
+        "delete": _cluster_trigger("Delete the trigger on every sensor (each sensor's "
+                                   "token must allow it: admin)", "admin", 200)},
+    **{f"/api/v1/cluster/triggers/{{name}}/{action}": {"post": _cluster_trigger(
+        f"{action.capitalize()} the trigger (and its hunt) on every sensor that has it",
+        "analyst", 200)} for action in ("pause", "resume", "abort")},
 }
 
 #: a central's jobs on its sensors (NATS JetStream, the cluster file's [nats] url)
@@ -528,6 +563,7 @@ PATHS: dict[str, dict[str, Any]] = {
     **RULEGROUP_PATHS,
     **SEARCH_PATHS,
     **CLUSTER_PATHS,
+    **CLUSTER_TRIGGER_PATHS,
     **JOB_PATHS,
 }
 

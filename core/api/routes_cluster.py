@@ -7,6 +7,13 @@ The caller's tenant and role are checked here, and again by each sensor: the cen
 with the sensor's token for this tenant only, on behalf of the caller with the caller's
 role. Without a cluster the routes answer 404 ``not_a_central``.
 
+Triggers (:mod:`pcapwire.cluster.triggers`): ``POST /api/v1/cluster/triggers`` creates one
+on every sensor of the caller's tenant that its ``scope.sensor`` covers (checked here first:
+one 400 for a bad definition, not one per sensor); ``PUT``, ``DELETE`` and ``POST …/pause``,
+``…/resume``, ``…/abort`` of ``/api/v1/cluster/triggers/{name}`` act on the trigger of that
+name on every sensor that has it. Each answer lists every sensor with what happened there;
+201 (or 200) when all did it, 207 when some did not, 404 when none has the trigger.
+
 Jobs (the cluster file's ``[nats] url``, :meth:`~pcapwire.cluster.central.Central.submit_job`):
 ``POST /api/v1/cluster/jobs`` queues a ``hunt`` or ``extract`` on one sensor of the caller's
 tenant, ``GET /api/v1/cluster/jobs/{unit_id}`` shows its state and result; another tenant's
@@ -15,6 +22,7 @@ job is 404. Without ``[nats]``: 409 ``no_job_queue``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -115,3 +123,88 @@ async def job_state(request: web.Request) -> web.Response:
     except JobRefused as exc:
         raise ApiError(exc.status, exc.code, str(exc)) from None
     return web.json_response(job)
+
+
+def _checked(body: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+    """Check a TriggerRequest as a sensor will (its indicator files imported; call in a
+    worker thread): its normalised ``scope.sensor`` and the files' import summaries."""
+    from pcapwire.api.routes_triggers import api_errors, definition
+    from pcapwire.triggers.model import from_dict
+
+    with api_errors():
+        raw, imports = definition(body)
+        return from_dict(raw, "body").scope.sensor, imports
+
+
+def _name(request: web.Request) -> str:
+    """The trigger name in the path (404 for what cannot be a trigger's name)."""
+    from pcapwire.triggers.model import MAX_NAME_CHARS, NAME_RE
+
+    name = request.match_info["name"]
+    if len(name) > MAX_NAME_CHARS or not NAME_RE.fullmatch(name):
+        raise not_found("trigger", name[:MAX_NAME_CHARS])
+    return name
+
+
+async def _fanned(request: web.Request, action: str, ok: int) -> web.Response:
+    """``action`` (create, edit, or one of CONTROLS) through every sensor concerned."""
+    from pcapwire.cluster.triggers import ClusterTriggers, TriggerRefused, answer
+
+    central, caller = _central(request)
+    triggers = ClusterTriggers(central.sensors)
+    imports: list[dict[str, Any]] = []
+    try:
+        if action in ("create", "edit"):
+            body = await read_json(request, "TriggerRequest")
+            scope_sensor, imports = await asyncio.to_thread(_checked, body)
+            if action == "create":
+                name = body["name"]
+                outcomes = await triggers.create(caller, body, scope_sensor)
+            else:
+                name = _name(request)
+                outcomes = await triggers.edit(caller, name, body, scope_sensor)
+        else:
+            name = _name(request)
+            outcomes = await triggers.control(caller, name, action)
+    except TriggerRefused as exc:
+        raise ApiError(exc.status, exc.code, str(exc), exc.details) from None
+    status, out = answer(name, outcomes, ok)
+    if status == 404:
+        raise ApiError(404, out["code"], out["message"], out["details"])
+    return web.json_response({**out, "imports": imports}, status=status)
+
+
+@routes.post("/api/v1/cluster/triggers")
+@role("analyst")
+async def create_trigger(request: web.Request) -> web.Response:
+    return await _fanned(request, "create", 201)
+
+
+@routes.put("/api/v1/cluster/triggers/{name}")
+@role("analyst")
+async def edit_trigger(request: web.Request) -> web.Response:
+    return await _fanned(request, "edit", 200)
+
+
+@routes.post("/api/v1/cluster/triggers/{name}/pause")
+@role("analyst")
+async def pause_trigger(request: web.Request) -> web.Response:
+    return await _fanned(request, "pause", 200)
+
+
+@routes.post("/api/v1/cluster/triggers/{name}/resume")
+@role("analyst")
+async def resume_trigger(request: web.Request) -> web.Response:
+    return await _fanned(request, "resume", 200)
+
+
+@routes.post("/api/v1/cluster/triggers/{name}/abort")
+@role("analyst")
+async def abort_trigger(request: web.Request) -> web.Response:
+    return await _fanned(request, "abort", 200)
+
+
+@routes.delete("/api/v1/cluster/triggers/{name}")
+@role("admin")
+async def delete_trigger(request: web.Request) -> web.Response:
+    return await _fanned(request, "delete", 200)

@@ -59,7 +59,8 @@ async def query_flows(request: web.Request) -> web.Response:
 async def case_session(request: web.Request) -> web.Response:
     """One flow of the index as the case saw it: HTTP transactions, files (hashes,
     triage), emails carved from it; Suricata's http, dns, tls, fileinfo and smtp records
-    about it; the verdicts about it (native form)."""
+    and Zeek's conn, http, dns, ssl, files and smtp records about it, read where each step
+    kept them (inside the tenant's directory only); the verdicts about it (native form)."""
     ts = tenant_store(request)
     case = request.match_info["case"]
     try:
@@ -76,6 +77,6 @@ async def case_session(request: web.Request) -> web.Response:
     originals = original_rows(rows)
     await carve_all(request, ts, originals)
     carved = [r["id"] for r in originals if r["status"] == "done"]
-    view = await asyncio.to_thread(session, ts, found[0], carved, [r["id"] for r in rows],
-                                   case_verdicts(request, ts, rows))
+    view = await asyncio.to_thread(session, ts, case, found[0], carved,
+                                   [r["id"] for r in rows], case_verdicts(request, ts, rows))
     return web.json_response({"case": case, **view})

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +55,12 @@ def _int(request: web.Request, name: str) -> int:
     return id_param(request, name, MAX_ID)
 
 
-def _with_db(root: Path, fn: Any, *args: Any) -> Any:
-    """``fn(db, *args)`` on a connection of its own (call in a worker thread); domain
-    errors become API errors."""
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """A trigger's domain errors (a conflict, bad indicator files, a bad definition) as
+    API errors."""
     try:
-        with TriggerDB(root) as db:
-            return fn(db, *args)
+        yield
     except views.TriggerConflict as exc:
         raise ApiError(409, "trigger_conflict", str(exc)) from None
     except IndicatorImportError as exc:
@@ -69,6 +71,13 @@ def _with_db(root: Path, fn: Any, *args: Any) -> Any:
         m = _FIELD.match(str(exc))
         raise ApiError(400, "invalid_trigger", str(exc),
                        {"field": m.group(1)} if m else {}) from None
+
+
+def _with_db(root: Path, fn: Any, *args: Any) -> Any:
+    """``fn(db, *args)`` on a connection of its own (call in a worker thread); domain
+    errors become API errors."""
+    with api_errors(), TriggerDB(root) as db:
+        return fn(db, *args)
 
 
 def _wake(request: web.Request, root: Path) -> None:
@@ -88,8 +97,9 @@ def _trigger(db: TriggerDB, trigger_id: int) -> Trigger:
     return trig
 
 
-def _definition(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The definition of a request body, its indicator files imported into it."""
+def definition(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The definition of a request body, its indicator files imported into it (call in a
+    worker thread, inside :func:`api_errors`), and the files' import summaries."""
     raw = {k: v for k, v in body.items() if k != "indicator_files"}
     results = []
     for i, f in enumerate(body.get("indicator_files", [])):
@@ -105,14 +115,14 @@ def _definition(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, An
 
 
 def _create(db: TriggerDB, body: dict[str, Any], who: str) -> dict[str, Any]:
-    raw, imports = _definition(body)
+    raw, imports = definition(body)
     trig, _hunt = views.create(db, from_dict(raw, "body"), who)
     return {"trigger": views.trigger_view(db, trig, detail=True), "imports": imports}
 
 
 def _edit(db: TriggerDB, trigger_id: int, body: dict[str, Any], who: str) -> dict[str, Any]:
     trig = _trigger(db, trigger_id)
-    raw, imports = _definition(body)
+    raw, imports = definition(body)
     trig, _hunt = views.edit(db, trig, from_dict(views.keep_secrets(raw, trig.definition),
                                                  "body"), who)
     return {"trigger": views.trigger_view(db, trig, detail=True), "imports": imports}

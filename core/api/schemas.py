@@ -18,7 +18,7 @@ from pcapwire.records import SEVERITIES
 from pcapwire.triggers.db import HUNT_STATES
 from pcapwire.triggers.indicators import FORMATS as INDICATOR_FORMATS
 from pcapwire.triggers.indicators import MAX_INDICATOR_FILES
-from pcapwire.triggers.model import INDICATOR_KINDS, MAX_RULES_BYTES
+from pcapwire.triggers.model import INDICATOR_KINDS, MAX_RULES_BYTES, MAX_SCOPE_SENSORS
 from pcapwire.triggers.model import MAX_NAME_CHARS as MAX_TRIGGER_NAME_CHARS
 from pcapwire.triggers.model import MAX_TARGETS as MAX_TRIGGER_TARGETS
 
@@ -188,7 +188,12 @@ TRIGGER_SCHEMAS: dict[str, Any] = {
         "scope": _obj({"start": _NULLABLE_TIME, "end": _NULLABLE_TIME,
                        "start_ns": _NULLABLE_INT, "end_ns": _NULLABLE_INT,
                        "bpf": {"type": "string", "maxLength": 4096},
-                       "sensor": {"type": "string", "maxLength": 200}}),
+                       "sensor": {"anyOf": [
+                           {"type": "string", "maxLength": 63},
+                           {"type": "array", "items": {"type": "string", "maxLength": 63},
+                            "minItems": 1, "maxItems": MAX_SCOPE_SENSORS}],
+                           "description": "the sensors it works on: a name or a list of "
+                           "names of the cluster file; empty or absent: every sensor"}}),
         "workflows": {"type": "array", "items": {"type": "string", "maxLength": 200},
                       "maxItems": 32},
         "notify": {"type": "array", "maxItems": MAX_TRIGGER_TARGETS, "items": {"anyOf": [
@@ -401,6 +406,24 @@ SCHEMAS: dict[str, Any] = {
     "ClusterTriggers": _obj({"triggers": {"type": "array", "items": _SENSOR_ITEM},
                              "missing": {"type": "array", "items": ref("MissingSensor")}},
                             ("triggers", "missing")),
+    "ClusterTriggerResult": _obj({
+        "name": {"type": "string"},
+        "complete": {"type": "boolean", "description": "every sensor asked did it"},
+        "sensors": {"type": "array", "items": _obj({
+            "sensor": {"type": "string"},
+            "status": {"type": ["integer", "null"], "description": "the sensor's HTTP "
+                       "status; null: it did not answer"},
+            "action": {"type": "string"},
+            "error": {"oneOf": [{"type": "null"}, _obj({"code": {"type": "string"},
+                                                        "message": {"type": "string"}},
+                                                       ("code", "message"))]},
+            "trigger_id": {"type": ["integer", "null"]},
+            "version": {"type": ["integer", "null"]},
+            "state": NULLABLE_STR, "hunt": NULLABLE_STR},
+            ("sensor", "status", "action", "error", "trigger_id", "version", "state",
+             "hunt"))},
+        "imports": {"type": "array", "items": OBJ}},
+        ("name", "complete", "sensors", "imports")),
     "ClusterJobRequest": _obj({
         "sensor": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,63}$"},
         "kind": {"enum": ["hunt", "extract", "workflow", "sandbox"]},
@@ -635,8 +658,11 @@ SCHEMAS: dict[str, Any] = {
         "verdicts": {"type": "array", "items": ref("Verdict")},
         "eve": _obj({k: {"type": "array", "items": OBJ}
                      for k in ("http", "dns", "tls", "fileinfo", "smtp")},
-                    ("http", "dns", "tls", "fileinfo", "smtp"))},
-        ("case", "flow", "http", "files", "emails", "verdicts", "eve")),
+                    ("http", "dns", "tls", "fileinfo", "smtp")),
+        "zeek": _obj({k: {"type": "array", "items": OBJ, "description": f"Zeek {k}.log rows"}
+                      for k in ("conn", "http", "dns", "ssl", "files", "smtp")},
+                     ("conn", "http", "dns", "ssl", "files", "smtp"))},
+        ("case", "flow", "http", "files", "emails", "verdicts", "eve", "zeek")),
     "FileMeta": _obj({"sha256": {"type": "string"},
                       "records": {"type": "array", "items": ref("File")}},
                      ("sha256", "records")),

@@ -233,7 +233,8 @@ class CaseStore(QueryHistory):
                 (run_id, r.step, r.analyzer, r.analyzer_version, r.status, r.reason,
                  r.records_in, r.records_skipped, json.dumps(r.outputs),
                  json.dumps([e.__dict__ for e in r.errors]), r.started, r.finished,
-                 json.dumps({"notes": r.notes, "stats": r.stats}, default=str)))
+                 json.dumps({"notes": r.notes, "stats": r.stats, "kept": r.kept},
+                            default=str)))
 
     def finish_run(self, s: RunSummary) -> None:
         with self._writing() as db:
@@ -290,8 +291,9 @@ class CaseStore(QueryHistory):
                            outputs=json.loads(r[7]),
                            errors=[StepError(**e) for e in json.loads(r[8])],
                            started=r[9] or 0.0, finished=r[10] or 0.0,
-                           notes=json.loads(r[11]).get("notes", []),
-                           stats=json.loads(r[11]).get("stats", {})) for r in rows]
+                           notes=report.get("notes", []), stats=report.get("stats", {}),
+                           kept=report.get("kept"))
+                for r in rows for report in (json.loads(r[11]),)]
 
     def _verdict_rows(self, case_id: str | None, run_id: str | None,
                       min_severity: str | None) -> Iterator[tuple[int, str, str]]:

@@ -44,7 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="directory of workflow YAML documents to offer (repeatable)")
     p.add_argument("--hunts-by-workers", action="store_true",
                    help="run no retro-hunt here: leave them queued for `hunt` jobs (a "
-                   "cluster sensor's `pcapwire worker --nats`); watching and notifying go on")
+                   "cluster sensor's `pcapwire worker --nats`); watching and notifying go on; "
+                   "each new hunt is queued as a job: on --nats, else run in a local worker")
+    p.add_argument("--nats", metavar="URL", help="with --hunts-by-workers: queue hunt jobs "
+                   "on this NATS server for this sensor's workers (needs --sensor-name)")
+    p.add_argument("--sensor-name", default="", metavar="NAME",
+                   help="this sensor's name in the cluster file: triggers whose scope.sensor "
+                   "names only other sensors do nothing here")
     p.add_argument("--max-upload-mb", type=int, default=limits.MAX_UPLOAD_BYTES // 2**20)
     p.add_argument("--max-decompressed-mb", type=non_negative,
                    default=limits.MAX_DECOMPRESSED_BYTES // 2**20,
@@ -123,7 +129,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def config_from(args: argparse.Namespace) -> ApiConfig:
     return ApiConfig(
         data_dir=args.data_dir, ingest_paths=args.ingest_path, workflow_dirs=args.workflows,
-        hunts_by_workers=args.hunts_by_workers,
+        hunts_by_workers=args.hunts_by_workers, nats_url=args.nats,
+        sensor_name=args.sensor_name,
         max_upload_bytes=args.max_upload_mb * 2**20,
         max_decompressed_bytes=int(args.max_decompressed_mb * 2**20),
         max_decompression_ratio=args.max_decompression_ratio,

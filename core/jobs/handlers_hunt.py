@@ -22,7 +22,20 @@ from __future__ import annotations
 from typing import Any
 
 from pcapwire.jobs.handlers import JobContext, param
-from pcapwire.jobs.model import JobError
+from pcapwire.jobs.model import UNIT_ID, JobError
+
+
+def hunt_unit_id(tenant: str, sensor: str, trigger: Any, version: int, run: int = 1) -> str:
+    """The unit id of a hunt's job on a sensor: ``hunt:<tenant>:<sensor>:<trigger>:v<N>``
+    (a hunt of a given version is one unit, whoever queues it: the central's job route,
+    the sensor's own ``serve --hunts-by-workers``), ``…:r<run>`` from its second run on
+    (the first ended without ending the hunt: paused, stopped). JobError
+    ``invalid_params`` when ``trigger`` is no trigger's name."""
+    unit = f"hunt:{tenant}:{sensor}:{trigger}:v{version}" + (f":r{run}" if run > 1 else "")
+    if not isinstance(trigger, str) or ":" in trigger or not UNIT_ID.fullmatch(unit):
+        raise JobError("invalid_params", f"parameter 'trigger' must be a trigger's name "
+                       f"(letters, digits, '._-'), not {trigger!r}")
+    return unit
 
 
 def run(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:

@@ -15,6 +15,10 @@ A trigger's definition is plain JSON (the API's body, the CLI's file, a version 
      "notify": [{"type": "webhook", "url": "http://127.0.0.1:9000/hook", "secret": "…"},
                 {"type": "syslog", "address": "127.0.0.1:514", "transport": "udp"}]}
 
+``scope.sensor`` is "" (every sensor), a sensor's name (``"site-a"``) or a list of names
+(``["site-a", "site-b"]``): a sensor that knows its name (``pcapwire serve
+--sensor-name``) neither hunts nor watches for a trigger whose scope names only others.
+
 What to look for must name at least one thing. Every rule of a match carries a *rule key*
 (:func:`rule_key`): ``suricata:<sid>``, ``yara:<rule name>``, ``bpf``, ``ip:<ip or cidr>``,
 ``domain:<name>``, ``url:<url>``, ``ja3:<hash>``, ``ja4:<fp>``, ``sha256:<hex>`` (and
@@ -40,9 +44,11 @@ MAX_NAME_CHARS = 100
 MAX_RULES_BYTES = 16 * 2**20
 MAX_INDICATORS = 1_000_000
 MAX_TARGETS = 20
+#: Sensors one trigger's ``scope.sensor`` may name (a cluster file's MAX_SENSORS).
+MAX_SCOPE_SENSORS = 256
 INDICATOR_KINDS = ("ips", "domains", "urls", "ja3", "ja4", "sha256", "md5", "sha1")
 TARGET_TYPES = ("webhook", "syslog")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HEX = {"ja3": 32, "sha256": 64, "md5": 32, "sha1": 40}
 _JA4 = re.compile(r"[tqd][0-9a-z]{9}_[0-9a-f]{12}_[0-9a-f]{12}")
 _DOMAIN = re.compile(r"(?=.{1,253}$)(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
@@ -69,7 +75,19 @@ class Scope:
     start_ns: int | None = None
     end_ns: int | None = None
     bpf: str = ""  # narrows every part of the trigger (hunt and watch)
-    sensor: str = ""  # "" = every sensor (one store: this one)
+    # "" = every sensor; a sensor's name; a list of two or more names (sorted)
+    sensor: str | list[str] = ""
+
+    def sensors(self) -> tuple[str, ...]:
+        """The sensors named (empty: every sensor)."""
+        return (self.sensor,) if isinstance(self.sensor, str) and self.sensor \
+            else tuple(self.sensor)
+
+    def covers(self, sensor: str) -> bool:
+        """Whether the trigger works on ``sensor`` ("": a server that does not know its
+        name, which every scope covers)."""
+        named = self.sensors()
+        return not named or not sensor or sensor in named
 
 
 @dataclass
@@ -147,7 +165,7 @@ def from_dict(raw: Any, where: str = "trigger") -> TriggerDef:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: "
                           f"{', '.join(sorted(known))}")
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > MAX_NAME_CHARS:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > MAX_NAME_CHARS:
         raise ConfigError(f"{where}: name: letters, digits, '.', '_', '-' (starting with a "
                           f"letter or digit), at most {MAX_NAME_CHARS} characters")
     texts = {}
@@ -246,10 +264,34 @@ def _scope(raw: Any, where: str) -> Scope:
     if bounds["start"] is not None and bounds["end"] is not None \
             and bounds["end"] <= bounds["start"]:
         raise ConfigError(f"{where}: scope: end is not after start")
-    for key in ("bpf", "sensor"):
-        if not isinstance(raw.get(key, ""), str):
-            raise ConfigError(f"{where}: scope.{key}: a string")
-    return Scope(bounds["start"], bounds["end"], raw.get("bpf", ""), raw.get("sensor", ""))
+    if not isinstance(raw.get("bpf", ""), str):
+        raise ConfigError(f"{where}: scope.bpf: a string")
+    return Scope(bounds["start"], bounds["end"], raw.get("bpf", ""),
+                 scope_sensor(raw.get("sensor", ""), f"{where}: scope.sensor"))
+
+
+def scope_sensor(raw: Any, what: str) -> str | list[str]:
+    """``scope.sensor`` normalised: "" (every sensor), one name, or a sorted list of two or
+    more distinct names (so that the same sensors give the same :func:`rules_digest`);
+    each a cluster file's sensor name."""
+    from pcapwire.api.authdb import NAME_RE
+
+    if raw is None or raw == "":
+        return ""
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not names:
+        raise ConfigError(f"{what}: a sensor's name or a non-empty list of names (leave it "
+                          "out for every sensor)")
+    if len(names) > MAX_SCOPE_SENSORS:
+        raise ConfigError(f"{what}: at most {MAX_SCOPE_SENSORS} sensors")
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            at = "" if isinstance(raw, str) else f"[{i}]"
+            raise ConfigError(f"{what}{at}: {name!r} is no sensor name (1-63 characters "
+                              "a-z 0-9 _ -, starting with a letter or digit, as in the "
+                              "cluster file)")
+    unique = sorted(set(names))
+    return unique[0] if len(unique) == 1 else unique
 
 
 def _targets(raw: Any, where: str) -> list[Target]:

@@ -20,8 +20,14 @@ builds its own.
 
 Hunts by workers: with ``hunts=False`` (``pcapwire serve --hunts-by-workers``, a cluster
 sensor) the service starts no hunt runner: it watches new traffic, notifies and runs the
-matches' workflows, but a created trigger's hunt stays ``queued`` until a ``hunt`` job
-(:mod:`pcapwire.jobs.handlers_hunt`, the sensor's ``pcapwire worker --nats``) runs it.
+matches' workflows, and each pending hunt (a trigger created or edited, ``rules update``,
+a hunt resumed) becomes a ``hunt`` job (:mod:`pcapwire.jobs.handlers_hunt`) through its
+``queue`` (:mod:`.hunt_jobs`: a local worker child, or NATS for the sensor's ``pcapwire
+worker --nats``); without a queue the hunt stays ``queued`` until someone submits its job.
+
+The sensor's name (``sensor``, ``serve --sensor-name``): a trigger whose ``scope.sensor``
+names only other sensors is neither watched nor hunted here (its queued hunt is ended,
+:func:`.hunt_jobs.settle_out_of_scope`). Without a name every trigger runs.
 
 Live events: the API follows a trigger by polling :meth:`~.db.TriggerDB.matches` with
 ``after_id`` and :meth:`~.db.TriggerDB.hunts` (another process may run the service).
@@ -49,6 +55,7 @@ from typing import Any
 from pcapwire.search.indexer import safely
 from pcapwire.triggers import rulesets
 from pcapwire.triggers.db import TRIGGERS_FILE, TriggerDB
+from pcapwire.triggers.hunt_jobs import Dispatch, HuntQueue, settle_out_of_scope
 from pcapwire.triggers.notify import Notifier
 from pcapwire.triggers.offloop import SerialCalls
 from pcapwire.triggers.pivot import case_name, match_spec
@@ -76,15 +83,20 @@ class TriggerService:
     :class:`~pcapwire.api.workflows.WorkflowService` (``host`` and ``loaded``) or None
     (matches run no workflow); ``loop``: the event loop its host belongs to (``serve``'s),
     None to run workflows on a loop of the service's own; ``hunts``: False to leave the
-    store's hunts to ``hunt`` jobs (no hunt runner here)."""
+    store's hunts to ``hunt`` jobs (no hunt runner here), queued through ``queue`` (None:
+    by someone else); ``sensor``: this server's name ("" unknown: every scope covers
+    it)."""
 
     def __init__(self, root: str | Path, workflows: Any = None,
                  stop: threading.Event | None = None,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 unit: UnitFunction | None = None, hunts: bool = True) -> None:
+                 unit: UnitFunction | None = None, hunts: bool = True, sensor: str = "",
+                 queue: HuntQueue | None = None) -> None:
         self.root = Path(root)
         self.workflows = workflows
         self.hunts = hunts
+        self.sensor = sensor
+        self.dispatch = Dispatch(self.root, queue, sensor) if queue is not None else None
         self.loop = loop
         self.unit = unit
         self.stop_event = stop or threading.Event()
@@ -136,13 +148,13 @@ class TriggerService:
         if not self._acquire():
             return
         try:
-            self.watch = Watch(self.root, self.on_matches, unit=self.unit)
+            self.watch = Watch(self.root, self.on_matches, unit=self.unit, sensor=self.sensor)
             self.notifier.start()
             for name, target in (("live", self._live), ("units", self._units),
                                  ("hunts", self._hunts), ("workflows", self._workflows),
                                  ("search", self._search)):
-                if name == "hunts" and not self.hunts:  # left to the workers' `hunt` jobs
-                    continue
+                if name == "hunts" and not (self.hunts or self.dispatch or self.sensor):
+                    continue  # left to `hunt` jobs someone else queues
                 t = threading.Thread(target=self._guard(name, target),
                                      name=f"pcapwire-triggers-{name}", daemon=True)
                 t.start()
@@ -215,7 +227,11 @@ class TriggerService:
             return
         while not self.stop_event.is_set():
             self.wakes["hunts"].clear()  # a change from now on: looked at after this pass
-            run_pending(self.root, self.stop_event, on_matches=self.on_matches)
+            settle_out_of_scope(self.root, self.sensor)
+            if self.hunts:
+                run_pending(self.root, self.stop_event, on_matches=self.on_matches)
+            elif self.dispatch is not None:
+                self.dispatch.step(self.stop_event)
             self._sleep("hunts", HUNT_POLL_S)
 
     def _search(self) -> None:
@@ -320,15 +336,16 @@ class TriggerService:
 class TriggerServices(threading.Thread):
     """A :class:`TriggerService` for every store ``roots()`` names that has triggers,
     started as they appear (looked for every ``rescan_s``, default :data:`RESCAN_S`, and
-    at once on :meth:`wake`), all stopped by :meth:`stop`; ``hunts`` as for
-    :class:`TriggerService`."""
+    at once on :meth:`wake`), all stopped by :meth:`stop`; ``hunts``, ``sensor`` and
+    ``queue`` as for :class:`TriggerService` (the queue is closed by :meth:`stop`)."""
 
     def __init__(self, roots: Callable[[], list[Path]], workflows: Any = None,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 rescan_s: float | None = None, hunts: bool = True) -> None:
+                 rescan_s: float | None = None, hunts: bool = True, sensor: str = "",
+                 queue: HuntQueue | None = None) -> None:
         super().__init__(name="pcapwire-triggers", daemon=True)
         self.roots, self.workflows, self.loop = roots, workflows, loop
-        self.hunts = hunts
+        self.hunts, self.sensor, self.queue = hunts, sensor, queue
         self.rescan_s = RESCAN_S if rescan_s is None else rescan_s
         self.stop_event = threading.Event()
         self.rescan = threading.Event()
@@ -337,7 +354,8 @@ class TriggerServices(threading.Thread):
     @classmethod
     def of_tenants(cls, data_dir: Path, workflows: Any = None,
                    loop: asyncio.AbstractEventLoop | None = None,
-                   hunts: bool = True) -> TriggerServices:
+                   hunts: bool = True, sensor: str = "",
+                   queue: HuntQueue | None = None) -> TriggerServices:
         def roots() -> list[Path]:
             try:
                 return sorted(p for p in (data_dir / "tenants").iterdir()
@@ -345,7 +363,7 @@ class TriggerServices(threading.Thread):
                               and (p / "catalog.sqlite").is_file())
             except OSError:
                 return []
-        return cls(roots, workflows, loop, hunts=hunts)
+        return cls(roots, workflows, loop, hunts=hunts, sensor=sensor, queue=queue)
 
     def wake(self, root: str | Path) -> None:
         """The triggers of store ``root`` changed (the API calls it, from any thread): its
@@ -363,7 +381,8 @@ class TriggerServices(threading.Thread):
                 key = root.resolve()
                 if key not in self.services:
                     svc = TriggerService(root, self.workflows, loop=self.loop,
-                                         hunts=self.hunts)
+                                         hunts=self.hunts, sensor=self.sensor,
+                                         queue=self.queue)
                     svc.start()
                     self.services[key] = svc
             self.rescan.wait(self.rescan_s)
@@ -377,6 +396,8 @@ class TriggerServices(threading.Thread):
             svc.stop_event.set()
         for svc in self.services.values():
             svc.stop()
+        if self.queue is not None:
+            self.queue.close()
 
 
 def run_foreground(root: str | Path, stop: threading.Event,

@@ -170,8 +170,9 @@ class Watch:
 
     def __init__(self, root: str | Path, on_matches: OnMatches,
                  unit: UnitFunction | None = None, work_dir: Path | None = None,
-                 engine_settings: EngineSettings | None = None) -> None:
+                 engine_settings: EngineSettings | None = None, sensor: str = "") -> None:
         self.root = Path(root)
+        self.sensor = sensor  # this server's name: a trigger scoped to others is skipped
         self.on_matches = on_matches
         self.unit = unit
         self.work_dir = work_dir or self.root / "work" / "triggers"
@@ -202,7 +203,8 @@ class Watch:
         new = 0
         live: set[tuple[int, int]] = set()
         for trig in self.live_db.triggers():
-            if trig.state == "active" and not (stop is not None and stop.is_set()):
+            if trig.state == "active" and trig.definition.scope.covers(self.sensor) \
+                    and not (stop is not None and stop.is_set()):
                 new += self._live(trig, stop, live)
         if not (stop is not None and stop.is_set()):
             self.engines.keep_only(live)  # those of paused or deleted triggers stop
@@ -335,7 +337,8 @@ class Watch:
         hashes). Returns the number of units run."""
         ran = 0
         for trig in self.unit_db.triggers():
-            if trig.state != "active" or (stop is not None and stop.is_set()):
+            if trig.state != "active" or not trig.definition.scope.covers(self.sensor) \
+                    or (stop is not None and stop.is_set()):
                 continue
             ran += self._unit(trig)
         return ran

@@ -112,6 +112,9 @@ class StepContext(Generic[C]):
     #: :class:`~pcapwire.workflow.results.StepResult`: see :meth:`note`
     notes: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    #: directories where the step keeps files beyond the run (:meth:`kept_in`), copied
+    #: into its StepResult and the case store, where the API and the index look for them
+    kept: list[str] = field(default_factory=list)
     log: logging.LoggerAdapter[logging.Logger] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -142,6 +145,14 @@ class StepContext(Generic[C]):
             self.notes.append(message)
             self.log.warning("%s", message)
         self.stats.update(stats)
+
+    def kept_in(self, directory: Path) -> None:
+        """Record that this step keeps files beyond the run in ``directory`` (Suricata's
+        EVE metadata, Zeek's logs, carved records): the step's result and the case store
+        say where, so readers (the session view, the metadata index) need not guess."""
+        path = str(Path(directory).absolute())
+        if path not in self.kept:
+            self.kept.append(path)
 
     async def query(self, spec: QuerySpec) -> QueryResult:
         """Run a PCAP query of the packet store as the host allows it (its limits apply;

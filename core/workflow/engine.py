@@ -376,6 +376,7 @@ class _Run:
                                 exc=exc)
             if ctx is not None:  # what the analyzer said about its run (ctx.note)
                 r.notes, r.stats = list(ctx.notes), dict(ctx.stats)
+            r.kept = list(ctx.kept) if ctx is not None else []  # ctx.kept_in
             self._conclude(node)
         for sub in {id(x): x for xs in node.subs.values() for x in xs}.values():
             await sub.queue.put(_END)

@@ -60,6 +60,9 @@ class StepResult:
     notes: list[str] = field(default_factory=list)
     #: ... and named counts (e.g. Suricata's ``invalid_checksums``)
     stats: dict[str, Any] = field(default_factory=dict)
+    #: directories where the step kept files beyond the run (:meth:`StepContext.kept_in`);
+    #: None in a step record written before pcapwire recorded them
+    kept: list[str] | None = None
 
     @property
     def seconds(self) -> float:

@@ -19,27 +19,25 @@ component each.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
+from pcapwire.cases.kept import step_leaf
 from pcapwire.workflow.context import resolve_path
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-#: Longest path component made from a case, query or step name.
-MAX_NAME_COMPONENT = 120
-
-
-def safe_name(part: str, fallback: str) -> str:
-    cleaned = _UNSAFE.sub("_", part).strip("._") or fallback
-    return cleaned[:MAX_NAME_COMPONENT]
 
 
 def keep_dir(ctx: Any, configured: str, plugin: str) -> tuple[Path, bool]:
-    """(directory, kept beyond the run?) for one step of one run."""
+    """(directory, kept beyond the run?) for one step of one run; a kept directory is
+    recorded with the step (``ctx.kept_in``: the session view and the index read it)."""
+    where, kept = _where(ctx, configured, plugin)
+    if kept:
+        ctx.kept_in(where)
+    return where, kept
+
+
+def _where(ctx: Any, configured: str, plugin: str) -> tuple[Path, bool]:
     run = ctx.run
-    case = safe_name(run.case, "default")
-    leaf = f"{safe_name(run.query_id or run.run_id, 'run')}-{safe_name(ctx.step, plugin)}"
+    case, leaf = step_leaf(run.case, run.query_id or run.run_id, ctx.step, plugin)
     base_dir = getattr(ctx, "base_dir", None)
     data_dir = getattr(ctx, "data_dir", None)
     if configured:

@@ -93,6 +93,28 @@ function dnsText(d) {
   return [d.type || "", name, type, d.rcode || "", [...new Set(answers)].join(", ")];
 }
 
+// Zeek's records of a session, one row each: the fields a responder reads first per log
+const ZEEK_FIELDS = {
+  conn: ["proto", "service", "conn_state", "duration", "orig_bytes", "resp_bytes"],
+  http: ["method", "host", "uri", "status_code", "user_agent", "resp_mime_types"],
+  dns: ["query", "qtype_name", "rcode_name", "answers"],
+  ssl: ["server_name", "version", "cipher", "ja3", "ja4", "subject", "issuer"],
+  files: ["filename", "mime_type", "sha256", "total_bytes", "source"],
+  smtp: ["mailfrom", "rcptto", "subject", "from", "to"],
+};
+function zeekRows(zeek) {
+  const out = [];
+  for (const [log, records] of Object.entries(zeek)) {
+    for (const r of records) {
+      const what = (ZEEK_FIELDS[log] || []).filter((k) => r[k] !== undefined && r[k] !== null)
+        .map((k) => `${k}=${Array.isArray(r[k]) ? r[k].join(",") : r[k]}`).join(" ");
+      const time = typeof r.ts === "number" ? new Date(r.ts * 1000).toISOString() : (r.ts || "");
+      out.push({log, time, uid: r.uid || "", what});
+    }
+  }
+  return out;
+}
+
 async function sessionPage() {
   const caseName = pathPart(3), flowId = pathPart(5);
   const enc = encodeURIComponent(caseName);
@@ -121,6 +143,8 @@ async function sessionPage() {
       return el("tr", {}, cell(h.http_method), cell(h.hostname), cell(h.url), cell(h.status),
         cell(h.http_user_agent), cell(h.length));
     });
+    rows("#s-zeek", zeekRows(s.zeek || {}), (z) => el("tr", {}, cell(z.log), cell(z.time), cell(z.uid, "hash"),
+      cell(z.what)));
     const triage = (t) => !t || !t.verdicts ? "no verdict"
       : `${t.verdicts} verdict(s), worst ${t.max_severity} (${t.analyzers.join(", ")})`;
     rows("#s-files", s.files, (x) => el("tr", {}, cell(x.filename || "(unnamed)"), cell(x.sha256, "hash"),

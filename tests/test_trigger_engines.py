@@ -7,9 +7,11 @@ the input ends; rules that may not run are refused."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yara
@@ -17,7 +19,8 @@ from conftest import CASES, corpus_file
 from pcapwire.errors import ConfigError
 from pcapwire.records import PcapChunk
 from pcapwire.testing import capture, http_download, tcp_session, udp_exchange
-from pcapwire.testing.craft import dns_query
+from pcapwire.testing.craft import dns_query, http_request
+from pcapwire.triggers.db import HitBatch
 from pcapwire.triggers.indicator_rules import INDICATOR_SIDS
 from pcapwire.triggers.match_engines import (
     MAX_EVIDENCE_BYTES,
@@ -25,6 +28,7 @@ from pcapwire.triggers.match_engines import (
     EngineSettings,
     check_engines,
     collect_engine_hits,
+    collect_file_batch,
     collect_file_hits,
     engine_files,
     engine_hits,
@@ -103,6 +107,11 @@ async def test_suricata_trigger_finds_what_suricata_r_finds_on_each_segment(
         in_file_mode = await collect_file_hits(segment_file(store, seg.id), defn,
                                                tmp_path / "w")
         assert in_file_mode is not None and hit_alerts(in_file_mode) == got
+        # a hunt unit's rows (alerts made rows as they come): what the result set would
+        # make of the hits, evidence included (Suricata's flow ids differ run to run)
+        batch = await collect_file_batch(segment_file(store, seg.id), defn, tmp_path / "w")
+        assert batch is not None and batch.hits == len(hits)
+        assert _without_flow_ids(batch) == _without_flow_ids(HitBatch.of(hits))
         found[seg.id] = got
     own = Counter(key[0] for key in found[1].elements() if key[0] >= 1000000)
     assert own == {1000001: 3, 1000002: 1, 1000003: 1, 1000004: 1, 1000005: 1}
@@ -114,6 +123,61 @@ async def test_suricata_trigger_finds_what_suricata_r_finds_on_each_segment(
     # the corpus case: the distribution's config and -k none on both sides (its own
     # suricata-verify settings give more; tests/test_suricata_fidelity.py checks those)
     assert sum(found[2].values()) == 15
+
+
+def _without_flow_ids(batch: HitBatch) -> list[tuple[Any, ...]]:
+    """The batch's rows, Suricata's flow id left out of the evidence."""
+    out = []
+    for row in batch.rows:
+        evidence = json.loads(row[9])
+        evidence.pop("flow_id", None)
+        out.append((*row[:9], evidence, row[10]))
+    return sorted(out, key=repr)
+
+
+async def test_an_alert_row_bounds_its_evidence_as_a_hit_does(tmp_path: Path) -> None:
+    """A request whose alert record is above MAX_EVIDENCE_BYTES (a 17,000-byte URI, its
+    UTF-8 bytes counted): the row keeps the same few keys as the hit, marked truncated."""
+    uri = "/evil/" + "\u00e9" * 8500
+    request = f"GET {uri} HTTP/1.1\r\nHost: big.example\r\n\r\n".encode()
+    pcap = tmp_path / "big.pcap"
+    pcap.write_bytes(capture([tcp_session("10.3.0.1:1000 > 10.3.0.2:80", request,
+                                          b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]))
+    defn = from_dict({"name": "big", "suricata_rules": OWN_RULES})
+    hits = await collect_file_hits(pcap, defn, tmp_path / "w")
+    batch = await collect_file_batch(pcap, defn, tmp_path / "w")
+    assert hits is not None and batch is not None
+    (hit,) = hits
+    assert hit.rule == "suricata:1000001" and "truncated" in hit.evidence
+    size = int(hit.evidence["truncated"].split()[0])
+    assert MAX_EVIDENCE_BYTES < size < MAX_EVIDENCE_BYTES + 2000
+    assert _without_flow_ids(batch) == _without_flow_ids(HitBatch.of(hits))
+
+
+async def test_indicator_alerts_become_the_same_rows_in_file_mode(tmp_path: Path) -> None:
+    """Generated indicator rules (a domain seen in DNS, SNI and Host; a URL; a request two
+    indicators match): file mode's rows are what the result set makes of the chunk path's
+    hits, one row per indicator an alert matched."""
+    sessions = [
+        udp_exchange("10.6.0.1:5000 > 10.6.0.53:53", dns_query(1, "a.evil.example")),
+        tcp_session("10.6.0.1:6000 > 10.6.0.9:443", client_hello("evil.example"),
+                    b"\x15\x03\x03\x00\x02\x02\x28"),
+        tcp_session("10.6.0.1:7000 > 10.6.0.9:80", http_request("/x?a=1", host="evil.example"),
+                    b"HTTP/1.1 204 No Content\r\n\r\n"),
+        tcp_session("10.6.0.1:7001 > 10.6.0.9:80", http_request("/y", host="other.example"),
+                    b"HTTP/1.1 204 No Content\r\n\r\n"),
+    ]
+    pcap = tmp_path / "ioc.pcap"
+    pcap.write_bytes(capture(sessions))
+    defn = from_dict({"name": "ioc", "indicators": {
+        "domains": ["evil.example", "*.evil.example"], "urls": ["http://evil.example/x?a=1"]}})
+    hits = await collect_engine_hits(file_chunks(pcap), defn, tmp_path / "w")
+    batch = await collect_file_batch(pcap, defn, tmp_path / "w")
+    assert batch is not None
+    assert sorted((r[0], r[5]) for r in batch.rows) == [
+        ("domain:*.evil.example", 5000), ("domain:evil.example", 6000),
+        ("domain:evil.example", 7000), ("url:http://evil.example/x?a=1", 7000)]
+    assert _without_flow_ids(batch) == _without_flow_ids(HitBatch.of(hits))
 
 
 async def test_a_suricata_hit_carries_the_flow_time_and_alert(store, tmp_path: Path) -> None:
@@ -285,6 +349,28 @@ async def test_a_rule_suricata_refuses_fails_the_run(tmp_path: Path) -> None:
     with pytest.raises(EngineError) as err:  # file mode: the same
         await collect_file_hits(corpus_file("zeek-http-get"), defn, tmp_path)
     assert "unknown rule keyword 'nosuchkeyword'" in str(err.value)
+
+
+async def test_an_event_sink_that_fails_fails_the_run_after_draining(tmp_path: Path) -> None:
+    """``SuricataRun(on_events=...)``: a sink that raises is reported at the end (the
+    engine is still drained to its exit), and file mode fails the unit with it."""
+    from pcapwire.plugins.suricata.config import SuricataSettings
+    from pcapwire.plugins.suricata.run import SuricataRun
+
+    rules = tmp_path / "r.rules"
+    rules.write_text('alert http any any -> any any (msg:"get"; http.method; content:"GET"; '
+                     'sid:1;)\n')
+    batches: list[int] = []
+
+    def sink(events: list[dict[str, Any]]) -> None:
+        batches.append(len(events))
+        raise ValueError("no room")
+
+    run = SuricataRun(SuricataSettings.from_mapping({"rules": [str(rules)]}), on_events=sink)
+    result = await run.run_file(corpus_file("zeek-http-get"))
+    assert result.errors == ["event sink failed: no room"]
+    # the capture's one GET: one alert, one batch; no verdict made
+    assert batches == [1] and result.engines[0].events == 1 and result.verdicts == []
 
 
 async def test_file_mode_is_for_suricata_alone(tmp_path: Path) -> None:

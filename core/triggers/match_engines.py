@@ -7,6 +7,12 @@ and collects the hits (:func:`collect_engine_hits`); the watch feeds the chunks 
 follow query and takes each hit the moment the engine raises it (:func:`engine_hits`, an
 async iterator: a Suricata alert comes out while later chunks are still to come).
 
+A hunt unit over a plain segment runs Suricata in *file mode* instead (``suricata -r
+SEGMENT``, :meth:`TriggerEngines.file_hits`): its EVE events are taken raw, without
+verdicts, and a worker's unit makes each alert a row of the result set at once
+(:func:`alert_rows`, :meth:`TriggerEngines.file_batch`): one JSON encoding of the
+evidence per alert, no object kept per alert.
+
 The engines are the plugins' own, through the workflow engine: a workflow of one
 ``suricata`` step (input ``pcap``; the trigger's rules and the generated indicator rules)
 and/or one ``yara`` step (input ``stream``: the engine reassembles TCP/UDP as for any
@@ -43,16 +49,17 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 from pcapwire.errors import AnalyzerError, ConfigError
-from pcapwire.records import PcapChunk, Verdict
+from pcapwire.records import FlowKey, PcapChunk, Verdict
 from pcapwire.triggers import indicator_rules
-from pcapwire.triggers.db import Hit
+from pcapwire.triggers.db import Hit, HitBatch, evidence_json
+from pcapwire.triggers.db import flow_key as db_flow_key
 from pcapwire.triggers.indicator_rules import INDICATOR_SIDS, IndicatorRules
 from pcapwire.triggers.model import TriggerDef, rule_key
 
@@ -79,6 +86,9 @@ SURICATA_RULES, INDICATOR_RULES, YARA_RULES = "trigger.rules", "indicators.rules
 #: ``args`` choose a runmode: one packet thread, as a hunt runs a unit per core (measured
 #: on 2 cores: 2.7 s against autofp's 3.6 s over a 256 MiB segment, same alerts).
 FILE_MODE_ARGS = ("--runmode", "single")
+#: What a Suricata hit's evidence keeps when the whole is above MAX_EVIDENCE_BYTES.
+SURICATA_KEPT = ("engine", "signature", "category", "gid", "sid", "rev", "flow_id",
+                 "pcap_cnt", "pkt_src", "app_proto", "packet")
 _END = object()
 
 
@@ -219,10 +229,12 @@ def suricata_keywords(binary: str) -> frozenset[str]:
 
 
 # ---- running ------------------------------------------------------------------------------
-def _bounded(evidence: dict[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:
-    """``evidence`` whole when its JSON fits :data:`MAX_EVIDENCE_BYTES`; else only the
-    ``keep`` keys, marked ``truncated``."""
-    size = len(orjson.dumps(evidence, default=str, option=orjson.OPT_NON_STR_KEYS))
+def _bounded(evidence: dict[str, Any], keep: tuple[str, ...], size: int | None = None
+             ) -> dict[str, Any]:
+    """``evidence`` whole when its JSON (``size`` bytes, when known) fits
+    :data:`MAX_EVIDENCE_BYTES`; else only the ``keep`` keys, marked ``truncated``."""
+    if size is None:
+        size = len(orjson.dumps(evidence, default=str, option=orjson.OPT_NON_STR_KEYS))
     if size <= MAX_EVIDENCE_BYTES:
         return evidence
     out = {k: evidence[k] for k in keep if k in evidence}
@@ -236,26 +248,78 @@ def hits_of(verdict: Verdict, indicators: IndicatorRules) -> list[Hit]:
     flow = verdict.flow
     if flow is None:
         return []
-    ev = dict(verdict.evidence)
     if verdict.analyzer == "suricata":
-        sid = ev.get("sid")
-        ev.update(engine="suricata", signature=verdict.signature, category=verdict.category)
-        if isinstance(sid, int) and sid in INDICATOR_SIDS:
-            # none for a URL rule's request whose host and path belong to two different
-            # URLs, or whose port is not the URL's: the datasets only pre-select
-            keys = indicators.keys_for(sid, ev, flow.dport)
-            if not keys:
-                log.debug("trigger: alert of indicator rule %s matched no indicator: %s",
-                          sid, {k: ev.get(k) for k in ("dns", "tls", "http", "quic")})
-        else:
-            keys = [rule_key("suricata", str(sid))]
-        ev = _bounded(ev, ("engine", "signature", "category", "gid", "sid", "rev",
-                           "flow_id", "pcap_cnt", "pkt_src", "app_proto", "packet"))
-    else:
-        keys = [rule_key("yara", str(ev.get("rule") or verdict.signature))]
-        ev = _bounded({"engine": "yara", "stream": verdict.subject_id, **ev},
-                      ("engine", "stream", "rule", "namespace", "meta"))
-    return [Hit(k, flow.proto, flow.src, flow.sport, flow.dst, flow.dport, verdict.ts, ev)
+        return _suricata_hits(flow, verdict.ts, dict(verdict.evidence), verdict.signature,
+                              verdict.category, indicators)
+    ev = verdict.evidence
+    key = rule_key("yara", str(ev.get("rule") or verdict.signature))
+    ev = _bounded({"engine": "yara", "stream": verdict.subject_id, **ev},
+                  ("engine", "stream", "rule", "namespace", "meta"))
+    return [Hit(key, flow.proto, flow.src, flow.sport, flow.dst, flow.dport, verdict.ts, ev)]
+
+
+def alert_hits(event: dict[str, Any], indicators: IndicatorRules) -> list[Hit]:
+    """The hits of one EVE event as Suricata wrote it (file mode: no verdict is made):
+    :func:`hits_of` of its verdict for an alert, none for any other event."""
+    from pcapwire.plugins.suricata import eve  # preloaded by the hunt's forkserver
+
+    if event.get("event_type") != "alert":
+        return []
+    alert = event.get("alert") or {}
+    return _suricata_hits(eve.flow_key(event), eve.event_ts(event), eve.alert_evidence(event),
+                          str(alert.get("signature", "")), str(alert.get("category", "")),
+                          indicators)
+
+
+def alert_rows(event: dict[str, Any], indicators: IndicatorRules) -> list[tuple[Any, ...]]:
+    """:func:`alert_hits` as the result set's rows (:attr:`HitBatch.rows`: flow key and
+    evidence JSON made at once, one JSON encoding per hit): a hunt unit in file mode keeps
+    no object per alert."""
+    from pcapwire.plugins.suricata import eve  # preloaded by the hunt's forkserver
+
+    if event.get("event_type") != "alert":
+        return []
+    alert = event.get("alert") or {}
+    flow = eve.flow_key(event)
+    ev, keys = _suricata_evidence(flow, eve.alert_evidence(event),
+                                  str(alert.get("signature", "")),
+                                  str(alert.get("category", "")), indicators)
+    if not keys:
+        return []
+    text = evidence_json(ev)
+    if len(text) * 4 > MAX_EVIDENCE_BYTES:  # may not fit (UTF-8: up to 4 bytes a char)
+        size = len(text.encode())
+        if size > MAX_EVIDENCE_BYTES:
+            text = evidence_json(_bounded(ev, SURICATA_KEPT, size))
+    ts = eve.event_ts(event)
+    key = db_flow_key(flow.proto, flow.src, flow.sport, flow.dst, flow.dport)
+    return [(k, key, None, flow.proto, flow.src, flow.sport, flow.dst, flow.dport, ts, text, 1)
+            for k in keys]
+
+
+def _suricata_evidence(flow: FlowKey, ev: dict[str, Any], signature: str, category: str,
+                       indicators: IndicatorRules) -> tuple[dict[str, Any], list[str]]:
+    """One Suricata alert's evidence (``ev``, a dict of its own, completed here; not yet
+    bounded) and its rule keys."""
+    sid = ev.get("sid")
+    ev.update(engine="suricata", signature=signature, category=category)
+    if isinstance(sid, int) and sid in INDICATOR_SIDS:
+        # none for a URL rule's request whose host and path belong to two different
+        # URLs, or whose port is not the URL's: the datasets only pre-select
+        keys = indicators.keys_for(sid, ev, flow.dport)
+        if not keys:
+            log.debug("trigger: alert of indicator rule %s matched no indicator: %s",
+                      sid, {k: ev.get(k) for k in ("dns", "tls", "http", "quic")})
+        return ev, keys
+    return ev, [rule_key("suricata", str(sid))]
+
+
+def _suricata_hits(flow: FlowKey, ts: float, ev: dict[str, Any], signature: str,
+                   category: str, indicators: IndicatorRules) -> list[Hit]:
+    """The hits of one Suricata alert (``ev``: its evidence, a dict of its own)."""
+    ev, keys = _suricata_evidence(flow, ev, signature, category, indicators)
+    ev = _bounded(ev, SURICATA_KEPT)
+    return [Hit(k, flow.proto, flow.src, flow.sport, flow.dst, flow.dport, ts, ev)
             for k in keys]
 
 
@@ -324,23 +388,43 @@ class TriggerEngines:
         FILE`` with the configuration :meth:`hits` runs, nothing copied through this
         process), in the order found; only when :attr:`reads_files`. Raises
         :class:`EngineError` when the engine failed or took longer than the step timeout."""
+        found: list[Hit] = []
+        indicators = self.files.indicators
+
+        def on_events(events: list[dict[str, Any]]) -> None:
+            for event in events:
+                found.extend(alert_hits(event, indicators))
+
+        await self._read_file(path, on_events)
+        return found
+
+    async def file_batch(self, path: Path) -> HitBatch:
+        """:meth:`file_hits` as the result set takes them (:func:`alert_rows`, merged per
+        (rule, flow) by :meth:`HitBatch.of_rows`): a hunt unit's."""
+        rows: list[tuple[Any, ...]] = []
+        indicators = self.files.indicators
+
+        def on_events(events: list[dict[str, Any]]) -> None:
+            for event in events:
+                rows.extend(alert_rows(event, indicators))
+
+        await self._read_file(path, on_events)
+        return HitBatch.of_rows(rows)
+
+    async def _read_file(self, path: Path,
+                         on_events: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Suricata over ``path`` in file mode, its EVE events handed to ``on_events``."""
         from pcapwire.plugins.suricata.config import SuricataSettings
         from pcapwire.plugins.suricata.run import SuricataRun
 
         if not self.reads_files:
-            raise ValueError("file_hits: the definition has YARA rules or no Suricata rules")
-        found: list[Hit] = []
-        indicators = self.files.indicators
-
-        def on_verdict(v: Verdict) -> None:
-            found.extend(hits_of(v, indicators))
-
+            raise ValueError("file mode: the definition has YARA rules or no Suricata rules")
         with_ = self._suricata_with(False)
         if not any(str(a).startswith("--runmode") for a in with_.get("args", ())):
             with_["args"] = [*with_.get("args", ()), *FILE_MODE_ARGS]
         # the whole file is read after the "end of input" (no feeding): the step's time
         with_.setdefault("finish_timeout", self.settings.step_timeout)
-        run = SuricataRun(SuricataSettings.from_mapping(with_), on_verdict=on_verdict,
+        run = SuricataRun(SuricataSettings.from_mapping(with_), on_events=on_events,
                           step="suricata", case="triggers")
         try:
             async with asyncio.timeout(self.settings.step_timeout):
@@ -355,7 +439,6 @@ class TriggerEngines:
         if result.errors:
             raise EngineError(f"trigger {self.defn.name}: engines failed: "
                               + "; ".join(result.errors))
-        return found
 
     async def hits(self, chunks: AsyncIterator[PcapChunk]) -> AsyncGenerator[Hit, None]:
         """Hits as the engines find them; raises :class:`EngineError` after the last one
@@ -428,11 +511,22 @@ async def engine_hits(chunks: AsyncIterator[PcapChunk], defn: TriggerDef, work_d
 async def collect_file_hits(path: Path, defn: TriggerDef, work_dir: Path,
                             settings: EngineSettings | None = None) -> list[Hit] | None:
     """The hits of ``defn``'s engines over the pcap file ``path`` read by Suricata itself
-    (:meth:`TriggerEngines.file_hits`: a hunt unit over a plain segment); None when the
+    (:meth:`TriggerEngines.file_hits`: a unit over a plain segment); None when the
     definition needs the chunk path (YARA rules): call :func:`collect_engine_hits`."""
     engines = TriggerEngines(defn, work_dir, settings)
     try:
         return await engines.file_hits(path) if engines.reads_files else None
+    finally:
+        await engines.aclose()
+
+
+async def collect_file_batch(path: Path, defn: TriggerDef, work_dir: Path,
+                             settings: EngineSettings | None = None) -> HitBatch | None:
+    """:func:`collect_file_hits` as the result set's rows (:meth:`TriggerEngines.file_batch`:
+    a hunt unit in a worker process)."""
+    engines = TriggerEngines(defn, work_dir, settings)
+    try:
+        return await engines.file_batch(path) if engines.reads_files else None
     finally:
         await engines.aclose()
 

@@ -7,7 +7,8 @@ as stored (:func:`pcapwire.store.compression.stored_sizes`).
 
 :func:`run_unit` runs in a worker process of the hunt runner (:mod:`.hunt`, through
 :func:`run_batch`): it opens the store itself and returns the unit's hits (before
-deduplication) and its wall seconds.
+deduplication) and its wall seconds; :func:`run_batch` returns them as the result set's
+rows (:class:`~.db.HitBatch`), Suricata's alerts in file mode made rows as they arrive.
 Matchers, each only when the definition asks for it:
 
 - IP/CIDR indicators and the BPF: the flow index and the query engine (:mod:`.match_index`);
@@ -30,8 +31,9 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pcapwire.errors import PcapwireError
 from pcapwire.query.spec import QuerySpec
@@ -53,6 +55,8 @@ UNSEALED_STATES = ("open", "missing")
 STOP = threading.Event()
 #: Seconds between looks at :data:`STOP` while Suricata reads a segment file.
 STOP_POLL_S = 0.2
+_T = TypeVar("_T")
+_Found = TypeVar("_Found", list[Hit], HitBatch)
 
 
 class UnitError(PcapwireError):
@@ -91,6 +95,21 @@ def run_unit(root: str, segment_id: int, stored_definition: str, scratch: str | 
     """The hits of one unit and the seconds it took (everything it takes and returns is
     plain data). ``scratch``: the carving's and the engines' work directory;
     ``settings``: the engines' server settings."""
+    return _run(unit_hits, root, segment_id, stored_definition, scratch, settings)
+
+
+def run_batch(root: str, segment_id: int, stored_definition: str, scratch: str | None = None,
+              settings: EngineSettings | None = None) -> tuple[HitBatch, float]:
+    """:func:`run_unit` with its hits as the result set takes them (a worker process's
+    entry point: the runner, which writes them, gets plain rows; Suricata's alerts in
+    file mode become rows as they arrive, :func:`unit_batch`)."""
+    return _run(unit_batch, root, segment_id, stored_definition, scratch, settings)
+
+
+def _run(matchers: Callable[[Store, Segment, TriggerDef, Path | None, EngineSettings | None],
+                            _Found],
+         root: str, segment_id: int, stored_definition: str, scratch: str | None,
+         settings: EngineSettings | None) -> tuple[_Found, float]:
     started = time.monotonic()
     defn = _definition(stored_definition)
     with Store.existing(root) as store:
@@ -98,19 +117,11 @@ def run_unit(root: str, segment_id: int, stored_definition: str, scratch: str | 
         if not segments:
             raise UnitError(f"segment {segment_id} is no longer in the store (deleted by "
                             "retention since the hunt was planned)")
-        hits = unit_hits(store, segments[0], defn, Path(scratch) if scratch else None,
+        found = matchers(store, segments[0], defn, Path(scratch) if scratch else None,
                          settings)
     if STOP.is_set():
         raise UnitStopped(f"segment {segment_id}: stopped")
-    return hits, time.monotonic() - started
-
-
-def run_batch(root: str, segment_id: int, stored_definition: str, scratch: str | None = None,
-              settings: EngineSettings | None = None) -> tuple[HitBatch, float]:
-    """:func:`run_unit` with its hits as the result set takes them (a worker process's
-    entry point: the runner, which writes them, gets plain rows)."""
-    hits, seconds = run_unit(root, segment_id, stored_definition, scratch, settings)
-    return HitBatch.of(hits), seconds
+    return found, time.monotonic() - started
 
 
 @functools.lru_cache(maxsize=4)
@@ -129,6 +140,27 @@ def reads_packets(defn: TriggerDef) -> bool:
 def unit_hits(store: Store, segment: Segment, defn: TriggerDef, scratch: Path | None = None,
               settings: EngineSettings | None = None) -> list[Hit]:
     """Every matcher the definition needs, over one segment."""
+    hits = _index_and_file_hits(store, segment, defn, scratch)
+    if needs_engines(defn) and not STOP.is_set():
+        hits += asyncio.run(_segment_engine_hits(store, segment, defn, scratch, settings))
+    return hits
+
+
+def unit_batch(store: Store, segment: Segment, defn: TriggerDef, scratch: Path | None = None,
+               settings: EngineSettings | None = None) -> HitBatch:
+    """:func:`unit_hits` as the result set's rows: those of Suricata in file mode made
+    as its alerts arrive (:func:`.match_engines.collect_file_batch`: tens of thousands of
+    alerts a segment, no object kept per alert)."""
+    batch = HitBatch.of(_index_and_file_hits(store, segment, defn, scratch))
+    if needs_engines(defn) and not STOP.is_set():
+        found = asyncio.run(_segment_engine_batch(store, segment, defn, scratch, settings))
+        batch = HitBatch.of_rows([*batch.rows, *found.rows]) if batch.rows else found
+    return batch
+
+
+def _index_and_file_hits(store: Store, segment: Segment, defn: TriggerDef,
+                         scratch: Path | None) -> list[Hit]:
+    """The matchers other than the engines: IPs, the BPF, file hashes."""
     hits: list[Hit] = []
     if defn.indicators.ips:
         hits += ip_hits(store, segment, defn.indicators.ips, defn.scope, STOP)
@@ -136,8 +168,6 @@ def unit_hits(store: Store, segment: Segment, defn: TriggerDef, scratch: Path | 
         hits += bpf_hits(store, segment, defn.bpf, defn.scope, STOP)
     if wanted(defn) and not STOP.is_set():
         hits += file_hits(store, segment, defn, scratch, STOP)
-    if needs_engines(defn) and not STOP.is_set():
-        hits += asyncio.run(_segment_engine_hits(store, segment, defn, scratch, settings))
     return hits
 
 
@@ -157,20 +187,52 @@ async def _segment_engine_hits(store: Store, segment: Segment, defn: TriggerDef,
                                scratch: Path | None, settings: EngineSettings | None
                                ) -> list[Hit]:
     work = scratch or Path(store.root)
-    path = plain_file(store, segment)
-    if path is not None and not scope_cuts(defn.scope, segment):
-        found = asyncio.ensure_future(match_engines.collect_file_hits(path, defn, work,
-                                                                      settings))
-        while not found.done():
-            await asyncio.wait({found}, timeout=STOP_POLL_S)
-            if STOP.is_set() and not found.done():
-                found.cancel()  # Suricata is killed; the caller raises UnitStopped
-                with contextlib.suppress(asyncio.CancelledError):
-                    await found
-                return []
-        hits = found.result()
+    path = _file_mode(store, segment, defn)
+    if path is not None:
+        hits = await _unless_stopped(match_engines.collect_file_hits(path, defn, work,
+                                                                     settings), [])
         if hits is not None:
             return hits
+    return await _chunk_hits(store, segment, defn, work, settings)
+
+
+async def _segment_engine_batch(store: Store, segment: Segment, defn: TriggerDef,
+                                scratch: Path | None, settings: EngineSettings | None
+                                ) -> HitBatch:
+    work = scratch or Path(store.root)
+    path = _file_mode(store, segment, defn)
+    if path is not None:
+        batch = await _unless_stopped(match_engines.collect_file_batch(path, defn, work,
+                                                                       settings),
+                                      HitBatch((), 0))
+        if batch is not None:
+            return batch
+    return HitBatch.of(await _chunk_hits(store, segment, defn, work, settings))
+
+
+def _file_mode(store: Store, segment: Segment, defn: TriggerDef) -> Path | None:
+    """The segment's file when Suricata reads it itself: plain, not cut by the scope."""
+    path = plain_file(store, segment)
+    return path if path is not None and not scope_cuts(defn.scope, segment) else None
+
+
+async def _unless_stopped(work: Awaitable[_T], stopped: _T) -> _T:
+    """``work``'s result; ``stopped`` when :data:`STOP` is set first (``work`` is
+    cancelled: Suricata is killed; the caller raises UnitStopped)."""
+    found = asyncio.ensure_future(work)
+    while not found.done():
+        await asyncio.wait({found}, timeout=STOP_POLL_S)
+        if STOP.is_set() and not found.done():
+            found.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await found
+            return stopped
+    return found.result()
+
+
+async def _chunk_hits(store: Store, segment: Segment, defn: TriggerDef, work: Path,
+                      settings: EngineSettings | None) -> list[Hit]:
+    """The engines fed the segment's chunks from the query engine."""
     spec = QuerySpec(bpf=defn.scope.bpf, start_ns=defn.scope.start_ns,
                      end_ns=defn.scope.end_ns)
     engine = store.query_engine()

@@ -142,39 +142,49 @@ def flow_subject(event: dict[str, Any]) -> str:
     return f"suricata-flow:{fid}" if fid is not None else f"flow:{flow_key(event).bpf()}"
 
 
-def alert_verdict(event: dict[str, Any], *, step: str = "", case: str = "",
-                  query_id: str = "") -> Verdict:
-    """One ``alert`` event as a verdict (see the module docstring for severity)."""
+def _alert_metadata(alert: dict[str, Any]) -> dict[str, Any] | None:
+    metadata = alert.get("metadata")
+    return metadata if isinstance(metadata, dict) else None
+
+
+def alert_evidence(event: dict[str, Any]) -> dict[str, Any]:
+    """An ``alert`` event's evidence (a verdict's, :func:`alert_verdict`): the alert's
+    ids, the packet it was raised on, its rule metadata and app-layer records. For a
+    caller that takes alerts without verdicts (a trigger hunt's file mode)."""
     get = event.get
     alert = get("alert") or {}
-    metadata = alert.get("metadata")
-    if not isinstance(metadata, dict):
-        metadata = None
-    priority = alert.get("severity")
-    severity, score = severity_for(priority, metadata)
-    sid = alert.get("signature_id")
-    app_proto = get("app_proto")
     evidence: dict[str, Any] = {
-        "gid": alert.get("gid"), "sid": sid, "rev": alert.get("rev"),
-        "priority": priority, "action": alert.get("action"),
+        "gid": alert.get("gid"), "sid": alert.get("signature_id"), "rev": alert.get("rev"),
+        "priority": alert.get("severity"), "action": alert.get("action"),
         "flow_id": get("flow_id"), "pcap_cnt": get("pcap_cnt"), "pkt_src": get("pkt_src"),
-        "app_proto": app_proto, "direction": get("direction"),
+        "app_proto": get("app_proto"), "direction": get("direction"),
         "packet": {"src_ip": get("src_ip"), "src_port": get("src_port"),
                    "dest_ip": get("dest_ip"), "dest_port": get("dest_port")},
     }
+    metadata = _alert_metadata(alert)
     if metadata:
         evidence["metadata"] = metadata
     for proto in _EVIDENCE_OBJECTS:
         sub = get(proto)
         if isinstance(sub, dict):
             evidence[proto] = sub
+    return evidence
+
+
+def alert_verdict(event: dict[str, Any], *, step: str = "", case: str = "",
+                  query_id: str = "") -> Verdict:
+    """One ``alert`` event as a verdict (see the module docstring for severity)."""
+    alert = event.get("alert") or {}
+    severity, score = severity_for(alert.get("severity"), _alert_metadata(alert))
+    sid = alert.get("signature_id")
+    app_proto = event.get("app_proto")
     tags = ["suricata", str(app_proto)] if app_proto else ["suricata"]
     return Verdict(
         analyzer=ANALYZER, subject_kind="flow", subject_id=flow_subject(event),
         flow=flow_key(event), ts=event_ts(event), severity=severity,
         score=score, signature_id=str(sid if sid is not None else ""),
         signature=str(alert.get("signature", "")), category=str(alert.get("category", "")),
-        tags=tags, evidence=evidence, step=step, case=case, query_id=query_id)
+        tags=tags, evidence=alert_evidence(event), step=step, case=case, query_id=query_id)
 
 
 def sid_counts(verdicts: Iterable[Verdict]) -> dict[int, int]:

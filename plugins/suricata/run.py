@@ -5,7 +5,8 @@ A run owns one engine per link type (a query that mixes link types cannot be one
 stream; each link type gets its own engine, the first one taken warm from the pool). Each
 engine has a consumer task that turns EVE events into verdicts the moment they arrive and
 hands every verdict to ``on_verdict`` (the workflow's live stream), so verdicts flow while
-the query is still producing chunks.
+the query is still producing chunks. A caller that needs the EVE events alone (a trigger
+hunt's file mode) takes them raw, batch by batch (``on_events``): no verdicts are made.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pcapwire.records import PcapChunk, Verdict
 log = logging.getLogger(__name__)
 
 VerdictSink = Callable[[Verdict], Awaitable[None] | None]
+EventSink = Callable[[list[dict[str, Any]]], None]
 #: EVE events turned into verdicts between two turns given to the other tasks (a backlog
 #: of alerts must not hold up the chunks that keep Suricata busy).
 YIELD_EVERY_EVENTS = 64
@@ -64,10 +66,14 @@ class RunResult:
 class SuricataRun:
     def __init__(self, settings: SuricataSettings, *, pool: EnginePool | None = None,
                  on_verdict: VerdictSink | None = None, step: str = "", case: str = "",
-                 query_id: str = "") -> None:
+                 query_id: str = "", on_events: EventSink | None = None) -> None:
+        """``on_events``: every EVE event batch goes there as decoded, instead of becoming
+        verdicts and metadata (the result's verdicts, metadata and event counts are then
+        empty; ``on_verdict`` is not called)."""
         self.settings = settings
         self.pool = pool
         self.on_verdict = on_verdict
+        self.on_events = on_events
         self.ctx = {"step": step, "case": case, "query_id": query_id}
         self.summary = EveSummary()
         self._engines: dict[int, tuple[SuricataEngine, asyncio.Task[None]]] = {}
@@ -100,6 +106,10 @@ class SuricataRun:
         add, ctx = self.summary.add, self.ctx
         n = 0
         async for batch in engine.batches():
+            if self.on_events is not None:
+                self._sink_events(self.on_events, batch)
+                await asyncio.sleep(0)  # the feeder and the EVE reader get their turn
+                continue
             for event in batch:
                 n += 1
                 if n % YIELD_EVERY_EVENTS == 0:
@@ -115,6 +125,16 @@ class SuricataRun:
                 except Exception as exc:
                     self._sink_error = f"verdict sink failed: {exc}"
                     log.warning("suricata: %s", self._sink_error)
+
+    def _sink_events(self, sink: EventSink, batch: list[dict[str, Any]]) -> None:
+        """Hand a batch to ``on_events``; a sink that fails is reported at ``finish``."""
+        if self._sink_error or not batch:
+            return
+        try:
+            sink(batch)
+        except Exception as exc:
+            self._sink_error = f"event sink failed: {exc}"
+            log.warning("suricata: %s", self._sink_error)
 
     async def _engine_for(self, linktype: int) -> SuricataEngine:
         if linktype in self._engines:
@@ -196,8 +216,11 @@ class SuricataRun:
                         result.engines.append(done)
                         if done.metadata_file is not None:
                             result.metadata_files.append(done.metadata_file)
-                        for event in done.metadata_events:
-                            self.summary.add(event, **self.ctx)
+                        if self.on_events is not None:
+                            self._sink_events(self.on_events, done.metadata_events)
+                        else:
+                            for event in done.metadata_events:
+                                self.summary.add(event, **self.ctx)
                 await task
         finally:
             await self.abort()

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from pcapwire.errors import ConfigError
+from pcapwire.names import NAME_RE
 
 ROLES: tuple[str, ...] = ("viewer", "analyst", "admin")
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 TOKEN_RE = re.compile(r"pwt_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 LAST_USED_RESOLUTION_S = 60  # last_used is written at most once a minute per token
 

@@ -101,7 +101,7 @@ class ApiConfig:
 
             self.client_cert_sha256 = tuple(parse_sha256(p) for p in self.client_cert_sha256)
         if self.sensor_name:
-            from pcapwire.api.authdb import NAME_RE
+            from pcapwire.names import NAME_RE
 
             if not NAME_RE.fullmatch(self.sensor_name):
                 raise ConfigError(f"--sensor-name {self.sensor_name!r}: 1-63 characters "

@@ -29,8 +29,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
 
-from pcapwire.api.authdb import NAME_RE, TOKEN_RE
+from pcapwire.api.authdb import TOKEN_RE
 from pcapwire.errors import ConfigError
+from pcapwire.names import NAME_RE
 
 MAX_CLUSTER_FILE_BYTES = 1 * 2**20  # a cluster file larger than this is refused
 MAX_SENSORS = 256  # [[sensor]] entries in one file

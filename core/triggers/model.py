@@ -274,7 +274,7 @@ def scope_sensor(raw: Any, what: str) -> str | list[str]:
     """``scope.sensor`` normalised: "" (every sensor), one name, or a sorted list of two or
     more distinct names (so that the same sensors give the same :func:`rules_digest`);
     each a cluster file's sensor name."""
-    from pcapwire.api.authdb import NAME_RE
+    from pcapwire.names import NAME_RE
 
     if raw is None or raw == "":
         return ""

@@ -2,7 +2,9 @@
 spanning segments): :func:`pcapwire.triggers.match_index.ip_hits` returns exactly the hits
 of a plain reference, every flow of the segment checked against every indicator with
 ``ipaddress`` (one hit per (indicator, flow), the matched endpoint as evidence, oriented
-initiator -> responder, the flow's first packet in the segment as time)."""
+initiator -> responder, the flow's first packet in the segment as time);
+:func:`~pcapwire.triggers.match_index.ip_batches`, one walk of the index for several
+segments, returns exactly those hits as the result set takes them (``HitBatch.of``)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from pathlib import Path
 import pytest
 from pcapwire.store import Store
 from pcapwire.synth import generate
-from pcapwire.triggers.db import Hit
-from pcapwire.triggers.match_index import ip_hits
+from pcapwire.triggers.db import Hit, HitBatch
+from pcapwire.triggers.match_index import ip_batches, ip_hits
 from pcapwire.triggers.model import Scope
 
 SEGMENT_BYTES = 2**20
@@ -93,3 +95,21 @@ def test_dense_ip_hits_equal_the_reference(store_root: Path) -> None:
         assert [h.ts for h in got] == sorted(h.ts for h in got)  # first packet first
     assert [len(h) for h in found] == [944, 964, 922, 272]
     assert len({h.flow_id for hits in found for h in hits}) == flows
+
+
+def test_batches_of_segments_equal_the_hits_of_each(store_root: Path) -> None:
+    with Store(store_root) as store:
+        ips = _indicators(store)
+        segments = store.catalog.segments()
+        # a time window from the middle of the first segment to that of the second
+        start, end = ((s.first_ns + s.last_ns) // 2 for s in segments[:2])
+        counts = []
+        for scope in (Scope(), Scope(start_ns=start, end_ns=end)):
+            each = {s.id: HitBatch.of(ip_hits(store, s, ips, scope)) for s in segments}
+            assert ip_batches(store, segments, ips, scope) == each  # rows in the same order
+            assert ip_batches(store, segments[1:3], ips, scope) == {
+                s.id: each[s.id] for s in segments[1:3]}
+            counts.append([(len(b.rows), b.hits) for b in each.values()])
+    # the flow key from the catalog's sides is flow_key's (HitBatch.of made it)
+    assert counts == [[(944, 944), (964, 964), (922, 922), (272, 272)],
+                      [(545, 545), (527, 527), (0, 0), (0, 0)]]

@@ -156,7 +156,8 @@ class HitBatch:
     its first hit (the earliest time, the first flow id known), the evidence as JSON, and
     its number of hits. A hunt's worker process makes it (:meth:`of`), so that the runner
     only writes it (a unit brings tens of thousands of hits) and what crosses between them
-    is plain tuples."""
+    is plain tuples; a matcher that has its hits as rows already hands them to
+    :meth:`of_rows` (the IP indicators, :func:`.match_index.ip_batches`)."""
 
     rows: tuple[tuple[Any, ...], ...]  # rule, flow key, flow id, proto, src, sport, dest,
     # dport, ts, evidence JSON, hits
@@ -164,20 +165,29 @@ class HitBatch:
 
     @classmethod
     def of(cls, hits: list[Hit]) -> HitBatch:
-        rows: dict[tuple[str, str], list[Any]] = {}
-        for h in hits:
-            key = flow_key(h.proto, h.src_ip, h.src_port, h.dest_ip, h.dest_port)
-            row = rows.get((h.rule, key))
-            if row is None:
-                rows[(h.rule, key)] = [h.rule, key, h.flow_id, h.proto, h.src_ip, h.src_port,
-                                       h.dest_ip, h.dest_port, h.ts, h.evidence, 1]
-            else:
-                row[2] = row[2] if row[2] is not None else h.flow_id
-                row[8] = min(row[8], h.ts)
-                row[10] += 1
-        for row in rows.values():
-            row[9] = orjson.dumps(row[9], default=str, option=_EVIDENCE_JSON).decode()
-        return cls(tuple(tuple(r) for r in rows.values()), len(hits))
+        batch = cls.of_rows([(h.rule, flow_key(h.proto, h.src_ip, h.src_port, h.dest_ip,
+                                               h.dest_port), h.flow_id, h.proto, h.src_ip,
+                              h.src_port, h.dest_ip, h.dest_port, h.ts, h.evidence, 1)
+                             for h in hits])
+        return cls(tuple((*r[:9], evidence_json(r[9]), r[10]) for r in batch.rows),
+                     batch.hits)
+
+    @classmethod
+    def of_rows(cls, rows: list[tuple[Any, ...]]) -> HitBatch:
+        """A batch of rows in the shape of :attr:`rows`, hits in the order found (several
+        rows of one (rule, flow key) are merged as :meth:`of` merges hits)."""
+        out: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for r in rows:
+            first = out.get((r[0], r[1]))
+            out[(r[0], r[1])] = r if first is None else (
+                *first[:2], r[2] if first[2] is None else first[2], *first[3:8],
+                min(first[8], r[8]), first[9], first[10] + r[10])
+        return cls(tuple(out.values()), sum(r[10] for r in rows))
+
+
+def evidence_json(evidence: dict[str, Any]) -> str:
+    """A hit's evidence as the result set stores it (JSON, keys sorted)."""
+    return orjson.dumps(evidence, default=str, option=_EVIDENCE_JSON).decode()
 
 
 def flow_key(proto: int, a_ip: str, a_port: int, b_ip: str, b_port: int) -> str:
@@ -238,6 +248,7 @@ class TriggerDB:
                                   timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA temp_store=MEMORY")  # _add_hits' batch table, not a file
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)
 
@@ -455,9 +466,12 @@ class TriggerDB:
         return [dict(zip(keys, r, strict=True))
                 for r in self.db.execute(sql + " ORDER BY segment_id", args)]
 
-    def start_unit(self, hunt_id: int, segment_id: int) -> None:
-        self.db.execute("UPDATE hunt_units SET state='running', attempts=attempts+1 WHERE "
-                        "hunt_id=? AND segment_id=?", (hunt_id, segment_id))
+    def start_units(self, hunt_id: int, segment_ids: list[int]) -> None:
+        """The units are handed out: ``running``, their attempt counted."""
+        with self.transaction() as db:
+            db.executemany("UPDATE hunt_units SET state='running', attempts=attempts+1 "
+                           "WHERE hunt_id=? AND segment_id=?",
+                           [(hunt_id, s) for s in segment_ids])
 
     def finish_unit(self, hunt_id: int, segment_id: int, hits: list[Hit] | HitBatch,
                     version: int, seconds: float) -> list[int]:

@@ -4,20 +4,25 @@
 the scope, up to the bound the watch left it, :meth:`.db.TriggerDB.hunt_scope`; a resumed
 hunt keeps its units) and runs the queued ones in worker processes (a ``forkserver``
 :class:`~concurrent.futures.ProcessPoolExecutor`, ``workers`` at a time, each opening the
-store itself; units that read no packets, :func:`.units.reads_packets`, run in the runner
-itself). A hunt of domain, URL, JA3 and JA4 indicators alone plans only the segments the
-metadata index does not rule out (:mod:`.match_metadata`). The runner process alone
+store itself). A hunt of domain, URL, JA3 and JA4 indicators alone plans only the segments
+the metadata index does not rule out (:mod:`.match_metadata`). The runner process alone
 writes the trigger database: each unit is started
-(:meth:`~.db.TriggerDB.start_unit`), then finished with its hits in one transaction (the
+(:meth:`~.db.TriggerDB.start_units`), then finished with its hits in one transaction (the
 checkpoint, :meth:`~.db.TriggerDB.finish_unit`) or failed (retried up to
-:data:`~.db.UNIT_ATTEMPTS`, then listed). A finished unit never runs again: a runner killed
-at any moment resumes the hunt with the same result set and no duplicates (the units it
-left ``running`` are queued again, their attempt counted).
+:data:`~.db.UNIT_ATTEMPTS`, then listed). A finished unit never runs again: a runner
+killed at any moment resumes the hunt with the same result set and no duplicates (the
+units it left ``running`` are queued again, their attempt counted).
+
+Units that read no packets (:func:`.units.reads_packets`: IP indicators alone, answered
+by the flow index) run in the runner itself, :data:`INDEX_BATCH_UNITS` at a time: one
+walk of the index answers the whole batch (:func:`.match_index.ip_batches`, the hits as
+rows ready to write), then each unit is recorded as its own checkpoint (its ``seconds``:
+its share of the batch's). No worker pool is started for them.
 
 The next units are handed out before the finished ones are recorded (the workers do not
-wait for the runner's writes). Between units the runner reads the hunt's status (every
-:data:`POLL_S` while units run): ``paused`` (or the trigger paused) -> no new units; those
-running (handed out before the pause) finish and are kept, and
+wait for the runner's writes). Between units (batches of index units) the runner reads the
+hunt's status (every :data:`POLL_S` while units run): ``paused`` (or the trigger paused)
+-> no new units; those running (handed out before the pause) finish and are kept, and
 the runner waits (or returns, ``wait_paused=False``) until the hunt is ``queued`` or
 ``running`` again; ``aborted`` (or the trigger deleted) -> the running units are stopped,
 their work dropped. ``stop`` (the service ends) stops them too and leaves the hunt to
@@ -31,6 +36,7 @@ at once (a lock file under ``<data-dir>/triggers-work/``).
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import multiprocessing
@@ -47,9 +53,10 @@ from pathlib import Path
 from typing import Any
 
 from pcapwire.store import Store
-from pcapwire.triggers import match_metadata, units
+from pcapwire.triggers import match_index, match_metadata, units
 from pcapwire.triggers.db import HitBatch, Hunt, TriggerDB
 from pcapwire.triggers.match_engines import EngineSettings
+from pcapwire.triggers.model import TriggerDef
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +69,10 @@ KILL_AFTER_ENV = "PCAPWIRE_TEST_HUNT_KILL_AFTER"
 ENDED = ("aborted", "finished", "failed")
 #: Imported once by the forkserver the worker processes are forked from (each worker
 #: would import them itself: ~0.5 s of start on a loaded machine).
-FORKSERVER_PRELOAD = ["pcapwire.triggers.units"]
+FORKSERVER_PRELOAD = ["pcapwire.triggers.units", "pcapwire.plugins.suricata.eve"]
+#: Units that read no packets answered by one walk of the flow index (each walk visits the
+#: indicators' flows of the whole store; the status is read between batches).
+INDEX_BATCH_UNITS = 16
 
 OnMatches = Callable[[int, list[int]], None]
 
@@ -134,8 +144,8 @@ def _hunt_lock(root: Path, hunt_id: int) -> Iterator[bool]:
 
 
 class _Inline(Executor):
-    """Runs each unit at once, in the runner: units that read no packets (a few index
-    lookups cost less than handing them to another process)."""
+    """Runs each unit at once, in the runner: a unit of an index batch whose segment the
+    batch did not find (its error is the unit function's)."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         fut: Future[Any] = Future()
@@ -155,14 +165,22 @@ class _Runner:
         self.workers, self.on_matches, self.wait_paused = workers, on_matches, wait_paused
         self.new: list[int] = []
         self.recorded = 0
-        self.definition = ""
+        self.defn: TriggerDef = tdb.version_definition(hunt.trigger_id, hunt.version)
+
+    @functools.cached_property
+    def definition(self) -> str:
+        """The definition as the unit function takes it (made once, when needed)."""
+        return json.dumps(self.defn.to_dict())
+
+    def _unit_args(self, seg: int) -> tuple[Any, ...]:
+        """The unit function's arguments (:func:`.units.run_batch`) for a segment."""
+        return (str(self.root), seg, self.definition, str(self.root / WORK_DIR),
+                self.engine_settings)
 
     def run(self) -> list[int]:
-        hunt, tdb = self.hunt, self.tdb
+        hunt, tdb, defn = self.hunt, self.tdb, self.defn
         if hunt.status in ENDED:
             return []
-        defn = tdb.version_definition(hunt.trigger_id, hunt.version)
-        self.definition = json.dumps(defn.to_dict())
         if not tdb.units(hunt.id):
             bound, live = tdb.hunt_scope(hunt.trigger_id)
             planned = []  # a data directory nothing was stored in yet: nothing to hunt
@@ -179,13 +197,14 @@ class _Runner:
                                      if s <= bound and s not in live])
         tdb.requeue_units(hunt.id)  # what a runner killed earlier left running
         queued = deque(u["segment_id"] for u in tdb.units(hunt.id, ("queued",)))
+        if not units.reads_packets(defn):
+            return self._run_index(queued)
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
         stop_units = ctx.Event()
-        pool: Executor = _Inline()
-        if units.reads_packets(defn):
-            pool = ProcessPoolExecutor(min(self.workers, max(1, len(queued))), ctx,
-                                       initializer=units.watch_stop, initargs=(stop_units,))
+        pool: Executor = ProcessPoolExecutor(min(self.workers, max(1, len(queued))), ctx,
+                                             initializer=units.watch_stop,
+                                             initargs=(stop_units,))
         inflight: dict[Future[tuple[HitBatch, float]], int] = {}
         try:
             while True:
@@ -226,14 +245,55 @@ class _Runner:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def _run_index(self, queued: deque[int]) -> list[int]:
+        """The units of a definition that reads no packets, in the runner, a batch of up to
+        :data:`INDEX_BATCH_UNITS` at a time; the status is obeyed between batches."""
+        while True:
+            status = self._status()
+            if status == "aborted" or self.stop.is_set():
+                return self.new
+            if status == "paused":
+                if not self.wait_paused:
+                    return self.new
+                self.stop.wait(POLL_S)
+                continue
+            if status == "queued":
+                self.tdb.move_hunt(self.hunt.id, "running", ("queued",))
+            if not queued:
+                self._finish()
+                return self.new
+            batch = [queued.popleft() for _ in range(min(INDEX_BATCH_UNITS, len(queued)))]
+            self._index_batch(batch, queued)
+
+    def _index_batch(self, batch: list[int], queued: deque[int]) -> None:
+        """One walk of the flow index for the batch's segments, then each unit recorded (a
+        segment no longer in the store goes through the unit function: its error is the
+        unit's)."""
+        started = time.monotonic()
+        self.tdb.start_units(self.hunt.id, batch)
+        with Store.existing(self.root) as store:
+            found = match_index.ip_batches(
+                store, store.catalog.segments(ids=batch), self.defn.indicators.ips,
+                self.defn.scope, self.stop)
+        if self.stop.is_set():  # a scope's packets were read in part: not a result
+            self.tdb.requeue_units(self.hunt.id, batch, attempt_counts=False)
+            return
+        seconds = (time.monotonic() - started) / len(batch)
+        for seg in batch:
+            if seg in found:
+                self._done(seg, found[seg], seconds)
+                self._count()
+            else:
+                self._record(_Inline().submit(units.run_batch, *self._unit_args(seg)), seg,
+                             queued)
+
     def _submit(self, pool: Executor, inflight: dict[Future[tuple[HitBatch, float]], int],
                 queued: deque[int]) -> None:
         """Hand out queued units while a worker is free."""
         while queued and len(inflight) < self.workers:
             seg = queued.popleft()
-            self.tdb.start_unit(self.hunt.id, seg)
-            inflight[pool.submit(units.run_batch, str(self.root), seg, self.definition,
-                                 str(self.root / WORK_DIR), self.engine_settings)] = seg
+            self.tdb.start_units(self.hunt.id, [seg])
+            inflight[pool.submit(units.run_batch, *self._unit_args(seg))] = seg
 
     def _status(self) -> str:
         """The hunt's status as the runner obeys it (a paused trigger pauses its hunt)."""
@@ -258,14 +318,23 @@ class _Runner:
         except Exception as exc:  # the unit's own error: retried, then listed
             self._fail(seg, f"{type(exc).__name__}: {exc}", queued)
         else:
-            new = self.tdb.finish_unit(hunt.id, seg, hits, hunt.version, seconds)
-            self.new += new
-            if new and self.on_matches is not None:
-                self.on_matches(hunt.trigger_id, new)
+            self._done(seg, hits, seconds)
+        self._count()
+        return False
+
+    def _done(self, seg: int, hits: HitBatch, seconds: float) -> None:
+        """A unit's checkpoint: its hits and its state in one transaction."""
+        hunt = self.hunt
+        new = self.tdb.finish_unit(hunt.id, seg, hits, hunt.version, seconds)
+        self.new += new
+        if new and self.on_matches is not None:
+            self.on_matches(hunt.trigger_id, new)
+
+    def _count(self) -> None:
+        """One more unit recorded (the test hook kills the runner after the N-th)."""
         self.recorded += 1
         if os.environ.get(KILL_AFTER_ENV) == str(self.recorded):
             os.kill(os.getpid(), signal.SIGKILL)
-        return False
 
     def _fail(self, seg: int, error: str, queued: deque[int]) -> None:
         log.warning("hunt %d, segment %d: %s", self.hunt.id, seg, error)

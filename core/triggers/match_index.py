@@ -5,7 +5,9 @@ one segment (a hunt's unit).
   (``flows``, 16 packed bytes, IPv4 in the first four) — no packet is read. An address
   matches an indicator as the query engine's ``host``/``net`` filters do
   (:func:`pcapwire.query.bpfplan.host_sql` / ``net_sql``: same IP version, address or
-  network contains it). One hit per (indicator, flow).
+  network contains it). One hit per (indicator, flow). :func:`ip_batches` answers several
+  segments (a hunt's units) with one walk of the index and returns their hits as the
+  result set takes them (:class:`~.db.HitBatch`); :func:`ip_hits` one segment, as hits.
 * BPF: the query engine restricted to the segment (the index narrows, libpcap judges every
   candidate packet); the matching records are parsed and put into flows by the native
   indexer (:class:`pcapwire._native.SegmentIndexer`, the code that built the catalog's
@@ -34,7 +36,7 @@ from pcapwire.query.bpfplan import addr_blob
 from pcapwire.query.spec import QuerySpec
 from pcapwire.store import FlowRow, Segment, Store
 from pcapwire.store.catalog import FLOW_COLUMNS
-from pcapwire.triggers.db import Hit
+from pcapwire.triggers.db import Hit, HitBatch, evidence_json
 from pcapwire.triggers.model import Scope, rule_key
 
 log = logging.getLogger(__name__)
@@ -42,21 +44,23 @@ log = logging.getLogger(__name__)
 #: A catalog flow's first packet time is in ns; the records a query returns carry µs
 #: (truncated), so a packet's time read back may be up to this much earlier.
 TS_SLACK_NS = 999
-# The flows of the segment with an endpoint (side a or b) in one of the ranges of an IP
-# version (:class:`_Ranges`: range n's first and last address are bytes 16n..16n+15 of
-# :lo and :hi; the rows i(n) count them, no table is filled). A flow's time span (flows)
-# and a segment's (segments) are the min and max of the same packet times, so a flow with
-# packets in the segment overlaps it: one that does not is skipped on its row, before its
-# flow_segments row is looked up (on dense traffic most of a busy host's flows).
-_IP_HITS_SQL = ("WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i "
+# The flows in segments :s0..:s1 with an endpoint (side a or b) in one of the ranges of
+# an IP version (:class:`_Ranges`: range n's first and last address are bytes
+# 16n..16n+15 of :lo and :hi; the rows i(n) count them, no table is filled), one row per
+# (range, flow, segment of the flow). A flow's time span (flows) and a segment's
+# (segments) are the min and max of the same packet times, so a flow with packets in one
+# of the segments overlaps their span [:first, :last]: one that does not is skipped on its
+# row, before its flow_segments rows are looked up (on dense traffic most of a busy host's
+# flows, when the segments are a part of the store).
+_IP_ROWS_SQL = ("WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i "
                 "WHERE n + 1 < :count) "
-                "SELECT f.id, f.ipver, f.proto, f.addr_a, f.port_a, f.addr_b, f.port_b, "
-                "f.initiator_is_a, s.first_ns, i.n FROM i CROSS JOIN "
+                "SELECT f.id, f.proto, f.addr_a, f.port_a, f.addr_b, f.port_b, "
+                "f.initiator_is_a, s.segment_id, s.first_ns, i.n FROM i CROSS JOIN "
                 "flows f INDEXED BY {index} CROSS JOIN flow_segments s WHERE "
                 "f.addr_{side} BETWEEN substr(:lo, 16 * i.n + 1, 16) AND "
                 "substr(:hi, 16 * i.n + 1, 16) AND f.ipver = :ipver AND "
                 "f.first_ns <= :last AND f.last_ns >= :first AND "
-                "s.flow_id = f.id AND s.segment_id = :seg")
+                "s.flow_id = f.id AND s.segment_id BETWEEN :s0 AND :s1")
 _FLOW_COLUMNS = ", ".join(f"f.{c.strip()}" for c in FLOW_COLUMNS.split(","))
 
 
@@ -96,57 +100,109 @@ def flow_hit(rule: str, flow: SegmentFlow, ts_ns: int, evidence: dict[str, objec
 
 def ip_hits(store: Store, segment: Segment, ips: list[str], scope: Scope,
             stop: threading.Event | None = None) -> list[Hit]:
-    """One hit per (indicator, flow of the segment with an endpoint it contains): each
-    indicator's address range looked up in the index of each endpoint (``flows_key``,
-    ``flows_b``), flows outside the segment's time skipped on their row, then the flow's
-    row of the segment (``flow_segments``' key). The indicators are bound as two blobs per
-    IP version, SQLite returns the matching flows' plain columns, and the hits are made
-    from them (no row objects; each address's text made once)."""
-    db = store.catalog.db
-    # flow id -> (its row, {indicator: the side it matched, 0 a, 1 b}, where it was found
-    # first: side, indicator's position); a row: id, ipver, proto, addr_a, port_a, addr_b,
-    # port_b, initiator_is_a, first_ns in the segment, the range's number
-    found: dict[int, tuple[tuple[Any, ...], dict[str, int], tuple[int, int]]] = {}
-    args = {"seg": segment.id, "first": segment.first_ns, "last": segment.last_ns}
-    for rank, (side, index) in enumerate((("a", "flows_key"), ("b", "flows_b"))):
-        sql = _IP_HITS_SQL.format(side=side, index=index)
-        for ranges in _ip_ranges(tuple(ips)):
-            for r in db.execute(sql, {**args, "count": len(ranges.values), "lo": ranges.lo,
-                                      "hi": ranges.hi, "ipver": ranges.ipver}):
-                entry = found.get(r[0])
-                if entry is None:
-                    entry = found[r[0]] = (r, {}, (rank, ranges.positions[r[9]]))
-                entry[1].setdefault(ranges.values[r[9]], rank)
-    if not found:
-        return []
-    times = {fid: row[8] for fid, (row, _, _) in found.items()}
-    if scope_cuts(scope, segment):
-        spec = QuerySpec(bpf=scope.bpf, flow_ids=sorted(found), start_ns=scope.start_ns,
-                         end_ns=scope.end_ns)
-        times = {fid: ts for fid, (ts, _) in bpf_flows(store, segment, spec, stop).items()
-                 if fid in found}
-    text: dict[bytes, str] = {}  # address -> its text
-    rules: dict[str, str] = {}  # indicator -> its rule key
+    """One hit per (indicator, flow of the segment with an endpoint it contains), first
+    packet first (:func:`_ip_flows`)."""
     hits = []
+    for r, matched, ts, ends, (src, sport, dst, dport) in _ip_flows(
+            store, [segment], ips, scope, stop)[segment.id]:
+        for value, end in matched.items():
+            hits.append(Hit(rule_key("ip", value), r[1], src, sport, dst, dport, ts / 1e9,
+                            {"indicator": value, "address": ends[end]}, r[0]))
+    return hits
+
+
+def ip_batches(store: Store, segments: list[Segment], ips: list[str], scope: Scope,
+               stop: threading.Event | None = None) -> dict[int, HitBatch]:
+    """Segment id -> what :func:`ip_hits` finds in it, as the result set takes it
+    (:meth:`HitBatch.of` of those hits, the rows made here from the index's columns: no
+    :class:`Hit` per hit; each address's text, flow key, rule key and evidence made once).
+    Each call walks the indicators' flows of the whole store once."""
+    rules: dict[str, str] = {}  # indicator -> its rule key
+    evidence: dict[tuple[str, str], str] = {}  # (indicator, address) -> the evidence JSON
+    out = {}
+    for seg, flows in _ip_flows(store, segments, ips, scope, stop).items():
+        rows = []
+        for r, matched, ts, ends, (src, sport, dst, dport) in flows:
+            # the catalog's side a is the flow key's first end (flow_key's order:
+            # (address, port) of side a <= side b's, as the catalog normalises them)
+            key = f"{r[1]} {ends[0]} {r[3]} {ends[1]} {r[5]}"
+            for value, end in matched.items():
+                rule = rules.get(value) or rules.setdefault(value, rule_key("ip", value))
+                pair = (value, ends[end])
+                ev = evidence.get(pair) or evidence.setdefault(pair, evidence_json(
+                    {"indicator": value, "address": ends[end]}))
+                rows.append((rule, key, r[0], r[1], src, sport, dst, dport, ts / 1e9, ev, 1))
+        out[seg] = HitBatch.of_rows(rows)
+    return out
+
+
+# A matching flow of a segment: its row of _IP_ROWS_SQL, {indicator: the side it matched,
+# 0 a, 1 b}, its time (ns), its addresses' text (side a, side b) and its 5-tuple's ends
+# oriented initiator -> responder (src, sport, dest, dport).
+_Found = tuple[tuple[Any, ...], dict[str, int], int, tuple[str, str],
+               tuple[str, int, str, int]]
+
+
+def _ip_flows(store: Store, segments: list[Segment], ips: list[str], scope: Scope,
+              stop: threading.Event | None) -> dict[int, list[_Found]]:
+    """Segment id -> its flows with an endpoint an indicator contains, first packet first
+    (ties in the order found: side a before b, indicators as listed). Each indicator's
+    address range is looked up in the index of each flow endpoint (``flows_key``,
+    ``flows_b``) once for all the segments, flows outside their span skipped on their row,
+    then the flow's rows of the segments (``flow_segments``' key). The indicators are bound
+    as two blobs per IP version and SQLite returns the matching flows' plain columns (no
+    row objects). A scope that cuts a segment keeps the flows with a packet in it, timed by
+    the first (:func:`bpf_flows`)."""
+    if not segments:
+        return {}
+    wanted = {s.id for s in segments}
+    db = store.catalog.db
+    # (segment, flow) -> [row, {indicator: side}, where it was found first: side,
+    # indicator's position, the ranges' IP version]
+    found: dict[tuple[int, int], list[Any]] = {}
+    args = {"s0": min(wanted), "s1": max(wanted),
+            "first": min(s.first_ns for s in segments),
+            "last": max(s.last_ns for s in segments)}
+    for rank, (side, index) in enumerate((("a", "flows_key"), ("b", "flows_b"))):
+        sql = _IP_ROWS_SQL.format(side=side, index=index)
+        for ranges in _ip_ranges(tuple(ips)):
+            values, positions = ranges.values, ranges.positions
+            for r in db.execute(sql, {**args, "count": len(values), "lo": ranges.lo,
+                                      "hi": ranges.hi, "ipver": ranges.ipver}):
+                entry = found.get((r[7], r[0]))
+                if entry is None:
+                    if r[7] not in wanted:
+                        continue
+                    entry = found[(r[7], r[0])] = [r, {}, (rank, positions[r[9]]),
+                                                   ranges.ipver]
+                entry[1].setdefault(values[r[9]], rank)
+    out: dict[int, list[_Found]] = {s.id: [] for s in segments}
+    times: dict[int, dict[int, int]] = {}  # a cut segment's flow id -> its time
+    for segment in segments:
+        if scope_cuts(scope, segment):
+            ids = sorted(fid for seg, fid in found if seg == segment.id)
+            spec = QuerySpec(bpf=scope.bpf, flow_ids=ids, start_ns=scope.start_ns,
+                             end_ns=scope.end_ns)
+            times[segment.id] = {fid: ts for fid, (ts, _) in bpf_flows(
+                store, segment, spec, stop).items()} if ids else {}
+    texts: dict[int, dict[bytes, str]] = {4: {}, 6: {}}  # IP version -> address -> text
     # first packet first; a tie in the order found, as the indicators are listed
-    for fid, (r, matched, _) in sorted(found.items(), key=lambda i: (i[1][0][8], i[1][2])):
-        ts = times.get(fid)
+    for (seg, fid), (r, matched, _, ipver) in sorted(
+            found.items(), key=lambda i: (i[1][0][8], i[1][2])):
+        ts = times[seg].get(fid) if seg in times else r[8]
         if ts is None:
             continue
-        ends = [text.get(r[3]) or text.setdefault(r[3], _address(r[1], r[3])),
-                text.get(r[5]) or text.setdefault(r[5], _address(r[1], r[5]))]
-        src, sport, dst, dport = ((ends[0], r[4], ends[1], r[6]) if r[7]
-                                  else (ends[1], r[6], ends[0], r[4]))
-        for value, end in matched.items():
-            rule = rules.get(value) or rules.setdefault(value, rule_key("ip", value))
-            hits.append(Hit(rule, r[2], src, sport, dst, dport, ts / 1e9,
-                            {"indicator": value, "address": ends[end]}, fid))
-    return hits
+        text = texts[ipver]
+        a = text.get(r[2]) or text.setdefault(r[2], _address(ipver, r[2]))
+        b = text.get(r[4]) or text.setdefault(r[4], _address(ipver, r[4]))
+        out[seg].append((r, matched, ts, (a, b),
+                         (a, r[3], b, r[5]) if r[6] else (b, r[5], a, r[3])))
+    return out
 
 
 @dataclass(frozen=True)
 class _Ranges:
-    """The indicators of one IP version as :data:`_IP_HITS_SQL` binds them: range n is
+    """The indicators of one IP version as :data:`_IP_ROWS_SQL` binds them: range n is
     ``values[n]`` (at ``positions[n]`` in the definition's list), its first and last
     address bytes 16n..16n+15 of ``lo`` and ``hi``."""
 

@@ -1,13 +1,14 @@
 """Cluster benchmark: a query through the central vs the sensors answering it directly.
 
-    python benchmarks/bench_cluster.py [--size-mib 64] [--rounds 7]
+    python benchmarks/bench_cluster.py [--size-mib 64] [--rounds 7] [--pinned]
 
 Three sensors and a central run as real ``pcapwire serve`` processes on 127.0.0.1
 (:mod:`pcapwire.testing.cluster`: mutual TLS between central and sensors); the generated
 capture ``benchmarks/data/synth-<size>m.pcap`` is split by host pair over the three, so
 every sensor holds a third of every second. This process is the client (asyncio +
-aiohttp). Measured in alternating rounds (:func:`benchdata.alternate`), each figure as
-median and range:
+aiohttp, one session per server kept for all queries: no handshake in any figure, as the
+central keeps its connections to the sensors). Measured in alternating rounds (the order
+of the two sides swapped every round), each figure as median and range:
 
 - **first chunk**: from the POST of ``{"bpf": "tcp"}`` to the first packet bytes of its
   PCAP stream, through the central vs the three sensors asked directly at once (the
@@ -24,6 +25,14 @@ median and range:
 The merged result is checked against the sensors' own answers (same records, byte for
 byte, per ``mergecap``) once before timing. The central's CPU seconds per whole query
 (``/proc/PID/stat``) are reported too. Results go to benchmarks/results/cluster.json.
+
+On a 2-core machine every process shares both cores, so the central's CPU adds to the
+sensors' instead of overlapping with it. ``--pinned`` also measures, in the same rounds
+(the order of the two placements alternating too), an emulation of separate machines:
+the three sensors (and every thread and child process of theirs) on CPU
+:data:`SENSOR_CPU`, the central and this client on CPU :data:`CENTRAL_CPU` — on both sides
+of the comparison, so the sensors asked directly run on the one core they have behind the
+central. Its figures go under ``"pinned"``; the shared figures stay where they were.
 """
 
 from __future__ import annotations
@@ -42,38 +51,48 @@ import time
 from pathlib import Path
 
 import aiohttp
-from benchdata import RESULTS, alternate, synth_capture
+from benchdata import RESULTS, synth_capture
 
 SENSORS = ("a", "b", "c")
+SENSOR_CPU = 0  # --pinned: the three sensors' core
+CENTRAL_CPU = 1  # --pinned: the central's and this client's core
 QUERY = {"bpf": "tcp", "case": "bench"}
 HEADER_LEN = 24
 
 
 class Endpoint:
-    """One server, one token (and, for a sensor, the central's client certificate)."""
+    """One server, one token (and, for a sensor, the central's client certificate), one
+    HTTP session kept for every query (:meth:`open`): its connection is reused, as the
+    central reuses its connections to the sensors, so neither side's figures include a
+    TCP or TLS handshake."""
 
     def __init__(self, url: str, token: str, context: ssl.SSLContext | None = None) -> None:
         self.url, self.context = url, context
         self.headers = {"Authorization": f"Bearer {token}"}
+        self.session: aiohttp.ClientSession | None = None
+
+    def open(self) -> None:
+        connector = aiohttp.TCPConnector(ssl=self.context if self.context else False)
+        self.session = aiohttp.ClientSession(headers=self.headers, connector=connector)
 
     async def query(self) -> tuple[float, float, bytes]:
         """(seconds to the first packet bytes, seconds to the end, the PCAP)."""
+        assert self.session is not None
+        s = self.session
         body = {**QUERY, "workflows": []} if self.context is not None else QUERY
-        connector = aiohttp.TCPConnector(ssl=self.context if self.context else False)
-        async with aiohttp.ClientSession(headers=self.headers, connector=connector) as s:
-            t0 = time.perf_counter()
-            async with s.post(f"{self.url}/api/v1/queries", json=body) as r:
-                q = await r.json()
-                if r.status != 202:
-                    raise SystemExit(f"{self.url}: {r.status} {q}")
-            got, first = bytearray(), None
-            async with s.get(f"{self.url}{q['links']['pcap']}") as r:
-                async for block in r.content.iter_any():
-                    got += block
-                    if first is None and len(got) > HEADER_LEN:
-                        first = time.perf_counter() - t0
-            whole = time.perf_counter() - t0
-            return whole if first is None else first, whole, bytes(got)
+        t0 = time.perf_counter()
+        async with s.post(f"{self.url}/api/v1/queries", json=body) as r:
+            q = await r.json()
+            if r.status != 202:
+                raise SystemExit(f"{self.url}: {r.status} {q}")
+        got, first = bytearray(), None
+        async with s.get(f"{self.url}{q['links']['pcap']}") as r:
+            async for block in r.content.iter_any():
+                got += block
+                if first is None and len(got) > HEADER_LEN:
+                    first = time.perf_counter() - t0
+        whole = time.perf_counter() - t0
+        return whole if first is None else first, whole, bytes(got)
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -84,7 +103,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size-mib", type=int, default=64)
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--pinned", action="store_true",
+                   help="also measure with the sensors on CPU 0 and the central and client "
+                        "on CPU 1 (separate machines emulated)")
     args = p.parse_args()
+    if args.pinned and len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("--pinned needs two CPUs")
 
     from pcapwire.cluster.tls import central_client_context
     from pcapwire.testing.cluster import Cluster, split_capture
@@ -100,8 +124,11 @@ def main() -> int:
             central = Endpoint(cl.central_url, cl.central_token("acme", "analyst"))
             sensors = [Endpoint(cl.sensor_url(n), cl.sensor_token(n, "acme", "analyst"),
                                 context) for n in SENSORS]
-            assert cl.central.proc is not None
-            out = measure(work, central, sensors, args.rounds, cl.central.proc.pid)
+            pids = {}
+            for name, node in [("central", cl.central), *cl.sensors.items()]:
+                assert node.proc is not None
+                pids[name] = node.proc.pid
+            out = asyncio.run(measure(work, central, sensors, args.rounds, pids, args.pinned))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out["capture_mib"] = args.size_mib
@@ -117,11 +144,53 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(work: Path, central: Endpoint, sensors: list[Endpoint], rounds: int,
-            central_pid: int) -> dict:
-    _, _, merged = asyncio.run(central.query())
+def tasks_of(pid: int) -> list[int]:
+    """The threads of process ``pid`` and of all its descendants."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # it ended meanwhile
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out += [int(t.name) for t in Path(f"/proc/{p}/task").glob("[0-9]*")]
+        todo += children.get(p, [])
+    return out
+
+
+def place(pids: dict[str, int], pinned: bool) -> None:
+    """Sensors on SENSOR_CPU and central + this client on CENTRAL_CPU (``pinned``), or
+    every process on every CPU; threads and children made later inherit it."""
+    every = os.sched_getaffinity(0) | {SENSOR_CPU, CENTRAL_CPU}
+    for name, pid in [*pids.items(), ("client", os.getpid())]:
+        cpus = every if not pinned else {SENSOR_CPU} if name in SENSORS else {CENTRAL_CPU}
+        for tid in tasks_of(pid):
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except ProcessLookupError:
+                pass  # a thread that ended meanwhile
+
+
+async def measure(work: Path, central: Endpoint, sensors: list[Endpoint], rounds: int,
+                  pids: dict[str, int], pinned: bool) -> dict:
+    for endpoint in (central, *sensors):
+        endpoint.open()
+    try:
+        return await _measure(work, central, sensors, rounds, pids, pinned)
+    finally:
+        for endpoint in (central, *sensors):
+            if endpoint.session is not None:
+                await endpoint.session.close()
+
+
+async def _measure(work: Path, central: Endpoint, sensors: list[Endpoint], rounds: int,
+                   pids: dict[str, int], pinned: bool) -> dict:
+    _, _, merged = await central.query()
     size = len(merged)
-    answers = asyncio.run(_all(sensors))
+    answers = await _all(sensors)
     for i, (_, _, data) in enumerate(answers):
         (work / f"own{i}.pcap").write_bytes(data)
     subprocess.run(["mergecap", "-F", "pcap", "-w", str(work / "merged.pcap"),
@@ -129,32 +198,51 @@ def measure(work: Path, central: Endpoint, sensors: list[Endpoint], rounds: int,
     if (work / "merged.pcap").read_bytes() != merged:
         raise SystemExit("the central's answer differs from mergecap of the sensors' answers")
 
-    rows: dict[str, list[float]] = {"first_central": [], "first_sensor": [],
-                                    "last_sensor": [], "cpu_central": []}
+    placements = (False, True) if pinned else (False,)
+    keys = ("first_central", "first_sensor", "last_sensor", "cpu_central", "whole_central",
+            "whole_sensors")
+    rows: dict[bool, dict[str, list[float]]] = {p: {k: [] for k in keys} for p in placements}
 
-    def through_central() -> float:
-        cpu = cpu_s(central_pid)
-        first, whole, _ = asyncio.run(central.query())
-        rows["cpu_central"].append(cpu_s(central_pid) - cpu)
-        rows["first_central"].append(first)
-        return whole
+    async def through_central(row: dict[str, list[float]]) -> None:
+        cpu = cpu_s(pids["central"])
+        first, whole, data = await central.query()
+        row["cpu_central"].append(cpu_s(pids["central"]) - cpu)
+        row["first_central"].append(first)
+        row["whole_central"].append(whole)
+        if len(data) != size:
+            raise SystemExit(f"the central's answer has {len(data)} bytes, not {size}")
 
-    def sensors_at_once() -> float:
-        answers = asyncio.run(_all(sensors))
-        rows["first_sensor"].append(min(first for first, _, _ in answers))
-        rows["last_sensor"].append(max(first for first, _, _ in answers))
-        return max(whole for _, whole, _ in answers)
+    async def sensors_at_once(row: dict[str, list[float]]) -> None:
+        answers = await _all(sensors)
+        row["first_sensor"].append(min(first for first, _, _ in answers))
+        row["last_sensor"].append(max(first for first, _, _ in answers))
+        row["whole_sensors"].append(max(whole for _, whole, _ in answers))
 
-    whole_central, whole_sensors = alternate(rounds, through_central, sensors_at_once)
-    first_central, first_sensor = rows["first_central"], rows["first_sensor"]
+    try:
+        for r in range(rounds):  # both orders alternate: placements, and central/sensors
+            for p in placements if r % 2 == 0 else placements[::-1]:
+                place(pids, p)
+                for side in (through_central, sensors_at_once)[::(-1 if r % 2 else 1)]:
+                    await side(rows[p])
+    finally:
+        place(pids, False)
+    out = {"result_mib": round(size / 2**20, 2), "rounds": rounds, **figures(rows[False], size)}
+    if pinned:
+        out["pinned"] = {"sensors_cpu": SENSOR_CPU, "central_and_client_cpu": CENTRAL_CPU,
+                         **figures(rows[True], size)}
+    return out
+
+
+def figures(row: dict[str, list[float]], size: int) -> dict:
+    whole_central, whole_sensors = row["whole_central"], row["whole_sensors"]
+    first_central, first_sensor = row["first_central"], row["first_sensor"]
     overhead = [c - s for c, s in zip(whole_central, whole_sensors, strict=True)]
     mib = size / 2**20
     return {
-        "result_mib": round(mib, 2), "rounds": rounds,
         "first_chunk_s": {"central": summary(first_central),
                           "first_sensor": summary(first_sensor),
-                          "last_sensor": summary(rows["last_sensor"])},
-        "central_cpu_s_per_query": summary(rows["cpu_central"]),
+                          "last_sensor": summary(row["last_sensor"])},
+        "central_cpu_s_per_query": summary(row["cpu_central"]),
         "whole_query_s": {"central": summary(whole_central),
                           "sensors_at_once": summary(whole_sensors)},
         "throughput_mib_s": {"central": mib / statistics.median(whole_central),
@@ -164,6 +252,8 @@ def measure(work: Path, central: Endpoint, sensors: list[Endpoint], rounds: int,
         / statistics.median(whole_sensors),
         "first_chunk_extra_ms": 1000 * (statistics.median(first_central)
                                         - statistics.median(first_sensor)),
+        "first_chunk_extra_ms_per_round": summary(
+            [1000 * (c - s) for c, s in zip(first_central, first_sensor, strict=True)]),
     }
 
 

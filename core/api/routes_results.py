@@ -39,7 +39,10 @@ async def follow(request: web.Request, job: QueryJob) -> web.StreamResponse:
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     pos = 0
-    sha = hashlib.sha256()  # of what was sent: the custody log's export entry
+    # The SHA-256 of what was sent (the custody log's export entry): the whole spool file
+    # is sent, so it is the hash the spool took of the same bytes as it wrote them; only a
+    # rerun's file (its original's, not spooled here) is hashed as it is sent.
+    sha = hashlib.sha256() if job.rerun_of else None
     wait_s = FOLLOW_READER_CHECK_S if job.follow is not None else SSE_HEARTBEAT_S
     job.readers += 1
     try:
@@ -50,7 +53,8 @@ async def follow(request: web.Request, job: QueryJob) -> web.StreamResponse:
                     f.seek(pos)
                     data = f.read(min(READ_SLICE, job.written - pos))
                     pos += len(data)
-                    sha.update(data)
+                    if sha is not None:
+                        sha.update(data)
                     await resp.write(data)
                     continue
                 if final:
@@ -67,7 +71,7 @@ async def follow(request: web.Request, job: QueryJob) -> web.StreamResponse:
             request.transport.abort()
         return resp
     await resp.write_eof()
-    await exported(request, job.spec.case, job.id, sha, pos)
+    await exported(request, job.spec.case, job.id, job.spooled if sha is None else sha, pos)
     return resp
 
 

@@ -129,14 +129,11 @@ class Central:
 
     @staticmethod
     def _unit_id(tenant: str, sensor: str, kind: str, params: dict[str, Any]) -> str:
+        from pcapwire.jobs.handlers_hunt import hunt_unit_id
+
         version = params.get("version")
         if kind == "hunt" and isinstance(version, int) and not isinstance(version, bool):
-            trigger = params.get("trigger")
-            unit = f"hunt:{tenant}:{sensor}:{trigger}:v{version}"
-            if isinstance(trigger, str) and ":" not in trigger and UNIT_ID.fullmatch(unit):
-                return unit
-            raise JobError("invalid_params", f"parameter 'trigger' must be a trigger's name "
-                           f"(letters, digits, '._-'), not {trigger!r}")
+            return hunt_unit_id(tenant, sensor, params.get("trigger"), version)
         return f"{kind}:{tenant}:{sensor}:{uuid.uuid4().hex}"
 
     async def job(self, caller: Caller, unit_id: str) -> dict[str, Any]:

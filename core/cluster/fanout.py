@@ -211,6 +211,10 @@ class FanOut:
                 job.stats.chunks += 1
                 sent = True
                 yield piece
+                # Let the loop run between pieces: with every input's next piece already
+                # read ahead, neither the merge nor the spool waits, and the readers of the
+                # result would not be served until the read-ahead ran dry.
+                await asyncio.sleep(0)
             merged = True
         finally:
             if not merged:

@@ -29,6 +29,12 @@ from pcapwire.cluster.config import SensorConfig
 from pcapwire.cluster.tls import on_behalf_headers
 
 RANGE_CACHE_S = 5.0  # how long a sensor's stored time range is reused for planning
+#: a cached range used when older than this is read again in the background, so that a
+#: central queried steadily never waits for it
+RANGE_REFRESH_S = 2.5
+#: an idle connection to a sensor is kept this long for the next request (no new TCP and
+#: TLS handshake per query; a sensor's aiohttp server keeps it open far longer)
+KEEPALIVE_S = 60.0
 MAX_REASON_CHARS = 300  # of a sensor's error answer quoted in a reason
 RANGE_PATH = "/api/v1/retention"  # a sensor route (viewer) whose ``kept`` is its range
 WHOAMI_PATH = "/api/v1/whoami"  # a sensor route (viewer): the token's tenant and role
@@ -88,6 +94,7 @@ class Sensors:
         self.timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._ranges: dict[tuple[str, str], TimeRange] = {}
+        self._refreshing: dict[tuple[str, str], asyncio.Task[TimeRange]] = {}
         # (sensor, tenant) -> the check of its token: None (it is the tenant's) or why not
         self._tokens: dict[tuple[str, str], asyncio.Future[str | None]] = {}
 
@@ -95,10 +102,13 @@ class Sensors:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s,
                                         sock_read=self.timeout_s)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self.ssl_context), timeout=timeout,
-            raise_for_status=False)
+            connector=aiohttp.TCPConnector(ssl=self.ssl_context, keepalive_timeout=KEEPALIVE_S),
+            timeout=timeout, raise_for_status=False)
 
     async def close(self) -> None:
+        for task in list(self._refreshing.values()):
+            task.cancel()
+        await asyncio.gather(*self._refreshing.values(), return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
@@ -215,11 +225,24 @@ class Sensors:
     async def time_range(self, sensor: SensorConfig, caller: Caller, fresh: bool = False
                          ) -> TimeRange:
         """What ``sensor`` keeps of the caller's tenant; unless ``fresh``, an answer up to
-        :data:`RANGE_CACHE_S` old is reused."""
+        :data:`RANGE_CACHE_S` old is reused (and read again in the background once it is
+        :data:`RANGE_REFRESH_S` old)."""
         key = (sensor.name, caller.tenant)
         cached = self._ranges.get(key)
-        if not fresh and cached is not None and time.monotonic() - cached.fetched < RANGE_CACHE_S:
-            return cached
+        if fresh or cached is None or (age := time.monotonic() - cached.fetched) >= RANGE_CACHE_S:
+            return await self._read_range(sensor, caller)
+        if age >= RANGE_REFRESH_S and key not in self._refreshing:
+            task = self._refreshing[key] = asyncio.create_task(self._read_range(sensor, caller))
+            task.add_done_callback(lambda t: self._refreshed(key, t))
+        return cached
+
+    def _refreshed(self, key: tuple[str, str], task: asyncio.Task[TimeRange]) -> None:
+        del self._refreshing[key]
+        if not task.cancelled() and task.exception() is not None:  # the next query asks
+            log.info("sensor %s: range not read again: %s", key[0], task.exception())
+
+    async def _read_range(self, sensor: SensorConfig, caller: Caller) -> TimeRange:
+        key = (sensor.name, caller.tenant)
         status, body = await self.json(sensor, caller, "GET", RANGE_PATH)
         if status != 200:
             raise SensorError(f"HTTP {status} from {RANGE_PATH}")

@@ -187,12 +187,15 @@ def config_differences(plugin_cfg: Path) -> list[str]:
     return sorted(k for k in hand.keys() | plugin.keys() if hand.get(k) != plugin.get(k))
 
 
-def _workflow(rules: list[str], tmp: Path) -> str:
-    """One Suricata step; every verdict kept (no dedupe), so alert sets compare 1:1."""
+def _workflow(rules: list[str], keep_dir: Path | None) -> str:
+    """One Suricata step; every verdict kept (no dedupe), so alert sets compare 1:1.
+    ``keep_dir`` None: the EVE metadata is kept where the metadata index reads it (the
+    run's data directory, bench_search_pace.py)."""
+    keep = f"      keep_dir: \"{keep_dir}\"\n" if keep_dir is not None else ""
     return (f"name: bench-suricata\nverdicts:\n  dedupe: false\nsteps:\n"
             f"  - id: ids\n    uses: suricata\n    timeout: 1h\n    with:\n"
             f"      rules: {json.dumps(rules)}\n      args: {json.dumps(ARGS)}\n"
-            f"      on_rule_error: warn\n      keep_dir: \"{tmp / 'keep'}\"\n")
+            f"      on_rule_error: warn\n{keep}")
 
 
 async def _prewarm(host: Any, rules: list[str]) -> None:
@@ -216,7 +219,7 @@ async def through_step(store: Any, rules: list[str], tmp: Path, warm: bool) -> d
     from pcapwire.workflow.engine import Engine
 
     host = build_host()
-    wf = load_workflow("bench.yaml", host, text=_workflow(rules, tmp))
+    wf = load_workflow("bench.yaml", host, text=_workflow(rules, tmp / "keep"))
     if warm:
         await _prewarm(host, rules)
     first: dict[str, float] = {}
@@ -261,7 +264,7 @@ async def first_verdict_latency(store: Any, rules: list[str], tmp: Path,
     from pcapwire.workflow.engine import Engine
 
     host = build_host()
-    wf = load_workflow("bench.yaml", host, text=_workflow(rules, tmp))
+    wf = load_workflow("bench.yaml", host, text=_workflow(rules, tmp / "keep"))
     out = []
     for i in range(repeat):
         await _prewarm(host, rules)

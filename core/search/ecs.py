@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from pcapwire.cases.export import ECS_VERSION, verdict_to_ecs
 from pcapwire.records import FlowKey, Verdict
-from pcapwire.search.values import ts_iso, us_iso
+from pcapwire.search.values import us_iso
 
 #: Seconds before and after a record's time in its pivot query (the API's event margin).
 PIVOT_MARGIN_S = 60.0
@@ -47,9 +47,10 @@ def pivot_query(flow: FlowKey | None, start_us: int, end_us: int, case: str = ""
                 ) -> dict[str, Any]:
     body: dict[str, Any] = {"start": us_iso(start_us), "end": us_iso(end_us)}
     if flow is not None and flow.src and flow.dst:
+        # FlowKey.to_dict's names and order, the protocol by name when the API knows it
         body["five_tuple"] = {"proto": flow.proto_name if flow.proto in (6, 17, 1, 58, 132)
-                              else flow.proto, **{k: v for k, v in flow.to_dict().items()
-                                                  if k != "proto"}}
+                              else flow.proto, "src_ip": flow.src, "src_port": flow.sport,
+                              "dest_ip": flow.dst, "dest_port": flow.dport}
     if case:
         body["case"] = case
     return body
@@ -60,8 +61,9 @@ def _base(dataset: str, kind: str, ts: float, flow: FlowKey | None, origin: Orig
     """The common part; ``window``: the pivot's time window in µs (default: ``ts`` ±
     :data:`PIVOT_MARGIN_S`), whose start is then also ``@timestamp``."""
     module = dataset.split(".", 1)[0]
+    us = math.floor(ts * 1e6)  # ts_iso's microsecond
     doc: dict[str, Any] = {
-        "@timestamp": us_iso(window[0]) if window else ts_iso(ts),
+        "@timestamp": us_iso(window[0] if window else us),
         "ecs": {"version": ECS_VERSION},
         "event": {"kind": kind, "dataset": dataset, "module": module},
         "pcapwire": {}}
@@ -70,7 +72,6 @@ def _base(dataset: str, kind: str, ts: float, flow: FlowKey | None, origin: Orig
         doc["destination"] = {"ip": flow.dst, "port": flow.dport}
         doc["network"] = {"transport": flow.proto_name, "iana_number": str(flow.proto)}
         doc["related"] = {"ip": sorted({flow.src, flow.dst})}
-    us = math.floor(ts * 1e6)
     margin = round(PIVOT_MARGIN_S * 1e6)
     lo, hi = window or (us - margin, us + margin)
     pivot: dict[str, Any] = {"query": pivot_query(flow, lo, hi, origin.case),
@@ -87,14 +88,20 @@ def _base(dataset: str, kind: str, ts: float, flow: FlowKey | None, origin: Orig
     return doc
 
 
+_PATHS: dict[str, tuple[list[str], str]] = {}
+
+
 def _put(doc: dict[str, Any], path: str, value: Any) -> None:
     """Set a dotted path, skipping empty values (None, '', [])."""
     if value is None or value == "" or value == []:
         return
-    *parents, leaf = path.split(".")
-    for p in parents:
+    split = _PATHS.get(path)
+    if split is None:  # the paths are this module's constants: a few dozen
+        *parents, leaf = path.split(".")
+        split = _PATHS[path] = (parents, leaf)
+    for p in split[0]:
         doc = doc.setdefault(p, {})
-    doc[leaf] = value
+    doc[split[1]] = value
 
 
 # ---- flows ---------------------------------------------------------------------------------

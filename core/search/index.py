@@ -22,6 +22,7 @@ instead of read at random. Searches go through :func:`pcapwire.search.query.sear
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -78,9 +79,52 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5({', '.join(FTS_COLUMNS)}, cont
 """
 
 
+#: Field type -> the small code :func:`postings` dispatches on (one dict look-up a value).
+_LONG, _DATE, _IP, _KEYWORD, _TEXT = range(5)
+_CODE_OF = {"long": _LONG, "date": _DATE, "ip": _IP, "keyword": _KEYWORD, "text": _TEXT}
+_CODES: dict[str, int] = {name: _CODE_OF[ftype] for name, ftype in FIELDS.items()}
+#: Every dotted prefix of an indexed field (``url`` of ``url.domain``): an object under
+#: any other name holds nothing that is indexed.
+_PREFIXES = frozenset(f[:i] for f in FIELDS for i, c in enumerate(f) if c == ".")
+#: Names a :class:`_Node` remembers for its keys (documents from callers may carry keys
+#: of their own; past this many the names are made per value).
+NODE_MEMO_KEYS = 256
+
+
+class _Node:
+    """A dotted name on the way to indexed fields: its type code (None: not a field), the
+    prefix of its children's names, whether an object under it is left whole
+    (:data:`OPAQUE_OBJECTS`) and, memoised, the node of each key met under it (None: no
+    indexed field below that key, the value is skipped whole)."""
+
+    __slots__ = ("name", "code", "prefix", "opaque", "below", "children")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.code = _CODES.get(name)
+        self.prefix = name + "." if name else ""
+        self.opaque = name in OPAQUE_OBJECTS
+        self.below = not name or name in _PREFIXES
+        self.children: dict[str, _Node | None] = {}
+
+    def child(self, key: str) -> _Node | None:
+        node = self.children.get(key, self)
+        if node is self:
+            name = self.prefix + key
+            node = _Node(name) if name in _CODES or name in _PREFIXES else None
+            if len(self.children) < NODE_MEMO_KEYS:
+                self.children[key] = node
+        return node
+
+
+_ROOT = _Node("")
+
+
 def flatten(doc: dict[str, Any]) -> list[tuple[str, Any]]:
     """(dotted field, scalar value) of every leaf outside the opaque objects; lists give
-    one pair per item, lists of objects flatten each object under the same prefix."""
+    one pair per item, lists of objects flatten each object under the same prefix. The
+    order :func:`postings` takes the values in (an object's own values, then its objects
+    from the last to the first)."""
     out: list[tuple[str, Any]] = []
     stack: list[tuple[str, dict[str, Any]]] = [("", doc)]
     while stack:
@@ -110,27 +154,48 @@ def _date_us(value: Any) -> int | None:
         return None
 
 
-#: Field type -> the small code :func:`postings` dispatches on (one dict look-up a value).
-_LONG, _DATE, _IP, _KEYWORD, _TEXT = range(5)
-_CODE_OF = {"long": _LONG, "date": _DATE, "ip": _IP, "keyword": _KEYWORD, "text": _TEXT}
-_CODES: dict[str, int] = {name: _CODE_OF[ftype] for name, ftype in FIELDS.items()}
+def _indexed_values(doc: dict[str, Any]) -> list[tuple[_Node, Any]]:
+    """:func:`flatten` restricted to indexed fields, in its order, walking only the
+    objects that lead to one (a document's ``observer``, ``ecs``, ``pcapwire.evidence``...
+    are not visited) and naming no field by string concatenation (:class:`_Node`)."""
+    out: list[tuple[_Node, Any]] = []
+    stack: list[tuple[_Node, dict[str, Any]]] = [(_ROOT, doc)]
+    dict_, list_ = dict, list
+    while stack:
+        node, obj = stack.pop()
+        for k, v in obj.items():
+            sub = node.child(k)
+            if sub is None:
+                continue
+            tv = type(v)
+            if tv is dict_ or (tv is not list_ and isinstance(v, dict)):
+                if not sub.opaque and sub.below:
+                    stack.append((sub, v))
+            elif tv is list_ or isinstance(v, list):
+                for item in v:
+                    if isinstance(item, dict):
+                        if sub.below:
+                            stack.append((sub, item))
+                    elif item is not None and sub.code is not None:
+                        out.append((sub, item))
+            elif v is not None and sub.code is not None:
+                out.append((sub, v))
+    return out
 
 
 def postings(body: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, int]],
                                             dict[str, str]]:
     """What one document puts in ``terms``, ``nums`` and ``fts`` (by field name).
 
-    The indexer's inner loop (every value of every document passes here): one look-up of
-    the field's type code, keywords case-folded inline (:func:`.values.keyword`)."""
+    The indexer's inner loop (every indexed value of every document passes here): the
+    field's type code from its :class:`_Node`, keywords case-folded inline
+    (:func:`.values.keyword`)."""
     terms: list[tuple[str, str]] = []
     nums: list[tuple[str, int]] = []
     words: list[str] = []
     text: dict[str, str] = {}
-    code_of = _CODES.get
-    for name, value in flatten(body):
-        code = code_of(name)
-        if code is None:
-            continue
+    for node, value in _indexed_values(body):
+        code, name = node.code, node.name
         if code == _KEYWORD or code == _TEXT:
             s = value if type(value) is str else str(value)
             terms.append((name, s.casefold()[:MAX_TERM_CHARS]))
@@ -155,6 +220,20 @@ def postings(body: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[st
     return terms, nums, text
 
 
+_FILE_LOCKS: dict[str, threading.RLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: Path) -> threading.RLock:
+    """This process's lock of one index file. Its writers (each workflow run's hook in a
+    worker thread, the recorder's flow indexer...) take turns here, however long the
+    queue: waiting on SQLite's lock instead, a run queued behind two others' batches
+    passed :data:`BUSY_TIMEOUT_SECONDS` and its records stayed out of the index
+    (``database is locked``) until a rebuild. Other processes still meet that timeout."""
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(os.path.realpath(path), threading.RLock())
+
+
 def _in_key_order(rows: list[tuple[int, Any, int]]) -> None:
     """Sort postings ``(f, v, doc)`` as their B-tree keeps them: by ``v``, then (stable) by
     ``f``; within one ``(f, v)`` the documents stay in the ascending order they were added
@@ -168,20 +247,31 @@ class SearchIndex:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.file_lock = _file_lock(self.path)
         try:
-            self.db = sqlite3.connect(self.path, check_same_thread=False,
-                                      isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            self.db.executescript(_SCHEMA)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                            (str(SCHEMA_VERSION),))
+            self.db = self._connect()
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"search index {self.path}: {exc}") from None
         self.lock = threading.RLock()
         self._field_ids: dict[str, int] = dict(
             (n, i) for i, n in self.db.execute("SELECT id, name FROM fields"))
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                             timeout=BUSY_TIMEOUT_SECONDS)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        try:  # a reader (a search) must not queue behind a writer: write only to create
+            made = db.execute("SELECT 1 FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:  # no such table: a new index
+            made = None
+        if made is None:
+            with self.file_lock:
+                db.executescript(_SCHEMA)
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                           (str(SCHEMA_VERSION),))
+        return db
 
     @classmethod
     def of(cls, root: str | Path) -> SearchIndex:
@@ -215,14 +305,15 @@ class SearchIndex:
         return default if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.lock:
+        with self.file_lock, self.lock:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
 
     # ---- writes --------------------------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[_Writer]:
-        """One transaction: ``with index.write() as w: w.put_many(docs) ...``."""
-        with self.lock:
+        """One transaction: ``with index.write() as w: w.put_many(docs) ...``; writers of
+        this process queue for the file first (:func:`_file_lock`)."""
+        with self.file_lock, self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield _Writer(self)

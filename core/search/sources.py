@@ -11,7 +11,8 @@
 - a query's carve directory (``results/<query id>.carve/``, written when the API carves
   a result), its case from the query history.
 
-A step that kept its files elsewhere (its ``keep_dir`` setting) is not found here.
+A step's files are found where the case store recorded them (:mod:`pcapwire.cases.kept`:
+the case folder, or its ``keep_dir`` when that lies inside ``root``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pcapwire.cases import CASES_FILE, CaseStore
+from pcapwire.cases.kept import step_dirs
 from pcapwire.extract.layout import CarveDir
 from pcapwire.query.flows import five_tuple_sql, flow_dict
 from pcapwire.records import SEVERITIES, FlowKey, Verdict
@@ -43,31 +45,75 @@ log = logging.getLogger(__name__)
 
 #: Flows looked up per SQL statement.
 FLOW_BATCH = 500
+#: 5-tuples whose flows :class:`FlowLocator` keeps (then it starts again).
+FLOW_CACHE_KEYS = 65_536
+#: Flows of one 5-tuple :class:`FlowLocator` keeps; a 5-tuple with more is asked per record.
+FLOW_CACHE_FLOWS = 64
 #: Analyzers whose kept files hold records to index, and the files.
 KEPT_FILES = {"suricata": ("eve-metadata*.json",), "zeek": ("metadata.json",),
               "carve": ("files.jsonl", "emails.jsonl")}
 
 
 class FlowLocator:
-    """The catalog flow a 5-tuple at a time belongs to (None when the store has none)."""
+    """The catalog flow a 5-tuple at a time belongs to (None when the store has none): of
+    the flows with that 5-tuple (either direction) that were alive within
+    :data:`~pcapwire.search.ecs.PIVOT_MARGIN_S` of the time, the one whose first packet
+    is nearest to it (then the lowest id).
+
+    A run's records name few flows many times (an HTTP session's request, file and
+    alerts), so each 5-tuple's flows are read once and kept (up to
+    :data:`FLOW_CACHE_KEYS` 5-tuples of at most :data:`FLOW_CACHE_FLOWS` flows; one that
+    has more, e.g. a DNS resolver's port reused all day, is asked per record)."""
 
     def __init__(self, root: Path) -> None:
         path = root / "catalog.sqlite"
         self.catalog = Catalog(path) if path.exists() else None
+        self._flows: dict[tuple[Any, ...], tuple[tuple[int, int, int], ...] | None] = {}
 
     def find(self, flow: FlowKey | None, ts: float) -> int | None:
         if self.catalog is None or flow is None or not flow.src or not flow.dst:
             return None
+        t = int(ts * 1e9)
+        margin = int(PIVOT_MARGIN_S * 1e9)
+        a, b = (flow.src, flow.sport), (flow.dst, flow.dport)
+        key = (flow.proto, a, b) if a <= b else (flow.proto, b, a)  # either direction
+        flows = self._flows[key] if key in self._flows else self._read(key, flow)
+        if flows is None:  # too many to keep: ask SQLite
+            return self._query(flow, t, margin)
+        best: tuple[int, int] | None = None
+        for flow_id, first_ns, last_ns in flows:
+            if first_ns <= t + margin and last_ns >= t - margin:
+                rank = (abs(first_ns - t), flow_id)
+                if best is None or rank < best:
+                    best = rank
+        return None if best is None else best[1]
+
+    def _read(self, key: tuple[Any, ...], flow: FlowKey
+              ) -> tuple[tuple[int, int, int], ...] | None:
+        """The flows of a 5-tuple (None: more than :data:`FLOW_CACHE_FLOWS`); kept."""
         try:
             where = five_tuple_sql(flow)
         except ValueError:
-            return None
-        margin = int(PIVOT_MARGIN_S * 1e9)
+            self._flows[key] = ()
+            return ()
+        assert self.catalog is not None
+        rows = self.catalog.db.execute(
+            f"SELECT id, first_ns, last_ns FROM flows WHERE {where.where} LIMIT ?",
+            (*where.args, FLOW_CACHE_FLOWS + 1)).fetchall()
+        flows = None if len(rows) > FLOW_CACHE_FLOWS else tuple(
+            (int(i), int(a), int(b)) for i, a, b in rows)
+        if len(self._flows) >= FLOW_CACHE_KEYS:
+            self._flows.clear()
+        self._flows[key] = flows
+        return flows
+
+    def _query(self, flow: FlowKey, t: int, margin: int) -> int | None:
+        assert self.catalog is not None
+        where = five_tuple_sql(flow)
         row = self.catalog.db.execute(
             f"SELECT id FROM flows WHERE {where.where} AND first_ns <= ? AND last_ns >= ? "
-            "ORDER BY abs(first_ns - ?) LIMIT 1",
-            (*where.args, int(ts * 1e9) + margin, int(ts * 1e9) - margin,
-             int(ts * 1e9))).fetchone()
+            "ORDER BY abs(first_ns - ?), id LIMIT 1",
+            (*where.args, t + margin, t - margin, t)).fetchone()
         return None if row is None else int(row[0])
 
     def close(self) -> None:
@@ -186,15 +232,10 @@ def run_docs(root: Path, run_id: str) -> Iterator[Doc]:
             doc = verdict_doc(v, origin, n, flows.find(v.flow, v.ts))
             yield Doc(f"verdict:{run_id}:{n}", doc.body)
         sandbox = sandbox_results(verdicts)
-        from pcapwire.plugins.enginekit.keep import safe_name  # where the step kept them
-
-        leaf_id = safe_name(run.query_id or run_id, "run")
         for step in cases.steps(run_id):
             if step.analyzer not in KEPT_FILES:
                 continue
-            folder = (root / "cases" / safe_name(run.case, "default") / step.analyzer
-                      / f"{leaf_id}-{safe_name(step.step, step.analyzer)}")
-            if folder.is_dir():
+            for folder in step_dirs(root, run, step):  # as recorded, inside root only
                 origin = Origin(run.case, run_id, run.query_id, step.step)
                 yield from kept_docs(folder, step.analyzer, origin, flows, sandbox)
     finally:

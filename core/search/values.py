@@ -117,10 +117,20 @@ def _parse_time(value: str, *, now_us: int | None = None) -> tuple[int, int]:
                          "2026-12-01T10:00:00Z), Unix seconds, now or now-15m") from None
 
 
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+#: First year :meth:`datetime.isoformat` writes as ``strftime("%Y")`` does (4 digits).
+_ISO_YEAR_MIN = 1000
+
+
 def us_iso(us: int) -> str:
-    """Microseconds as ISO 8601 UTC with a Z (the form documents carry)."""
-    return (_EPOCH + timedelta(microseconds=us)).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ")
+    """Microseconds as ISO 8601 UTC with a Z (the form documents carry):
+    ``YYYY-MM-DDTHH:MM:SS.ffffffZ``. ``isoformat`` costs half of what ``strftime`` does
+    (every document carries three of these); years below 1000, which ``strftime``
+    writes without leading zeros, keep its form."""
+    dt = _NAIVE_EPOCH + timedelta(microseconds=us)
+    if dt.year < _ISO_YEAR_MIN:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.isoformat(timespec="microseconds") + "Z"
 
 
 def ts_iso(ts: float) -> str:

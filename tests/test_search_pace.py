@@ -1,0 +1,218 @@
+"""What makes indexing keep pace with the analyzers (benchmarks/bench_search_pace.py), with
+the values it must keep: the guided walk over indexed fields gives exactly the postings of
+the full flatten, times are written as before, the flow locator reads a 5-tuple's flows
+once and chooses as the SQL did, and writers of one process queue for the index file
+instead of failing on SQLite's busy timeout."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+
+import dpkt
+import pytest
+from pcapwire.records import FlowKey
+from pcapwire.search import index as index_module
+from pcapwire.search import sources
+from pcapwire.search.ecs import Doc, pivot_query
+from pcapwire.search.fields import FIELDS
+from pcapwire.search.index import NODE_MEMO_KEYS, SearchIndex, flatten, postings
+from pcapwire.search.indexer import index_records
+from pcapwire.search.values import _ISO_YEAR_MIN, us_iso
+from pcapwire.store import Store
+
+T0 = 1_700_000_000
+
+
+def test_us_iso_exact_forms() -> None:
+    assert us_iso(0) == "1970-01-01T00:00:00.000000Z"
+    assert us_iso(1_700_000_000_000_003) == "2023-11-14T22:13:20.000003Z"
+    assert us_iso(-1) == "1969-12-31T23:59:59.999999Z"
+    assert us_iso(253_402_300_799_999_999) == "9999-12-31T23:59:59.999999Z"
+    # isoformat from year 1000 on; below, strftime's form (no leading zeros) as before
+    assert _ISO_YEAR_MIN == 1000
+    assert us_iso(-30_610_224_000_000_000) == "1000-01-01T00:00:00.000000Z"
+    assert us_iso(-30_610_224_000_000_001) == "999-12-31T23:59:59.999999Z"
+    assert us_iso(-50_000_000_000_000_000) == "385-07-25T07:06:40.000000Z"
+
+
+def test_pivot_query_five_tuple_exact() -> None:
+    tcp = pivot_query(FlowKey(6, "10.0.0.1", 1234, "10.0.0.2", 80), 0, 1_000_001, "c1")
+    assert tcp == {"start": "1970-01-01T00:00:00.000000Z",
+                   "end": "1970-01-01T00:00:01.000001Z",
+                   "five_tuple": {"proto": "tcp", "src_ip": "10.0.0.1", "src_port": 1234,
+                                  "dest_ip": "10.0.0.2", "dest_port": 80},
+                   "case": "c1"}
+    assert list(tcp["five_tuple"]) == ["proto", "src_ip", "src_port", "dest_ip", "dest_port"]
+    gre = pivot_query(FlowKey(47, "10.0.0.1", 0, "10.0.0.2", 0), 0, 1)
+    assert gre["five_tuple"]["proto"] == 47 and "case" not in gre
+
+
+#: A document with what the walk must treat like flatten: a dotted key at the top, lists
+#: of scalars and of objects, None items, an opaque object, an opaque name over a list of
+#: objects (flattened, as flatten does), a non-field object, bools, a bad IP and time.
+AWKWARD = {
+    "url.domain": "A.Example",
+    "url": {"path": ["/x", None, {"junk": 1}], "original": "http://a.example/x"},
+    "observer": {"product": "p", "vendor": {"name": "v"}},
+    "pcapwire": {"pivot": {"case": "not-indexed"}, "evidence": [{"case": "flattened"}],
+                 "case": "C1", "run_id": ["r1", "r2"]},
+    "email": {"subject": ["Hi There", "Invoice 5"],
+              "attachments": [{"file": {"name": "a.EXE"}}, {"file": {"name": "b"}}]},
+    "source": {"ip": ["10.0.0.1", "nope", "::1"], "port": True},
+    "destination": {"port": 53, "ip": "10.0.0.2"},
+    "@timestamp": 1.5,
+    "event": {"created": "bad time", "start": "2026-12-01T10:00:00Z"},
+}
+
+
+def test_postings_exact_and_in_flattens_order() -> None:
+    terms, nums, text = postings(AWKWARD)
+    assert terms == [
+        ("url.domain", "a.example"),
+        ("destination.ip", "00000000000000000000ffff0a000002"),
+        ("source.ip", "00000000000000000000ffff0a000001"),
+        ("source.ip", "00000000000000000000000000000001"),
+        ("email.subject", "hi there"), ("email.subject", "invoice 5"),
+        ("email.attachments.file.name", "b"), ("email.attachments.file.name", "a.exe"),
+        ("pcapwire.case", "c1"), ("pcapwire.run_id", "r1"), ("pcapwire.run_id", "r2"),
+        ("url.path", "/x"), ("url.original", "http://a.example/x")]
+    assert nums == [("@timestamp", 1_500_000), ("event.start", 1_796_119_200_000_000),
+                    ("destination.port", 53)]
+    assert text == {"t1": "Hi There\nInvoice 5",
+                    "anytext": "A.Example\n10.0.0.2\n10.0.0.1\n::1\nHi There\nInvoice 5\n"
+                               "b\na.EXE\nC1\nr1\nr2\n/x\nhttp://a.example/x"}
+    # the guided walk visits the indexed fields exactly as the full flatten lists them
+    walked = [(n.name, v) for n, v in index_module._indexed_values(AWKWARD)]
+    assert walked == [(n, v) for n, v in flatten(AWKWARD) if n in FIELDS]
+
+
+def test_node_memo_is_bounded_and_names_stay_right() -> None:
+    doc = {f"k{i}": i for i in range(NODE_MEMO_KEYS * 2)}
+    doc["url.domain"] = "Late.Example"
+    doc["url"] = {"domain": "Nested.Example"}
+    terms, _nums, _text = postings(doc)
+    assert terms == [("url.domain", "late.example"), ("url.domain", "nested.example")]
+    assert len(index_module._ROOT.children) <= NODE_MEMO_KEYS
+
+
+def _udp(src: str, sport: int, dst: str, dport: int) -> bytes:
+    import socket
+
+    udp = dpkt.udp.UDP(sport=sport, dport=dport, data=b"q")
+    udp.ulen = len(udp)
+    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=17, data=udp)
+    ip.len = len(ip)
+    return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, data=ip))
+
+
+@pytest.fixture(scope="module")
+def reused_port(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
+    """One UDP 5-tuple in three flows (two hours apart, over the idle timeout), the second
+    with a reply; returns the data directory and the flow ids by first packet."""
+    root = tmp_path_factory.mktemp("pace") / "data"
+    pcap = root.parent / "reuse.pcap"
+    with open(pcap, "wb") as f:
+        w = dpkt.pcap.Writer(f)
+        w.writepkt(_udp("10.0.0.1", 5000, "10.0.0.2", 53), ts=T0)
+        w.writepkt(_udp("10.0.0.1", 5000, "10.0.0.2", 53), ts=T0 + 7200)
+        w.writepkt(_udp("10.0.0.2", 53, "10.0.0.1", 5000), ts=T0 + 7230)
+        w.writepkt(_udp("10.0.0.1", 5000, "10.0.0.2", 53), ts=T0 + 14400)
+    with Store(root) as store:
+        store.ingest([pcap])
+    with sqlite3.connect(root / "catalog.sqlite") as db:
+        ids = [int(r[0]) for r in db.execute("SELECT id FROM flows ORDER BY first_ns")]
+    assert len(ids) == 3
+    return root, ids
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_flow_locator_nearest_first_packet_either_direction(
+        reused_port: tuple[Path, list[int]], cached: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    root, (first, second, third) = reused_port
+    if not cached:  # a 5-tuple with more flows than kept is asked per record
+        monkeypatch.setattr(sources, "FLOW_CACHE_FLOWS", 1)
+    key = FlowKey(17, "10.0.0.1", 5000, "10.0.0.2", 53)
+    locator = sources.FlowLocator(root)
+    try:
+        assert locator.find(key, T0 + 7210) == second
+        assert locator.find(key.reversed(), T0 + 7231) == second
+        assert locator.find(key, T0 + 30) == first
+        assert locator.find(key, T0 + 14_400 + 59) == third
+        assert locator.find(key, T0 + 3600) is None  # between flows, beyond the margin
+        assert locator.find(FlowKey(17, "10.0.0.9", 1, "10.0.0.2", 53), T0) is None
+        kept = locator._flows[(17, ("10.0.0.1", 5000), ("10.0.0.2", 53))]
+        assert kept == (None if not cached else kept)
+        assert cached is (kept is not None)
+        assert len(locator._flows) == 2  # one entry per 5-tuple asked, either direction
+    finally:
+        locator.close()
+
+
+def test_flow_cache_limits() -> None:
+    assert sources.FLOW_CACHE_KEYS == 65_536
+    assert sources.FLOW_CACHE_FLOWS == 64
+
+
+def _waiting_in_write(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is inside SearchIndex.write (queued for the file)."""
+    code = SearchIndex.write.__wrapped__.__code__  # type: ignore[attr-defined]
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_writers_of_one_process_queue_instead_of_failing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no busy timeout at all, a second writer in another thread used to fail at
+    once ('database is locked'); it now waits for the first one's transaction."""
+    monkeypatch.setattr(index_module, "BUSY_TIMEOUT_SECONDS", 0.0)
+    root = tmp_path / "data"
+    root.mkdir()
+    errors: list[BaseException] = []
+    counts: list[int] = []
+
+    def second() -> None:
+        try:
+            counts.append(index_records(root, [Doc("b", {"url": {"domain": "b.example"}})]))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    with SearchIndex.of(root) as first, first.write() as w:
+        w.put_many([Doc("a", {"url": {"domain": "a.example"}})])
+        other = threading.Thread(target=second)
+        other.start()
+        while other.is_alive() and not _waiting_in_write(other):
+            other.join(0.001)
+    other.join()
+    assert errors == [] and counts == [1]
+    with SearchIndex.of(root) as index:
+        assert index.count() == 2
+
+
+def test_a_reader_opens_the_index_while_a_write_is_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening an existing index writes nothing, so a search neither queues behind this
+    process's writers nor meets the busy timeout (here none at all)."""
+    monkeypatch.setattr(index_module, "BUSY_TIMEOUT_SECONDS", 0.0)
+    with SearchIndex.of(tmp_path) as first:
+        first.put([Doc("a", {"url": {"domain": "a.example"}})])
+        with first.write() as w:
+            w.put_many([Doc("b", {"url": {"domain": "b.example"}})])
+            counts: list[int] = []
+
+            def read() -> None:
+                with SearchIndex.of(tmp_path) as index:
+                    counts.append(index.count())
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            reader.join()
+            assert counts == [1]  # the committed document; "b" is not yet
+        assert first.count() == 2

@@ -181,3 +181,24 @@ def test_limits(tmp_path, monkeypatch):
         load_indicators("192.0.2.1\n192.0.2.2\n", "text", "body")
     with pytest.raises(ind.ConfigError, match="format 'csv': one of auto, stix, misp, text"):
         load_indicators("", "csv", "x")
+
+
+@pytest.mark.parametrize("value", [
+    "1.2.3.4", " 10.0.0.1 ", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3", "1.2.3.256",
+    "1.2.3.4/32", "1.2.3.7/24", "::1", "::ffff:1.2.3.4", "2001:DB8::1", "1.2.3.4.5", "a.b.c.d"])
+def test_plain_ipv4_fast_path_normalises_as_ipaddress_does(value: str) -> None:
+    """normalise_indicator skips ipaddress for IPv4 addresses already in its form: the
+    result (or the refusal) is ipaddress's for every input."""
+    import ipaddress
+
+    from pcapwire.errors import ConfigError
+    from pcapwire.triggers.model import normalise_indicator
+
+    try:
+        net = ipaddress.ip_network(value.strip(), strict=False)
+        expected = str(net.network_address) if net.num_addresses == 1 else str(net)
+    except ValueError:
+        with pytest.raises(ConfigError, match="is no IP address or CIDR network"):
+            normalise_indicator("ips", value, "x")
+        return
+    assert normalise_indicator("ips", value, "x") == expected

@@ -29,6 +29,7 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from pcapwire import _native
@@ -157,8 +158,8 @@ def _ip_flows(store: Store, segments: list[Segment], ips: list[str], scope: Scop
         return {}
     wanted = {s.id for s in segments}
     db = store.catalog.db
-    # (segment, flow) -> [row, {indicator: side}, where it was found first: side,
-    # indicator's position, the ranges' IP version]
+    # (segment, flow) -> [row, {indicator: side}, its order: (first packet, where it was
+    # found first: side, indicator's position), the ranges' IP version]
     found: dict[tuple[int, int], list[Any]] = {}
     args = {"s0": min(wanted), "s1": max(wanted),
             "first": min(s.first_ns for s in segments),
@@ -173,7 +174,7 @@ def _ip_flows(store: Store, segments: list[Segment], ips: list[str], scope: Scop
                 if entry is None:
                     if r[7] not in wanted:
                         continue
-                    entry = found[(r[7], r[0])] = [r, {}, (rank, positions[r[9]]),
+                    entry = found[(r[7], r[0])] = [r, {}, (r[8], rank, positions[r[9]]),
                                                    ranges.ipver]
                 entry[1].setdefault(values[r[9]], rank)
     out: dict[int, list[_Found]] = {s.id: [] for s in segments}
@@ -187,9 +188,9 @@ def _ip_flows(store: Store, segments: list[Segment], ips: list[str], scope: Scop
                 store, segment, spec, stop).items()} if ids else {}
     texts: dict[int, dict[bytes, str]] = {4: {}, 6: {}}  # IP version -> address -> text
     # first packet first; a tie in the order found, as the indicators are listed
-    for (seg, fid), (r, matched, _, ipver) in sorted(
-            found.items(), key=lambda i: (i[1][0][8], i[1][2])):
-        ts = times[seg].get(fid) if seg in times else r[8]
+    for r, matched, _, ipver in sorted(found.values(), key=itemgetter(2)):
+        seg = r[7]
+        ts = times[seg].get(r[0]) if seg in times else r[8]
         if ts is None:
             continue
         text = texts[ipver]

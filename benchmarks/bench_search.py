@@ -4,6 +4,7 @@ records (benchmarks/search_data.py), in one run.
 
     python benchmarks/bench_search.py [--records 1000000,3000000] [--repeat 15] [--no-duckdb]
     python benchmarks/bench_search.py --records 10000000 --pool 500000 --no-duckdb --no-scan
+    python benchmarks/bench_search.py --index DIR/search-10000000.sqlite --out search-10m.json
 
 For each size N:
 - the records are generated and written as ECS JSON lines (what ``pcapwire export``
@@ -18,6 +19,8 @@ For each size N:
 - **full scan**: ``grep -F -c`` of one needle over the JSON lines (a lower bound of any
   scan), and Python json over every line for one exact query (``--no-scan``: neither,
   and no JSON lines are written).
+With ``--index FILE`` nothing is built: the searches are measured on that index as it is
+(one kept by ``--work DIR --keep``, or one a build is still writing: one read snapshot).
 Results go to benchmarks/results/search.json (or ``--out``). DuckDB needs ``pip install
 duckdb`` (not a dependency of pcapwire: see docs/search.md for why the index is SQLite).
 """
@@ -250,6 +253,20 @@ def full_scan(index: SearchIndex, jsonl: Path) -> dict[str, Any]:
             "python_json_ms": round(py_ms, 1), "python_json_hits": found}
 
 
+def measure_index(path: Path, repeat: int) -> dict[str, Any]:
+    """The searches on an existing index, in one read transaction (a snapshot: a build
+    that is still writing does not change it under the measurement)."""
+    index = SearchIndex(path)
+    index.db.execute("BEGIN")
+    n = index.db.execute("SELECT coalesce(max(id), 0) FROM docs").fetchone()[0]
+    print(f"-- {path}: {n:,} documents", flush=True)
+    out = {"index": str(path), "records": n, "bytes": path.stat().st_size,
+           **latencies(index, None, repeat)}
+    index.db.execute("COMMIT")
+    index.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", default=os.environ.get("PCAPWIRE_BENCH_SEARCH", "1000000"),
@@ -264,7 +281,15 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated data and stores "
                     "in --work; a later --keep run measures the searches again on them")
+    ap.add_argument("--index", type=Path, help="measure the searches on this index file "
+                    "(no build)")
     args = ap.parse_args()
+    if args.index is not None:
+        RESULTS.mkdir(exist_ok=True)
+        result = {"sizes": [measure_index(args.index, args.repeat)]}
+        (RESULTS / args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"results in {RESULTS / args.out}")
+        return
     duck = not args.no_duckdb
     if duck:
         try:

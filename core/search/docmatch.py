@@ -15,17 +15,31 @@ from pcapwire.search.index import postings
 Predicate = Callable[[list[str], list[int]], bool]
 
 
+class ChecksExhausted(Exception):
+    """More documents checked than the :attr:`DocMatcher.budget` allowed (the statement
+    that called ``pw_match`` fails with it)."""
+
+
 class DocMatcher:
-    """Predicates by number, for the SQL function ``pw_match(body, n)``."""
+    """Predicates by number, for the SQL function ``pw_match(body, n)``; with ``budget``
+    set, at most that many documents are checked (then :attr:`exhausted` is true and the
+    call raises :class:`ChecksExhausted`)."""
 
     def __init__(self) -> None:
         self.predicates: list[tuple[str, Predicate]] = []
+        self.budget: int | None = None
+        self.exhausted = False
 
     def add(self, field: str, predicate: Predicate) -> int:
         self.predicates.append((field, predicate))
         return len(self.predicates) - 1
 
     def __call__(self, body: str | None, n: int) -> int:
+        if self.budget is not None:
+            if self.budget <= 0:
+                self.exhausted = True
+                raise ChecksExhausted("more documents checked than the budget allows")
+            self.budget -= 1
         if body is None:
             return 0
         field, predicate = self.predicates[n]

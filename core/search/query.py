@@ -1,5 +1,12 @@
 """Searching the index: query text in, hits (ECS documents with their pivots) out,
-newest indexed first."""
+newest indexed first.
+
+The hits of a large search are walked newest first and the walk stops at the limit
+(:func:`.newest.top`); its total is counted to :data:`COUNT_CAP` from at most
+``COUNT_CAP + 1`` rows of each set the search starts from (fewer,
+:data:`.sqlplan.PROBED_COUNT_CAP` or :data:`.sqlplan.CHECKED_COUNT_CAP`, when the documents
+of a large set are probed for the other terms of an AND): when a set has more, ``total``
+is a lower bound and ``total_exact`` false."""
 
 from __future__ import annotations
 
@@ -11,12 +18,14 @@ from typing import Any
 from pcapwire.errors import QueryError
 from pcapwire.search.index import SearchIndex
 from pcapwire.search.lang import And, Node, Term, parse
+from pcapwire.search.newest import count, top
 from pcapwire.search.sqlplan import Planner, Sql
 
 #: Hits one search returns at most.
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
-#: Matches counted at most beyond the hits returned (``total`` is then a lower bound).
+#: Matches counted at most, and rows read at most of each set the count starts from
+#: (beyond either, ``total`` is a lower bound and ``total_exact`` false).
 COUNT_CAP = 10_000
 
 
@@ -53,18 +62,16 @@ def search(index: SearchIndex, text: str, *, case: str | None = None,
     if case is not None:
         tree = And((tree, Term("pcapwire.case", "exact", case)))
     with index.lock:
-        matched = Planner(index, text, now_us).set(tree)
-        ids = [r[0] for r in index.db.execute(
-            f"SELECT DISTINCT id FROM ({matched.sql}) ORDER BY id DESC LIMIT ?",
-            (*matched.args, limit))]
+        planner = Planner(index, text, now_us)
+        ids, known = top(planner, tree, limit)
         rows = {r[0]: r for r in index.db.execute(
             f"SELECT id, key, body FROM docs WHERE id IN ({','.join('?' * len(ids))})", ids)}
         total, exact = len(ids), True
-        if len(ids) == limit:
-            counted = index.db.execute(
-                f"SELECT count(*) FROM (SELECT DISTINCT id FROM ({matched.sql}) LIMIT ?)",
-                (*matched.args, COUNT_CAP + 1)).fetchone()[0]
-            total, exact = min(counted, COUNT_CAP), counted <= COUNT_CAP
+        if known is not None:
+            total, exact = min(known, COUNT_CAP), known <= COUNT_CAP
+        elif len(ids) == limit:
+            counted, exact = count(planner, tree, COUNT_CAP)
+            total = max(counted, limit)  # the hits are matches: a lower bound at least
     return SearchResult([hit(i, rows[i][1], json.loads(rows[i][2])) for i in ids if i in rows],
                         total, exact)
 

@@ -6,6 +6,11 @@ reads its most selective positive child as a set (estimated by counting at most
 :data:`ESTIMATE_CAP` rows of each) and probes the others for each of its documents; an OR
 is the UNION of its children's sets; NOT is a negated probe. Only a query with no
 positive term at all (``NOT x``) reads every document.
+
+A query whose estimate reaches :data:`ESTIMATE_CAP` is large: :mod:`.newest` walks it
+newest first for its hits instead of reading it whole; counting it (:meth:`Planner.set`
+with a cap) reads at most ``cap + 1`` rows of each set it starts from
+(:attr:`Planner.capped` lists them: the count is a lower bound when one had more).
 """
 
 from __future__ import annotations
@@ -21,9 +26,17 @@ from pcapwire.search.index import FTS_COLUMN_OF, SUFFIX_FIELDS, SearchIndex
 from pcapwire.search.lang import And, Node, Not, Or, SearchSyntaxError, Term, unescape
 from pcapwire.search.values import cidr_range, keyword, parse_ip, parse_long, parse_time
 
-#: Rows counted per term to choose the set an AND starts from.
+#: Rows counted per term to choose the set an AND starts from; a query whose estimate
+#: reaches it is large: its newest hits are walked (:mod:`.newest`), not sorted.
 ESTIMATE_CAP = 2000
-_NOTHING = "SELECT NULL AS id WHERE 0"
+#: Rows of a large set a count reads when each of its documents is probed for the other
+#: terms of an AND by index lookups (~2-5 µs each) ...
+PROBED_COUNT_CAP = 5000
+#: ... and when some term is checked against each document's own values
+#: (:mod:`.docmatch`, ~40 µs each).
+CHECKED_COUNT_CAP = 500
+#: A set of no documents.
+NOTHING = "SELECT NULL AS id WHERE 0"
 _FTS_SET = "SELECT rowid AS id FROM fts WHERE fts MATCH ?"
 
 
@@ -31,6 +44,44 @@ _FTS_SET = "SELECT rowid AS id FROM fts WHERE fts MATCH ?"
 class Sql:
     sql: str
     args: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The postings of one term: rows of ``table`` (``terms`` or ``nums``) of field id
+    ``fid`` whose value ``v`` satisfies every ``(operator, value)`` of ``conds`` and, when
+    given, ``v GLOB glob``."""
+
+    table: str
+    fid: int
+    conds: tuple[tuple[str, object], ...] = ()
+    glob: str | None = None
+
+    @property
+    def equality(self) -> bool:
+        return len(self.conds) == 1 and self.conds[0][0] == "=" and self.glob is None
+
+    def cond(self, lower: bool = True, glob: bool = True) -> Sql:
+        """The WHERE of the scan (without its lower bounds or its pattern if asked)."""
+        conds = [(op, v) for op, v in self.conds if lower or op[0] != ">"]
+        pattern = [self.glob] if glob and self.glob is not None else []
+        return Sql(" AND ".join(["f = ?", *(f"v {op} ?" for op, _ in conds),
+                                 *("v GLOB ?" for _ in pattern)]),
+                   (self.fid, *(v for _, v in conds), *pattern))
+
+    @property
+    def sql(self) -> Sql:
+        c = self.cond()
+        return Sql(f"SELECT doc AS id FROM {self.table} WHERE {c.sql}", c.args)
+
+
+@dataclass
+class _Capped:
+    """A set read at most ``cap + 1`` rows deep by a count (``limited``)."""
+
+    sql: Sql
+    cap: int
+    limited: Sql
 
 
 def glob_pattern(raw: str) -> str:
@@ -73,60 +124,70 @@ class Planner:
         self.now_us = now_us
         self.matcher = DocMatcher()
         index.db.create_function("pw_match", 2, self.matcher)
+        self._estimates: dict[Term, int] = {}
+        self._scans: dict[Term, Scan | None] = {}
+        #: (postings, distinct values) of a scan's first ESTIMATE_CAP postings.
+        self.samples: dict[Scan, tuple[int, int]] = {}
+        #: The sets the last :meth:`set` with a cap read at most ``cap + 1`` rows of.
+        self.capped: list[_Capped] = []
 
     def error(self, term: Term, message: str) -> SearchSyntaxError:
         return SearchSyntaxError(self.text, term.pos, message)
 
     # ---- leaves --------------------------------------------------------------------------
-    def _terms(self, fid: int, where: str, args: tuple[object, ...]) -> tuple[str, tuple]:
-        return f"SELECT doc AS id FROM terms WHERE f = ? AND {where}", (fid, *args)
-
     def leaf(self, t: Term) -> Sql:
         """The set of documents a term matches."""
         column = self.fts_column(t)
         if column is not None:
             return self.fts(t, column)
+        scan = self.scan(t)
+        return Sql(NOTHING) if scan is None else scan.sql
+
+    def scan(self, t: Term) -> Scan | None:
+        """The postings a (not full-text) term reads; None when its field holds nothing."""
+        if t not in self._scans:
+            self._scans[t] = self._scan(t)
+        return self._scans[t]
+
+    def _scan(self, t: Term) -> Scan | None:
         assert t.field is not None
         ftype = FIELDS[t.field]
         fid = self.index.field_id(t.field)
         if fid is None:
-            return Sql(_NOTHING)
+            return None
         if ftype in ("long", "date"):
-            lo, hi = self.bounds(t, ftype)
-            return Sql("SELECT doc AS id FROM nums WHERE f = ? AND v >= ? AND v < ?",
-                       (fid, lo, hi))
+            lo, hi = self.bounds(t, ftype)  # one integer: an equality
+            return Scan("nums", fid, (("=", lo),) if hi == lo + 1 else ((">=", lo), ("<", hi)))
         if ftype == "ip":
-            return Sql(*self._terms(fid, *self.ip(t)))
+            return Scan("terms", fid, self.ip(t))
         if t.mode == "range":
             rng = t.range
             assert rng is not None
-            conds, args = [], []
+            conds: list[tuple[str, object]] = []
             if rng.lo is not None:
-                conds.append("v >= ?" if rng.lo_incl else "v > ?")
-                args.append(keyword(rng.lo))
+                conds.append((">=" if rng.lo_incl else ">", keyword(rng.lo)))
             if rng.hi is not None:
-                conds.append("v <= ?" if rng.hi_incl else "v < ?")
-                args.append(keyword(rng.hi))
-            return Sql(*self._terms(fid, " AND ".join(conds) or "1", tuple(args)))
+                conds.append(("<=" if rng.hi_incl else "<", keyword(rng.hi)))
+            return Scan("terms", fid, tuple(conds))
         if t.mode == "wildcard":
             return self.wildcard(fid, t.value, t.field in SUFFIX_FIELDS)
-        return Sql(*self._terms(fid, "v = ?", (keyword(t.value),)))
+        return Scan("terms", fid, (("=", keyword(t.value)),))
 
-    def wildcard(self, fid: int, raw: str, reversed_kept: bool) -> Sql:
+    def wildcard(self, fid: int, raw: str, reversed_kept: bool) -> Scan:
         pattern = glob_pattern(raw)
         prefix = _literal_prefix(raw)
         if prefix:  # an index range, then the pattern
-            return Sql(*self._terms(fid, "v >= ? AND v < ? AND v GLOB ?",
-                                    (prefix, _next(prefix), pattern)))
+            return Scan("terms", fid, ((">=", prefix), ("<", _next(prefix))), pattern)
         suffix = _literal_prefix(raw[::-1].replace("*\\", "\\*").replace("?\\", "\\?"))
         if suffix and reversed_kept:  # reversed values, under the field's negative id
             reversed_pattern = glob_pattern(raw[::-1].replace("*\\", "\\*")
                                             .replace("?\\", "\\?"))
-            return Sql(*self._terms(-fid, "v >= ? AND v < ? AND v GLOB ?",
-                                    (suffix, _next(suffix), reversed_pattern)))
-        return Sql(*self._terms(fid, "v GLOB ?", (pattern,)))  # every value of the field
+            return Scan("terms", -fid, ((">=", suffix), ("<", _next(suffix))),
+                        reversed_pattern)
+        return Scan("terms", fid, (), pattern)  # every value of the field
 
-    def ip(self, t: Term) -> tuple[str, tuple[object, ...]]:
+    def ip(self, t: Term) -> tuple[tuple[str, object], ...]:
+        """The conditions on ``v`` of a term on an ip field."""
         if t.mode == "wildcard":
             raise self.error(t, f"wildcards do not apply to the ip field {t.field}: use a "
                              "CIDR network (e.g. 10.0.0.0/8)")
@@ -137,18 +198,18 @@ class Planner:
             if lo is None or hi is None:
                 raise self.error(t, f"expected IP addresses as the ends of the {t.field} "
                                  "range")
-            return "v >= ? AND v <= ?", (lo, hi)
+            return (">=", lo), ("<=", hi)
         if "/" in t.value:
             try:
                 first, last = cidr_range(t.value)
             except QueryError as exc:
                 raise self.error(t, str(exc)) from None
-            return "v >= ? AND v <= ?", (first, last)
+            return (">=", first), ("<=", last)
         address = parse_ip(t.value)
         if address is None:
             raise self.error(t, f"{t.value!r} is not an IP address or CIDR network "
                              f"({t.field} is an ip field)")
-        return "v = ?", (address,)
+        return (("=", address),)
 
     def bounds(self, t: Term, ftype: str) -> tuple[int, int]:
         """[lo, hi) of a long or date term."""
@@ -205,51 +266,134 @@ class Planner:
         if isinstance(node, Not):
             return 2**62
         if isinstance(node, Term):
-            s = self.leaf(node)
-            row = self.index.db.execute(
-                f"SELECT count(*) FROM ({s.sql} LIMIT {ESTIMATE_CAP})", s.args).fetchone()
-            return int(row[0])
+            rows = self._estimates.get(node)
+            if rows is None:
+                s = self.leaf(node)
+                rows = self._estimates[node] = int(self.index.db.execute(
+                    f"SELECT count(*) FROM ({s.sql} LIMIT {ESTIMATE_CAP})", s.args
+                ).fetchone()[0])
+            return rows
         sizes = [self.estimate(c) for c in node.children]
         return min(sizes) if isinstance(node, And) else sum(sizes)
 
-    def set(self, node: Node) -> Sql:
+    def set(self, node: Node, cap: int | None = None) -> Sql:
+        """The documents ``node`` matches (unordered, an id may repeat). With ``cap`` (a
+        count), every set it starts from is read at most ``cap + 1`` rows deep (and listed
+        in :attr:`capped`)."""
         if isinstance(node, Term):
-            return self.leaf(node)
+            return self._capped(self.leaf(node), cap)
         if isinstance(node, Or):
-            parts = [self.set(c) for c in node.children]
+            parts = [self.set(c, cap) for c in node.children]
             return Sql(" UNION ".join(f"SELECT id FROM ({p.sql})" for p in parts),
                        tuple(a for p in parts for a in p.args))
-        if isinstance(node, Not):
-            probe = self.probe(node, "d.id")
-            return Sql(f"SELECT d.id AS id FROM docs d WHERE {probe.sql}", probe.args)
-        positives = [c for c in node.children if not isinstance(c, Not)]
+        positives = [] if isinstance(node, Not) else [
+            c for c in node.children if not isinstance(c, Not)]
         if not positives:
-            probe = self.probe(node, "d.id")
-            return Sql(f"SELECT d.id AS id FROM docs d WHERE {probe.sql}", probe.args)
-        texts = [c for c in positives if isinstance(c, Term) and self.fts_column(c)]
-        if len(texts) > 1:  # one MATCH for all the words: FTS5 intersects its own lists
-            match = " AND ".join(f"({self.fts_match(t, self.fts_column(t) or '')})"
-                                 for t in texts)
-            base = Sql(_FTS_SET, (match,))
-            rest = [self.probe(c, "s.id") for c in node.children
-                    if all(c is not t for t in texts)]
-            if not rest:
+            if cap is None:
+                probe = self.probe(node, "d.id")
+                return Sql(f"SELECT d.id AS id FROM docs d WHERE {probe.sql}", probe.args)
+            probe = self.probe(node, "d.id", by_doc=None)
+            docs = self._capped(Sql("SELECT id FROM docs"), self._probed_cap(cap, [node]))
+            return Sql(f"SELECT d.id AS id FROM ({docs.sql}) d WHERE {probe.sql}",
+                       (*docs.args, *probe.args))
+        assert isinstance(node, And)
+        texts = self.texts(node)
+        if texts is not None:
+            base, others = texts
+            by_doc: bool | None = None if cap is not None else False
+            base = self._capped(base, self._probed_cap(cap, others) if others else cap)
+            if not others:
                 return base
         else:
-            sizes = [(self.estimate(c), i) for i, c in enumerate(positives)]
-            size, i = min(sizes)
-            driver = positives[i]
-            base = self.set(driver)
-            # few documents to check: each against its own values (by_doc), not against
-            # every document of a wide term
-            rest = [self.probe(c, "s.id", by_doc=size < ESTIMATE_CAP)
-                    for c in node.children if c is not driver]
-        where = " AND ".join(p.sql for p in rest)
-        return Sql(f"SELECT s.id AS id FROM ({base.sql}) s WHERE {where}",
-                   (*base.args, *(a for p in rest for a in p.args)))
+            size = self.estimate(node)
+            if cap is None or size < ESTIMATE_CAP:
+                driver = min(positives, key=self.estimate)  # the first of the smallest
+                # few documents to check: each against its own values (by_doc), not
+                # against every document of a wide term
+                by_doc = size < ESTIMATE_CAP
+            else:
+                driver = self.drivers(node)[0]
+                by_doc = None
+            others = [c for c in node.children if c is not driver]
+            base = self.set(driver, self._probed_cap(cap, others) if by_doc is None else cap)
+        return self.and_(base, [self.probe(c, "s.id", by_doc) for c in others])
 
-    def probe(self, node: Node, x: str, by_doc: bool = False) -> Sql:
-        """A condition true when the document ``x`` matches ``node``."""
+    def and_(self, base: Sql, probes: list[Sql]) -> Sql:
+        where = " AND ".join(p.sql for p in probes)
+        return Sql(f"SELECT s.id AS id FROM ({base.sql}) s WHERE {where}",
+                   (*base.args, *(a for p in probes for a in p.args)))
+
+    def texts(self, node: And) -> tuple[Sql, list[Node]] | None:
+        """Several full-text terms of an AND as one MATCH (FTS5 intersects its own lists)
+        and the AND's other children; None with fewer than two."""
+        texts = [c for c in node.children if isinstance(c, Term) and self.fts_column(c)]
+        if len(texts) < 2:
+            return None
+        match = " AND ".join(f"({self.fts_match(t, self.fts_column(t) or '')})"
+                             for t in texts)
+        return Sql(_FTS_SET, (match,)), [c for c in node.children
+                                         if all(c is not t for t in texts)]
+
+    def _capped(self, s: Sql, cap: int | None) -> Sql:
+        if cap is None:
+            return s
+        limited = Sql(f"SELECT id FROM ({s.sql} LIMIT {cap + 1})", s.args)
+        self.capped.append(_Capped(s, cap, limited))
+        return limited
+
+    def _probed_cap(self, cap: int | None, probed: list[Node]) -> int | None:
+        """The rows a count reads of a large set whose documents are probed for
+        ``probed``."""
+        if cap is None:
+            return None
+        checked = any(self.checked(c) for c in probed)
+        return min(cap, CHECKED_COUNT_CAP if checked else PROBED_COUNT_CAP)
+
+    def first_rows(self, t: Term) -> list[int]:
+        """The ids of a term's first ESTIMATE_CAP + 1 postings (its estimate, and the
+        sample :func:`.newest.values` decides by)."""
+        scan = self.scan(t)
+        if scan is None:
+            return []
+        c = scan.cond()
+        rows = self.index.db.execute(f"SELECT doc, v FROM {scan.table} WHERE {c.sql} "
+                                     f"LIMIT {ESTIMATE_CAP + 1}", c.args).fetchall()
+        self._estimates[t] = min(len(rows), ESTIMATE_CAP)
+        first = rows[:ESTIMATE_CAP]
+        self.samples[scan] = (len(first), len({v for _, v in first}))
+        return [r[0] for r in rows]
+
+    def drivers(self, node: And) -> list[Node]:
+        """An AND's positive children in the order to try as the walk: fewest documents
+        to check by their own values among the others first, then the smallest."""
+        positives = [c for c in node.children if not isinstance(c, Not)]
+
+        def rank(c: Node) -> tuple[int, int]:
+            return (sum(self.checked(o) for o in node.children if o is not c),
+                    self.estimate(c))
+        return sorted(positives, key=rank)
+
+    def checked(self, node: Node) -> int:
+        """How many of ``node``'s terms a probe (``by_doc=None``) checks against each
+        document's own values: large terms with no point lookup."""
+        if isinstance(node, Term):
+            return int(not self.point_probe(node) and self.estimate(node) >= ESTIMATE_CAP)
+        if isinstance(node, Not):
+            return self.checked(node.child)
+        return sum(self.checked(c) for c in node.children)
+
+    def point_probe(self, t: Term) -> bool:
+        """Whether :meth:`term_probe` checks ``t`` by an index lookup of the document."""
+        if t.field is None or t.field == "@timestamp" or self.fts_column(t) is not None:
+            return True
+        ftype = FIELDS[t.field]
+        return t.mode in ("exact", "phrase") and self.index.field_id(t.field) is not None \
+            and (ftype in ("long", "keyword") or (ftype == "ip" and "/" not in t.value))
+
+    # ---- probes ----------------------------------------------------------------------
+    def probe(self, node: Node, x: str, by_doc: bool | None = False) -> Sql:
+        """A condition true when the document ``x`` matches ``node`` (``by_doc``: see
+        :meth:`term_probe`)."""
         if isinstance(node, Term):
             return self.term_probe(node, x, by_doc)
         if isinstance(node, Not):
@@ -260,11 +404,11 @@ class Planner:
         return Sql("(" + op.join(p.sql for p in parts) + ")",
                    tuple(a for p in parts for a in p.args))
 
-    def term_probe(self, t: Term, x: str, by_doc: bool = False) -> Sql:
+    def term_probe(self, t: Term, x: str, by_doc: bool | None = False) -> Sql:
         """Equality: a point lookup of (field, value, x); ``@timestamp``: the document's
         own time; full text: a lookup of (match, x); anything else: with ``by_doc`` the
         document's own values (:mod:`.docmatch`), else membership in the term's set (read
-        once)."""
+        once); ``by_doc=None``: the own values when the term's set is large."""
         ftype = FIELDS.get(t.field or "")
         fid = self.index.field_id(t.field) if t.field else None
         if t.field == "@timestamp":
@@ -276,13 +420,15 @@ class Planner:
                 return Sql(f"EXISTS (SELECT 1 FROM nums WHERE f = ? AND v = ? AND doc = {x})",
                            (fid, lo))
             if ftype == "keyword" or (ftype == "ip" and "/" not in t.value):
-                value = keyword(t.value) if ftype == "keyword" else self.ip(t)[1][0]
+                value = keyword(t.value) if ftype == "keyword" else self.ip(t)[0][1]
                 return Sql(f"EXISTS (SELECT 1 FROM terms WHERE f = ? AND v = ? AND doc = {x})",
                            (fid, value))
         column = self.fts_column(t)
         if column is not None:
             return Sql(f"EXISTS (SELECT 1 FROM fts WHERE fts MATCH ? AND rowid = {x})",
                        (self.fts_match(t, column),))
+        if by_doc is None:
+            by_doc = self.estimate(t) >= ESTIMATE_CAP
         if by_doc and t.field is not None:
             n = self.matcher.add(t.field, self.predicate(t, ftype or ""))
             return Sql(f"pw_match((SELECT body FROM docs WHERE id = {x}), ?)", (n,))
@@ -294,10 +440,10 @@ class Planner:
         if ftype in ("long", "date"):
             return docmatch.number_range(*self.bounds(t, ftype))
         if ftype == "ip":
-            where, args = self.ip(t)
-            if where == "v = ?":
-                return docmatch.equals(str(args[0]))
-            return docmatch.string_range(str(args[0]), str(args[1]))
+            conds = self.ip(t)
+            if conds[0][0] == "=":
+                return docmatch.equals(str(conds[0][1]))
+            return docmatch.string_range(str(conds[0][1]), str(conds[1][1]))
         if t.mode == "range":
             assert t.range is not None
             return docmatch.string_range(

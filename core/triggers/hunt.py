@@ -211,7 +211,8 @@ class _Runner:
                 status = self._status()
                 if status == "aborted" or self.stop.is_set():
                     stop_units.set()
-                    self._drain(inflight, queued, interrupted=True)
+                    self._drain(inflight, queued, interrupted=True,
+                                keep_finished=status != "aborted")
                     return self.new
                 if status == "paused" and not inflight and not self.wait_paused:
                     return self.new
@@ -342,13 +343,15 @@ class _Runner:
             queued.append(seg)
 
     def _drain(self, inflight: dict[Future[tuple[HitBatch, float]], int], queued: deque[int],
-               interrupted: bool) -> None:
-        """Wait for the units in flight: kept when they finished; when ``interrupted``
-        (stopped, aborted) the rest are queued again without counting the attempt."""
+               interrupted: bool, keep_finished: bool = True) -> None:
+        """Wait for the units in flight: kept when they finished (unless not
+        ``keep_finished``: an aborted hunt drops what was still in flight when the abort was
+        seen, finished or not); when ``interrupted`` (stopped, aborted) the rest are queued
+        again without counting the attempt."""
         wait(inflight)
         for fut, seg in inflight.items():
-            if interrupted and (fut.cancelled() or isinstance(fut.exception(),
-                                                              units.UnitStopped)):
+            if interrupted and (not keep_finished or fut.cancelled() or isinstance(
+                    fut.exception(), units.UnitStopped)):
                 self.tdb.requeue_units(self.hunt.id, [seg], attempt_counts=False)
             else:
                 self._record(fut, seg, queued)

@@ -31,3 +31,12 @@ def launch() -> Iterator[Any]:
 
 def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def login(page: Any, base_url: str, token: str) -> None:
+    """Log ``page`` in to the dashboard at ``base_url`` with ``token`` (lands on /ui/)."""
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.goto(f"{base_url}/ui/login")
+    page.fill("#token", token)
+    page.click("#login-submit")
+    page.wait_for_url(f"{base_url}/ui/")

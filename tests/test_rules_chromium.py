@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from apiutil import PCAP_TYPE, ServerThread, Tokens
-from chromiumutil import CHROMIUM, UI_TIMEOUT_MS, launch, shot
+from chromiumutil import CHROMIUM, launch, login, shot
 from conftest import corpus_file
 from pcapwire.api import ApiConfig
 from pcapwire.cli import main
@@ -86,14 +86,10 @@ def browser():
 def _page(browser, srv, token: str):
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     page = ctx.new_page()
-    page.set_default_timeout(UI_TIMEOUT_MS)
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-    page.goto(f"{srv.url}/ui/login")
-    page.fill("#token", token)
-    page.click("#login-submit")
-    page.wait_for_url(f"{srv.url}/ui/")
+    login(page, srv.url, token)
     page.goto(f"{srv.url}/ui/rules")
     return ctx, page, errors
 

@@ -92,16 +92,12 @@ steps:
 
 def _session_page_shows_zeek(srv: ServerThread, tokens: Tokens, url: str) -> None:
     """The dashboard's session page draws the Zeek record (Chromium)."""
-    from chromiumutil import UI_TIMEOUT_MS, launch, shot
+    from chromiumutil import launch, login, shot
     from playwright.sync_api import expect
 
     for browser in launch():
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(UI_TIMEOUT_MS)
-        page.goto(f"{srv.url}/ui/login")
-        page.fill("#token", tokens["acme", "analyst"])
-        page.click("#login-submit")
-        page.wait_for_url(f"{srv.url}/ui/")
+        login(page, srv.url, tokens["acme", "analyst"])
         page.goto(f"{srv.url}{url}")
         expect(page.locator("#s-zeek tbody tr td")).to_have_text([
             "conn", "1970-01-01T00:00:01.500Z", "CFake1", "proto=tcp"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from apiutil import PCAP_TYPE, ServerThread, Tokens
-from chromiumutil import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, UI_TIMEOUT_MS, shot
+from chromiumutil import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, UI_TIMEOUT_MS, login, shot
 from conftest import corpus_file
 from pcapwire.api import ApiConfig
 from pcapwire.triggers.db import Hit, TriggerDB
@@ -55,11 +55,7 @@ def test_triggers_page_progress_live_matches_and_controls(tmp_path):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            page.goto(f"{srv.url}/ui/login")
-            page.fill("#token", tokens["acme", "analyst"])
-            page.click("#login-submit")
-            page.wait_for_url(f"{srv.url}/ui/")
+            login(page, srv.url, tokens["acme", "analyst"])
             page.click("nav a[href='/ui/triggers']")
             page.wait_for_url(f"{srv.url}/ui/triggers")
             row = page.locator("#triggers tbody tr")

@@ -203,15 +203,20 @@ def test_keep_dir_outside_the_tenant_is_refused_and_logged(served, caplog) -> No
 
 
 def test_a_file_linking_out_of_the_tenant_is_refused(served, caplog) -> None:
-    _api, tenant, _qid, _runs, outside = served
+    _api, tenant, _qid, runs, outside = served
     run, step = _steps(tenant)["kept"]
     folder = Path(step.kept[0])
+    indexed = [d.key for d in run_docs(tenant, runs["kept"])]
     link = folder / "eve-metadata-linktype228.json"
     link.symlink_to(next(outside.rglob("eve-metadata.json")))
     try:
         caplog.set_level(logging.WARNING, logger="pcapwire.cases.kept")
         assert kept_files(tenant, folder, "eve-metadata*.json") == [
             folder / "eve-metadata.json"]
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{link} links outside {tenant}: not read"]
+        caplog.clear()  # the index leaves it out too: the same documents as without it
+        assert [d.key for d in run_docs(tenant, runs["kept"])] == indexed
         assert [r.getMessage() for r in caplog.records] == [
             f"{link} links outside {tenant}: not read"]
     finally:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pcapwire.cases import CASES_FILE, CaseStore
-from pcapwire.cases.kept import step_dirs
+from pcapwire.cases.kept import kept_files, step_dirs
 from pcapwire.extract.layout import CarveDir
 from pcapwire.query.flows import five_tuple_sql, flow_dict
 from pcapwire.records import SEVERITIES, FlowKey, Verdict
@@ -186,9 +186,10 @@ def sandbox_results(verdicts: list[Verdict]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def kept_docs(folder: Path, analyzer: str, origin: Origin, flows: FlowLocator,
+def kept_docs(root: Path, folder: Path, analyzer: str, origin: Origin, flows: FlowLocator,
               sandbox: dict[str, dict[str, Any]]) -> Iterator[Doc]:
-    """The records a step kept in ``folder``."""
+    """The records a step kept in ``folder`` (a file linking out of ``root`` is left out and
+    logged, :func:`pcapwire.cases.kept.kept_files`)."""
     if analyzer == "carve":
         carved = CarveDir(folder)
         for rec in carved.files():
@@ -200,7 +201,7 @@ def kept_docs(folder: Path, analyzer: str, origin: Origin, flows: FlowLocator,
         return
     n = 0
     for pattern in KEPT_FILES[analyzer]:
-        for path in sorted(folder.glob(pattern)):
+        for path in kept_files(root, folder, pattern):
             for record in _jsonl(path):
                 n += 1
                 if analyzer == "suricata":
@@ -237,7 +238,7 @@ def run_docs(root: Path, run_id: str) -> Iterator[Doc]:
                 continue
             for folder in step_dirs(root, run, step):  # as recorded, inside root only
                 origin = Origin(run.case, run_id, run.query_id, step.step)
-                yield from kept_docs(folder, step.analyzer, origin, flows, sandbox)
+                yield from kept_docs(root, folder, step.analyzer, origin, flows, sandbox)
     finally:
         flows.close()
         cases.close()
@@ -260,7 +261,7 @@ def carve_docs(root: Path, query_id: str) -> Iterator[Doc]:
             cases.close()
     flows = FlowLocator(root)
     try:
-        yield from kept_docs(folder, "carve", Origin(case, "", query_id, "carve"), flows,
+        yield from kept_docs(root, folder, "carve", Origin(case, "", query_id, "carve"), flows,
                              sandbox)
     finally:
         flows.close()

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from pcapwire.store import Store
 from pcapwire.synth import generate
-from pcapwire.triggers import TriggerDB, from_dict
+from pcapwire.triggers import TriggerDB
 from pcapwire.triggers.db import UNIT_ATTEMPTS, Hunt
 from pcapwire.triggers.hunt import KILL_AFTER_ENV, progress, run_hunt, run_pending
+from triggerutil import create_trigger, five_segment_store
 
 DEFN = {"indicators": {"ips": ["10.0.0.53", "198.51.100.0/24"]},
         "bpf": "tcp port 25 and tcp[13] & 2 != 0"}
@@ -32,16 +33,11 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def root(capture: Path, tmp_path: Path) -> Path:
     """A store of 5 segments; 10.0.0.53 (DNS) has flows in every one."""
-    with Store(tmp_path / "store") as store:
-        store.ingest([capture], segment_max_bytes=2**19)
-        assert len(store.catalog.segments()) == 5
-    return tmp_path / "store"
+    return five_segment_store(capture, tmp_path / "store")
 
 
 def _create(root: Path, name: str) -> tuple[int, int]:
-    with TriggerDB(root) as tdb:
-        trigger, hunt = tdb.create(from_dict({"name": name, **DEFN}), "test")
-    return trigger.id, hunt.id
+    return create_trigger(root, name, DEFN)
 
 
 def _results(root: Path, trigger_id: int) -> list[tuple[str, str]]:

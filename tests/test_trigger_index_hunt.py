@@ -20,10 +20,11 @@ from pcapwire.retention.delete import delete_segment
 from pcapwire.retention.plan import Candidate
 from pcapwire.store import Store
 from pcapwire.synth import generate
-from pcapwire.triggers import TriggerDB, from_dict, hunt
+from pcapwire.triggers import TriggerDB, hunt
 from pcapwire.triggers.db import UNIT_ATTEMPTS
 from pcapwire.triggers.hunt import KILL_AFTER_ENV, run_hunt
 from pcapwire.triggers.units import run_batch
+from triggerutil import create_trigger, five_segment_store
 
 # the DNS server (every segment), a server net, an absent host
 DEFN = {"indicators": {"ips": ["10.0.0.53", "198.51.100.0/24", "198.18.0.1"]}}
@@ -44,16 +45,11 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def root(capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A store of 5 segments; the runner hands out index units two at a time."""
     monkeypatch.setattr(hunt, "INDEX_BATCH_UNITS", BATCH)
-    with Store(tmp_path / "store") as store:
-        store.ingest([capture], segment_max_bytes=2**19)
-        assert len(store.catalog.segments()) == 5
-    return tmp_path / "store"
+    return five_segment_store(capture, tmp_path / "store")
 
 
 def _create(root: Path, name: str) -> tuple[int, int]:
-    with TriggerDB(root) as tdb:
-        trigger, h = tdb.create(from_dict({"name": name, **DEFN}), "test")
-    return trigger.id, h.id
+    return create_trigger(root, name, DEFN)
 
 
 def _matches(root: Path, trigger_id: int) -> list[tuple[Any, ...]]:

@@ -1,11 +1,12 @@
-"""Helpers for the trigger watch and notification tests: a webhook receiver on 127.0.0.1
-(real HTTP, answers from a script per path, every request kept with its arrival time)."""
+"""Helpers for the trigger tests: a webhook receiver on 127.0.0.1 (real HTTP, answers from a
+script per path, every request kept with its arrival time), a five-segment store, a trigger."""
 
 from __future__ import annotations
 
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 WAIT_S = 60.0  # bound of every wait
@@ -60,3 +61,23 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def five_segment_store(capture: Path, where: Path) -> Path:
+    """A store of ``capture`` (synth 3 MiB, seed 11) in 5 segments at ``where``; the DNS
+    server 10.0.0.53 has flows in every one."""
+    from pcapwire.store import Store
+
+    with Store(where) as store:
+        store.ingest([capture], segment_max_bytes=2**19)
+        assert len(store.catalog.segments()) == 5
+    return where
+
+
+def create_trigger(root: Path, name: str, defn: dict[str, Any]) -> tuple[int, int]:
+    """(trigger id, hunt id) of a new trigger ``name`` with ``defn`` in the store ``root``."""
+    from pcapwire.triggers import TriggerDB, from_dict
+
+    with TriggerDB(root) as tdb:
+        trigger, hunt = tdb.create(from_dict({"name": name, **defn}), "test")
+    return trigger.id, hunt.id

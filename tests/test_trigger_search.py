@@ -11,22 +11,16 @@ from captureutil import wait_for
 from pcapwire.cli import main
 from pcapwire.search.index import SearchIndex
 from pcapwire.store import Store
-from pcapwire.testing.craft import tcp_session, udp_exchange, write_capture
+from pcapwire.testing.craft import write_capture
 from pcapwire.triggers.db import TriggerDB
 from pcapwire.triggers.model import from_dict
 from pcapwire.triggers.searchdocs import CURSOR_PREFIX, index_matches, indexed_up_to
 from pcapwire.triggers.service import TriggerService
-from triggerutil import WAIT_S
+from triggerutil import WAIT_S, ip_and_port_traffic
 
 T0 = 1_767_225_600.0
 DEFINITION = {"name": "watched", "bpf": "tcp port 4444",
               "indicators": {"ips": ["198.18.0.7"]}}
-
-
-def traffic(offset: int) -> list:
-    return [udp_exchange(f"10.0.{offset}.2:1001 > 198.18.0.7:53", b"q", b"a"),
-            tcp_session(f"10.0.{offset}.4:5000 > 10.0.0.5:4444", b"x", b"y"),
-            udp_exchange(f"10.0.{offset}.6:7 > 10.0.0.7:9", b"no", b"match")]
 
 
 def search(capsys, root: Path, *query: str) -> list[dict]:
@@ -38,7 +32,7 @@ def search(capsys, root: Path, *query: str) -> list[dict]:
 def test_hunt_and_watch_hits_are_searchable_with_pivots(tmp_path: Path, capsys) -> None:
     root = tmp_path / "store"
     with Store(root) as store:
-        store.ingest([write_capture(tmp_path / "old.pcap", traffic(1), start=T0)])
+        store.ingest([write_capture(tmp_path / "old.pcap", ip_and_port_traffic(1), start=T0)])
     with TriggerDB(root) as db:
         trig, _hunt = db.create(from_dict(DEFINITION), "test")
     svc = TriggerService(root)
@@ -47,7 +41,7 @@ def test_hunt_and_watch_hits_are_searchable_with_pivots(tmp_path: Path, capsys) 
         with TriggerDB(root) as db:
             wait_for(lambda: db.match_count(trig.id) == 2, WAIT_S, "the hunt's matches")
             with Store(root) as store:  # after the trigger: the watch's
-                store.ingest([write_capture(tmp_path / "new.pcap", traffic(2),
+                store.ingest([write_capture(tmp_path / "new.pcap", ip_and_port_traffic(2),
                                             start=T0 + 100)])
             wait_for(lambda: db.match_count(trig.id) == 4, WAIT_S, "the watch's matches")
             matches = db.matches(trig.id)

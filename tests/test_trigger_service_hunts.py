@@ -16,21 +16,15 @@ from pcapwire.cli.serve import config_from
 from pcapwire.jobs import Job
 from pcapwire.jobs.runner import run_job
 from pcapwire.store import Store
-from pcapwire.testing.craft import tcp_session, udp_exchange, write_capture
+from pcapwire.testing.craft import write_capture
 from pcapwire.triggers.db import TriggerDB, flow_key
 from pcapwire.triggers.model import from_dict
 from pcapwire.triggers.service import TriggerService, TriggerServices
-from triggerutil import WAIT_S
+from triggerutil import WAIT_S, ip_and_port_traffic
 
 T0 = 1_767_225_600.0
 DEFINITION = {"name": "site-hunt", "bpf": "tcp port 4444",
               "indicators": {"ips": ["198.18.0.7"]}}
-
-
-def traffic(offset: int) -> list:
-    return [udp_exchange(f"10.0.{offset}.2:1001 > 198.18.0.7:53", b"q", b"a"),
-            tcp_session(f"10.0.{offset}.4:5000 > 10.0.0.5:4444", b"x", b"y"),
-            udp_exchange(f"10.0.{offset}.6:7 > 10.0.0.7:9", b"no", b"match")]
 
 
 def expected(offset: int) -> set[tuple[str, str]]:
@@ -40,7 +34,7 @@ def expected(offset: int) -> set[tuple[str, str]]:
 
 def ingest(root: Path, tmp_path: Path, offset: int) -> None:
     with Store(root) as store:
-        store.ingest([write_capture(tmp_path / f"t{offset}.pcap", traffic(offset),
+        store.ingest([write_capture(tmp_path / f"t{offset}.pcap", ip_and_port_traffic(offset),
                                     start=T0 + 100 * offset)])
 
 

@@ -81,3 +81,13 @@ def create_trigger(root: Path, name: str, defn: dict[str, Any]) -> tuple[int, in
     with TriggerDB(root) as tdb:
         trigger, hunt = tdb.create(from_dict({"name": name, **defn}), "test")
     return trigger.id, hunt.id
+
+
+def ip_and_port_traffic(offset: int) -> list:
+    """Three exchanges from hosts 10.0.<offset>.x: one with 198.18.0.7 (an IP indicator),
+    one to tcp port 4444 (a BPF), one matching neither."""
+    from pcapwire.testing.craft import tcp_session, udp_exchange
+
+    return [udp_exchange(f"10.0.{offset}.2:1001 > 198.18.0.7:53", b"q", b"a"),
+            tcp_session(f"10.0.{offset}.4:5000 > 10.0.0.5:4444", b"x", b"y"),
+            udp_exchange(f"10.0.{offset}.6:7 > 10.0.0.7:9", b"no", b"match")]

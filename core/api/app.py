@@ -79,6 +79,10 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
 
         central = app[CENTRAL] = Central(config.cluster)
         await central.start()
+        from pcapwire.cluster.trigger_sync import TRIGGER_SYNC, TriggerSync
+
+        sync = app[TRIGGER_SYNC] = await TriggerSync.open(config.data_dir, central.sensors)
+        sync.start()  # cluster triggers reach the sensors that were down
     app[QUERIES] = QueryManager(QuerySlots(config.max_concurrent_queries), app[WORKFLOWS],
                                 config.max_query_result_bytes,
                                 central.fanout if central is not None else None)
@@ -99,6 +103,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     await app[WORKFLOWS].stop()  # analyzers closed first: runs cancelled now warm nothing
     await app[QUERIES].close()
     if central is not None:
+        await app[TRIGGER_SYNC].close()
         await central.close()
     app[TENANTS].close()
     app[AUTH].close()

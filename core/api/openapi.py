@@ -370,6 +370,13 @@ def _cluster_trigger(summary: str, need: str, ok: int, body: bool = False) -> di
 #: a central's triggers on its sensors, by name (pcapwire.cluster.triggers)
 CLUSTER_TRIGGER_PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/cluster/triggers/{name}": {
+        "get": op("The trigger on every sensor of your tenant, as each sensor's GET "
+                  "/api/v1/triggers/{id} shows it (pending: the central's last change has "
+                  "not reached it yet), and the central's record of what it asked for; 207 "
+                  "when some sensors did not answer or are pending; 404 when no sensor of "
+                  "yours has it and the central never made it", "viewer",
+                  {200: _json("ClusterTrigger"), 207: _json("ClusterTrigger", "Multi-status")},
+                  errors=(404,), params=(_TRIGGER_NAME,), tag="cluster"),
         "put": _cluster_trigger("Edit the trigger on every sensor that has it (created on "
                                 "sensors of its new scope that lack it)", "analyst", 200,
                                 body=True),

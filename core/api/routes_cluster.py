@@ -12,7 +12,10 @@ on every sensor of the caller's tenant that its ``scope.sensor`` covers (checked
 one 400 for a bad definition, not one per sensor); ``PUT``, ``DELETE`` and ``POST …/pause``,
 ``…/resume``, ``…/abort`` of ``/api/v1/cluster/triggers/{name}`` act on the trigger of that
 name on every sensor that has it. Each answer lists every sensor with what happened there;
-201 (or 200) when all did it, 207 when some did not, 404 when none has the trigger.
+201 (or 200) when all did it, 207 when some did not, 404 when none has the trigger. The
+central records each change first (:mod:`pcapwire.cluster.trigger_sync`): a sensor that did
+not answer gets it once it answers again; ``GET /api/v1/cluster/triggers/{name}`` shows the
+trigger on every sensor (``pending`` until then) beside the central's record.
 
 Jobs (the cluster file's ``[nats] url``, :meth:`~pcapwire.cluster.central.Central.submit_job`):
 ``POST /api/v1/cluster/jobs`` queues a ``hunt`` or ``extract`` on one sensor of the caller's
@@ -23,6 +26,7 @@ job is 404. Without ``[nats]``: 409 ``no_job_queue``.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -125,15 +129,18 @@ async def job_state(request: web.Request) -> web.Response:
     return web.json_response(job)
 
 
-def _checked(body: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+def _checked(body: dict[str, Any]
+             ) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
     """Check a TriggerRequest as a sensor will (its indicator files imported; call in a
-    worker thread): its normalised ``scope.sensor`` and the files' import summaries."""
+    worker thread): its normalised ``scope.sensor``, the files' import summaries and the
+    public definition a sensor will show."""
     from pcapwire.api.routes_triggers import api_errors, definition
     from pcapwire.triggers.model import from_dict
 
     with api_errors():
         raw, imports = definition(body)
-        return from_dict(raw, "body").scope.sensor, imports
+        defn = from_dict(raw, "body")
+        return defn.scope.sensor, imports, json.loads(json.dumps(defn.public()))
 
 
 def _name(request: web.Request) -> str:
@@ -147,25 +154,41 @@ def _name(request: web.Request) -> str:
 
 
 async def _fanned(request: web.Request, action: str, ok: int) -> web.Response:
-    """``action`` (create, edit, or one of CONTROLS) through every sensor concerned."""
-    from pcapwire.cluster.triggers import ClusterTriggers, TriggerRefused, answer
+    """``action`` (create, edit, or one of CONTROLS) through every sensor concerned,
+    recorded first by the central (:mod:`pcapwire.cluster.trigger_sync`: a sensor that
+    does not answer gets it when it answers again)."""
+    from pcapwire.cluster.trigger_sync import TRIGGER_SYNC
+    from pcapwire.cluster.triggers import TriggerRefused, answer
 
-    central, caller = _central(request)
-    triggers = ClusterTriggers(central.sensors)
+    _, caller = _central(request)
+    sync = request.app[TRIGGER_SYNC]
+    triggers = sync.triggers
     imports: list[dict[str, Any]] = []
     try:
         if action in ("create", "edit"):
             body = await read_json(request, "TriggerRequest")
-            scope_sensor, imports = await asyncio.to_thread(_checked, body)
-            if action == "create":
-                name = body["name"]
-                outcomes = await triggers.create(caller, body, scope_sensor)
-            else:
-                name = _name(request)
-                outcomes = await triggers.edit(caller, name, body, scope_sensor)
+            scope_sensor, imports, public = await asyncio.to_thread(_checked, body)
+            covered = [s.name for s in triggers.targets(caller.tenant, scope_sensor)]
+            name = body["name"] if action == "create" else _name(request)
+            if body["name"] != name:
+                raise TriggerRefused(400, "invalid_trigger", f"body: name: {body['name']!r} "
+                                     f"is not {name!r}: a cluster trigger keeps its name "
+                                     "(create one of the new name and delete this one)",
+                                     {"field": "name"})
+            async with sync.lock(caller.tenant, name):
+                change = await sync.record(caller, name, action.removesuffix("e") + "ed",
+                                           body, public, covered)
+                if action == "create":
+                    outcomes = await triggers.create(caller, body, scope_sensor)
+                else:
+                    outcomes = await triggers.edit(caller, name, body, scope_sensor)
+                await sync.settle(change, outcomes)
         else:
             name = _name(request)
-            outcomes = await triggers.control(caller, name, action)
+            async with sync.lock(caller.tenant, name):
+                change = await sync.record(caller, name, action)
+                outcomes = await triggers.control(caller, name, action)
+                await sync.settle(change, outcomes)
     except TriggerRefused as exc:
         raise ApiError(exc.status, exc.code, str(exc), exc.details) from None
     status, out = answer(name, outcomes, ok)
@@ -178,6 +201,23 @@ async def _fanned(request: web.Request, action: str, ok: int) -> web.Response:
 @role("analyst")
 async def create_trigger(request: web.Request) -> web.Response:
     return await _fanned(request, "create", 201)
+
+
+@routes.get("/api/v1/cluster/triggers/{name}")
+@role("viewer")
+async def show_trigger(request: web.Request) -> web.Response:
+    """The trigger on each sensor of the caller's tenant (as the sensor's own
+    ``GET /api/v1/triggers/{id}`` shows it; ``pending`` where the central's last change
+    has not reached it yet) and the central's record of what it asked for; 207 when some
+    sensors did not answer or are pending, 404 when no sensor has it and the central never
+    created it."""
+    from pcapwire.cluster.trigger_sync import TRIGGER_SYNC
+
+    _, caller = _central(request)
+    status, out = await request.app[TRIGGER_SYNC].view(caller, _name(request))
+    if status == 404:
+        raise ApiError(404, out["code"], out["message"], out["details"])
+    return web.json_response(out, status=status)
 
 
 @routes.put("/api/v1/cluster/triggers/{name}")

@@ -424,6 +424,32 @@ SCHEMAS: dict[str, Any] = {
              "hunt"))},
         "imports": {"type": "array", "items": OBJ}},
         ("name", "complete", "sensors", "imports")),
+    "ClusterTrigger": _obj({
+        "name": {"type": "string"},
+        "complete": {"type": "boolean", "description": "every sensor answered and none is "
+                     "pending"},
+        "central": {"description": "what the central asked for (null: it never made this "
+                    "trigger)", "oneOf": [{"type": "null"}, _obj({
+                        "revision": {"type": "integer"}, "definition": OBJ,
+                        "sensors": _STRS, "paused": {"type": "boolean"},
+                        "deleted": {"type": "boolean"}, "changed": {"type": "number"},
+                        "edited_by": {"type": "string"}, "state_by": {"type": "string"}},
+                        ("revision", "definition", "sensors", "paused", "deleted", "changed",
+                         "edited_by", "state_by"))]},
+        "sensors": {"type": "array", "items": _obj({
+            "sensor": {"type": "string"},
+            "sync": {"enum": ["pending", "delivered", None], "description": "pending: the "
+                     "central's last change has not reached the sensor yet"},
+            "revision": {"type": ["integer", "null"], "description": "the central's "
+                         "revision the sensor has"},
+            "note": NULLABLE_STR,
+            "status": {"type": ["integer", "null"]},
+            "trigger": {"anyOf": [ref("Trigger"), {"type": "null"}]},
+            "error": {"oneOf": [{"type": "null"}, _obj({"code": {"type": "string"},
+                                                        "message": {"type": "string"}},
+                                                       ("code", "message"))]}},
+            ("sensor", "sync", "revision", "note", "status", "trigger", "error"))}},
+        ("name", "complete", "central", "sensors")),
     "ClusterJobRequest": _obj({
         "sensor": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,63}$"},
         "kind": {"enum": ["hunt", "extract", "workflow", "sandbox"]},

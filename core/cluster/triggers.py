@@ -102,7 +102,7 @@ class ClusterTriggers:
                                  {"field": "scope.sensor"})
         return [s for s in mine if s.name in named]
 
-    async def _ask(self, sensor: SensorConfig, caller: Caller, method: str, path: str,
+    async def ask(self, sensor: SensorConfig, caller: Caller, method: str, path: str,
                    body: dict[str, Any] | None = None) -> tuple[int | None, Any]:
         """(status, JSON body) of one request to a sensor; (None, reason) without an
         answer."""
@@ -116,7 +116,7 @@ class ClusterTriggers:
             return None, reason_of(exc, self.sensors.timeout_s)
 
     @staticmethod
-    def _outcome(sensor: SensorConfig, action: str, status: int | None, data: Any
+    def outcome(sensor: SensorConfig, action: str, status: int | None, data: Any
                  ) -> Outcome:
         if status is None:
             return Outcome(sensor.name, None, action,
@@ -131,8 +131,8 @@ class ClusterTriggers:
 
     async def _create_on(self, sensor: SensorConfig, caller: Caller, body: dict[str, Any]
                          ) -> Outcome:
-        status, data = await self._ask(sensor, caller, "POST", TRIGGERS_PATH, body)
-        return self._outcome(sensor, "created", status, data)
+        status, data = await self.ask(sensor, caller, "POST", TRIGGERS_PATH, body)
+        return self.outcome(sensor, "created", status, data)
 
     async def create(self, caller: Caller, body: dict[str, Any], scope_sensor: Any
                      ) -> list[Outcome]:
@@ -141,11 +141,11 @@ class ClusterTriggers:
         return list(await asyncio.gather(*(self._create_on(s, caller, body)
                                            for s in targets)))
 
-    async def _find(self, sensor: SensorConfig, caller: Caller, name: str
+    async def find(self, sensor: SensorConfig, caller: Caller, name: str
                     ) -> tuple[int | None, Any]:
         """(200, the trigger's id) on the sensor; (404, None) when it has none of that
         name; else the failed answer."""
-        status, data = await self._ask(sensor, caller, "GET", TRIGGERS_PATH)
+        status, data = await self.ask(sensor, caller, "GET", TRIGGERS_PATH)
         if status != 200:
             return status, data
         found = [t["id"] for t in data.get("triggers", []) if t.get("name") == name]
@@ -159,12 +159,12 @@ class ClusterTriggers:
         method, suffix = CONTROLS[action]
 
         async def one(sensor: SensorConfig) -> Outcome:
-            status, found = await self._find(sensor, caller, name)
+            status, found = await self.find(sensor, caller, name)
             if status != 200:
-                return self._outcome(sensor, action, status, found)
-            status, data = await self._ask(sensor, caller, method,
+                return self.outcome(sensor, action, status, found)
+            status, data = await self.ask(sensor, caller, method,
                                            f"{TRIGGERS_PATH}/{found}{suffix}")
-            out = self._outcome(sensor, action, status, data)
+            out = self.outcome(sensor, action, status, data)
             if out.ok and out.trigger is None:  # a deletion answers 204
                 out.trigger = {"id": found}
             return out
@@ -178,19 +178,34 @@ class ClusterTriggers:
         the new scope that lack it."""
         covered = {s.name for s in self.targets(caller.tenant, scope_sensor)}
         mine = self.sensors.of_tenant(caller.tenant)
-        found = await asyncio.gather(*(self._find(s, caller, name) for s in mine))
+        found = await asyncio.gather(*(self.find(s, caller, name) for s in mine))
         if all(status == 404 for status, _ in found):  # nowhere: nothing to edit
-            return [self._outcome(s, "edited", 404, f) for s, (_, f) in zip(mine, found,
+            return [self.outcome(s, "edited", 404, f) for s, (_, f) in zip(mine, found,
                                                                            strict=True)]
 
         async def one(sensor: SensorConfig, status: int | None, trigger_id: Any) -> Outcome:
             if status == 404 and sensor.name in covered:
                 return await self._create_on(sensor, caller, body)
             if status != 200:
-                return self._outcome(sensor, "edited", status, trigger_id)
-            status, data = await self._ask(sensor, caller, "PUT",
+                return self.outcome(sensor, "edited", status, trigger_id)
+            status, data = await self.ask(sensor, caller, "PUT",
                                            f"{TRIGGERS_PATH}/{trigger_id}", body)
-            return self._outcome(sensor, "edited", status, data)
+            return self.outcome(sensor, "edited", status, data)
 
         return list(await asyncio.gather(*(one(s, status, f) for s, (status, f)
                                            in zip(mine, found, strict=True))))
+
+    async def show(self, caller: Caller, name: str, skip: frozenset[str] = frozenset()
+                   ) -> list[tuple[SensorConfig, int | None, Any]]:
+        """The trigger ``name`` on each sensor of the caller's tenant but ``skip``, as the
+        sensor's ``GET /api/v1/triggers/{id}`` shows it: (sensor, status, body); (None,
+        reason) without an answer, 404 when it has none of that name."""
+        async def one(sensor: SensorConfig) -> tuple[SensorConfig, int | None, Any]:
+            status, found = await self.find(sensor, caller, name)
+            if status != 200:
+                return sensor, status, found
+            status, data = await self.ask(sensor, caller, "GET", f"{TRIGGERS_PATH}/{found}")
+            return sensor, status, data
+
+        mine = [s for s in self.sensors.of_tenant(caller.tenant) if s.name not in skip]
+        return list(await asyncio.gather(*map(one, mine)))

@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import dpkt
 import pytest
@@ -90,7 +91,7 @@ def test_postings_exact_and_in_flattens_order() -> None:
 
 
 def test_node_memo_is_bounded_and_names_stay_right() -> None:
-    doc = {f"k{i}": i for i in range(NODE_MEMO_KEYS * 2)}
+    doc: dict[str, Any] = {f"k{i}": i for i in range(NODE_MEMO_KEYS * 2)}
     doc["url.domain"] = "Late.Example"
     doc["url"] = {"domain": "Nested.Example"}
     terms, _nums, _text = postings(doc)
@@ -216,3 +217,97 @@ def test_a_reader_opens_the_index_while_a_write_is_open(
             reader.join()
             assert counts == [1]  # the committed document; "b" is not yet
         assert first.count() == 2
+
+
+# ---- what a record costs to index (round 2: orjson, postings by the statement) --------------
+def test_postings_many_a_statement_are_exactly_the_documents(tmp_path: Path) -> None:
+    """1,604 terms and 401 numbers: five full statements of ROWS_PER_INSERT postings and
+    the rest one a statement, each row exactly once."""
+    assert index_module.ROWS_PER_INSERT == 300
+    docs = [Doc(f"d{i}", {"url": {"domain": f"H{i % 7}.Example"}, "destination": {"port": i},
+                          "source": {"ip": f"10.0.{i // 256}.{i % 256}"}}) for i in range(401)]
+    with SearchIndex.of(tmp_path) as index:
+        assert index.put(docs) == 401
+        fid = {name: index.field_id(name) for name in
+               ("url.domain", "source.ip", "event.id", "destination.port")}
+        terms = index.db.execute("SELECT f, v, doc FROM terms ORDER BY doc, f, v").fetchall()
+        nums = index.db.execute("SELECT f, v, doc FROM nums ORDER BY doc").fetchall()
+    expected = []
+    for i in range(401):
+        domain = f"h{i % 7}.example"
+        expected += sorted([(fid["url.domain"], domain, i + 1),
+                            (-fid["url.domain"], domain[::-1], i + 1),  # type: ignore[operator]
+                            (fid["source.ip"], f"00000000000000000000ffff0a00{i // 256:02x}"
+                                               f"{i % 256:02x}", i + 1),
+                            (fid["event.id"], f"d{i}", i + 1)])
+    assert len(terms) == 1604 and terms == expected
+    assert nums == [(fid["destination.port"], i, i + 1) for i in range(401)]
+
+
+def test_dumps_reads_back_as_json_wrote_it() -> None:
+    import datetime
+    import json
+
+    body = {"a": "ünï", "n": 2**63 - 1, "f": 0.1, "t": datetime.datetime(2026, 12, 7, 1, 2, 3),
+            "l": [1, None, True, 1e16]}
+    assert index_module.dumps(body) == ('{"a":"ünï","n":9223372036854775807,"f":0.1,'
+                                        '"t":"2026-12-07 01:02:03","l":[1,null,true,1e+16]}')
+    assert json.loads(index_module.dumps(body)) == json.loads(index_module._DUMPS(body))
+    # what orjson refuses is written by json's encoder, as before
+    for odd in ({1: "int key"}, {"big": 2**64}, {"s": "\ud800"}):
+        assert index_module.dumps(odd) == index_module._DUMPS(odd)
+    assert index_module.dumps({"x": float("nan")}) == '{"x":null}'  # JSON has no NaN
+
+
+def test_jsonl_reads_what_json_reads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "eve-metadata.json"
+    path.write_bytes(b'{"a": 1}\n\n  \n{"nan": NaN}\r\n{"big": 18446744073709551616}\n[1]\n'
+                     b'not json\n{"s": "\\ud800"}\n{"bad": "\xff"}\n')
+    got = list(sources._jsonl(path))
+    assert got[0] == {"a": 1}
+    assert got[1]["nan"] != got[1]["nan"]  # NaN, as json reads it
+    assert got[2:] == [{"big": 2**64}, {"s": "\ud800"}, {"bad": "\ufffd"}]
+    assert "eve-metadata.json:7: not JSON, skipped" in caplog.text
+
+
+def test_us_iso_seconds_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pcapwire.search import values
+
+    assert values.ISO_SECONDS_KEPT == 4096
+    monkeypatch.setattr(values, "_ISO_SECONDS", {})
+    for second in range(values.ISO_SECONDS_KEPT + 5):
+        us_iso(second * 1_000_000 + 7)
+    assert len(values._ISO_SECONDS) == 5  # cleared at 4,096, then four more
+    assert us_iso(4_100_000_007) == "1970-01-01T01:08:20.000007Z"
+    assert us_iso(-1) == "1969-12-31T23:59:59.999999Z"
+    assert us_iso(-1_000_000) == "1969-12-31T23:59:59.000000Z"
+
+
+def test_eve_doc_from_the_callers_metadata_is_the_same() -> None:
+    from pcapwire.plugins.suricata.eve import metadata_record
+    from pcapwire.search.ecs import Origin, eve_doc
+
+    event = {"event_type": "http", "timestamp": "2026-12-01T10:00:00.000001+0000",
+             "proto": "TCP", "src_ip": "10.0.0.1", "src_port": 1234, "dest_ip": "10.0.0.2",
+             "dest_port": 80, "app_proto": "http",
+             "http": {"hostname": "a.example", "url": "/x?y", "http_method": "POST"}}
+    origin = Origin("c", "r", "q", "ids")
+    doc = eve_doc(event, origin, 3, 9)
+    assert doc is not None and doc == eve_doc(event, origin, 3, 9, metadata_record(event))
+    assert doc.body["url"] == {"domain": "a.example", "original": "/x?y", "path": "/x",
+                               "query": "y"}
+
+
+def test_parse_ip_answers_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pcapwire.search import values
+
+    assert (values.IP_KEYS_KEPT, values.IP_KEY_MAX_CHARS) == (16_384, 64)
+    monkeypatch.setattr(values, "_IP_KEYS", {})
+    for i in range(values.IP_KEYS_KEPT + 3):
+        values.parse_ip(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+    assert len(values._IP_KEYS) == 3  # cleared at 16,384, then two more
+    assert values.parse_ip("10.0.64.2") == "00000000000000000000ffff0a004002"
+    assert values.parse_ip("[::1]") == "0" * 31 + "1"
+    assert values.parse_ip("nope") is None and values._IP_KEYS["nope"] is None
+    long = "1" * 65  # not an address, and not kept
+    assert values.parse_ip(long) is None and long not in values._IP_KEYS

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pcapwire.cases.export import ECS_VERSION, verdict_to_ecs
 from pcapwire.records import FlowKey, Verdict
 from pcapwire.search.values import us_iso
+
+if TYPE_CHECKING:
+    from pcapwire.plugins.suricata.eve import EveMetadata
 
 #: Seconds before and after a record's time in its pivot query (the API's event margin).
 PIVOT_MARGIN_S = 60.0
@@ -205,11 +208,15 @@ def _email(doc: dict[str, Any], e: dict[str, Any]) -> None:
 _EVE_DATASET_KIND = {"anomaly": "event"}
 
 
-def eve_doc(event: dict[str, Any], origin: Origin, n: int, flow_id: int | None) -> Doc | None:
-    """One line of a run's ``eve-metadata.json`` (Suricata's own EVE): the ``n``-th."""
+def eve_doc(event: dict[str, Any], origin: Origin, n: int, flow_id: int | None,
+            meta: EveMetadata | None = None) -> Doc | None:
+    """One line of a run's ``eve-metadata.json`` (Suricata's own EVE): the ``n``-th;
+    ``meta``: its :func:`~pcapwire.plugins.suricata.eve.metadata_record` when the caller
+    made it already (to find its flow)."""
     from pcapwire.plugins.suricata.eve import metadata_record
 
-    meta = metadata_record(event)
+    if meta is None:
+        meta = metadata_record(event)
     if meta is None:
         return None
     etype = meta.event_type

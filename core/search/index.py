@@ -25,13 +25,14 @@ import json
 import os
 import sqlite3
 import threading
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pcapwire.errors import ConfigError
 from pcapwire.search.ecs import Doc
 from pcapwire.search.fields import FIELDS, OPAQUE_OBJECTS, TEXT_FIELDS
@@ -58,9 +59,16 @@ CACHE_KIB = 128 * 1024
 #: Keys looked up by one ``SELECT ... IN (...)`` when documents replace others (under
 #: SQLite's default limit of 32,766 parameters).
 LOOKUP_CHUNK = 500
+#: Postings inserted by one statement (``VALUES (?,?,?), ...``: 900 parameters, under the
+#: 999 of SQLite builds before 3.32): 1.1 µs a posting instead of 1.8 one statement each.
+ROWS_PER_INSERT = 300
 SCHEMA_VERSION = 1
-_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _DUMPS = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_ORJSON_DUMPS = orjson.dumps
+_ORJSON_ERRORS = (TypeError, orjson.JSONEncodeError)
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+#: A batch's postings: ``(field id, value)`` -> its documents, in the order added.
+_Groups = defaultdict[tuple[int, Any], list[int]]
 FTS_COLUMNS: tuple[str, ...] = ("anytext", *(f"t{i}" for i in range(len(TEXT_FIELDS))))
 #: text field -> its FTS5 column.
 FTS_COLUMN_OF: dict[str, str] = {f: f"t{i}" for i, f in enumerate(TEXT_FIELDS)}
@@ -234,12 +242,45 @@ def _file_lock(path: Path) -> threading.RLock:
         return _FILE_LOCKS.setdefault(os.path.realpath(path), threading.RLock())
 
 
-def _in_key_order(rows: list[tuple[int, Any, int]]) -> None:
-    """Sort postings ``(f, v, doc)`` as their B-tree keeps them: by ``v``, then (stable) by
-    ``f``; within one ``(f, v)`` the documents stay in the ascending order they were added
-    in. Two key sorts compare ints or strings, not tuples (0.6x the time of one tuple sort)."""
-    rows.sort(key=_SECOND)
-    rows.sort(key=_FIRST)
+def _in_key_order(groups: dict[tuple[int, Any], list[int]]) -> list[Any]:
+    """A batch's postings, grouped by ``(f, v)`` with their documents in the ascending
+    order they were added in, as one flat parameter list ``f, v, doc, f, v, doc...`` in
+    the order their B-tree keeps them (one sort of the distinct keys, ~4 a document, not
+    of the ~26 postings)."""
+    flat: list[Any] = []
+    for key in sorted(groups):
+        f, v = key
+        for doc in groups[key]:
+            flat += (f, v, doc)
+    return flat
+
+
+_INSERT_ONE = "INSERT OR IGNORE INTO {} VALUES (?,?,?)"
+_INSERT_MANY = "INSERT OR IGNORE INTO {} VALUES " + ",".join(["(?,?,?)"] * ROWS_PER_INSERT)
+
+
+def _insert_postings(db: sqlite3.Connection, table: str, flat: list[Any]) -> None:
+    """Insert the postings of :func:`_in_key_order` into ``terms`` or ``nums``,
+    :data:`ROWS_PER_INSERT` a statement."""
+    width = 3 * ROWS_PER_INSERT
+    full = len(flat) - len(flat) % width
+    if full:
+        db.executemany(_INSERT_MANY.format(table),
+                       (flat[i:i + width] for i in range(0, full, width)))
+    db.executemany(_INSERT_ONE.format(table),
+                   (flat[i:i + 3] for i in range(full, len(flat), 3)))
+
+
+def dumps(body: dict[str, Any]) -> str:
+    """A document as its stored JSON: orjson (3x cheaper than :mod:`json`), or json's
+    encoder for what orjson refuses (keys that are not strings, integers beyond 64 bits,
+    lone surrogates). Both read back as the same values, except a float NaN or infinity,
+    which orjson writes as null (JSON has neither; no analyzer writes them). Dates and
+    dataclasses are written as :func:`str` makes them, as json's ``default=str`` does."""
+    try:
+        return _ORJSON_DUMPS(body, default=str, option=_ORJSON_OPTIONS).decode()
+    except _ORJSON_ERRORS:
+        return _DUMPS(body)
 
 
 class SearchIndex:
@@ -354,18 +395,20 @@ class _Writer:
             ids = self.term_ids[name] = (fid, -fid if name in SUFFIX_FIELDS else 0)
         return ids
 
-    def _rows(self, doc_id: int, body: dict[str, Any], term_rows: list[tuple[int, str, int]],
-              num_rows: list[tuple[int, int, int]]) -> dict[str, str]:
-        """Append the document's postings to ``term_rows``/``num_rows``; its FTS text."""
+    def _rows(self, doc_id: int, body: dict[str, Any], term_docs: _Groups,
+              num_docs: _Groups) -> dict[str, str]:
+        """Add the document to its postings' groups (``(f, v)`` -> documents) in
+        ``term_docs``/``num_docs``; its FTS text."""
         terms, nums, text = postings(body)
         term_ids = self.term_ids.get
         for name, v in set(terms):
             fid, rid = term_ids(name) or self._term_ids(name)
-            term_rows.append((fid, v, doc_id))
+            term_docs[fid, v].append(doc_id)
             if rid:
-                term_rows.append((rid, v[::-1], doc_id))
+                term_docs[rid, v[::-1]].append(doc_id)
         fids = self.fids.get
-        num_rows += [(fids(n) or self._fid(n), v, doc_id) for n, v in set(nums)]
+        for n, number in set(nums):
+            num_docs[fids(n) or self._fid(n), number].append(doc_id)
         return text
 
     def _fts(self, command: str, rows: list[tuple[int, dict[str, str]]]) -> None:
@@ -385,8 +428,8 @@ class _Writer:
 
     def delete(self, keys: Iterable[str]) -> int:
         """Remove the documents with these keys (those that exist); returns how many."""
-        term_rows: list[tuple[int, str, int]] = []
-        num_rows: list[tuple[int, int, int]] = []
+        term_docs: _Groups = defaultdict(list)
+        num_docs: _Groups = defaultdict(list)
         fts_rows: list[tuple[int, dict[str, str]]] = []
         ids = []
         it = iter(keys)
@@ -394,13 +437,14 @@ class _Writer:
             for doc_id, body in self.db.execute(
                     f"SELECT id, body FROM docs WHERE key IN ({', '.join('?' * len(chunk))})",
                     chunk):
-                fts_rows.append((doc_id, self._rows(doc_id, json.loads(body), term_rows,
-                                                    num_rows)))
+                fts_rows.append((doc_id, self._rows(doc_id, json.loads(body), term_docs,
+                                                    num_docs)))
                 ids.append((doc_id,))
         if not ids:
             return 0
-        self.db.executemany("DELETE FROM terms WHERE f=? AND v=? AND doc=?", term_rows)
-        self.db.executemany("DELETE FROM nums WHERE f=? AND v=? AND doc=?", num_rows)
+        for table, groups in (("terms", term_docs), ("nums", num_docs)):
+            self.db.executemany(f"DELETE FROM {table} WHERE f=? AND v=? AND doc=?",
+                                [(f, v, d) for (f, v), docs in groups.items() for d in docs])
         self._fts("delete", fts_rows)
         self.db.executemany("DELETE FROM docs WHERE id=?", ids)
         return len(ids)
@@ -422,13 +466,12 @@ class _Writer:
         if replace:
             docs = list({d.key: d for d in docs}.values())  # a key twice: the last wins
             self.delete(d.key for d in docs)
-        term_rows: list[tuple[int, str, int]] = []
-        num_rows: list[tuple[int, int, int]] = []
+        term_docs: _Groups = defaultdict(list)
+        num_docs: _Groups = defaultdict(list)
         fts_rows: list[tuple[int, dict[str, str]]] = []
         doc_rows: list[tuple[int, str, str, int, str]] = []
         # Inside the write transaction (BEGIN IMMEDIATE): no other writer takes these ids.
         doc_id = int(self.db.execute("SELECT coalesce(max(id), 0) FROM docs").fetchone()[0])
-        dumps = _DUMPS
         for d in docs:
             doc_id += 1
             body = d.body
@@ -436,13 +479,11 @@ class _Writer:
             pw = body.get("pcapwire") or {}
             doc_rows.append((doc_id, d.key, str(pw.get("case") or ""),
                              _date_us(body.get("@timestamp")) or 0, dumps(body)))
-            fts_rows.append((doc_id, self._rows(doc_id, body, term_rows, num_rows)))
+            fts_rows.append((doc_id, self._rows(doc_id, body, term_docs, num_docs)))
         self.db.executemany("INSERT INTO docs (id, key, case_id, ts, body) VALUES (?,?,?,?,?)",
                             doc_rows)
-        _in_key_order(term_rows)
-        _in_key_order(num_rows)
-        self.db.executemany("INSERT OR IGNORE INTO terms VALUES (?,?,?)", term_rows)
-        self.db.executemany("INSERT OR IGNORE INTO nums VALUES (?,?,?)", num_rows)
+        _insert_postings(self.db, "terms", _in_key_order(term_docs))
+        _insert_postings(self.db, "nums", _in_key_order(num_docs))
         self._fts("", fts_rows)
         return len(docs)
 

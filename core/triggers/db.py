@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from pcapwire.errors import ConfigError
@@ -185,6 +186,20 @@ class HitBatch:
         return cls(tuple(out.values()), sum(r[10] for r in rows))
 
 
+@dataclass(frozen=True)
+class StagedRows:
+    """A unit's hits made as :attr:`HitBatch.rows` by SQLite itself (one row per (rule,
+    flow key), in the order of their first hit), in a temporary table of the trigger
+    database's connection (the IP indicators, :func:`.match_index.stage_ip_rows`): the
+    rows with rowids ``first`` to ``last`` of ``table`` (its columns named as
+    ``hit_batch``'s), ``hits`` hits in all."""
+
+    table: str
+    first: int
+    last: int
+    hits: int
+
+
 def evidence_json(evidence: dict[str, Any]) -> str:
     """A hit's evidence as the result set stores it (JSON, keys sorted)."""
     return orjson.dumps(evidence, default=str, option=_EVIDENCE_JSON).decode()
@@ -244,11 +259,13 @@ class TriggerDB:
 
     def __init__(self, root: str | Path) -> None:
         self.path = Path(root) / TRIGGERS_FILE
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                  timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        # URI file names: the hunt runner attaches the catalog read-only to this connection
+        self.db = sqlite3.connect(f"file:{quote(str(self.path))}", uri=True,
+                                  isolation_level=None, check_same_thread=False, timeout=30)
+        # NORMAL first: a new file's switch to WAL then syncs once less
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA temp_store=MEMORY")  # _add_hits' batch table, not a file
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA temp_store=MEMORY")  # the batch tables, not files
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)
 
@@ -473,12 +490,13 @@ class TriggerDB:
                            "WHERE hunt_id=? AND segment_id=?",
                            [(hunt_id, s) for s in segment_ids])
 
-    def finish_unit(self, hunt_id: int, segment_id: int, hits: list[Hit] | HitBatch,
-                    version: int, seconds: float) -> list[int]:
+    def finish_unit(self, hunt_id: int, segment_id: int,
+                    hits: list[Hit] | HitBatch | StagedRows, version: int, seconds: float
+                    ) -> list[int]:
         """A unit done: its hits join the result set and the unit is marked done, in one
         transaction. Returns the ids of matches that are new to the trigger (to notify)."""
         hunt = self.hunt(hunt_id)
-        batch = hits if isinstance(hits, HitBatch) else HitBatch.of(hits)
+        batch = hits if isinstance(hits, HitBatch | StagedRows) else HitBatch.of(hits)
         with self.transaction() as db:
             new = self._add_hits(hunt.trigger_id, batch, version, "hunt", segment_id)
             db.execute("UPDATE hunt_units SET state='done', error=NULL, matches=?, seconds=?, "
@@ -626,40 +644,49 @@ class TriggerDB:
                 fresh.append(hit)
             return self._add_hits(trigger_id, fresh, version, "watch", segment_id)
 
-    def _add_hits(self, trigger_id: int, hits: list[Hit] | HitBatch, version: int,
-                  source: str, segment_id: int | None) -> list[int]:
+    def _add_hits(self, trigger_id: int, hits: list[Hit] | HitBatch | StagedRows,
+                  version: int, source: str, segment_id: int | None) -> list[int]:
         """In a transaction: ``hits`` into the result set, as one set (a unit brings tens
-        of thousands): one match per (rule, flow key) (:class:`HitBatch`; an existing one
-        keeps its fields, its time the earliest, its flow id the first known), hits
-        counted per version. Returns the ids of the matches this call added, in the order
-        first hit."""
-        batch = hits if isinstance(hits, HitBatch) else HitBatch.of(hits)
-        if not batch.rows:
-            return []
+        of thousands): one match per (rule, flow key) (:class:`HitBatch`, or rows SQLite
+        made, :class:`StagedRows`; an existing one keeps its fields, its time the
+        earliest, its flow id the first known), hits counted per version. Returns the ids
+        of the matches this call added, in the order first hit."""
         db = self.db
-        db.execute(_HIT_BATCH)
-        db.execute("DELETE FROM temp.hit_batch")
-        db.executemany("INSERT INTO temp.hit_batch VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                       batch.rows)
+        if isinstance(hits, StagedRows):
+            staged = hits
+        else:
+            batch = hits if isinstance(hits, HitBatch) else HitBatch.of(hits)
+            if not batch.rows:
+                return []
+            db.execute(_HIT_BATCH)
+            db.execute("DELETE FROM temp.hit_batch")
+            db.executemany("INSERT INTO temp.hit_batch VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                           batch.rows)
+            # an empty table numbers its rows from 1
+            staged = StagedRows("hit_batch", 1, len(batch.rows), batch.hits)
+        if staged.first > staged.last:
+            return []
         (last,) = db.execute("SELECT coalesce(max(id), 0) FROM matches").fetchone()
-        # rowid order is first-hit order; "WHERE true": SQLite's upsert-after-SELECT rule
+        # rowid order is first-hit order (a WHERE before ON CONFLICT: SQLite's
+        # upsert-after-SELECT rule)
         db.execute(
             "INSERT INTO matches (trigger_id, rule, flow_key, flow_id, proto, src_ip, "
             "src_port, dest_ip, dest_port, ts, segment_id, source, evidence, found) "
             "SELECT ?, rule, flow_key, flow_id, proto, src_ip, src_port, dest_ip, dest_port, "
-            "ts, ?, ?, evidence, ? FROM temp.hit_batch WHERE true ORDER BY rowid "
-            "ON CONFLICT (trigger_id, rule, flow_key) DO UPDATE SET ts=min(ts, excluded.ts), "
-            "flow_id=coalesce(flow_id, excluded.flow_id)",
-            (trigger_id, segment_id, source, time.time()))
+            f"ts, ?, ?, evidence, ? FROM temp.{staged.table} b WHERE b.rowid BETWEEN ? AND ? "
+            "ORDER BY b.rowid ON CONFLICT (trigger_id, rule, flow_key) DO UPDATE SET "
+            "ts=min(ts, excluded.ts), flow_id=coalesce(flow_id, excluded.flow_id)",
+            (trigger_id, segment_id, source, time.time(), staged.first, staged.last))
         db.execute(
-            "INSERT INTO match_versions SELECT m.id, ?, b.hits FROM temp.hit_batch b "
+            f"INSERT INTO match_versions SELECT m.id, ?, b.hits FROM temp.{staged.table} b "
             "JOIN matches m ON m.trigger_id=? AND m.rule=b.rule AND m.flow_key=b.flow_key "
-            "WHERE true ON CONFLICT (match_id, version) DO UPDATE SET "
-            "hits = hits + excluded.hits", (version, trigger_id))
-        new = [int(r[0]) for r in db.execute(
+            "WHERE b.rowid BETWEEN ? AND ? ON CONFLICT (match_id, version) DO UPDATE SET "
+            "hits = hits + excluded.hits", (version, trigger_id, staged.first, staged.last))
+        new = [r[0] for r in db.execute(
             "SELECT id FROM matches WHERE trigger_id=? AND id>? ORDER BY id",
             (trigger_id, last))]
-        db.execute("DELETE FROM temp.hit_batch")
+        if staged.table == "hit_batch":
+            db.execute("DELETE FROM temp.hit_batch")
         return new
 
     def matches(self, trigger_id: int, version: int | None = None, after_id: int = 0,

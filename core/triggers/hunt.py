@@ -15,9 +15,11 @@ units it left ``running`` are queued again, their attempt counted).
 
 Units that read no packets (:func:`.units.reads_packets`: IP indicators alone, answered
 by the flow index) run in the runner itself, :data:`INDEX_BATCH_UNITS` at a time: one
-walk of the index answers the whole batch (:func:`.match_index.ip_batches`, the hits as
-rows ready to write), then each unit is recorded as its own checkpoint (its ``seconds``:
-its share of the batch's). No worker pool is started for them.
+walk of the index answers the whole batch, SQLite making the result set's rows in the
+trigger database's connection, the catalog attached to it read-only for that statement
+and detached before any unit is recorded (:func:`.match_index.stage_ip_rows`); then each
+unit is recorded as its own checkpoint (its ``seconds``: its share of the batch's). No
+worker pool is started for them.
 
 The next units are handed out before the finished ones are recorded (the workers do not
 wait for the runner's writes). Between units (batches of index units) the runner reads the
@@ -54,7 +56,7 @@ from typing import Any
 
 from pcapwire.store import Store
 from pcapwire.triggers import match_index, match_metadata, units
-from pcapwire.triggers.db import HitBatch, Hunt, TriggerDB
+from pcapwire.triggers.db import HitBatch, Hunt, StagedRows, TriggerDB
 from pcapwire.triggers.match_engines import EngineSettings
 from pcapwire.triggers.model import TriggerDef
 
@@ -267,15 +269,17 @@ class _Runner:
             self._index_batch(batch, queued)
 
     def _index_batch(self, batch: list[int], queued: deque[int]) -> None:
-        """One walk of the flow index for the batch's segments, then each unit recorded (a
-        segment no longer in the store goes through the unit function: its error is the
-        unit's)."""
+        """One walk of the flow index for the batch's segments (the catalog attached to
+        the trigger database's connection meanwhile: the units' transactions take no lock
+        on it), then each unit recorded from the rows SQLite made (a segment no longer in
+        the store goes through the unit function: its error is the unit's)."""
         started = time.monotonic()
         self.tdb.start_units(self.hunt.id, batch)
-        with Store.existing(self.root) as store:
-            found = match_index.ip_batches(
-                store, store.catalog.segments(ids=batch), self.defn.indicators.ips,
-                self.defn.scope, self.stop)
+        db = self.tdb.db
+        with match_index.catalog_attached(db, self.root / "catalog.sqlite"):
+            found = match_index.stage_ip_rows(
+                db, match_index.segments_of(db, batch), self.defn.indicators.ips,
+                self.defn.scope, self.stop, lambda: Store.existing(self.root))
         if self.stop.is_set():  # a scope's packets were read in part: not a result
             self.tdb.requeue_units(self.hunt.id, batch, attempt_counts=False)
             return
@@ -323,7 +327,7 @@ class _Runner:
         self._count()
         return False
 
-    def _done(self, seg: int, hits: HitBatch, seconds: float) -> None:
+    def _done(self, seg: int, hits: HitBatch | StagedRows, seconds: float) -> None:
         """A unit's checkpoint: its hits and its state in one transaction."""
         hunt = self.hunt
         new = self.tdb.finish_unit(hunt.id, seg, hits, hunt.version, seconds)

@@ -35,7 +35,7 @@ import ipaddress
 import json
 import re
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pcapwire.errors import ConfigError
@@ -124,15 +124,17 @@ class TriggerDef:
     def to_dict(self) -> dict[str, Any]:
         """Everything, secrets included (what :mod:`.db` stores; :func:`from_dict` reads
         it back)."""
-        out = asdict(self)
-        out["notify"] = [t.to_dict() for t in self.notify]
-        return out
+        return self._dict(public=False)
 
     def public(self) -> dict[str, Any]:
         """What the CLI and the API show: secrets replaced by ``(set)``."""
-        out = asdict(self)
-        out["notify"] = [t.to_dict(public=True) for t in self.notify]
-        return out
+        return self._dict(public=True)
+
+    def _dict(self, public: bool) -> dict[str, Any]:
+        """:func:`dataclasses.asdict` of it, its targets as they show themselves."""
+        return {**_flat(self), "indicators": _flat(self.indicators),
+                "scope": _flat(self.scope),
+                "notify": [t.to_dict(public=public) for t in self.notify]}
 
     def looks_for(self) -> list[str]:
         """The kinds of things it looks for, e.g. ``["suricata", "ips"]``."""
@@ -144,8 +146,15 @@ class TriggerDef:
 def rules_digest(defn: TriggerDef) -> str:
     """SHA-256 of what decides a hunt's results (not name, workflows or targets)."""
     what = {"suricata": defn.suricata_rules, "yara": defn.yara_rules, "bpf": defn.bpf,
-            "indicators": asdict(defn.indicators), "scope": asdict(defn.scope)}
+            "indicators": _flat(defn.indicators), "scope": _flat(defn.scope)}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def _flat(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as :func:`dataclasses.asdict` gives those that are no
+    dataclasses (lists copied), without its copy of every item (1,000s of indicators)."""
+    return {f.name: list(v) if isinstance(v, list) else v
+            for f in fields(obj) for v in [getattr(obj, f.name)]}
 
 
 def rule_key(kind: str, value: str | int) -> str:

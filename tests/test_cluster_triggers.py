@@ -58,11 +58,15 @@ def named(cluster: Cluster) -> Cluster:
     return cluster
 
 
+def named_cluster(root: Path) -> Cluster:
+    """The three named sensors (:func:`layout`'s data) and a central under ``root``."""
+    (root / "parts").mkdir()
+    return named(Cluster(root / "nodes", layout(root / "parts")))
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("ctrig")
-    (root / "parts").mkdir()
-    with named(Cluster(root / "nodes", layout(root / "parts"))) as cl:
+    with named_cluster(tmp_path_factory.mktemp("ctrig")) as cl:
         yield cl
 
 

@@ -28,7 +28,7 @@ from pcapwire.cluster.trigger_state import STATE_FILE, TriggerState
 from pcapwire.cluster.trigger_sync import RETRY_MAX_S, RETRY_MIN_S, backoff_s
 from pcapwire.testing.cluster import Cluster
 from test_cluster_query import Api, sensor_api
-from test_cluster_triggers import C2, IP, SENSORS, item, layout, named
+from test_cluster_triggers import C2, IP, SENSORS, item, named_cluster
 
 WAIT_S = 120.0
 EDITED = {**C2, "indicators": {"ips": [IP, "203.0.113.9"]}}
@@ -40,9 +40,7 @@ def ips(name: str, *addrs: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("ctrigsync")
-    (root / "parts").mkdir()
-    with named(Cluster(root / "nodes", layout(root / "parts"))) as cl:
+    with named_cluster(tmp_path_factory.mktemp("ctrigsync")) as cl:
         yield cl
 
 

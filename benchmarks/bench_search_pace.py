@@ -2,7 +2,8 @@
 runs (bench_suricata.py: same capture, rule profiles, one-step workflow, warm engine), now
 with a case store and a data directory, so that the engine indexes every run as it does
 in ``pcapwire serve`` (``Engine._index_run``: the run's verdicts and the EVE metadata its
-step kept, :func:`pcapwire.search.indexer.index_run`, in a worker thread).
+step kept, :func:`pcapwire.search.indexer.index_run`, in the indexer child process of
+:mod:`pcapwire.search.worker`).
 
     python benchmarks/bench_search_pace.py [--size-mib 210] [--rounds 3] [--runs 3]
 
@@ -15,7 +16,9 @@ to the end of its steps) and the index's (end of the steps to searchable). A sam
 thread reads every ``--sample-s``: records produced so far (verdicts as the engine hands
 them out; EVE lines Suricata has written, in its log directory while it runs and in the
 kept file after) and records searchable (``count(*)`` of the index's documents in a
-connection of its own), so backlog = produced - searchable over time.
+connection of its own), so backlog = produced - searchable over time. Per sequence, the
+indexer child's CPU time (``index_cpu_us_per_record``) and its share of one core while
+the index was busy (``index_core_share``).
 
 "Keeps pace": the backlog does not grow while runs keep arriving, i.e. the index's rate
 (records / the time it was busy with them) >= the production rate (records / the time
@@ -128,6 +131,7 @@ async def sequence(store: Any, rules: list[str], runs: int, tag: str, scratch: P
     from pcapwire.cases import CASES_FILE, CaseStore
     from pcapwire.hooks.host import build_host
     from pcapwire.query import QuerySpec
+    from pcapwire.search import worker
     from pcapwire.workflow.document import load_workflow
     from pcapwire.workflow.engine import Engine
 
@@ -137,6 +141,7 @@ async def sequence(store: Any, rules: list[str], runs: int, tag: str, scratch: P
     await _prewarm(host, rules)
     cases = CaseStore(store.root / CASES_FILE)
     engine = Engine(host, store=cases, data_dir=store.root, workdir=scratch)
+    cpu0 = await worker.call(time.process_time)  # the indexer child's CPU
     out: list[dict[str, Any]] = []
     tasks = []
     indexed: dict[str, float] = {}
@@ -148,12 +153,14 @@ async def sequence(store: Any, rules: list[str], runs: int, tag: str, scratch: P
         task = asyncio.create_task(engine.run(
             wf, store.query_engine().run(QuerySpec(), record=False), case=CASE,
             query_id=rid, run_id=rid, on_verdict=backlog.verdict))
-        task.add_done_callback(lambda _t, rid=rid: indexed.setdefault(rid,
-                                                                     time.perf_counter()))
+        def done(_task: asyncio.Task[Any], rid: str = rid) -> None:
+            indexed.setdefault(rid, time.perf_counter())
+        task.add_done_callback(done)
         tasks.append(task)
         await arrivals.events[rid].wait()
         out.append({"run_id": rid, "started": started, "backlog_at_start": produced - searchable})
     summaries = await asyncio.gather(*tasks)
+    index_cpu = await worker.call(time.process_time) - cpu0
     await host.analyzer("suricata").aclose()
     cases.close()
     for run, summary in zip(out, summaries, strict=True):
@@ -171,6 +178,7 @@ async def sequence(store: Any, rules: list[str], runs: int, tag: str, scratch: P
             run[key] = round(run[key] - backlog.t0, 3)
         run["analysis_s"] = round(run["analysed"] - run["started"], 3)
         run["index_s"] = round(run["indexed"] - run["analysed"], 3)
+        run["index_cpu_s"] = round(index_cpu, 3)  # of the whole sequence
     return out
 
 
@@ -196,6 +204,8 @@ def pace(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "indexed_per_s": records / busy, "production_span_s": span, "index_busy_s": busy,
             "drain_after_last_run_s": runs[-1]["indexed"] - runs[-1]["analysed"],
             "backlog_at_run_starts": [r["backlog_at_start"] for r in runs],
+            "index_cpu_us_per_record": runs[0]["index_cpu_s"] / records * 1e6,
+            "index_core_share": runs[0]["index_cpu_s"] / busy,
             "keeps_pace": records / busy >= records / span}
 
 
@@ -258,6 +268,8 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "index_s": mmm([r["index_s"] for r in runs]),
             "produced_per_s": mmm([s["produced_per_s"] for s in rounds]),
             "indexed_per_s": mmm([s["indexed_per_s"] for s in rounds]),
+            "index_cpu_us_per_record": mmm([s["index_cpu_us_per_record"] for s in rounds]),
+            "index_core_share": mmm([s["index_core_share"] for s in rounds]),
             "backlog_at_last_run_start": mmm([s["backlog_at_run_starts"][-1]
                                               for s in rounds]),
             "drain_after_last_run_s": mmm([s["drain_after_last_run_s"] for s in rounds]),

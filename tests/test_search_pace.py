@@ -19,9 +19,15 @@ from pcapwire.search import index as index_module
 from pcapwire.search import sources
 from pcapwire.search.ecs import Doc, pivot_query
 from pcapwire.search.fields import FIELDS
-from pcapwire.search.index import NODE_MEMO_KEYS, SearchIndex, flatten, postings
+from pcapwire.search.index import (
+    NODE_MEMO_KEYS,
+    NODE_MEMO_PLANS,
+    SearchIndex,
+    flatten,
+    postings,
+)
 from pcapwire.search.indexer import index_records
-from pcapwire.search.values import _ISO_YEAR_MIN, us_iso
+from pcapwire.search.values import _ISO_YEAR_MIN, parse_ip, us_iso
 from pcapwire.store import Store
 
 T0 = 1_700_000_000
@@ -85,9 +91,13 @@ def test_postings_exact_and_in_flattens_order() -> None:
     assert text == {"t1": "Hi There\nInvoice 5",
                     "anytext": "A.Example\n10.0.0.2\n10.0.0.1\n::1\nHi There\nInvoice 5\n"
                                "b\na.EXE\nC1\nr1\nr2\n/x\nhttp://a.example/x"}
-    # the guided walk visits the indexed fields exactly as the full flatten lists them
-    walked = [(n.name, v) for n, v in index_module._indexed_values(AWKWARD)]
-    assert walked == [(n, v) for n, v in flatten(AWKWARD) if n in FIELDS]
+    # the guided walk takes the indexed values exactly as the full flatten lists them
+    flat = [(n, v) for n, v in flatten(AWKWARD) if n in FIELDS]
+    assert [(n, w) for (n, _v), w in zip(terms, text["anytext"].split("\n"), strict=True)] \
+        == [(n, str(v)) for n, v in flat if FIELDS[n] in ("keyword", "text")
+            or (FIELDS[n] == "ip" and parse_ip(str(v)))]
+    assert [n for n, _v in nums] == [n for n, v in flat if FIELDS[n] == "date"
+                                     or (FIELDS[n] == "long" and type(v) is int)]
 
 
 def test_node_memo_is_bounded_and_names_stay_right() -> None:
@@ -97,6 +107,19 @@ def test_node_memo_is_bounded_and_names_stay_right() -> None:
     terms, _nums, _text = postings(doc)
     assert terms == [("url.domain", "late.example"), ("url.domain", "nested.example")]
     assert len(index_module._ROOT.children) <= NODE_MEMO_KEYS
+
+
+def test_plan_memo_is_bounded_and_plans_follow_each_objects_keys() -> None:
+    docs: list[dict[str, Any]] = [{f"k{i}": 1, "url": {"domain": f"D{i}.Example"}}
+                                  for i in range(NODE_MEMO_PLANS * 2)]
+    for i, doc in enumerate(docs):
+        assert postings(doc)[0] == [("url.domain", f"d{i}.example")]
+    assert len(index_module._ROOT.plans) <= NODE_MEMO_PLANS
+    # the same keys in another order: another plan, values in that order
+    a = {"source": {"ip": "10.0.0.1"}, "url": {"domain": "a"}}
+    b = {"url": {"domain": "a"}, "source": {"ip": "10.0.0.1"}}
+    assert postings(a)[2]["anytext"] == "a\n10.0.0.1"
+    assert postings(b)[2]["anytext"] == "10.0.0.1\na"
 
 
 def _udp(src: str, sport: int, dst: str, dport: int) -> bytes:

@@ -96,7 +96,7 @@ _PATHS: dict[str, tuple[list[str], str]] = {}
 
 def _put(doc: dict[str, Any], path: str, value: Any) -> None:
     """Set a dotted path, skipping empty values (None, '', [])."""
-    if value is None or value == "" or value == []:
+    if not value and (value is None or value == "" or value == []):  # one test if truthy
         return
     split = _PATHS.get(path)
     if split is None:  # the paths are this module's constants: a few dozen

@@ -97,23 +97,28 @@ _PREFIXES = frozenset(f[:i] for f in FIELDS for i, c in enumerate(f) if c == "."
 #: Names a :class:`_Node` remembers for its keys (documents from callers may carry keys
 #: of their own; past this many the names are made per value).
 NODE_MEMO_KEYS = 256
+#: Key sequences a :class:`_Node` remembers the plan of (:meth:`_Node.plan`); past this
+#: many a plan is made per object.
+NODE_MEMO_PLANS = 256
 
 
 class _Node:
     """A dotted name on the way to indexed fields: its type code (None: not a field), the
-    prefix of its children's names, whether an object under it is left whole
-    (:data:`OPAQUE_OBJECTS`) and, memoised, the node of each key met under it (None: no
-    indexed field below that key, the value is skipped whole)."""
+    prefix of its children's names, whether an object under it is walked (not
+    :data:`OPAQUE_OBJECTS`, and an indexed field lies below it), and, memoised, the node
+    of each key met under it (None: no indexed field below that key, the value is skipped
+    whole) and the plan of each key sequence met (:meth:`plan`)."""
 
-    __slots__ = ("name", "code", "prefix", "opaque", "below", "children")
+    __slots__ = ("name", "code", "prefix", "walk", "below", "children", "plans")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.code = _CODES.get(name)
         self.prefix = name + "." if name else ""
-        self.opaque = name in OPAQUE_OBJECTS
         self.below = not name or name in _PREFIXES
+        self.walk = self.below and name not in OPAQUE_OBJECTS
         self.children: dict[str, _Node | None] = {}
+        self.plans: dict[tuple[str, ...], tuple[tuple[str, _Node], ...]] = {}
 
     def child(self, key: str) -> _Node | None:
         node = self.children.get(key, self)
@@ -123,6 +128,19 @@ class _Node:
             if len(self.children) < NODE_MEMO_KEYS:
                 self.children[key] = node
         return node
+
+    def plan(self, obj: dict[str, Any]) -> tuple[tuple[str, _Node], ...]:
+        """The keys of ``obj`` that lead to indexed fields, in its order, with their
+        nodes. Documents from one builder have a few key sequences: each is planned
+        once, and the keys that lead nowhere (``ecs``, ``observer``...) are not
+        looked at again."""
+        keys = tuple(obj)
+        plan = self.plans.get(keys)
+        if plan is None:
+            plan = tuple((k, sub) for k in keys if (sub := self.child(k)) is not None)
+            if len(self.plans) < NODE_MEMO_PLANS:
+                self.plans[keys] = plan
+        return plan
 
 
 _ROOT = _Node("")
@@ -162,68 +180,58 @@ def _date_us(value: Any) -> int | None:
         return None
 
 
-def _indexed_values(doc: dict[str, Any]) -> list[tuple[_Node, Any]]:
-    """:func:`flatten` restricted to indexed fields, in its order, walking only the
-    objects that lead to one (a document's ``observer``, ``ecs``, ``pcapwire.evidence``...
-    are not visited) and naming no field by string concatenation (:class:`_Node`)."""
-    out: list[tuple[_Node, Any]] = []
-    stack: list[tuple[_Node, dict[str, Any]]] = [(_ROOT, doc)]
-    dict_, list_ = dict, list
-    while stack:
-        node, obj = stack.pop()
-        for k, v in obj.items():
-            sub = node.child(k)
-            if sub is None:
-                continue
-            tv = type(v)
-            if tv is dict_ or (tv is not list_ and isinstance(v, dict)):
-                if not sub.opaque and sub.below:
-                    stack.append((sub, v))
-            elif tv is list_ or isinstance(v, list):
-                for item in v:
-                    if isinstance(item, dict):
-                        if sub.below:
-                            stack.append((sub, item))
-                    elif item is not None and sub.code is not None:
-                        out.append((sub, item))
-            elif v is not None and sub.code is not None:
-                out.append((sub, v))
-    return out
-
-
 def postings(body: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, int]],
                                             dict[str, str]]:
-    """What one document puts in ``terms``, ``nums`` and ``fts`` (by field name).
+    """What one document puts in ``terms``, ``nums`` and ``fts`` (by field name), the
+    values taken in :func:`flatten`'s order (FTS5 positions depend on it).
 
-    The indexer's inner loop (every indexed value of every document passes here): the
-    field's type code from its :class:`_Node`, keywords case-folded inline
+    The indexer's inner loop (every indexed value of every document passes here): a walk
+    over the objects that lead to indexed fields only (a document's ``observer``,
+    ``ecs``, ``pcapwire.evidence``... are not visited), each object's keys by its
+    :meth:`_Node.plan`, each value by its field's type code; keywords case-folded inline
     (:func:`.values.keyword`)."""
     terms: list[tuple[str, str]] = []
     nums: list[tuple[str, int]] = []
     words: list[str] = []
     text: dict[str, str] = {}
-    for node, value in _indexed_values(body):
-        code, name = node.code, node.name
-        if code == _KEYWORD or code == _TEXT:
-            s = value if type(value) is str else str(value)
-            terms.append((name, s.casefold()[:MAX_TERM_CHARS]))
-            words.append(s)
-            if code == _TEXT:
-                col = FTS_COLUMN_OF[name]
-                text[col] = f"{text[col]}\n{s}" if col in text else s
-        elif code == _LONG:
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                nums.append((name, int(value)))
-        elif code == _DATE:
-            n = _date_us(value)
-            if n is not None:
-                nums.append((name, n))
-        else:
-            s = str(value)
-            ip = parse_ip(s)
-            if ip is not None:
-                terms.append((name, ip))
-                words.append(s)
+    stack: list[tuple[_Node, dict[str, Any]]] = [(_ROOT, body)]
+    dict_, list_, str_ = dict, list, str
+    while stack:
+        node, obj = stack.pop()
+        for k, sub in node.plan(obj):
+            v = obj[k]
+            tv = type(v)
+            if tv is dict_ or (tv is not list_ and isinstance(v, dict)):
+                if sub.walk:
+                    stack.append((sub, v))
+                continue
+            code = sub.code
+            for value in v if tv is list_ or isinstance(v, list) else (v,):
+                if value is None:
+                    continue
+                if isinstance(value, dict):  # an object in a list
+                    if sub.below:
+                        stack.append((sub, value))
+                elif code == _KEYWORD or code == _TEXT:
+                    s = value if type(value) is str_ else str(value)
+                    terms.append((sub.name, s.casefold()[:MAX_TERM_CHARS]))
+                    words.append(s)
+                    if code == _TEXT:
+                        col = FTS_COLUMN_OF[sub.name]
+                        text[col] = f"{text[col]}\n{s}" if col in text else s
+                elif code == _LONG:
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        nums.append((sub.name, int(value)))
+                elif code == _DATE:
+                    n = _date_us(value)
+                    if n is not None:
+                        nums.append((sub.name, n))
+                elif code == _IP:
+                    s = str(value)
+                    ip = parse_ip(s)
+                    if ip is not None:
+                        terms.append((sub.name, ip))
+                        words.append(s)
     text["anytext"] = "\n".join(words)
     return terms, nums, text
 

@@ -407,10 +407,11 @@ def _cancelling() -> bool:
 
 async def _index_run(data_dir: Path, run_id: str) -> None:
     """Add the run's verdicts and kept records to the data directory's metadata index, in
-    a worker thread (a failure is logged: ``pcapwire search rebuild`` catches up)."""
-    from pcapwire.search.indexer import index_run, safely
+    the process's indexer child (:mod:`pcapwire.search.worker`: not sharing this
+    process's GIL; a failure is logged: ``pcapwire search rebuild`` catches up)."""
+    from pcapwire.search import worker
 
-    await asyncio.to_thread(safely, index_run, data_dir, run_id)
+    await worker.index_run(data_dir, run_id)
 
 
 class Engine:

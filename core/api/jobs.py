@@ -232,12 +232,10 @@ class QueryManager:
         job = QueryJob(qid, ts.tenant, spec, [], 0, ts.results / f"{qid}.pcap", actor=actor,
                        sensors=sensors, role=role)  # no segments here: progress 0 until done
         try:
-            await ts.write("add_query", qid, spec.case, spec.event, job.spec_record())
             job.pcap_path.write_bytes(b"")
         except BaseException:
             self.slots.release(ts.tenant)
             raise
-        job.written = 0
 
         async def pull(deliver: Deliver) -> None:
             with open(job.pcap_path, "ab") as out:
@@ -245,7 +243,21 @@ class QueryManager:
                     async for piece in pieces:
                         await self._spool(job, out, piece)
 
-        self._start(job, self._run(ts, job, pull))
+        # The sensors are asked first: their planning overlaps with the history's write
+        # (the job's end waits for it). Should the write fail, the job is cancelled (so
+        # are the sensors' queries) and forgotten, and the caller gets the error.
+        recorded = asyncio.ensure_future(
+            ts.write("add_query", qid, spec.case, spec.event, job.spec_record()))
+        self._start(job, self._run(ts, job, pull, recorded))
+        try:
+            await asyncio.shield(recorded)
+        except BaseException:
+            assert job.task is not None
+            job.task.cancel()
+            await asyncio.gather(job.task, recorded, return_exceptions=True)
+            self.jobs.pop(qid, None)
+            job.pcap_path.unlink(missing_ok=True)
+            raise
         return job
 
     def _trim(self) -> None:
@@ -255,9 +267,11 @@ class QueryManager:
                 return
             del self.jobs[oldest]
 
-    async def _run(self, ts: TenantStore, job: QueryJob, source: Source) -> None:
+    async def _run(self, ts: TenantStore, job: QueryJob, source: Source,
+                   recorded: Awaitable[None] | None = None) -> None:
         """Run ``source`` (which hands each chunk to ``deliver``) with the job's workflows
-        consuming the chunks, and record how it ended."""
+        consuming the chunks, and record how it ended (once the query's start is recorded:
+        ``recorded``, when that runs alongside; if it failed, nothing more is recorded)."""
         feed: asyncio.Queue[PcapChunk | None] = asyncio.Queue(4)
         runner = (asyncio.create_task(self._workflows(ts, job, feed)) if job.workflows
                   else None)
@@ -298,6 +312,8 @@ class QueryManager:
             if job.missing and job.error is None:  # kept in the history too
                 job.error = partial_message(job.missing)
             try:
+                if recorded is not None:
+                    await recorded
                 await ts.write("finish_query", job.id, status, job.stats.packets,
                                job.stats.bytes, job.error,
                                job.spec_record() if job.sensors is not None else None)

@@ -1,5 +1,6 @@
 """A query's results: one continuous PCAP (streamed while the query runs) and its
-verdicts (a list, or a live Server-Sent Events stream)."""
+verdicts (a list, or a live Server-Sent Events stream); and a query submitted and streamed
+in one request (``POST /api/v1/queries/pcap``: what a central asks its sensors)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,24 @@ from typing import Any
 
 from aiohttp import web
 from pcapwire.api import sse
-from pcapwire.api.auth import actor, role
+from pcapwire.api.auth import actor, principal, role
+from pcapwire.api.bodies import read_json
 from pcapwire.api.downloads import download_headers
 from pcapwire.api.errors import ApiError
 from pcapwire.api.history import read_verdicts
 from pcapwire.api.jobs import QueryJob
+from pcapwire.api.keys import CONFIG, QUERIES
 from pcapwire.api.limits import SSE_HEARTBEAT_S
-from pcapwire.api.routes_queries import lookup, tenant_store, view
+from pcapwire.api.routes_queries import lookup, spec_from_body, tenant_store, view
+from pcapwire.api.tenants import TenantStore
 from pcapwire.api.verdicts import render_verdict, render_verdicts, verdict_format
 from pcapwire.custody import append
 
 routes = web.RouteTableDef()
 PCAP_TYPE = "application/vnd.tcpdump.pcap"
 READ_SLICE = 256 * 1024
+QUERY_ID_HEADER = "X-Pcapwire-Query-Id"  # names the query whose PCAP a response streams
+QUERY_PCAP_PATH = "/api/v1/queries/pcap"  # a query submitted and streamed in one request
 FOLLOW_READER_CHECK_S = 1.0  # how soon a follow notices its last reader left while idle
 
 
@@ -35,7 +41,7 @@ async def follow(request: web.Request, job: QueryJob) -> web.StreamResponse:
     connection is aborted (no final chunk) so no client mistakes a cut result for a whole.
     A follow query (``follow: true``) is stopped when its last reader leaves."""
     resp = web.StreamResponse(headers={**pcap_headers(f"{job.id}.pcap"),
-                                       "X-Pcapwire-Query-Id": job.id})
+                                       QUERY_ID_HEADER: job.id})
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     pos = 0
@@ -102,17 +108,51 @@ async def send_stored(request: web.Request, path: Path, case: str, query_id: str
     return resp
 
 
-@routes.get("/api/v1/queries/{id}/pcap")
-@role("viewer")
-async def get_pcap(request: web.Request) -> web.StreamResponse:
-    ts, row, job = lookup(request)
-    status = job.status if job is not None else (row or {}).get("status")
+def refuse_failed(ts: TenantStore, row: dict[str, Any] | None, job: QueryJob | None,
+                  status: str | None) -> None:
+    """A query that ended with an error or was cancelled has no PCAP: 422 or 409."""
     if status in ("error", "cancelled"):
         q = view(ts, row, job)
         raise ApiError(409 if status == "cancelled" else 422, q["error_code"] or
                        f"query_{status}", f"query {q['id']} ended with {status}: "
                        f"{q['error'] or 'cancelled'}; no complete PCAP exists",
                        {"status": status})
+
+
+@routes.post(QUERY_PCAP_PATH)
+@role("analyst")
+async def query_pcap(request: web.Request) -> web.StreamResponse:
+    """Submit a query and stream its PCAP in this response: one request where ``POST
+    /api/v1/queries`` then ``GET …/pcap`` take two (a central asks its sensors so). The
+    answer starts with the query's first bytes (:data:`QUERY_ID_HEADER` names the query);
+    a query that fails before them is refused as ``GET …/pcap`` refuses it. A caller that
+    leaves before the end cancels the query. A follow never ends: it is refused here."""
+    body = await read_json(request, "QueryRequest")
+    if body.get("follow"):
+        raise ApiError(400, "follow_not_streamed", "a follow query is streamed with GET "
+                       "/api/v1/queries/{id}/pcap after POST /api/v1/queries")
+    ts = tenant_store(request)
+    queries = request.app[QUERIES]
+    job = await queries.submit(ts, spec_from_body(body, request.app[CONFIG]),
+                               list(body["workflows"]) if "workflows" in body else None,
+                               actor(request), principal(request).role)
+    try:
+        while not (job.written or job.final or request.transport is None
+                   or request.transport.is_closing()):
+            await job.wait_change(SSE_HEARTBEAT_S)
+        refuse_failed(ts, None, job, job.status)
+        return await follow(request, job)
+    finally:
+        if not job.final:  # the caller left
+            queries.cancel(job)
+
+
+@routes.get("/api/v1/queries/{id}/pcap")
+@role("viewer")
+async def get_pcap(request: web.Request) -> web.StreamResponse:
+    ts, row, job = lookup(request)
+    status = job.status if job is not None else (row or {}).get("status")
+    refuse_failed(ts, row, job, status)
     if job is not None:
         return await follow(request, job)
     path = ts.results / f"{request.match_info['id']}.pcap"

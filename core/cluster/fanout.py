@@ -1,12 +1,16 @@
 """A central's query, fanned out: every sensor that holds the caller's tenant and whose
-stored time range meets the query's window is asked the same query (``POST
-/api/v1/queries``, no workflows), each answer's ``GET …/pcap`` stream goes into one stable
-timestamp-order merge (:func:`pcapwire.cluster.merge.merge_streams`), whose pieces the
-central spools as its result, the first as soon as the merge lets it go.
+stored time range meets the query's window is asked the same query in one request that
+answers with its PCAP (``POST /api/v1/queries/pcap``, no workflows: no round trip between
+submitting and reading), each answer's stream goes into one stable timestamp-order merge
+(:func:`pcapwire.cluster.merge.merge_streams`), whose pieces the central spools as its
+result, the first as soon as the merge lets it go.
 
 Every sensor is asked at once, and each answer is read ahead by a task of its own
 (:class:`Prefetch`, at most :data:`PREFETCH_PIECES` pieces): the merge reads its inputs'
-headers one after the other, but no sensor waits for another to start.
+headers one after the other, but no sensor waits for another to start. Until every answer
+has shown its first piece, though, each is read no further than :data:`FIRST_READ_BYTES`
+(:class:`FirstPieces`): no packet can leave before the last sensor's first, so the answers
+that come early do not take the cores from the one the merge waits for.
 
 A sensor that refuses, cannot be reached, falls silent for ``timeout_s`` or breaks its
 stream off is *missing*: the merge goes on with the others, and the job lists the sensor
@@ -17,8 +21,9 @@ answer and for the merged result (``result_too_large``). While it runs, the job 
 bytes each sensor's answer brought so far (``received``).
 
 A query that ends before its merge does (cancelled at the central, or failed) cancels the
-sensors' own queries (``POST …/cancel``): a query request still unanswered is awaited
-(at most ``timeout_s``) so that the query it starts is cancelled too, never left running.
+sensors' own queries (``POST …/cancel``, the id from the answer's ``X-Pcapwire-Query-Id``):
+a query request still unanswered is awaited (at most ``timeout_s``) so that the query it
+starts is cancelled too, never left running.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ import asyncio
 import logging
 import struct
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from pcapwire.api.jobs import QueryJob, SourceFailed, partial_message
+from pcapwire.api.routes_results import QUERY_ID_HEADER, QUERY_PCAP_PATH
 from pcapwire.cluster.config import SensorConfig
 from pcapwire.cluster.merge import merge_streams
 from pcapwire.cluster.sensors import Caller, SensorError, Sensors, reason_of, status_reason
@@ -42,6 +48,7 @@ from pcapwire.query import QuerySpec, StreamFormatter
 from pcapwire.query.engine import QueryStats
 
 PREFETCH_PIECES = 16  # pieces of one sensor's answer read ahead of the merge
+FIRST_READ_BYTES = 2**20  # of one answer read before every sensor has shown its first
 _END = object()
 log = logging.getLogger(__name__)
 
@@ -114,24 +121,51 @@ class RecordCounter:
         return view[take:]
 
 
+class FirstPieces:
+    """Whether each of ``count`` sources has shown its first piece (or ended): until all
+    have, a :class:`Prefetch` reads no more than :data:`FIRST_READ_BYTES` of its own."""
+
+    def __init__(self, count: int) -> None:
+        self._left = count
+        self.all_in = asyncio.Event()
+        if count == 0:
+            self.all_in.set()
+
+    def arrived(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self.all_in.set()
+
+
 class Prefetch:
     """An async iterator of ``source``'s items, read ahead (at most ``depth``) by a task
-    started when it is made; :meth:`aclose` stops the task and closes ``source``."""
+    started when it is made (held at :data:`FIRST_READ_BYTES` until ``first`` says every
+    source has shown its first piece); :meth:`aclose` stops the task and closes
+    ``source``."""
 
-    def __init__(self, source: AsyncGenerator[bytes, None], depth: int = PREFETCH_PIECES
-                 ) -> None:
+    def __init__(self, source: AsyncGenerator[bytes, None], first: FirstPieces,
+                 depth: int = PREFETCH_PIECES) -> None:
         self._queue: asyncio.Queue[object] = asyncio.Queue(depth)
-        self._task = asyncio.create_task(self._pump(source))
+        self._task = asyncio.create_task(self._pump(source, first))
 
-    async def _pump(self, source: AsyncGenerator[bytes, None]) -> None:
+    async def _pump(self, source: AsyncGenerator[bytes, None], first: FirstPieces) -> None:
+        read = 0
         try:
             async with aclosing(source):
                 async for item in source:
                     await self._queue.put(item)
+                    if not read:
+                        first.arrived()
+                    read += len(item)
+                    if read >= FIRST_READ_BYTES:
+                        await first.all_in.wait()
         except Exception as exc:
             await self._queue.put(exc)
         else:
             await self._queue.put(_END)
+        finally:
+            if not read:  # ended, failed or stopped before its first piece
+                first.arrived()
 
     def __aiter__(self) -> Prefetch:
         return self
@@ -151,13 +185,17 @@ class Prefetch:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
+Opened = tuple[aiohttp.ClientResponse, AsyncExitStack]  # an answer's response, and its closing
+
+
 @dataclass
 class Asked:
-    """One sensor's part in a query: its ``POST /api/v1/queries`` (a task of its own, so
-    that closing the answer's stream does not abandon it) and whether its answer ended."""
+    """One sensor's part in a query: its ``POST /api/v1/queries/pcap`` until the answer's
+    headers arrive (a task of its own, so that closing the answer's stream does not abandon
+    a query the sensor is starting) and whether its answer ended."""
 
     sensor: SensorConfig
-    post: asyncio.Future[tuple[int, dict[str, Any]]] | None = None
+    post: asyncio.Future[Opened] | None = None
     ended: bool = False  # its whole answer arrived
 
 
@@ -199,7 +237,8 @@ class FanOut:
             job.missing.append({"sensor": name, "reason": reason})
 
         asked = [Asked(self.sensors.sensors[n]) for n in names]
-        streams = [Prefetch(self._answer(a, caller, body, job)) for a in asked]
+        first = FirstPieces(len(asked))
+        streams = [Prefetch(self._answer(a, caller, body, job), first) for a in asked]
         sent = merged = False
         try:
             async for piece in merge_streams(streams, names, chunk_bytes=job.spec.chunk_bytes,
@@ -227,18 +266,27 @@ class FanOut:
             raise SourceFailed("sensors_unavailable", partial_message(job.missing))
         yield StreamFormatter({}).header()  # no sensor holds the window: no packet
 
+    async def _open(self, sensor: SensorConfig, caller: Caller, body: dict[str, Any]
+                    ) -> Opened:
+        """The sensor's response to ``body`` at ``POST /api/v1/queries/pcap``, its headers
+        read (its first bytes are in, or its refusal), and what closes it."""
+        stack = AsyncExitStack()
+        try:
+            resp = await stack.enter_async_context(self.sensors.request(
+                sensor, caller, "POST", QUERY_PCAP_PATH, json=body))
+        except BaseException:
+            await stack.aclose()
+            raise
+        return resp, stack
+
     async def _answer(self, asked: Asked, caller: Caller, body: dict[str, Any], job: QueryJob
                       ) -> AsyncGenerator[bytes, None]:
-        """The sensor's answer to ``body``: the bytes of its ``GET …/pcap`` as they come."""
+        """The sensor's answer to ``body``: the bytes of its PCAP as they come."""
         sensor = asked.sensor
-        asked.post = asyncio.ensure_future(self.sensors.json(
-            sensor, caller, "POST", "/api/v1/queries", ok=(202,), json=body))
-        status, query = await asyncio.shield(asked.post)
-        if status != 202:
-            raise SensorError(f"HTTP {status} to POST /api/v1/queries")
-        path = f"/api/v1/queries/{query['id']}/pcap"
+        asked.post = asyncio.ensure_future(self._open(sensor, caller, body))
         try:
-            async with self.sensors.request(sensor, caller, "GET", path) as resp:
+            resp, stack = await asyncio.shield(asked.post)
+            async with stack:
                 if resp.status != 200:
                     raise SensorError(await status_reason(resp))
                 async for data in resp.content.iter_any():
@@ -258,16 +306,18 @@ class FanOut:
 
         async def cancel(a: Asked) -> None:
             if (a.post is None or not a.post.done() or a.post.cancelled()
-                    or a.post.exception() is not None or a.ended):
+                    or a.post.exception() is not None):
                 return
-            status, query = a.post.result()
-            if status != 202:
+            resp, stack = a.post.result()
+            await stack.aclose()  # the answer's reader, if any, closed it already
+            query_id = resp.headers.get(QUERY_ID_HEADER)
+            if resp.status != 200 or query_id is None or a.ended:
                 return
-            path = f"/api/v1/queries/{query['id']}/cancel"
-            try:  # 409: it had ended by itself
+            path = f"/api/v1/queries/{query_id}/cancel"
+            try:  # 409: it had ended by itself (or saw the answer's reader leave)
                 await self.sensors.json(a.sensor, caller, "POST", path, ok=(200, 409))
             except SensorError as exc:
                 log.warning("sensor %s: query %s not cancelled: %s", a.sensor.name,
-                            query["id"], exc)
+                            query_id, exc)
 
         await asyncio.gather(*map(cancel, asked))

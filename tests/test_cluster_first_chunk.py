@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import ssl
-import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -30,10 +29,9 @@ from pcapwire.cluster.fanout import FIRST_READ_BYTES, FirstPieces, Prefetch
 from pcapwire.cluster.tls import central_client_context
 from pcapwire.synth import generate
 from pcapwire.testing.cluster import Cluster, split_capture
+from test_cluster_failures import wait_until
 
 SENSORS = ("a", "b")
-DEADLINE_S = 60.0  # wait_until gives up after this
-POLL_S = 0.05
 
 
 class Api:
@@ -154,13 +152,3 @@ async def test_an_early_answer_waits_at_first_read_bytes_for_the_last_first_piec
         await b.aclose()
     assert order == [("early", i) for i in range(held)] + [("last", 0)] + [
         ("early", i) for i in range(held, 64)]
-
-
-def wait_until(what: str, probe: Any) -> Any:
-    """``probe()`` once it is true (polled every POLL_S, for at most DEADLINE_S)."""
-    end = time.monotonic() + DEADLINE_S
-    while not (got := probe()):
-        if time.monotonic() > end:
-            raise AssertionError(f"no {what} within {DEADLINE_S} s")
-        time.sleep(POLL_S)
-    return got

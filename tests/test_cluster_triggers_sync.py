@@ -111,6 +111,12 @@ def test_a_sensor_that_was_down_gets_what_it_missed(cluster: Cluster) -> None:
     acme.json("PUT", "/api/v1/cluster/triggers/other", ips("other", "198.51.100.3"),
               status=207)
     acme.json("POST", "/api/v1/cluster/triggers/other/pause", status=207)
+    listed = acme.json("GET", "/api/v1/cluster/triggers")
+    assert [(p["name"], p["sensor"], p["revision"], p["wanted"]) for p in listed["pending"]
+            ] == [("c2", "c", 0, 2), ("gone", "c", 1, 2), ("mine", "c", 1, 2),
+                  ("other", "c", 1, 3)]
+    assert all(p["note"] for p in listed["pending"])
+    assert [m["sensor"] for m in listed["missing"]] == ["c"]
 
     # the central restarted (its record is on disk), c back with its own edit of `mine`
     cluster.central.stop()
@@ -153,6 +159,7 @@ def test_a_sensor_that_was_down_gets_what_it_missed(cluster: Cluster) -> None:
              s["revision"], s["note"]) for s in other["sensors"]] == [
         (["198.51.100.3"], "paused", 3, None)] * 3
     assert (other["central"]["paused"], other["central"]["revision"]) == (True, 3)
+    assert acme.json("GET", "/api/v1/cluster/triggers")["pending"] == []
 
     # every trigger route of the central: anonymous 401, a lower role 403, and globex
     # never sees or reaches acme's triggers or sensors (404)

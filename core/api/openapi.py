@@ -342,7 +342,8 @@ CLUSTER_PATHS: dict[str, dict[str, Any]] = {
         {200: _json("ClusterVerdicts")}, errors=(404,), params=(CASE, VERDICT_FORMAT),
         tag="cluster")},
     "/api/v1/cluster/triggers": {
-        "get": op("Every sensor's triggers and their hunts, each with its sensor", "viewer",
+        "get": op("Every sensor's triggers and their hunts, each with its sensor, and the "
+                  "central's changes a sensor has not received yet (pending)", "viewer",
                   {200: _json("ClusterTriggers")}, errors=(404,), tag="cluster"),
         "post": op(
             "Create a trigger on every sensor of your tenant its scope.sensor covers (a "

@@ -97,9 +97,15 @@ async def case_verdicts(request: web.Request) -> web.Response:
 @routes.get("/api/v1/cluster/triggers")
 @role("viewer")
 async def list_triggers(request: web.Request) -> web.Response:
-    """Every sensor's triggers with their hunts' progress."""
+    """Every sensor's triggers with their hunts' progress, and the central's changes that
+    have not reached a sensor yet (``pending``: :mod:`pcapwire.cluster.trigger_sync`)."""
+    from pcapwire.cluster.trigger_sync import TRIGGER_SYNC
+
+    _, caller = _central(request)
     triggers, missing, _ = await _gather(request, "/api/v1/triggers", "triggers", ())
-    return web.json_response({"triggers": triggers, "missing": missing})
+    pending = await asyncio.to_thread(request.app[TRIGGER_SYNC].state.pending_of,
+                                      caller.tenant)
+    return web.json_response({"triggers": triggers, "missing": missing, "pending": pending})
 
 
 @routes.post("/api/v1/cluster/jobs")

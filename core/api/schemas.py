@@ -403,9 +403,16 @@ SCHEMAS: dict[str, Any] = {
                              "sensors": {"type": "array", "items": {"type": "string"}},
                              "missing": {"type": "array", "items": ref("MissingSensor")}},
                             ("verdicts", "sensors", "missing")),
-    "ClusterTriggers": _obj({"triggers": {"type": "array", "items": _SENSOR_ITEM},
-                             "missing": {"type": "array", "items": ref("MissingSensor")}},
-                            ("triggers", "missing")),
+    "ClusterTriggers": _obj({
+        "triggers": {"type": "array", "items": _SENSOR_ITEM},
+        "missing": {"type": "array", "items": ref("MissingSensor")},
+        "pending": {"type": "array", "description": "the central's trigger changes a sensor "
+                    "has not received yet (it did not answer; delivered once it does)",
+                    "items": _obj({"name": {"type": "string"}, "sensor": {"type": "string"},
+                                   "revision": {"type": "integer"},
+                                   "wanted": {"type": "integer"}, "note": NULLABLE_STR},
+                                  ("name", "sensor", "revision", "wanted", "note"))}},
+        ("triggers", "missing", "pending")),
     "ClusterTriggerResult": _obj({
         "name": {"type": "string"},
         "complete": {"type": "boolean", "description": "every sensor asked did it"},

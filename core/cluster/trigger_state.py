@@ -125,6 +125,16 @@ class TriggerState:
                               "WHERE tenant=? AND name=?", (tenant, name)).fetchall()
         return {r[0]: Delivery(*r) for r in rows}
 
+    def pending_of(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's deliveries behind their trigger's revision: trigger name, sensor,
+        the revision it has and the one it lacks, and why (the last try's reason)."""
+        with self._db() as db:
+            return [{"name": r[0], "sensor": r[1], "revision": r[2], "wanted": r[3],
+                     "note": r[4]} for r in db.execute(
+                "SELECT d.name, d.sensor, d.revision, t.revision, d.note FROM deliveries d "
+                "JOIN triggers t ON t.tenant=d.tenant AND t.name=d.name WHERE d.tenant=? "
+                "AND d.revision < t.revision ORDER BY d.name, d.sensor", (tenant,))]
+
     def pending(self) -> list[tuple[str, str, str]]:
         """(tenant, name, sensor) of every delivery behind its trigger's revision."""
         with self._db() as db:

@@ -440,9 +440,16 @@ SCHEMAS: dict[str, Any] = {
                         "revision": {"type": "integer"}, "definition": OBJ,
                         "sensors": _STRS, "paused": {"type": "boolean"},
                         "deleted": {"type": "boolean"}, "changed": {"type": "number"},
-                        "edited_by": {"type": "string"}, "state_by": {"type": "string"}},
+                        "edited_by": {"type": "string"}, "state_by": {"type": "string"},
+                        "aborted": {"description": "the central's abort of the current "
+                                    "version's hunt (null: none)", "oneOf": [
+                                        {"type": "null"}, _obj({
+                                            "revision": {"type": "integer"},
+                                            "at": {"type": "number"},
+                                            "by": {"type": "string"}},
+                                            ("revision", "at", "by"))]}},
                         ("revision", "definition", "sensors", "paused", "deleted", "changed",
-                         "edited_by", "state_by"))]},
+                         "edited_by", "state_by", "aborted"))]},
         "sensors": {"type": "array", "items": _obj({
             "sensor": {"type": "string"},
             "sync": {"enum": ["pending", "delivered", None], "description": "pending: the "

@@ -5,9 +5,12 @@ per sensor, the central's *revision* that sensor has (:data:`STATE_FILE` in the 
 data directory, SQLite in WAL mode with ``synchronous=FULL``: a change is on disk before
 any sensor is asked; mode 0600: the requests hold webhook secrets).
 
-Every change at the central (create, edit, pause, resume, delete) raises the trigger's
-revision by one. A sensor is *pending* while its revision is below the trigger's: it did
-not answer when it was asked (:mod:`.trigger_sync` delivers the change once it answers).
+Every change at the central (create, edit, pause, resume, abort, delete) raises the
+trigger's revision by one. An abort is recorded with the body revision whose hunt it ended:
+a sensor that missed it ends its hunt of that body once it has it, and an edit after the
+abort (a new hunt) makes it moot. A sensor is *pending* while its revision is below the
+trigger's: it did not answer when it was asked (:mod:`.trigger_sync` delivers the change
+once it answers).
 Sensor names and tenants come from the cluster file; an API caller only ever reaches the
 rows of its own tenant. Calls are blocking: run them in a worker thread.
 """
@@ -19,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,27 @@ CREATE TABLE IF NOT EXISTS deliveries (
   note TEXT,                       -- why it is pending, or what the sensor refused or kept
   PRIMARY KEY (tenant, name, sensor));
 """
+#: columns added to ``triggers`` after its first release (added to an older file on open):
+#: the last abort, i.e. the revision that recorded it, the body revision whose hunt it
+#: ended (0: none), when, by whom, with which role
+_ADDED = (("abort_revision", "INTEGER NOT NULL DEFAULT 0"),
+          ("aborted_body", "INTEGER NOT NULL DEFAULT 0"),
+          ("abort_at", "REAL NOT NULL DEFAULT 0"), ("abort_by", "TEXT NOT NULL DEFAULT ''"),
+          ("abort_role", "TEXT NOT NULL DEFAULT ''"))
+
+
+@dataclass(frozen=True)
+class Abort:
+    """The central's last abort of a trigger's hunt."""
+
+    revision: int  # the revision that recorded it
+    body: int  # the body revision whose hunt it ended
+    at: float
+    by: str
+    role: str
+
+
+NO_ABORT = Abort(0, 0, 0.0, "", "")
 
 
 @dataclass(frozen=True)
@@ -66,13 +90,24 @@ class Desired:
     state_at: float  # when paused, resumed or deleted last
     state_by: str
     state_role: str
+    abort: Abort = NO_ABORT
+
+    def abort_due(self, had: int) -> bool:
+        """Whether a sensor that had revision ``had`` still has to end its hunt: the
+        central aborted the hunt of the body it has now, after ``had``."""
+        return (not self.deleted and self.abort.body == self.body_revision
+                and had < self.abort.revision)
 
     def view(self) -> dict[str, Any]:
         """What the API shows (the public definition: no webhook secret)."""
         return {"revision": self.revision, "definition": self.definition,
                 "sensors": list(self.sensors), "paused": self.paused,
-                "deleted": self.deleted, "changed": max(self.body_at, self.state_at),
-                "edited_by": self.body_by, "state_by": self.state_by}
+                "deleted": self.deleted, "changed": max(self.body_at, self.state_at,
+                                                        self.abort.at),
+                "edited_by": self.body_by, "state_by": self.state_by,
+                "aborted": None if self.abort.body != self.body_revision else {
+                    "revision": self.abort.revision, "at": self.abort.at,
+                    "by": self.abort.by}}
 
 
 @dataclass(frozen=True)
@@ -93,6 +128,10 @@ class TriggerState:
         path.touch(mode=0o600)  # the requests hold webhook secrets (SQLite's WAL copies it)
         with self._db() as db:
             db.executescript(_SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(triggers)")}
+            for column, decl in _ADDED:
+                if column not in have:
+                    db.execute(f"ALTER TABLE triggers ADD COLUMN {column} {decl}")
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -107,11 +146,11 @@ class TriggerState:
     @staticmethod
     def _desired(row: tuple[Any, ...]) -> Desired:
         (tenant, name, revision, body, definition, sensors, body_revision, body_at, body_by,
-         body_role, paused, deleted, state_at, state_by, state_role) = row
+         body_role, paused, deleted, state_at, state_by, state_role, *abort) = row
         return Desired(tenant, name, revision, json.loads(body), json.loads(definition),
                        tuple(json.loads(sensors)), body_revision, body_at, body_by,
                        body_role, bool(paused), bool(deleted), state_at, state_by,
-                       state_role)
+                       state_role, Abort(*abort))
 
     def get(self, tenant: str, name: str) -> Desired | None:
         with self._db() as db:
@@ -147,7 +186,7 @@ class TriggerState:
                sensors: list[str], body: dict[str, Any] | None = None,
                definition: dict[str, Any] | None = None, covered: list[str] | None = None,
                now: float | None = None) -> tuple[Desired, dict[str, Delivery]] | None:
-        """Record ``action`` (created, edited, pause, resume, delete) on the trigger, for
+        """Record ``action`` (created, edited, pause, resume, abort, delete) on the trigger, for
         the tenant's ``sensors``; the new record and each sensor's delivery before it.
         None (nothing recorded) for a create over a live record, and for an edit or a
         control of a trigger the central has no live record of (made on the sensors)."""
@@ -163,13 +202,14 @@ class TriggerState:
                 if new is None:
                     db.execute("ROLLBACK")
                     return None
+                a = new.abort
                 db.execute("INSERT OR REPLACE INTO triggers VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-                           "?, ?, ?, ?, ?, ?, ?)", (
+                           "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
                                tenant, name, new.revision, json.dumps(new.body),
                                json.dumps(new.definition), json.dumps(list(new.sensors)),
                                new.body_revision, new.body_at, new.body_by, new.body_role,
                                int(new.paused), int(new.deleted), new.state_at, new.state_by,
-                               new.state_role))
+                               new.state_role, a.revision, a.body, a.at, a.by, a.role))
                 db.executemany("INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, 0, NULL, "
                                "NULL)", [(tenant, name, s) for s in sensors])
                 before = {r[0]: Delivery(*r) for r in db.execute(
@@ -194,13 +234,17 @@ class TriggerState:
             return Desired(tenant, name, revision, body, definition, tuple(covered),
                            revision, now, actor, role, live.paused if live else False, False,
                            live.state_at if live else now, live.state_by if live else actor,
-                           live.state_role if live else role)
+                           live.state_role if live else role,
+                           live.abort if live else NO_ABORT)
         if old is None or old.deleted:
             return None
+        if action == "abort":
+            return replace(old, revision=revision,
+                           abort=Abort(revision, old.body_revision, now, actor, role))
         paused = action == "pause" if action in ("pause", "resume") else old.paused
         return Desired(tenant, name, revision, old.body, old.definition, old.sensors,
                        old.body_revision, old.body_at, old.body_by, old.body_role, paused,
-                       action == "delete", now, actor, role)
+                       action == "delete", now, actor, role, old.abort)
 
     def delivered(self, tenant: str, name: str, sensor: str, revision: int,
                   seen_updated: float | None, note: str | None) -> None:

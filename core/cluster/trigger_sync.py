@@ -1,5 +1,5 @@
 """A central's cluster triggers kept in step with its sensors: every create, edit, pause,
-resume and delete made through ``/api/v1/cluster/triggers`` is first recorded
+resume, abort and delete made through ``/api/v1/cluster/triggers`` is first recorded
 (:mod:`.trigger_state`), then sent to the sensors; a sensor that did not answer stays
 *pending*, and the central's reconcile task (:meth:`TriggerSync.start`, with the app) brings
 it to the recorded state once it answers again, through the same mutual-TLS path as the
@@ -16,8 +16,11 @@ deleted on a sensor is created again only by a newer central create or edit. A r
 4xx of the sensor: role, conflict) is final for that revision and noted; a sensor that does
 not answer (or answers 5xx) is tried again after :func:`backoff_s`.
 
-``abort`` is not recorded: it ends the hunt running now, which a sensor that was down does
-not run any more when it comes back.
+An ``abort`` is recorded with the body revision whose hunt it ended: a sensor that missed it
+ends its hunt of that body (queued, running or paused) once it has the body, unless a newer
+change on the sensor started that hunt; a hunt that ended by itself meanwhile is left as it
+is (the sensor's 409 is the note). An edit after the abort starts a new hunt, which is not
+aborted.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ log = logging.getLogger(__name__)
 RETRY_MIN_S = 0.5
 #: … each further one after twice the wait before, at most this
 RETRY_MAX_S = 10.0
-#: the actions that change what the central asks for (abort does not)
-RECORDED = ("created", "edited", "pause", "resume", "delete")
+#: the actions that change what the central asks for
+RECORDED = ("created", "edited", "pause", "resume", "abort", "delete")
 
 
 def backoff_s(failures: int) -> float:
@@ -279,6 +282,10 @@ class TriggerSync:
                 if _answered(status, data) >= 300:
                     return view["updated"], _refusal(status or 0, data)
                 view = data
+            if d.abort_due(row.revision):
+                view, note = await self._abort(sensor, d, f"{TRIGGERS_PATH}/{view['id']}",
+                                               view)
+                return view["updated"], note
             return view["updated"], None
         if status != 200:  # the list refused (the sensor's token?): try again later
             raise Unreachable(_refusal(status or 0, found))
@@ -323,7 +330,23 @@ class TriggerSync:
                     notes.append(_refusal(status or 0, data))
                 else:
                     view = data
+        if d.abort_due(row.revision):
+            if (note := kept("abort", d.abort.at)) is not None:
+                notes.append(note)
+            else:
+                view, note = await self._abort(sensor, d, path, view)
+                notes.extend([note] if note else [])
         return view["updated"], "; ".join(notes) or None
+
+    async def _abort(self, sensor: SensorConfig, d: Desired, path: str,
+                     view: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """End the sensor's hunt as the central's abort asked: the trigger's view after,
+        and a note when the sensor refused (409: its hunt had already ended)."""
+        status, data = await self.triggers.ask(
+            sensor, Caller(d.tenant, d.abort.by, d.abort.role), "POST", f"{path}/abort")
+        if _answered(status, data) >= 300:
+            return view, _refusal(status or 0, data)
+        return data, None
 
 
 TRIGGER_SYNC = web.AppKey("trigger_sync", TriggerSync)

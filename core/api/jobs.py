@@ -42,13 +42,16 @@ from pcapwire.api.workflows import WorkflowService
 from pcapwire.custody import events, file_object
 from pcapwire.errors import QueryError
 from pcapwire.query import Plan, QuerySpec, QueryStats, StreamFormatter
-from pcapwire.query.bpfcache import precompile
+from pcapwire.query.bpfcache import is_compiled, precompile
 from pcapwire.query.follow import Follow
 from pcapwire.records import PcapChunk
 
 log = logging.getLogger(__name__)
 
 FINAL = ("done", "error", "cancelled")
+#: how far a query streamed to its one reader (``POST /api/v1/queries/pcap``) spools ahead
+#: of what that reader was sent (:class:`Pace`)
+SPOOL_AHEAD_BYTES = 2**20
 Deliver = Callable[[PcapChunk], Awaitable[None]]
 Source = Callable[[Deliver], Awaitable[None]]  # produces a job's chunks
 
@@ -77,6 +80,36 @@ def spec_of(record: dict[str, Any]) -> QuerySpec:
     """The QuerySpec of a history record (:meth:`QueryJob.spec_record`)."""
     return QuerySpec.from_dict({k: v for k, v in record.items()
                                 if k not in ("workflows", "rerun_of", "cluster")})
+
+
+class Pace:
+    """A query streamed to one reader waits after its first chunk until the reader was
+    sent it (the first bytes leave before the scan goes on), and then spools at most
+    :data:`SPOOL_AHEAD_BYTES` ahead of what that reader was sent (its scan thread stops
+    once its hand-off is full). A reader that waits (a central holding a sensor's answer
+    until its other sensors' first pieces are in) thus stops the query, which leaves the
+    cores to the queries it waits for; a reader that leaves cancels the query."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.held = False  # the spool waits for the reader now
+        self._moved = asyncio.Event()
+
+    def advance(self, sent: int) -> None:
+        """The reader was sent the spool up to ``sent``."""
+        self.sent = max(self.sent, sent)  # another reader of the query may be behind
+        self._moved.set()
+
+    async def wait(self, written: int) -> None:
+        """Return once the reader was sent the spool's ``written`` bytes (before it was sent
+        any), or once they are no more than :data:`SPOOL_AHEAD_BYTES` ahead of it."""
+        while written - self.sent > (SPOOL_AHEAD_BYTES if self.sent else 0):
+            self._moved.clear()
+            self.held = True
+            try:
+                await self._moved.wait()
+            finally:
+                self.held = False
 
 
 @dataclass
@@ -109,6 +142,7 @@ class QueryJob:
     # end; hashing the whole file then would delay the end of every stream); None: not
     # spooled here (a rerun links its original's file)
     spooled: Any = None
+    pace: Pace | None = None  # streamed to one reader: the spool waits for it
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
 
@@ -163,7 +197,9 @@ async def compile_off_loop(engine: Any, spec: QuerySpec) -> None:
         raise QueryError(f"the BPF expression has {terms} port/portrange terms, more than "
                          f"the limit of {MAX_BPF_PORT_TERMS} (max_bpf_port_terms) that libpcap "
                          "compiles in reasonable time; use a portrange, or several queries")
-    await asyncio.to_thread(precompile, spec.bpf, engine.filter_keys(spec))
+    keys = engine.filter_keys(spec)
+    if not is_compiled(spec.bpf, keys):  # a repeated query does not wait for a thread
+        await asyncio.to_thread(precompile, spec.bpf, keys)
 
 
 class QueryManager:
@@ -184,12 +220,17 @@ class QueryManager:
         return [j for j in self.jobs.values() if j.tenant == tenant and not j.final]
 
     async def submit(self, ts: TenantStore, spec: QuerySpec, workflows: list[str] | None,
-                     actor: str, role: str = "") -> QueryJob:
+                     actor: str, role: str = "", streamed: bool = False) -> QueryJob:
         """Start a query for ``actor`` whose role is ``role`` (a central's sensors run it
         with that role). ``workflows=None``: the workflows whose trigger matches the
-        query's case and event; a list (possibly empty): exactly those."""
+        query's case and event; a list (possibly empty): exactly those. ``streamed``: one
+        reader streams the result as it comes, and the spool keeps pace with it
+        (:class:`Pace`). The query starts before its start is in the history: the write
+        runs alongside, and the submit returns once it is done
+        (:meth:`_start_recorded`)."""
         if self.remote is not None:
-            return await self._submit_remote(ts, self.remote, spec, workflows, actor, role)
+            return await self._submit_remote(ts, self.remote, spec, workflows, actor, role,
+                                             streamed)
         if workflows is None:
             workflows = self.workflows.triggered(spec.case, spec.event)
         self.workflows.check(ts.tenant, workflows)
@@ -200,22 +241,19 @@ class QueryManager:
         qid = uuid.uuid4().hex
         job = QueryJob(qid, ts.tenant, spec, workflows, len(plan.segments),
                        ts.results / f"{qid}.pcap", actor=actor,
-                       segments=events.plan_segments(plan))
+                       segments=events.plan_segments(plan), pace=Pace() if streamed else None)
         try:
-            await ts.write("add_query", qid, spec.case, spec.event, job.spec_record())
             job.pcap_path.write_bytes(b"")  # the header follows once the plan is settled
         except BaseException:
             self.slots.release(ts.tenant)
             raise
-        job.written = job.pcap_path.stat().st_size
         if spec.follow:
             job.follow = Follow(engine, spec, qid, job.stats)
-        self._start(job, self._run(ts, job, self._scan(engine, job, plan)))
-        return job
+        return await self._start_recorded(ts, job, self._scan(engine, job, plan))
 
     async def _submit_remote(self, ts: TenantStore, remote: RemoteSource, spec: QuerySpec,
-                             workflows: list[str] | None, actor: str, role: str
-                             ) -> QueryJob:
+                             workflows: list[str] | None, actor: str, role: str,
+                             streamed: bool) -> QueryJob:
         """A central's query: the sensors run it (no workflows: those run where the packets
         are), the merged answer is spooled here."""
         if workflows:
@@ -230,7 +268,8 @@ class QueryManager:
         self.slots.acquire(ts.tenant)
         qid = uuid.uuid4().hex
         job = QueryJob(qid, ts.tenant, spec, [], 0, ts.results / f"{qid}.pcap", actor=actor,
-                       sensors=sensors, role=role)  # no segments here: progress 0 until done
+                       sensors=sensors, role=role,  # no segments here: progress 0 until done
+                       pace=Pace() if streamed else None)
         try:
             job.pcap_path.write_bytes(b"")
         except BaseException:
@@ -242,20 +281,28 @@ class QueryManager:
                 async with aclosing(remote.run(job)) as pieces:
                     async for piece in pieces:
                         await self._spool(job, out, piece)
+                        if job.pace is not None:
+                            await job.pace.wait(job.written)
 
-        # The sensors are asked first: their planning overlaps with the history's write
-        # (the job's end waits for it). Should the write fail, the job is cancelled (so
-        # are the sensors' queries) and forgotten, and the caller gets the error.
-        recorded = asyncio.ensure_future(
-            ts.write("add_query", qid, spec.case, spec.event, job.spec_record()))
-        self._start(job, self._run(ts, job, pull, recorded))
+        # The sensors are asked first: their planning overlaps with the history's write.
+        return await self._start_recorded(ts, job, pull)
+
+    async def _start_recorded(self, ts: TenantStore, job: QueryJob, source: Source
+                              ) -> QueryJob:
+        """Start ``job`` and write its start to the history alongside; return once the
+        write is done. The job's workflows and its end wait for the write. Should it fail,
+        the job is cancelled (a central's sensors' queries too) and forgotten, its spool
+        file removed, and the caller gets the error."""
+        recorded = asyncio.ensure_future(ts.write("add_query", job.id, job.spec.case,
+                                                  job.spec.event, job.spec_record()))
+        self._start(job, self._run(ts, job, source, recorded))
         try:
             await asyncio.shield(recorded)
         except BaseException:
             assert job.task is not None
             job.task.cancel()
             await asyncio.gather(job.task, recorded, return_exceptions=True)
-            self.jobs.pop(qid, None)
+            self.jobs.pop(job.id, None)
             job.pcap_path.unlink(missing_ok=True)
             raise
         return job
@@ -273,8 +320,13 @@ class QueryManager:
         consuming the chunks, and record how it ended (once the query's start is recorded:
         ``recorded``, when that runs alongside; if it failed, nothing more is recorded)."""
         feed: asyncio.Queue[PcapChunk | None] = asyncio.Queue(4)
-        runner = (asyncio.create_task(self._workflows(ts, job, feed)) if job.workflows
-                  else None)
+
+        async def workflows() -> None:  # their runs name the query: once it is recorded
+            if recorded is not None:
+                await recorded
+            await self._workflows(ts, job, feed)
+
+        runner = asyncio.create_task(workflows()) if job.workflows else None
 
         async def deliver(chunk: PcapChunk) -> None:
             if runner is None or runner.done():
@@ -352,6 +404,12 @@ class QueryManager:
                         await self._spool(job, out, fmt.body(chunk))
                         if chunk.packets:  # a follow's first chunk may be its header alone
                             await deliver(chunk)
+                        if job.pace is not None:
+                            await job.pace.wait(job.written)
+                        # Let the loop run between chunks: while the scan keeps ahead,
+                        # nothing here waits, and the result's readers (and every other
+                        # request) would not be served until the scan ran dry.
+                        await asyncio.sleep(0)
                 if fmt is None:
                     await self._spool(job, out, StreamFormatter(plan.snaplens).header())
         return scan

@@ -423,10 +423,11 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/queries/pcap": {"post": op(
         "Submit a query and receive its result as one PCAP in this response (one request "
         "instead of POST /api/v1/queries then GET …/pcap; X-Pcapwire-Query-Id names the "
-        "query); it starts with the first bytes, so a query failing before them is refused "
-        "(409 cancelled, 422 error); leaving before the end cancels the query; a follow "
-        "is refused", "analyst", {200: PCAP}, errors=(409, 422, 429), body="QueryRequest",
-        tag="queries")},
+        "query, X-Pcapwire-Kept-Range gives the stored range as 'OLDEST_NS NEWEST_NS'); it "
+        "starts with the first bytes, so a query failing before them is refused (409 "
+        "cancelled, 422 error); the query spools only a little ahead of what was sent; "
+        "leaving before the end cancels the query; a follow is refused", "analyst",
+        {200: PCAP}, errors=(409, 422, 429), body="QueryRequest", tag="queries")},
     "/api/v1/queries/check": {"post": op("Check a BPF expression with libpcap", "viewer",
                                          {200: _json("BpfCheckResult")}, body="BpfCheck",
                                          tag="queries")},

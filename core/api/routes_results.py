@@ -29,6 +29,9 @@ PCAP_TYPE = "application/vnd.tcpdump.pcap"
 READ_SLICE = 256 * 1024
 QUERY_ID_HEADER = "X-Pcapwire-Query-Id"  # names the query whose PCAP a response streams
 QUERY_PCAP_PATH = "/api/v1/queries/pcap"  # a query submitted and streamed in one request
+#: what the store kept when a streamed query started, ``OLDEST_NS NEWEST_NS`` (empty for
+#: an empty store): a central keeps its sensors' ranges fresh with it
+KEPT_RANGE_HEADER = "X-Pcapwire-Kept-Range"
 FOLLOW_READER_CHECK_S = 1.0  # how soon a follow notices its last reader left while idle
 
 
@@ -36,12 +39,14 @@ def pcap_headers(name: str) -> dict[str, str]:
     return download_headers(name, PCAP_TYPE, "result.pcap")
 
 
-async def follow(request: web.Request, job: QueryJob) -> web.StreamResponse:
-    """Send the spool file as it grows; end when the job ends. If the query fails, the
-    connection is aborted (no final chunk) so no client mistakes a cut result for a whole.
-    A follow query (``follow: true``) is stopped when its last reader leaves."""
+async def follow(request: web.Request, job: QueryJob, headers: dict[str, str] | None = None
+                 ) -> web.StreamResponse:
+    """Send the spool file as it grows (with ``headers`` too); end when the job ends. If
+    the query fails, the connection is aborted (no final chunk) so no client mistakes a cut
+    result for a whole. A follow query (``follow: true``) is stopped when its last reader
+    leaves."""
     resp = web.StreamResponse(headers={**pcap_headers(f"{job.id}.pcap"),
-                                       QUERY_ID_HEADER: job.id})
+                                       QUERY_ID_HEADER: job.id, **(headers or {})})
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     pos = 0
@@ -62,6 +67,8 @@ async def follow(request: web.Request, job: QueryJob) -> web.StreamResponse:
                     if sha is not None:
                         sha.update(data)
                     await resp.write(data)
+                    if job.pace is not None:
+                        job.pace.advance(pos)
                     continue
                 if final:
                     break
@@ -124,9 +131,12 @@ def refuse_failed(ts: TenantStore, row: dict[str, Any] | None, job: QueryJob | N
 async def query_pcap(request: web.Request) -> web.StreamResponse:
     """Submit a query and stream its PCAP in this response: one request where ``POST
     /api/v1/queries`` then ``GET …/pcap`` take two (a central asks its sensors so). The
-    answer starts with the query's first bytes (:data:`QUERY_ID_HEADER` names the query);
-    a query that fails before them is refused as ``GET …/pcap`` refuses it. A caller that
-    leaves before the end cancels the query. A follow never ends: it is refused here."""
+    answer starts with the query's first bytes (:data:`QUERY_ID_HEADER` names the query,
+    :data:`KEPT_RANGE_HEADER` says what the store keeps);
+    a query that fails before them is refused as ``GET …/pcap`` refuses it. The query
+    spools only a little ahead of what this response has sent
+    (:class:`~pcapwire.api.jobs.Pace`). A caller that leaves before the end cancels the
+    query. A follow never ends: it is refused here."""
     body = await read_json(request, "QueryRequest")
     if body.get("follow"):
         raise ApiError(400, "follow_not_streamed", "a follow query is streamed with GET "
@@ -135,14 +145,17 @@ async def query_pcap(request: web.Request) -> web.StreamResponse:
     queries = request.app[QUERIES]
     job = await queries.submit(ts, spec_from_body(body, request.app[CONFIG]),
                                list(body["workflows"]) if "workflows" in body else None,
-                               actor(request), principal(request).role)
-    try:
+                               actor(request), principal(request).role, streamed=True)
+    kept = asyncio.ensure_future(asyncio.to_thread(ts.catalog.kept_range))  # off the loop,
+    try:  # alongside the scan's first chunk
         while not (job.written or job.final or request.transport is None
                    or request.transport.is_closing()):
             await job.wait_change(SSE_HEARTBEAT_S)
         refuse_failed(ts, None, job, job.status)
-        return await follow(request, job)
+        ends = " ".join(str(ns) for ns in await kept if ns is not None)
+        return await follow(request, job, {KEPT_RANGE_HEADER: ends})
     finally:
+        kept.cancel()  # not awaited after a refusal
         if not job.final:  # the caller left
             queries.cancel(job)
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import aiohttp
 from pcapwire.api.jobs import QueryJob, SourceFailed, partial_message
-from pcapwire.api.routes_results import QUERY_ID_HEADER, QUERY_PCAP_PATH
+from pcapwire.api.routes_results import KEPT_RANGE_HEADER, QUERY_ID_HEADER, QUERY_PCAP_PATH
 from pcapwire.cluster.config import SensorConfig
 from pcapwire.cluster.merge import merge_streams
 from pcapwire.cluster.sensors import Caller, SensorError, Sensors, reason_of, status_reason
@@ -289,6 +289,7 @@ class FanOut:
             async with stack:
                 if resp.status != 200:
                     raise SensorError(await status_reason(resp))
+                self.sensors.note_range(sensor, caller, resp.headers.get(KEPT_RANGE_HEADER))
                 async for data in resp.content.iter_any():
                     job.received[sensor.name] += len(data)
                     yield data

@@ -6,6 +6,11 @@ custody log). A sensor that does not answer, or falls silent for the cluster's
 ``timeout_s`` in the middle of an answer, raises :class:`SensorError` with a reason a
 person can act on.
 
+A sensor's stored time range (which queries it is asked) is cached (:data:`RANGE_CACHE_S`)
+and read again in the background (:data:`RANGE_REFRESH_S`); every query answer also
+reports it (:meth:`Sensors.note_range`), so a central queried steadily reads no range of
+its own, whose reading would compete with the query for the sensor.
+
 The cluster file cannot say which tenant a token is for (a token encodes none): before a
 token is first used, the sensor's ``GET /api/v1/whoami`` says whose it is (the central
 checks every token at start, :meth:`Sensors.check_tokens`). A token of another tenant is
@@ -221,6 +226,21 @@ class Sensors:
             else:
                 answers.append((sensor.name, *got))
         return answers, missing
+
+    def note_range(self, sensor: SensorConfig, caller: Caller, kept: str | None) -> None:
+        """Keep the range a query's answer reported (``KEPT_RANGE_HEADER``: ``OLDEST_NS
+        NEWEST_NS``, empty for an empty store) as a fresh reading: a central queried
+        steadily reads no range of its own. An answer without it, or with anything else,
+        changes nothing."""
+        try:
+            ends = [int(ns) for ns in (kept or "").split()]
+        except ValueError:
+            return
+        if kept is None or len(ends) not in (0, 2):
+            return
+        oldest, newest = ends if ends else (None, None)
+        self._ranges[(sensor.name, caller.tenant)] = TimeRange(oldest, newest,
+                                                               time.monotonic())
 
     async def time_range(self, sensor: SensorConfig, caller: Caller, fresh: bool = False
                          ) -> TimeRange:

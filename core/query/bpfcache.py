@@ -4,7 +4,8 @@ for a few hundred ``port`` terms), and one query compiles the same expression fo
 
 :func:`compiled` returns a filter (or raises :class:`QueryError` with libpcap's message,
 also cached). The native compile releases the GIL, so :func:`precompile` in a worker
-thread keeps an event loop free while libpcap works (the API does this before planning).
+thread keeps an event loop free while libpcap works (the API does this before planning,
+unless :func:`is_compiled` says there is nothing to compile).
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def compiled(expr: str, linktype: int, snaplen: int) -> Any:
     if isinstance(hit, QueryError):
         raise hit
     return hit
+
+
+def is_compiled(expr: str, keys: Iterable[tuple[int, int]]) -> bool:
+    """Whether the cache holds ``expr`` (its filter, or its error) for every (link type,
+    snaplen) of ``keys``: then :func:`precompile` has nothing to do."""
+    with _lock:
+        return all((expr, linktype, snaplen) in _cache for linktype, snaplen in keys)
 
 
 def precompile(expr: str, keys: Iterable[tuple[int, int]]) -> None:

@@ -20,7 +20,9 @@ import asyncio
 import heapq
 import io
 import logging
+import os
 import threading
+import time
 import uuid
 from array import array
 from collections import deque
@@ -54,6 +56,10 @@ log = logging.getLogger(__name__)
 
 DENSE_FRACTION = 0.25  # read a segment sequentially when candidates exceed this share of it
 QUEUE_CHUNKS = 4  # chunks buffered between the scanning thread and an async consumer
+#: added to a scan thread's nice value once it has handed over its first chunk (Linux
+#: threads have their own): the rest of a scan is bulk work, which leaves the cores first to
+#: what waits for a first chunk (other queries starting, the requests of an event loop)
+SCAN_NICE = 10
 EMPTY_STORE_KEY = (1, 262144)  # a BPF is still checked (for Ethernet) on an empty store
 _END = object()
 
@@ -121,20 +127,19 @@ class QueryEngine:
         where = flows_sql(spec)
         sql, args = where.where, list(where.args)
         flow_ids = [r[0] for r in catalog.db.execute(f"SELECT id FROM flows WHERE {sql}", args)]
-        by_segment: dict[int, list[tuple[int, bytes]]] = {}
-        seg_ids = [s.id for s in segments]
-        for seg_id, _flow, packets, offsets in catalog.flow_offsets(flow_ids, seg_ids):
-            by_segment.setdefault(seg_id, []).append((packets, offsets))
-        plans = []
-        for seg in segments:
-            hits = by_segment.get(seg.id)
-            if not hits:
-                continue
-            total = sum(p for p, _ in hits)
-            if explicit_sql(spec) is None and total > DENSE_FRACTION * seg.packets:
-                plans.append(SegmentPlan(seg, None))
-            else:
-                plans.append(SegmentPlan(seg, _union_offsets([o for _, o in hits])))
+        # packet counts first: a segment read sequentially needs no offsets (reading them
+        # all was most of a broad query's planning)
+        totals = catalog.flow_packets(flow_ids, [s.id for s in segments])
+        exact = explicit_sql(spec) is not None
+        dense = {s.id for s in segments
+                 if not exact and totals.get(s.id, 0) > DENSE_FRACTION * s.packets}
+        narrow = [s.id for s in segments if s.id in totals and s.id not in dense]
+        by_segment: dict[int, list[bytes]] = {}
+        if narrow:
+            for seg_id, _flow, _packets, offsets in catalog.flow_offsets(flow_ids, narrow):
+                by_segment.setdefault(seg_id, []).append(offsets)
+        plans = [SegmentPlan(seg, None if seg.id in dense else _union_offsets(by_segment[seg.id]))
+                 for seg in segments if seg.id in dense or seg.id in by_segment]
         return self._finish(spec, plans, len(flow_ids), segments)
 
     def _finish(self, spec: QuerySpec, plans: list[SegmentPlan], flows: int | None,
@@ -327,10 +332,13 @@ class QueryEngine:
                   source: Callable[[threading.Event], Iterator[PcapChunk]] | None = None
                   ) -> AsyncIterator[PcapChunk]:
         """Async iterator of chunks; scanning runs in a thread, ``QUEUE_CHUNKS`` ahead of the
-        consumer. Stopping the iteration early cancels the scan. ``plan`` (from
-        :meth:`plan`) is settled by the time the first chunk (or the end) arrives.
-        ``source(stop)``: what the thread iterates instead of :meth:`iter_chunks` (a
-        follow, :class:`.follow.Follow`), stopped by ``stop``."""
+        consumer. After its first chunk the thread waits until the consumer is done with it
+        (asks for the next), so that the first chunk's way out does not wait for the GIL;
+        then it scans on at a lower priority (:data:`SCAN_NICE`), offering the GIL between
+        chunks. Stopping the iteration early cancels the scan.
+        ``plan`` (from :meth:`plan`) is settled by the time the first chunk (or the end)
+        arrives. ``source(stop)``: what the thread iterates instead of :meth:`iter_chunks`
+        (a follow, :class:`.follow.Follow`), stopped by ``stop``."""
         query_id = query_id or uuid.uuid4().hex
         stats = stats if stats is not None else QueryStats()
         plan = plan or self.plan(spec)
@@ -339,15 +347,25 @@ class QueryEngine:
             history.add_query(query_id, spec.case, spec.event, spec.to_dict())
         handoff = _Handoff(asyncio.get_running_loop(), QUEUE_CHUNKS)
         stop = threading.Event()
+        taken = threading.Event()  # the consumer is done with the first chunk (or gone)
 
         def worker() -> None:
             try:
                 chunks = (source(stop) if source is not None
                           else self.iter_chunks(spec, query_id, stop, plan, stats))
+                first = True
                 for chunk in chunks:
                     if stop.is_set():
                         return
                     handoff.put(chunk)
+                    if first:  # its way out needs the GIL: scan on once it is out
+                        first = False
+                        taken.wait()
+                        _lower_priority(SCAN_NICE)
+                    # Offer the GIL to the event loop between chunks: the native scan holds
+                    # it, and a loop that waits for it would get it only after the switch
+                    # interval (5 ms) each time (its readers' first bytes among others).
+                    time.sleep(0)
                 handoff.put(_END)
             except BaseException as exc:  # delivered to the consumer
                 if not stop.is_set():
@@ -366,8 +384,10 @@ class QueryEngine:
                     status, error = "error", str(item)
                     raise item
                 yield item
+                taken.set()
         finally:
             stop.set()
+            taken.set()
             handoff.close()
             await asyncio.to_thread(thread.join)
             if history is not None:
@@ -413,6 +433,17 @@ class _Handoff:
             self.closed = True
             self.items.clear()
             self.cond.notify_all()
+
+
+def _lower_priority(by: int) -> None:
+    """Raise the calling thread's nice value by ``by`` (at most to 19); where threads have
+    no nice value of their own, or it cannot be read or set, nothing changes."""
+    try:
+        tid = threading.get_native_id()
+        nice = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, nice + by))
+    except (OSError, AttributeError):
+        pass
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import dpkt
 import pytest
+from pcapwire.errors import ConfigError
 from pcapwire.records import FlowKey
 from pcapwire.search import index as index_module
 from pcapwire.search import sources
@@ -179,6 +180,43 @@ def test_flow_locator_nearest_first_packet_either_direction(
 def test_flow_cache_limits() -> None:
     assert sources.FLOW_CACHE_KEYS == 65_536
     assert sources.FLOW_CACHE_FLOWS == 64
+    assert (sources.PREFETCH_KEYS, sources.PREFETCH_RECORDS) == (150, 1000)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+@pytest.mark.parametrize("per_statement", [1, 150])
+def test_prefetched_flows_answer_as_asked_one_at_a_time(
+        reused_port: tuple[Path, list[int]], cached: bool, per_statement: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flows of many 5-tuples read at once keep what one 5-tuple's read kept: all
+    its flows (too many: None, asked per record), nothing for a 5-tuple without any or
+    with an address that is none; the nearest flow is then chosen as before."""
+    root, (first, second, third) = reused_port
+    monkeypatch.setattr(sources, "PREFETCH_KEYS", per_statement)
+    if not cached:
+        monkeypatch.setattr(sources, "FLOW_CACHE_FLOWS", 2)
+    key = FlowKey(17, "10.0.0.1", 5000, "10.0.0.2", 53)
+    alone = FlowKey(17, "10.0.0.9", 1, "10.0.0.2", 53)
+    bad = FlowKey(17, "10.0.0.999", 1, "10.0.0.2", 53)
+    locator = sources.FlowLocator(root)
+    try:
+        locator.prefetch([key, key.reversed(), alone, bad, None, FlowKey(0, "", 0, "", 0)])
+        kept = dict(locator._flows)
+        flows = kept.pop((17, ("10.0.0.1", 5000), ("10.0.0.2", 53)))
+        ns = 1_000_000_000
+        assert (sorted(flows) if cached else flows) == (
+            [(first, T0 * ns, T0 * ns), (second, (T0 + 7200) * ns, (T0 + 7230) * ns),
+             (third, (T0 + 14_400) * ns, (T0 + 14_400) * ns)] if cached else None)
+        assert kept == {(17, ("10.0.0.2", 53), ("10.0.0.9", 1)): (),  # no flow
+                        (17, ("10.0.0.2", 53), ("10.0.0.999", 1)): ()}  # no address
+        assert locator.find(key, T0 + 7210) == second
+        assert locator.find(key.reversed(), T0 + 7231) == second
+        assert locator.find(key, T0 + 30) == first
+        assert locator.find(key, T0 + 14_400 + 59) == third
+        assert locator.find(key, T0 + 3600) is None
+        assert locator.find(alone, T0) is None and locator.find(bad, T0) is None
+    finally:
+        locator.close()
 
 
 def _waiting_in_write(thread: threading.Thread) -> bool:
@@ -334,3 +372,90 @@ def test_parse_ip_answers_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
     assert values.parse_ip("nope") is None and values._IP_KEYS["nope"] is None
     long = "1" * 65  # not an address, and not kept
     assert values.parse_ip(long) is None and long not in values._IP_KEYS
+
+
+# ---- round 4: postings grouped by name, kept pairs, the child's collector -------------------
+def test_pairs_kept_are_bounded_and_the_postings_stay_right(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (index_module.NODE_MEMO_VALUES, index_module.NODE_MEMO_VALUE_CHARS) == (1024, 128)
+    node = index_module._ROOT.child("url").child("domain")  # type: ignore[union-attr]
+    assert node is not None
+    monkeypatch.setattr(node, "pairs", {})
+    for i in range(index_module.NODE_MEMO_VALUES + 3):
+        assert postings({"url": {"domain": f"H{i}.Example"}})[0] == [
+            ("url.domain", f"h{i}.example")]
+    assert len(node.pairs) == 3  # cleared at 1,024, then two more
+    long = "A" * 129 + "." + "B" * 600  # not kept, and cut at MAX_TERM_CHARS as before
+    assert postings({"url": {"domain": long}})[0] == [
+        ("url.domain", ("a" * 129 + "." + "b" * 600)[:index_module.MAX_TERM_CHARS])]
+    assert long not in node.pairs
+    # a kept pair is the same posting, whatever the value's type was before str()
+    assert postings({"url": {"domain": 7}})[0] == postings({"url": {"domain": "7"}})[0] \
+        == [("url.domain", "7")]
+
+
+def test_groups_are_each_value_once_a_document_in_the_btrees_order(tmp_path: Path) -> None:
+    """A batch's groups: a value twice in one document is one posting; the flat rows come
+    sorted by (field id, value) with the documents in the order added, reversed values
+    of the suffix fields under the negative id."""
+    with SearchIndex.of(tmp_path) as index, index.write() as w:
+        terms, nums = index_module._Groups(), index_module._Groups()
+        w._rows(5, {"url": {"domain": ["B.example", "b.EXAMPLE"]}, "tags": ["z", "a"]},
+                terms, nums)
+        w._rows(7, {"url": {"domain": "a.example"}, "tags": "z",
+                    "destination": {"port": [53, 53, 9]}}, terms, nums)
+        dom, tags, port = (w._fid(n) for n in ("url.domain", "tags", "destination.port"))
+        flat = terms.in_key_order(w._term_ids)
+        rows = [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
+        assert rows == sorted(rows) and len(rows) == 7
+        assert set(rows) == {(dom, "b.example", 5), (-dom, "elpmaxe.b", 5),
+                             (dom, "a.example", 7), (-dom, "elpmaxe.a", 7),
+                             (tags, "z", 5), (tags, "z", 7), (tags, "a", 5)}
+        assert nums.in_key_order(w._num_ids) == [port, 9, 7, port, 53, 7]
+
+
+def test_the_childs_call_turns_the_collector_back_on(tmp_path: Path) -> None:
+    """The child indexes a run with the cyclic collector paused (a batch's documents were
+    walked over and over: benchmarks/bench_search_pace.py), and turns it back on after,
+    when the call fails too."""
+    import gc
+
+    from pcapwire.search import worker
+
+    assert gc.isenabled()
+    assert worker._index_run(tmp_path, "no-such-run") == 0
+    assert gc.isenabled()
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(ConfigError, match="search index"):
+        worker._index_run(tmp_path / "file", "r1")
+    assert gc.isenabled()
+
+
+def test_records_from_dict_as_before() -> None:
+    """Verdicts are read back for every run indexed: from_dict keeps each class's field
+    names once; what it takes, converts and refuses is unchanged."""
+    from pcapwire.records import EmailRecord, FileRecord, PcapChunk, StreamRecord, Verdict
+
+    flow = FlowKey(6, "10.0.0.1", 1234, "10.0.0.2", 80)
+    records = [
+        PcapChunk("q", 0, 1, 65535, b"\xd4\xc3", 1, 1.0, 2.0),
+        StreamRecord("s", flow, "orig", b"abc", 1.0, 2.0, gaps=[(3, 4)]),
+        FileRecord("f", "a" * 64, "b" * 32, "c" * 40, 3, "p", flow, 1.5, "http",
+                   missing_ranges=[(0, 1)]),
+        EmailRecord("e", "p", flow, 1.5, "smtp", to=["x@y"], missing_ranges=[(1, 2)]),
+        Verdict("suricata", "flow", "1", flow, 1.5, "high", 80, tags=["t"]),
+    ]
+    for r in records:
+        d = r.to_dict()
+        assert type(r).from_dict({**d, "unknown": 1}) == r
+    assert StreamRecord.from_dict(records[1].to_dict()).gaps == [(3, 4)]
+    assert PcapChunk.from_dict(records[0].to_dict()).data == b"\xd4\xc3"
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'score'"):
+        Verdict.from_dict({k: v for k, v in records[4].to_dict().items() if k != "score"})
+    with pytest.raises(ValueError, match="severity 'bad'"):
+        Verdict.from_dict({**records[4].to_dict(), "severity": "bad"})
+    ends = {"src_ip": "a", "src_port": "1", "dest_ip": "b", "dest_port": 2}
+    assert [FlowKey.from_dict({"proto": p, **ends}).proto
+            for p in ("TCP", "udp", "icmp6", "6", 47, "132")] == [6, 17, 58, 6, 47, 132]
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        FlowKey.from_dict({"proto": "gre", **ends})

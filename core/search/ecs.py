@@ -59,6 +59,22 @@ def pivot_query(flow: FlowKey | None, start_us: int, end_us: int, case: str = ""
     return body
 
 
+def _pivot(flow: FlowKey | None, lo: int, hi: int, flow_id: int | None,
+           origin: tuple[str, str, str, str]) -> dict[str, Any]:
+    """``pcapwire.pivot``: the query of ``flow`` from ``lo`` to ``hi`` (µs), the flow's id
+    and ``origin`` (case, run id, query id, step: those not empty)."""
+    pivot: dict[str, Any] = {"query": pivot_query(flow, lo, hi, origin[0]),
+                             "flow_id": flow_id}
+    for name, value in zip(_ORIGIN_NAMES, origin, strict=True):
+        if value:
+            pivot[name] = value
+    return pivot
+
+
+_ORIGIN_NAMES = ("case", "run_id", "query_id", "step")
+_MARGIN_US = round(PIVOT_MARGIN_S * 1e6)
+
+
 def _base(dataset: str, kind: str, ts: float, flow: FlowKey | None, origin: Origin,
           flow_id: int | None, window: tuple[int, int] | None = None) -> dict[str, Any]:
     """The common part; ``window``: the pivot's time window in µs (default: ``ts`` ±
@@ -75,19 +91,15 @@ def _base(dataset: str, kind: str, ts: float, flow: FlowKey | None, origin: Orig
         doc["destination"] = {"ip": flow.dst, "port": flow.dport}
         doc["network"] = {"transport": flow.proto_name, "iana_number": str(flow.proto)}
         doc["related"] = {"ip": sorted({flow.src, flow.dst})}
-    margin = round(PIVOT_MARGIN_S * 1e6)
-    lo, hi = window or (us - margin, us + margin)
-    pivot: dict[str, Any] = {"query": pivot_query(flow, lo, hi, origin.case),
-                             "flow_id": flow_id}
+    lo, hi = window or (us - _MARGIN_US, us + _MARGIN_US)
+    names = (origin.case, origin.run_id, origin.query_id, origin.step)
     pw = doc["pcapwire"]
-    for name in ("case", "run_id", "query_id", "step"):
-        value = getattr(origin, name)
+    for name, value in zip(_ORIGIN_NAMES, names, strict=True):
         if value:
             pw[name] = value
-            pivot[name] = value
     if flow_id is not None:
         pw["flow"] = {"id": flow_id}
-    pw["pivot"] = pivot
+    pw["pivot"] = _pivot(flow, lo, hi, flow_id, names)
     return doc
 
 
@@ -328,15 +340,17 @@ def email_doc(rec: dict[str, Any], origin: Origin, flow_id: int | None) -> Doc:
 def verdict_doc(v: Verdict, origin: Origin, verdict_id: int, flow_id: int | None) -> Doc:
     """A verdict of the case store: the ECS export's document, with its pivots."""
     doc = verdict_to_ecs(v, run_id=origin.run_id, verdict_id=verdict_id)
-    pivots = _base("pcapwire.verdict", "alert", v.ts, v.flow, Origin(
-        v.case or origin.case, origin.run_id, v.query_id or origin.query_id, v.step),
-        flow_id)
-    doc["pcapwire"]["pivot"].update(pivots["pcapwire"]["pivot"])
-    if "flow" in pivots["pcapwire"]:
-        doc["pcapwire"]["flow"] = pivots["pcapwire"]["flow"]
-    doc["related"] = pivots.get("related", {})
-    for empty in [k for k, val in doc["pcapwire"].items() if val in ("", None)]:
-        del doc["pcapwire"][empty]
+    us = math.floor(v.ts * 1e6)  # as _base's
+    flow = v.flow
+    pw = doc["pcapwire"]
+    pw["pivot"].update(_pivot(flow, us - _MARGIN_US, us + _MARGIN_US, flow_id, (
+        v.case or origin.case, origin.run_id, v.query_id or origin.query_id, v.step)))
+    if flow_id is not None:
+        pw["flow"] = {"id": flow_id}
+    doc["related"] = {"ip": sorted({flow.src, flow.dst})} if flow is not None and flow.src \
+        else {}
+    for empty in [k for k, val in pw.items() if val in ("", None)]:
+        del pw[empty]
     return Doc(f"verdict:{verdict_id}", doc)
 
 

@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -67,8 +67,6 @@ _DUMPS = json.JSONEncoder(separators=(",", ":"), default=str).encode
 _ORJSON_DUMPS = orjson.dumps
 _ORJSON_ERRORS = (TypeError, orjson.JSONEncodeError)
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-#: A batch's postings: ``(field id, value)`` -> its documents, in the order added.
-_Groups = defaultdict[tuple[int, Any], list[int]]
 FTS_COLUMNS: tuple[str, ...] = ("anytext", *(f"t{i}" for i in range(len(TEXT_FIELDS))))
 #: text field -> its FTS5 column.
 FTS_COLUMN_OF: dict[str, str] = {f: f"t{i}" for i, f in enumerate(TEXT_FIELDS)}
@@ -100,6 +98,10 @@ NODE_MEMO_KEYS = 256
 #: Key sequences a :class:`_Node` remembers the plan of (:meth:`_Node.plan`); past this
 #: many a plan is made per object.
 NODE_MEMO_PLANS = 256
+#: Keyword and text values a :class:`_Node` remembers the posting of (:meth:`_Node.pair`),
+#: and their longest.
+NODE_MEMO_VALUES = 1024
+NODE_MEMO_VALUE_CHARS = 128
 
 
 class _Node:
@@ -109,7 +111,7 @@ class _Node:
     of each key met under it (None: no indexed field below that key, the value is skipped
     whole) and the plan of each key sequence met (:meth:`plan`)."""
 
-    __slots__ = ("name", "code", "prefix", "walk", "below", "children", "plans")
+    __slots__ = ("name", "code", "prefix", "walk", "below", "children", "plans", "pairs")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -119,6 +121,7 @@ class _Node:
         self.walk = self.below and name not in OPAQUE_OBJECTS
         self.children: dict[str, _Node | None] = {}
         self.plans: dict[tuple[str, ...], tuple[tuple[str, _Node], ...]] = {}
+        self.pairs: dict[str, tuple[str, str]] = {}
 
     def child(self, key: str) -> _Node | None:
         node = self.children.get(key, self)
@@ -141,6 +144,19 @@ class _Node:
             if len(self.plans) < NODE_MEMO_PLANS:
                 self.plans[keys] = plan
         return plan
+
+    def pair(self, value: str) -> tuple[str, str]:
+        """The posting of a keyword or text ``value`` of this field: ``(name, value
+        case-folded, cut at MAX_TERM_CHARS)``. Kept (up to :data:`NODE_MEMO_VALUES` values
+        of at most :data:`NODE_MEMO_VALUE_CHARS`, then it starts again): a run's documents
+        repeat most values, and a kept pair is one look-up instead of a case-fold, a cut
+        and a tuple, and its value's hash is known."""
+        pair = (self.name, value.casefold()[:MAX_TERM_CHARS])
+        if len(value) <= NODE_MEMO_VALUE_CHARS:
+            if len(self.pairs) >= NODE_MEMO_VALUES:
+                self.pairs.clear()
+            self.pairs[value] = pair
+        return pair
 
 
 _ROOT = _Node("")
@@ -188,24 +204,32 @@ def postings(body: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[st
     The indexer's inner loop (every indexed value of every document passes here): a walk
     over the objects that lead to indexed fields only (a document's ``observer``,
     ``ecs``, ``pcapwire.evidence``... are not visited), each object's keys by its
-    :meth:`_Node.plan`, each value by its field's type code; keywords case-folded inline
-    (:func:`.values.keyword`)."""
+    :meth:`_Node.plan`, each value by its field's type code (a string keyword or an
+    integer long first); keywords case-folded (:func:`.values.keyword`) once a value
+    (:meth:`_Node.pair`)."""
     terms: list[tuple[str, str]] = []
     nums: list[tuple[str, int]] = []
     words: list[str] = []
     text: dict[str, str] = {}
     stack: list[tuple[_Node, dict[str, Any]]] = [(_ROOT, body)]
-    dict_, list_, str_ = dict, list, str
+    dict_, list_, str_, int_ = dict, list, str, int
     while stack:
         node, obj = stack.pop()
-        for k, sub in node.plan(obj):
+        for k, sub in node.plans.get(tuple(obj)) or node.plan(obj):
             v = obj[k]
             tv = type(v)
+            code = sub.code
+            if tv is str_ and code == _KEYWORD:  # the most common value, as below
+                terms.append(sub.pairs.get(v) or sub.pair(v))
+                words.append(v)
+                continue
+            if tv is int_ and code == _LONG:
+                nums.append((sub.name, v))
+                continue
             if tv is dict_ or (tv is not list_ and isinstance(v, dict)):
                 if sub.walk:
                     stack.append((sub, v))
                 continue
-            code = sub.code
             for value in v if tv is list_ or isinstance(v, list) else (v,):
                 if value is None:
                     continue
@@ -214,7 +238,7 @@ def postings(body: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[st
                         stack.append((sub, value))
                 elif code == _KEYWORD or code == _TEXT:
                     s = value if type(value) is str_ else str(value)
-                    terms.append((sub.name, s.casefold()[:MAX_TERM_CHARS]))
+                    terms.append(sub.pairs.get(s) or sub.pair(s))
                     words.append(s)
                     if code == _TEXT:
                         col = FTS_COLUMN_OF[sub.name]
@@ -250,17 +274,57 @@ def _file_lock(path: Path) -> threading.RLock:
         return _FILE_LOCKS.setdefault(os.path.realpath(path), threading.RLock())
 
 
-def _in_key_order(groups: dict[tuple[int, Any], list[int]]) -> list[Any]:
-    """A batch's postings, grouped by ``(f, v)`` with their documents in the ascending
-    order they were added in, as one flat parameter list ``f, v, doc, f, v, doc...`` in
-    the order their B-tree keeps them (one sort of the distinct keys, ~4 a document, not
-    of the ~26 postings)."""
-    flat: list[Any] = []
-    for key in sorted(groups):
-        f, v = key
-        for doc in groups[key]:
-            flat += (f, v, doc)
-    return flat
+class _Groups:
+    """A batch's postings of one table (``terms`` or ``nums``): ``(field name, value)``
+    -> its documents, in the order added (a value twice in one document is one posting).
+    Keyed by name, not field id: adding a document is one look-up a distinct pair of it
+    (~26), and the field ids, reversed values and sort wait for :meth:`by_field`, once a
+    distinct pair of the batch (~4 a document)."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self) -> None:
+        self.pairs: defaultdict[tuple[str, Any], list[int]] = defaultdict(list)
+
+    def add(self, doc_id: int, pairs: list[tuple[str, Any]]) -> None:
+        lists = self.pairs
+        for pair in set(pairs):
+            lists[pair].append(doc_id)
+
+    def by_field(self, ids: Callable[[str], tuple[int, int]]
+                 ) -> dict[int, dict[Any, list[int]]]:
+        """field id -> value -> documents; ``ids``: a field's (id, id of its reversed
+        values or 0), whose reversed values are added under that id."""
+        out: dict[int, dict[Any, list[int]]] = {}
+        known: dict[str, tuple[int, int]] = {}
+        for (name, v), docs in self.pairs.items():
+            fid, rid = known.get(name) or known.setdefault(name, ids(name))
+            values = out.get(fid)
+            if values is None:
+                values = out[fid] = {}
+            values[v] = docs
+            if rid:
+                values = out.get(rid)
+                if values is None:
+                    values = out[rid] = {}
+                values[v[::-1]] = docs
+        return out
+
+    def in_key_order(self, ids: Callable[[str], tuple[int, int]]) -> list[Any]:
+        """The postings as one flat parameter list ``f, v, doc, f, v, doc...`` in the
+        order their B-tree keeps them: sorted by field, then value (a sort of the distinct
+        values of each field, ~4 a document, not of the ~26 postings); a value's postings
+        laid out by list operations, not one by one."""
+        flat: list[Any] = []
+        fields = self.by_field(ids)
+        for fid in sorted(fields):
+            values = fields[fid]
+            for v in sorted(values):
+                docs = values[v]
+                part = [fid, v, 0] * len(docs)
+                part[2::3] = docs
+                flat += part
+        return flat
 
 
 _INSERT_ONE = "INSERT OR IGNORE INTO {} VALUES (?,?,?)"
@@ -268,7 +332,7 @@ _INSERT_MANY = "INSERT OR IGNORE INTO {} VALUES " + ",".join(["(?,?,?)"] * ROWS_
 
 
 def _insert_postings(db: sqlite3.Connection, table: str, flat: list[Any]) -> None:
-    """Insert the postings of :func:`_in_key_order` into ``terms`` or ``nums``,
+    """Insert the postings of :meth:`_Groups.in_key_order` into ``terms`` or ``nums``,
     :data:`ROWS_PER_INSERT` a statement."""
     width = 3 * ROWS_PER_INSERT
     full = len(flat) - len(flat) % width
@@ -403,20 +467,16 @@ class _Writer:
             ids = self.term_ids[name] = (fid, -fid if name in SUFFIX_FIELDS else 0)
         return ids
 
+    def _num_ids(self, name: str) -> tuple[int, int]:
+        return self._fid(name), 0
+
     def _rows(self, doc_id: int, body: dict[str, Any], term_docs: _Groups,
               num_docs: _Groups) -> dict[str, str]:
-        """Add the document to its postings' groups (``(f, v)`` -> documents) in
-        ``term_docs``/``num_docs``; its FTS text."""
+        """Add the document to its postings' groups in ``term_docs``/``num_docs``; its
+        FTS text."""
         terms, nums, text = postings(body)
-        term_ids = self.term_ids.get
-        for name, v in set(terms):
-            fid, rid = term_ids(name) or self._term_ids(name)
-            term_docs[fid, v].append(doc_id)
-            if rid:
-                term_docs[rid, v[::-1]].append(doc_id)
-        fids = self.fids.get
-        for n, number in set(nums):
-            num_docs[fids(n) or self._fid(n), number].append(doc_id)
+        term_docs.add(doc_id, terms)
+        num_docs.add(doc_id, nums)
         return text
 
     def _fts(self, command: str, rows: list[tuple[int, dict[str, str]]]) -> None:
@@ -436,8 +496,7 @@ class _Writer:
 
     def delete(self, keys: Iterable[str]) -> int:
         """Remove the documents with these keys (those that exist); returns how many."""
-        term_docs: _Groups = defaultdict(list)
-        num_docs: _Groups = defaultdict(list)
+        term_docs, num_docs = _Groups(), _Groups()
         fts_rows: list[tuple[int, dict[str, str]]] = []
         ids = []
         it = iter(keys)
@@ -450,9 +509,11 @@ class _Writer:
                 ids.append((doc_id,))
         if not ids:
             return 0
-        for table, groups in (("terms", term_docs), ("nums", num_docs)):
+        for table, groups, field_ids in (("terms", term_docs, self._term_ids),
+                                         ("nums", num_docs, self._num_ids)):
             self.db.executemany(f"DELETE FROM {table} WHERE f=? AND v=? AND doc=?",
-                                [(f, v, d) for (f, v), docs in groups.items() for d in docs])
+                                [(f, v, d) for f, values in groups.by_field(field_ids).items()
+                                 for v, docs in values.items() for d in docs])
         self._fts("delete", fts_rows)
         self.db.executemany("DELETE FROM docs WHERE id=?", ids)
         return len(ids)
@@ -474,8 +535,7 @@ class _Writer:
         if replace:
             docs = list({d.key: d for d in docs}.values())  # a key twice: the last wins
             self.delete(d.key for d in docs)
-        term_docs: _Groups = defaultdict(list)
-        num_docs: _Groups = defaultdict(list)
+        term_docs, num_docs = _Groups(), _Groups()
         fts_rows: list[tuple[int, dict[str, str]]] = []
         doc_rows: list[tuple[int, str, str, int, str]] = []
         # Inside the write transaction (BEGIN IMMEDIATE): no other writer takes these ids.
@@ -490,8 +550,8 @@ class _Writer:
             fts_rows.append((doc_id, self._rows(doc_id, body, term_docs, num_docs)))
         self.db.executemany("INSERT INTO docs (id, key, case_id, ts, body) VALUES (?,?,?,?,?)",
                             doc_rows)
-        _insert_postings(self.db, "terms", _in_key_order(term_docs))
-        _insert_postings(self.db, "nums", _in_key_order(num_docs))
+        _insert_postings(self.db, "terms", term_docs.in_key_order(self._term_ids))
+        _insert_postings(self.db, "nums", num_docs.in_key_order(self._num_ids))
         self._fts("", fts_rows)
         return len(docs)
 

@@ -21,11 +21,18 @@ indexed whole again. If that child dies too, or indexing fails, the failure is l
 (a kept file's line that is not JSON, a file linking out of the data directory...) goes
 through a queue to this process's loggers of the same names. The child is shut down by
 :func:`shutdown`, or at the interpreter's exit (:mod:`concurrent.futures`).
+
+The child indexes a run with Python's cyclic garbage collector paused. A batch holds
+thousands of documents (dicts, lists, tuples) alive at once; the collector walked them
+again and again as the batch grew, which cost 10-20 % of the child's CPU (~20-45 µs a
+record, benchmarks/bench_search_pace.py's runs). The documents are trees, reference
+counting frees them; the collector runs again once the run is indexed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import threading
@@ -113,9 +120,15 @@ async def call(fn: Callable[..., T], *args: Any) -> T:
 
 
 def _index_run(root: Path, run_id: str) -> int:
+    """In the child: the run's documents, with the cyclic garbage collector paused (see
+    the module's docstring)."""
     from pcapwire.search.indexer import index_run
 
-    return index_run(root, run_id)
+    gc.disable()
+    try:
+        return index_run(root, run_id)
+    finally:
+        gc.enable()
 
 
 async def index_run(root: Path, run_id: str) -> int | None:

@@ -10,7 +10,7 @@ alternate the sides (A B, then B A ...); reported are the median and range of th
 ratios and the median seconds of each side.
 
 1. Indicator hunt: ``--ips`` IP indicators answered from the flow index
-   (:mod:`pcapwire.triggers.match_index`), in two profiles (:data:`PROFILES`: 10 of them
+   (:mod:`pcapwire.triggers.ip_walk`), in two profiles (:data:`PROFILES`: 10 of them
    addresses the capture has, or 500 with its busiest host; the rest absent), against the
    same as a Suricata IP-rule scan: ``suricata -r SEGMENT`` for each segment file with one
    rule per 100 addresses (``alert ip [list] any <> any any``, alerting once per flow

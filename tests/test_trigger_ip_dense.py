@@ -1,23 +1,32 @@
 """IP-indicator hits on dense traffic (most flows match, several indicators per flow, flows
-spanning segments): :func:`pcapwire.triggers.match_index.ip_hits` returns exactly the hits
+spanning segments): :func:`pcapwire.triggers.ip_walk.ip_hits` returns exactly the hits
 of a plain reference, every flow of the segment checked against every indicator with
 ``ipaddress`` (one hit per (indicator, flow), the matched endpoint as evidence, oriented
 initiator -> responder, the flow's first packet in the segment as time);
-:func:`~pcapwire.triggers.match_index.ip_batches`, one walk of the index for several
-segments, returns exactly those hits as the result set takes them (``HitBatch.of``)."""
+:func:`~pcapwire.triggers.ip_walk.ip_batches`, several segments shared out among the
+walkers' threads (:data:`~pcapwire.triggers.ip_walk.WALK_THREADS`, contiguous shares in id
+order; one share when the scope cuts a segment), returns exactly those hits as the result
+set takes them (``HitBatch.of``)."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
 from collections import Counter
+from contextlib import closing, nullcontext
 from pathlib import Path
 
 import pytest
 from pcapwire.store import Store
 from pcapwire.synth import generate
 from pcapwire.triggers.db import Hit, HitBatch
-from pcapwire.triggers.match_index import ip_batches, ip_hits
+from pcapwire.triggers.ip_walk import (
+    SPLIT_MIN_FLOWS,
+    WALK_THREADS,
+    IpWalkers,
+    ip_batches,
+    ip_hits,
+)
 from pcapwire.triggers.model import Scope
 
 SEGMENT_BYTES = 2**20
@@ -113,3 +122,39 @@ def test_batches_of_segments_equal_the_hits_of_each(store_root: Path) -> None:
     # the flow key from the catalog's sides is flow_key's (HitBatch.of made it)
     assert counts == [[(944, 944), (964, 964), (922, 922), (272, 272)],
                       [(545, 545), (527, 527), (0, 0), (0, 0)]]
+
+
+def _in_ranges(store: Store, ips: list[str]) -> int:
+    """Flows per (indicator, end) whose 16-byte address lies in the indicator's range (the
+    index's order: bytes, whatever the IP version)."""
+    ranges = [(n.network_address.packed.ljust(16, b"\0"),
+               n.broadcast_address.packed.ljust(16, b"\0"))
+              for n in (ipaddress.ip_network(v, strict=False) for v in ips)]
+    ends = [a for r in store.catalog.db.execute("SELECT addr_a, addr_b FROM flows") for a in r]
+    return sum(lo <= a <= hi for lo, hi in ranges for a in ends)
+
+
+def test_walkers_share_a_batch_out_in_id_order(store_root: Path) -> None:
+    with Store(store_root) as store, closing(IpWalkers(store.catalog.path)) as walkers:
+        ips = _indicators(store)
+        flows = walkers.flows_in_ranges(ips)
+        assert flows == _in_ranges(store, ips) == 2820
+        assert walkers.flows_in_ranges(ips[:1] + ["198.18.0.1"]) == _in_ranges(
+            store, ips[:1]) == 338
+        segments = walkers.segments_of([4, 2, 3, 1, 99])  # 99: not in the store
+        start = (segments[0].first_ns + segments[0].last_ns) // 2
+
+        def shares(n: int, scope: Scope, least: int = SPLIT_MIN_FLOWS) -> dict[int, str]:
+            walkers.split_min_flows = least
+            return {seg: rows.table.split(".")[0] for seg, rows in walkers.stage(
+                segments[:n], ips, scope, None, lambda: nullcontext(store)).items()}
+
+        assert (WALK_THREADS, SPLIT_MIN_FLOWS) == (2, 2_000)
+        assert shares(4, Scope()) == {1: "ip_walk0", 2: "ip_walk0", 3: "ip_walk1",
+                                      4: "ip_walk1"}
+        assert shares(3, Scope()) == {1: "ip_walk0", 2: "ip_walk1", 3: "ip_walk1"}
+        one = {1: "ip_walk0", 2: "ip_walk0", 3: "ip_walk0", 4: "ip_walk0"}
+        assert shares(1, Scope()) == {1: "ip_walk0"}
+        assert shares(4, Scope(start_ns=start)) == one  # the scope cuts segment 1
+        assert shares(4, Scope(), least=flows) != one
+        assert shares(4, Scope(), least=flows + 1) == one

@@ -1,9 +1,10 @@
-"""IP-indicator hits made by SQLite (:func:`pcapwire.triggers.match_index.stage_ip_rows`):
-their order when flows start at the same instant (the walk's order: side a before side
-b, indicators as listed, then the endpoint index's order), kept by the hunt's match ids,
-and two flows of one key in a unit merged into one row (one match id taken, no gap); the
-catalog attached read-only to the trigger database's connection for the walk alone; a
-unit's rows recorded from a table of the trigger database's connection
+"""IP-indicator hits made by SQLite (:class:`pcapwire.triggers.ip_walk.IpWalkers`): their
+order when flows start at the same instant (the walk's order: side a before side b,
+indicators as listed, then the endpoint index's order), kept by the hunt's match ids, and
+two flows of one key in a unit merged into one row (one match id taken, no gap); the
+walkers read the catalog read-only, their staging databases attached to the trigger
+database's connection while units are recorded, never the catalog; a unit's rows recorded
+from a table the trigger database's connection reads
 (:class:`~pcapwire.triggers.db.StagedRows`) give the result set that the same rows bound
 from Python (``HitBatch``) give."""
 
@@ -11,22 +12,19 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import corpus_file
 from pcapwire.store import Store
 from pcapwire.store.catalog import FLOW_IDLE_TIMEOUT_NS
 from pcapwire.testing.craft import Capture, udp_exchange
 from pcapwire.triggers import TriggerDB
 from pcapwire.triggers.db import HitBatch, StagedRows
 from pcapwire.triggers.hunt import run_hunt
-from pcapwire.triggers.match_index import (
-    CATALOG_MMAP_BYTES,
-    CATALOG_SCHEMA,
-    catalog_attached,
-    ip_hits,
-)
+from pcapwire.triggers.ip_walk import CATALOG_MMAP_BYTES, IpWalkers, ip_hits
 from pcapwire.triggers.model import Scope
 from triggerutil import create_trigger
 
@@ -77,19 +75,28 @@ def test_hits_at_one_instant_come_in_the_walks_order(root: Path) -> None:
         (2, hits[0].ts, hits[0].flow_id)] * 2
 
 
-def test_the_catalog_is_attached_read_only_for_the_walk_alone(root: Path) -> None:
-    with TriggerDB(root) as tdb:
-        with catalog_attached(tdb.db, root / "catalog.sqlite"):
-            (mapped,) = tdb.db.execute(f"PRAGMA {CATALOG_SCHEMA}.mmap_size").fetchone()
-            assert mapped == CATALOG_MMAP_BYTES
-            with pytest.raises(sqlite3.OperationalError, match="readonly"):
-                tdb.db.execute(f"DELETE FROM {CATALOG_SCHEMA}.flows")
-        assert [r[1] for r in tdb.db.execute("PRAGMA database_list")] == ["main", "temp"]
-        with tdb.transaction():  # a unit's: another process writes the catalog meanwhile
-            writer = sqlite3.connect(root / "catalog.sqlite", timeout=0)
-            writer.execute("BEGIN IMMEDIATE")
-            writer.execute("ROLLBACK")
-            writer.close()
+def test_walkers_read_the_catalog_and_lend_their_staging_databases(root: Path) -> None:
+    with closing(IpWalkers(root / "catalog.sqlite")) as walkers, TriggerDB(root) as tdb:
+        db, schema = walkers.first()
+        (mapped,) = db.execute("PRAGMA main.mmap_size").fetchone()
+        assert mapped == CATALOG_MMAP_BYTES
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            db.execute("DELETE FROM main.flows")
+        (segment,) = walkers.segments_of([1])
+        staged = walkers.stage([segment], IPS, Scope(), None, lambda: nullcontext())
+        assert staged == {1: StagedRows(f"{schema}.ip_rows", 1, 7, 9)}
+        with walkers.attached(tdb.db):
+            # 7 flows: not shared out (SPLIT_MIN_FLOWS), the second walker never opened
+            assert [r[1] for r in tdb.db.execute("PRAGMA database_list")] == [
+                "main", "ip_walk0"]
+            assert tdb.db.execute(f"SELECT count(*), sum(hits) FROM {schema}.ip_rows"
+                                  ).fetchone() == (7, 9)
+            with tdb.transaction():  # a unit's: another process writes the catalog meanwhile
+                writer = sqlite3.connect(root / "catalog.sqlite", timeout=0)
+                writer.execute("BEGIN IMMEDIATE")
+                writer.execute("ROLLBACK")
+                writer.close()
+        assert [r[1] for r in tdb.db.execute("PRAGMA database_list")] == ["main"]
 
 
 # rows as HitBatch.rows: rule, flow key, flow id, proto, src, sport, dest, dport, ts,
@@ -124,7 +131,7 @@ def _result_set(root: Path, name: str, staged: bool) -> tuple[list[Any], list[in
                 merged = HitBatch.of_rows(rows).rows
                 tdb.db.executemany("INSERT INTO temp.staged VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                                    merged)
-                hits: HitBatch | StagedRows = StagedRows("staged", first,
+                hits: HitBatch | StagedRows = StagedRows("temp.staged", first,
                                                          first + len(merged) - 1, len(rows))
             else:
                 hits = HitBatch.of_rows(rows)
@@ -145,3 +152,25 @@ def test_staged_rows_join_the_result_set_as_merged_rows_do(tmp_path: Path) -> No
                         {"n": 2}, [1], 1),
                        (2, "ip:c", K1, 9, 17, "10.0.0.1", 1, "10.0.0.2", 2, 8.0, 2,
                         {"n": 4}, [1], 2)], [3, 3])
+
+
+def test_ipv6_addresses_take_the_address_function(tmp_path: Path) -> None:
+    """IPv6 ends get their text from the walk's SQL function (IPv4 ones from SQL itself),
+    a one-address indicator's end from the indicator: as ``ipaddress`` writes them."""
+    with Store(tmp_path / "store") as store:
+        store.ingest([corpus_file("zeek-ftp-ipv6-epsv-eprt")])
+    client, server = "2001:470:1f11:81f:c999:d94:aa7c:2e3e", "2001:470:4867:99::21"
+    ips = [server, "2001:470:1f11:81f::/64"]
+    trigger, hunt_id = create_trigger(tmp_path / "store", "v6", {"indicators": {"ips": ips}})
+    run_hunt(tmp_path / "store", hunt_id, threading.Event())
+    with TriggerDB(tmp_path / "store") as tdb:
+        found = tdb.matches(trigger)
+    # six FTP flows, the last two (EPRT) opened by the server
+    ports = [(49185, 21), (49186, 57086), (49187, 57087), (49188, 57088), (49189, 55785),
+             (49190, 55647)]
+    assert [(m["rule"], m["evidence"]["address"], m["flow_key"], m["src_ip"], m["src_port"],
+             m["dest_ip"], m["dest_port"]) for m in found] == [
+        (f"ip:{ip}", address, f"6 {client} {cport} {server} {sport}",
+         *((client, cport, server, sport) if n < 4 else (server, sport, client, cport)))
+        for n, (cport, sport) in enumerate(ports)
+        for ip, address in ((ips[1], client), (ips[0], server))]

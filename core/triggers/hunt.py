@@ -14,12 +14,12 @@ killed at any moment resumes the hunt with the same result set and no duplicates
 units it left ``running`` are queued again, their attempt counted).
 
 Units that read no packets (:func:`.units.reads_packets`: IP indicators alone, answered
-by the flow index) run in the runner itself, :data:`INDEX_BATCH_UNITS` at a time: one
-walk of the index answers the whole batch, SQLite making the result set's rows in the
-trigger database's connection, the catalog attached to it read-only for that statement
-and detached before any unit is recorded (:func:`.match_index.stage_ip_rows`); then each
-unit is recorded as its own checkpoint (its ``seconds``: its share of the batch's). No
-worker pool is started for them.
+by the flow index) run in the runner itself, :data:`INDEX_BATCH_UNITS` at a time: the
+batch's segments are shared out among the IP walkers' threads (:class:`.ip_walk.IpWalkers`,
+each one walk of the index for its share, SQLite making the result set's rows in a staging
+database in memory), then each unit is recorded from them as its own checkpoint (its
+``seconds``: its share of the batch's), the staging databases attached to the trigger
+database's connection meanwhile. No worker pool is started for them.
 
 The next units are handed out before the finished ones are recorded (the workers do not
 wait for the runner's writes). Between units (batches of index units) the runner reads the
@@ -55,8 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from pcapwire.store import Store
-from pcapwire.triggers import match_index, match_metadata, units
+from pcapwire.triggers import match_metadata, units
 from pcapwire.triggers.db import HitBatch, Hunt, StagedRows, TriggerDB
+from pcapwire.triggers.ip_walk import IpWalkers
 from pcapwire.triggers.match_engines import EngineSettings
 from pcapwire.triggers.model import TriggerDef
 
@@ -251,46 +252,49 @@ class _Runner:
     def _run_index(self, queued: deque[int]) -> list[int]:
         """The units of a definition that reads no packets, in the runner, a batch of up to
         :data:`INDEX_BATCH_UNITS` at a time; the status is obeyed between batches."""
-        while True:
-            status = self._status()
-            if status == "aborted" or self.stop.is_set():
-                return self.new
-            if status == "paused":
-                if not self.wait_paused:
+        walkers = IpWalkers(self.root / "catalog.sqlite")  # connects on the first batch
+        try:
+            while True:
+                status = self._status()
+                if status == "aborted" or self.stop.is_set():
                     return self.new
-                self.stop.wait(POLL_S)
-                continue
-            if status == "queued":
-                self.tdb.move_hunt(self.hunt.id, "running", ("queued",))
-            if not queued:
-                self._finish()
-                return self.new
-            batch = [queued.popleft() for _ in range(min(INDEX_BATCH_UNITS, len(queued)))]
-            self._index_batch(batch, queued)
+                if status == "paused":
+                    if not self.wait_paused:
+                        return self.new
+                    self.stop.wait(POLL_S)
+                    continue
+                if status == "queued":
+                    self.tdb.move_hunt(self.hunt.id, "running", ("queued",))
+                if not queued:
+                    self._finish()
+                    return self.new
+                batch = [queued.popleft() for _ in range(min(INDEX_BATCH_UNITS, len(queued)))]
+                self._index_batch(walkers, batch, queued)
+        finally:
+            walkers.close()
 
-    def _index_batch(self, batch: list[int], queued: deque[int]) -> None:
-        """One walk of the flow index for the batch's segments (the catalog attached to
-        the trigger database's connection meanwhile: the units' transactions take no lock
-        on it), then each unit recorded from the rows SQLite made (a segment no longer in
-        the store goes through the unit function: its error is the unit's)."""
+    def _index_batch(self, walkers: IpWalkers, batch: list[int], queued: deque[int]) -> None:
+        """One walk of the flow index for the batch's segments, shared out among the
+        walkers' threads, then each unit recorded from the rows SQLite made (the walkers'
+        staging databases attached to the trigger database's connection; the catalog never
+        is: the units' transactions take no lock on it; a segment no longer in the store
+        goes through the unit function: its error is the unit's)."""
         started = time.monotonic()
         self.tdb.start_units(self.hunt.id, batch)
-        db = self.tdb.db
-        with match_index.catalog_attached(db, self.root / "catalog.sqlite"):
-            found = match_index.stage_ip_rows(
-                db, match_index.segments_of(db, batch), self.defn.indicators.ips,
-                self.defn.scope, self.stop, lambda: Store.existing(self.root))
+        found = walkers.stage(walkers.segments_of(batch), self.defn.indicators.ips,
+                              self.defn.scope, self.stop, lambda: Store.existing(self.root))
         if self.stop.is_set():  # a scope's packets were read in part: not a result
             self.tdb.requeue_units(self.hunt.id, batch, attempt_counts=False)
             return
         seconds = (time.monotonic() - started) / len(batch)
-        for seg in batch:
-            if seg in found:
-                self._done(seg, found[seg], seconds)
-                self._count()
-            else:
-                self._record(_Inline().submit(units.run_batch, *self._unit_args(seg)), seg,
-                             queued)
+        with walkers.attached(self.tdb.db):
+            for seg in batch:
+                if seg in found:
+                    self._done(seg, found[seg], seconds)
+                    self._count()
+                else:
+                    self._record(_Inline().submit(units.run_batch, *self._unit_args(seg)),
+                                 seg, queued)
 
     def _submit(self, pool: Executor, inflight: dict[Future[tuple[HitBatch, float]], int],
                 queued: deque[int]) -> None:

@@ -11,7 +11,8 @@ deduplication) and its wall seconds; :func:`run_batch` returns them as the resul
 rows (:class:`~.db.HitBatch`), Suricata's alerts in file mode made rows as they arrive.
 Matchers, each only when the definition asks for it:
 
-- IP/CIDR indicators and the BPF: the flow index and the query engine (:mod:`.match_index`);
+- IP/CIDR indicators and the BPF: the flow index and the query engine (:mod:`.ip_walk`,
+  :mod:`.match_index`);
 - file hashes: carving (:mod:`.match_files`);
 - Suricata and YARA rules, domains, URLs, JA3/JA4: the real engines (the engines' module,
   :mod:`.match_engines`). A plain segment the scope does not narrow is read by Suricata
@@ -44,9 +45,10 @@ from pcapwire.store.compression import stored_sizes
 from pcapwire.store.segments import segment_files
 from pcapwire.triggers import match_engines
 from pcapwire.triggers.db import Hit, HitBatch, stored_definition
+from pcapwire.triggers.ip_walk import ip_hits
 from pcapwire.triggers.match_engines import EngineSettings
 from pcapwire.triggers.match_files import file_hits, wanted
-from pcapwire.triggers.match_index import bpf_hits, ip_hits, scope_cuts
+from pcapwire.triggers.match_index import bpf_hits, scope_cuts
 from pcapwire.triggers.model import TriggerDef
 
 #: Recorder states of segments a hunt does not read (see :mod:`pcapwire.capture.ledger`).

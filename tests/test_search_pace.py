@@ -1,8 +1,9 @@
 """What makes indexing keep pace with the analyzers (benchmarks/bench_search_pace.py), with
 the values it must keep: the guided walk over indexed fields gives exactly the postings of
 the full flatten, times are written as before, the flow locator reads a 5-tuple's flows
-once and chooses as the SQL did, and writers of one process queue for the index file
-instead of failing on SQLite's busy timeout."""
+once and chooses as the SQL did, writers of one process queue for the index file
+instead of failing on SQLite's busy timeout, a transaction holds BATCH documents, and the
+verdicts' timestamps and 5-tuples' address blobs are made as before."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from pcapwire.search.index import (
     flatten,
     postings,
 )
-from pcapwire.search.indexer import index_records
+from pcapwire.search.indexer import BATCH, collector_paused, index_records
 from pcapwire.search.values import _ISO_YEAR_MIN, parse_ip, us_iso
 from pcapwire.store import Store
 
@@ -429,6 +430,98 @@ def test_the_childs_call_turns_the_collector_back_on(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="search index"):
         worker._index_run(tmp_path / "file", "r1")
     assert gc.isenabled()
+
+
+def test_collector_paused_restores_the_state_it_found(tmp_path: Path) -> None:
+    """Paused inside, as it was after (on, or off when the caller had it off), also when
+    the block fails; ``search rebuild`` pauses it too and turns it back on."""
+    import gc
+
+    from pcapwire.search.indexer import rebuild
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(KeyError), collector_paused():
+        raise KeyError("x")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert rebuild(tmp_path) == {"flows": 0, "runs": 0, "carved": 0, "documents": 0}
+    assert gc.isenabled()
+
+
+def test_a_transaction_holds_batch_documents(tmp_path: Path) -> None:
+    """The indexer writes BATCH (20,000) documents a transaction: a reader sees none of
+    them until the 20,000th is taken, then all 20,000, before the next one."""
+    assert BATCH == 20_000
+    seen: dict[int, int] = {}
+    reader: list[sqlite3.Connection] = []
+
+    def docs() -> Any:
+        for i in range(BATCH + 1):
+            if i in (1, BATCH - 1, BATCH):
+                if not reader:
+                    reader.append(sqlite3.connect(tmp_path / "search.sqlite"))
+                seen[i] = reader[0].execute("SELECT count(*) FROM docs").fetchone()[0]
+            yield Doc(f"d{i}", {"@timestamp": T0 + i, "tags": "t"})
+
+    assert index_records(tmp_path, docs()) == BATCH + 1
+    assert seen == {1: 0, BATCH - 1: 0, BATCH: BATCH}
+    assert reader[0].execute("SELECT count(*) FROM docs").fetchone()[0] == BATCH + 1
+    reader[0].close()
+
+
+def test_verdict_timestamps_as_strftime_wrote_them() -> None:
+    """The ECS export's @timestamp (made by isoformat now) is byte for byte strftime's
+    ``%Y-%m-%dT%H:%M:%S.%fZ``: microseconds rounded as datetime rounds them, years before
+    ISO_YEAR_MIN without leading zeros."""
+    import random
+    from datetime import UTC, datetime
+
+    from pcapwire.cases.export import ISO_YEAR_MIN, _timestamp
+
+    assert ISO_YEAR_MIN == 1000
+    assert _timestamp(1_700_000_000.123456) == "2023-11-14T22:13:20.123456Z"
+    assert _timestamp(0.9999995) == "1970-01-01T00:00:01.000000Z"
+    assert _timestamp(-0.5) == "1969-12-31T23:59:59.500000Z"
+    assert _timestamp(-30_610_224_000.0) == "1000-01-01T00:00:00.000000Z"
+    assert _timestamp(-30_610_224_000.25) == "999-12-31T23:59:59.750000Z"
+    assert _timestamp(-62_135_596_800.0) == "1-01-01T00:00:00.000000Z"
+    r = random.Random(5)
+    for ts in [r.uniform(-6.2e10, 2.5e11) for _ in range(2000)] + \
+            [r.uniform(1.6e9, 1.8e9) for _ in range(2000)]:
+        assert _timestamp(ts) == datetime.fromtimestamp(ts, UTC).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ"), ts
+
+
+def test_five_tuple_sql_keeps_address_blobs_and_refuses_as_before() -> None:
+    """five_tuple_sql keeps the catalog blob of ADDR_BLOB_CACHE (4,096) text addresses;
+    the answers and the errors are ipaddress's as before, and a bad address is not kept."""
+    import ipaddress
+
+    from pcapwire.query import flows
+    from pcapwire.query.bpfplan import addr_blob
+
+    assert flows.ADDR_BLOB_CACHE == 4096
+    assert flows._text_blob.cache_info().maxsize == flows.ADDR_BLOB_CACHE
+    sql = flows.five_tuple_sql(FlowKey(6, "2001:db8::1", 443, "10.1.2.3", 51234))
+    v4 = bytes([10, 1, 2, 3]) + bytes(12)
+    v6 = bytes.fromhex("20010db8000000000000000000000001")
+    assert sql.args == (v4, 51234, v6, 443, 6)
+    assert flows._text_blob("10.1.2.3") is flows._text_blob("10.1.2.3")
+    assert flows._blob(167838211) == v4 == addr_blob(ipaddress.ip_address("10.1.2.3"))
+    size = flows._text_blob.cache_info().currsize
+    for bad in ("10.1.2", "", None):
+        with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6"):
+            flows.five_tuple_sql(FlowKey(6, "10.0.0.1", 1, bad, 2))  # type: ignore[arg-type]
+    assert flows._text_blob.cache_info().currsize == size
 
 
 def test_records_from_dict_as_before() -> None:

@@ -27,8 +27,18 @@ from pcapwire.records import SEVERITIES, Verdict
 ECS_VERSION = "8.11.0"
 
 
+#: First year ``isoformat`` writes as ``strftime("%Y")`` does (4 digits, no padding).
+ISO_YEAR_MIN = 1000
+
+
 def _timestamp(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``%Y-%m-%dT%H:%M:%S.%fZ``, made by ``isoformat`` (half the CPU of ``strftime``;
+    the search index makes one a verdict) from :data:`ISO_YEAR_MIN` on; before it by
+    ``strftime``, whose years have no leading zeros (``999-...``), as exports always had."""
+    dt = datetime.fromtimestamp(ts, UTC)
+    if dt.year < ISO_YEAR_MIN:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def verdict_to_ecs(v: Verdict, *, run_id: str = "", verdict_id: int | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from pcapwire.query.bpfplan import Sql, addr_blob, candidate_sql, host_sql, net_sql
@@ -15,6 +16,9 @@ from pcapwire.records import IP_PROTO_NAMES
 if TYPE_CHECKING:
     from pcapwire.store import FlowRow
     from pcapwire.store.catalog import Catalog
+
+#: Text addresses whose catalog blob :func:`five_tuple_sql` keeps (16 bytes each).
+ADDR_BLOB_CACHE = 4096
 
 
 def narrowing_sql(spec: QuerySpec) -> Sql | None:
@@ -78,9 +82,20 @@ def explicit_sql(spec: QuerySpec) -> Sql | None:
     return Sql(" AND ".join(p.where for p in parts), tuple(a for p in parts for a in p.args))
 
 
+@lru_cache(maxsize=ADDR_BLOB_CACHE)
+def _text_blob(text: str) -> bytes:
+    return addr_blob(ipaddress.ip_address(text))
+
+
+def _blob(addr: Any) -> bytes:
+    """The catalog's blob of an address (a text one remembered: the search indexer asks
+    for the same hosts' 5-tuples again and again)."""
+    return _text_blob(addr) if type(addr) is str else addr_blob(ipaddress.ip_address(addr))
+
+
 def five_tuple_sql(key: Any) -> Sql:
-    a = (addr_blob(ipaddress.ip_address(key.src)), key.sport)
-    b = (addr_blob(ipaddress.ip_address(key.dst)), key.dport)
+    a = (_blob(key.src), key.sport)
+    b = (_blob(key.dst), key.dport)
     lo, hi = min(a, b), max(a, b)
     return Sql("(addr_a = ? AND port_a = ? AND addr_b = ? AND port_b = ? AND proto = ?)",
                (lo[0], lo[1], hi[0], hi[1], key.proto))

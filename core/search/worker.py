@@ -22,17 +22,14 @@ indexed whole again. If that child dies too, or indexing fails, the failure is l
 through a queue to this process's loggers of the same names. The child is shut down by
 :func:`shutdown`, or at the interpreter's exit (:mod:`concurrent.futures`).
 
-The child indexes a run with Python's cyclic garbage collector paused. A batch holds
-thousands of documents (dicts, lists, tuples) alive at once; the collector walked them
-again and again as the batch grew, which cost 10-20 % of the child's CPU (~20-45 µs a
-record, benchmarks/bench_search_pace.py's runs). The documents are trees, reference
-counting frees them; the collector runs again once the run is indexed.
+The child indexes a run with Python's cyclic garbage collector paused
+(:func:`pcapwire.search.indexer.collector_paused`: 10-20 % of its CPU otherwise); the
+collector runs again once the run is indexed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import multiprocessing
 import threading
@@ -122,13 +119,10 @@ async def call(fn: Callable[..., T], *args: Any) -> T:
 def _index_run(root: Path, run_id: str) -> int:
     """In the child: the run's documents, with the cyclic garbage collector paused (see
     the module's docstring)."""
-    from pcapwire.search.indexer import index_run
+    from pcapwire.search.indexer import collector_paused, index_run
 
-    gc.disable()
-    try:
+    with collector_paused():
         return index_run(root, run_id)
-    finally:
-        gc.enable()
 
 
 async def index_run(root: Path, run_id: str) -> int | None:

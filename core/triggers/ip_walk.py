@@ -141,12 +141,13 @@ _WALK_SIDES = (
      "text_a": _address_sql("f.addr_a"),
      "text_b": f"coalesce(r.text, {_address_sql('f.addr_b')})"})
 # The flows of the whole index in the indicators' ranges, per indicator and end (the two
-# endpoint indexes alone read).
+# endpoint indexes alone read), up to :cap an end (-1: all; a dense list's count stops
+# early: 1.6 -> 0.6 ms).
 _IP_COUNT_SQL = (
-    "SELECT (SELECT count(*) FROM {w}.ip_ranges r CROSS JOIN main.flows f INDEXED BY "
-    "flows_key WHERE f.addr_a BETWEEN r.lo AND r.hi) + (SELECT count(*) FROM "
-    "{w}.ip_ranges r CROSS JOIN main.flows f INDEXED BY flows_b WHERE f.addr_b BETWEEN "
-    "r.lo AND r.hi)")
+    "SELECT (SELECT count(*) FROM (SELECT 1 FROM {w}.ip_ranges r CROSS JOIN main.flows f "
+    "INDEXED BY flows_key WHERE f.addr_a BETWEEN r.lo AND r.hi LIMIT :cap)) + "
+    "(SELECT count(*) FROM (SELECT 1 FROM {w}.ip_ranges r CROSS JOIN main.flows f "
+    "INDEXED BY flows_b WHERE f.addr_b BETWEEN r.lo AND r.hi LIMIT :cap))")
 # The hits in their order: a segment's flows first packet first, a tie in the order the
 # walk found them; a flow's indicators in the order found (side a's as listed, then side
 # b's); {columns}: the last ones (ip_hits: the indicator and the address it contains;
@@ -223,13 +224,14 @@ class IpWalkers:
             "FROM main.segments WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
             (json.dumps(ids),))]
 
-    def flows_in_ranges(self, ips: list[str]) -> int:
+    def flows_in_ranges(self, ips: list[str], cap: int = -1) -> int:
         """How many flows of the whole index the indicators' ranges hold, counted per
-        (indicator, end of the flow) (the index alone read: a dense list's walk is
-        worth sharing out, a sparse one's is not)."""
+        (indicator, end of the flow), up to ``cap`` an end (-1: all; the index alone read:
+        a dense list's walk is worth sharing out, a sparse one's is not; the capped
+        count is ``cap`` or more exactly when the full count is)."""
         db, schema = self._walker(0)
         _load(db, schema, ips)
-        return int(db.execute(_IP_COUNT_SQL.format(w=schema)).fetchone()[0])
+        return int(db.execute(_IP_COUNT_SQL.format(w=schema), {"cap": cap}).fetchone()[0])
 
     def stage(self, segments: list[Segment], ips: list[str], scope: Scope,
               stop: threading.Event | None,
@@ -242,7 +244,8 @@ class IpWalkers:
         rows of earlier calls are dropped."""
         dense = (len(segments) > 1 and self.threads > 1
                  and not any(scope_cuts(scope, s) for s in segments)
-                 and self.flows_in_ranges(ips) >= self.split_min_flows)
+                 and self.flows_in_ranges(ips, self.split_min_flows)
+                 >= self.split_min_flows)
         shares = _shares(segments, self.threads if dense else 1)
         found: list[dict[int, StagedRows]] = [{} for _ in shares]
         errors: list[BaseException] = []

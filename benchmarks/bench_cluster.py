@@ -1,6 +1,6 @@
 """Cluster benchmark: a query through the central vs the sensors answering it directly.
 
-    python benchmarks/bench_cluster.py [--size-mib 64] [--rounds 7] [--pinned]
+    python benchmarks/bench_cluster.py [--size-mib 64] [--rounds 7] [--pinned [--central-alone]]
 
 Three sensors and a central run as real ``pcapwire serve`` processes on 127.0.0.1
 (:mod:`pcapwire.testing.cluster`: mutual TLS between central and sensors); the generated
@@ -33,6 +33,10 @@ the three sensors (and every thread and child process of theirs) on CPU
 :data:`SENSOR_CPU`, the central and this client on CPU :data:`CENTRAL_CPU` — on both sides
 of the comparison, so the sensors asked directly run on the one core they have behind the
 central. Its figures go under ``"pinned"``; the shared figures stay where they were.
+``--central-alone`` pins otherwise: the central alone on CPU :data:`CENTRAL_CPU`, the sensors
+and this client on CPU :data:`SENSOR_CPU` (a central with a machine of its own, the client
+elsewhere: both sides of the comparison then put the same work on CPU 0, and the central's
+only adds what it does not overlap); its results go to ``cluster_central_alone.json``.
 """
 
 from __future__ import annotations
@@ -106,7 +110,12 @@ def main() -> int:
     p.add_argument("--pinned", action="store_true",
                    help="also measure with the sensors on CPU 0 and the central and client "
                         "on CPU 1 (separate machines emulated)")
+    p.add_argument("--central-alone", action="store_true",
+                   help="with --pinned: the central alone on CPU 1, the sensors and the "
+                        "client on CPU 0")
     args = p.parse_args()
+    if args.central_alone and not args.pinned:
+        raise SystemExit("--central-alone goes with --pinned")
     if args.pinned and len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("--pinned needs two CPUs")
 
@@ -128,12 +137,14 @@ def main() -> int:
             for name, node in [("central", cl.central), *cl.sensors.items()]:
                 assert node.proc is not None
                 pids[name] = node.proc.pid
-            out = asyncio.run(measure(work, central, sensors, args.rounds, pids, args.pinned))
+            out = asyncio.run(measure(work, central, sensors, args.rounds, pids, args.pinned,
+                                      args.central_alone))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out["capture_mib"] = args.size_mib
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cluster.json").write_text(json.dumps(out, indent=2) + "\n")
+    name = "cluster_central_alone.json" if args.central_alone else "cluster.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
     return 0
 
@@ -161,12 +172,14 @@ def tasks_of(pid: int) -> list[int]:
     return out
 
 
-def place(pids: dict[str, int], pinned: bool) -> None:
-    """Sensors on SENSOR_CPU and central + this client on CENTRAL_CPU (``pinned``), or
-    every process on every CPU; threads and children made later inherit it."""
+def place(pids: dict[str, int], pinned: bool, alone: bool = False) -> None:
+    """Sensors on SENSOR_CPU and central + this client on CENTRAL_CPU (``pinned``; with
+    ``alone`` the central alone on CENTRAL_CPU, this client with the sensors), or every
+    process on every CPU; threads and children made later inherit it."""
     every = os.sched_getaffinity(0) | {SENSOR_CPU, CENTRAL_CPU}
+    central = {"central"} if alone else {"central", "client"}
     for name, pid in [*pids.items(), ("client", os.getpid())]:
-        cpus = every if not pinned else {SENSOR_CPU} if name in SENSORS else {CENTRAL_CPU}
+        cpus = every if not pinned else {CENTRAL_CPU} if name in central else {SENSOR_CPU}
         for tid in tasks_of(pid):
             try:
                 os.sched_setaffinity(tid, cpus)
@@ -175,11 +188,11 @@ def place(pids: dict[str, int], pinned: bool) -> None:
 
 
 async def measure(work: Path, central: Endpoint, sensors: list[Endpoint], rounds: int,
-                  pids: dict[str, int], pinned: bool) -> dict:
+                  pids: dict[str, int], pinned: bool, alone: bool = False) -> dict:
     for endpoint in (central, *sensors):
         endpoint.open()
     try:
-        return await _measure(work, central, sensors, rounds, pids, pinned)
+        return await _measure(work, central, sensors, rounds, pids, pinned, alone)
     finally:
         for endpoint in (central, *sensors):
             if endpoint.session is not None:
@@ -187,7 +200,7 @@ async def measure(work: Path, central: Endpoint, sensors: list[Endpoint], rounds
 
 
 async def _measure(work: Path, central: Endpoint, sensors: list[Endpoint], rounds: int,
-                   pids: dict[str, int], pinned: bool) -> dict:
+                   pids: dict[str, int], pinned: bool, alone: bool) -> dict:
     _, _, merged = await central.query()
     size = len(merged)
     answers = await _all(sensors)
@@ -221,14 +234,15 @@ async def _measure(work: Path, central: Endpoint, sensors: list[Endpoint], round
     try:
         for r in range(rounds):  # both orders alternate: placements, and central/sensors
             for p in placements if r % 2 == 0 else placements[::-1]:
-                place(pids, p)
+                place(pids, p, alone)
                 for side in (through_central, sensors_at_once)[::(-1 if r % 2 else 1)]:
                     await side(rows[p])
     finally:
         place(pids, False)
     out = {"result_mib": round(size / 2**20, 2), "rounds": rounds, **figures(rows[False], size)}
     if pinned:
-        out["pinned"] = {"sensors_cpu": SENSOR_CPU, "central_and_client_cpu": CENTRAL_CPU,
+        out["pinned"] = {"sensors_cpu": SENSOR_CPU, "central_cpu": CENTRAL_CPU,
+                         "client_cpu": SENSOR_CPU if alone else CENTRAL_CPU,
                          **figures(rows[True], size)}
     return out
 

@@ -155,8 +155,10 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tasks_of(pid: int) -> list[int]:
-    """The threads of process ``pid`` and of all its descendants."""
+def tasks_of(pid: int, descendants: bool = True) -> list[int]:
+    """The threads of process ``pid`` and (``descendants``) of all its descendants."""
+    if not descendants:
+        return [int(t.name) for t in Path(f"/proc/{pid}/task").glob("[0-9]*")]
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -175,16 +177,21 @@ def tasks_of(pid: int) -> list[int]:
 def place(pids: dict[str, int], pinned: bool, alone: bool = False) -> None:
     """Sensors on SENSOR_CPU and central + this client on CENTRAL_CPU (``pinned``; with
     ``alone`` the central alone on CENTRAL_CPU, this client with the sensors), or every
-    process on every CPU; threads and children made later inherit it."""
+    process on every CPU; threads and children made later inherit it. The servers are this
+    process's children: the client is only this process's own threads (pinning its
+    descendants too put every server on the client's core)."""
     every = os.sched_getaffinity(0) | {SENSOR_CPU, CENTRAL_CPU}
     central = {"central"} if alone else {"central", "client"}
     for name, pid in [*pids.items(), ("client", os.getpid())]:
         cpus = every if not pinned else {CENTRAL_CPU} if name in central else {SENSOR_CPU}
-        for tid in tasks_of(pid):
+        for tid in tasks_of(pid, descendants=name != "client"):
             try:
                 os.sched_setaffinity(tid, cpus)
             except ProcessLookupError:
                 pass  # a thread that ended meanwhile
+        if os.sched_getaffinity(pid) != cpus:  # the placement is what the figures claim
+            raise SystemExit(f"{name} (pid {pid}) is on CPUs {sorted(os.sched_getaffinity(pid))}"
+                             f", not {sorted(cpus)}")
 
 
 async def measure(work: Path, central: Endpoint, sensors: list[Endpoint], rounds: int,

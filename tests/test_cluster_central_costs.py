@@ -2,7 +2,8 @@
 and TLS handshake per request), a sensor's stored range is read again in the background
 before its cache runs out (planning does not wait for it while the central is queried
 steadily), and the export entry of a result sent whole reuses the SHA-256 the spool took
-(one hash of the result, not two; a rerun's linked file is hashed as it is sent).
+(one hash of the result, not two; a rerun's linked file is hashed as it is sent), and the
+merged result's pieces may reach ``MERGE_PIECE_BYTES`` whatever the query's chunk size.
 
 One real sensor (``pcapwire serve`` with mutual TLS, :mod:`pcapwire.testing.cluster`) for
 the client tests; a single server through the API for the export entries.
@@ -17,6 +18,7 @@ import pytest
 from apiutil import Tokens, bearer, upload, wait_done
 from pcapwire.api import ApiConfig, create_app
 from pcapwire.cluster.config import load_cluster
+from pcapwire.cluster.fanout import MERGE_PIECE_BYTES, piece_bytes
 from pcapwire.cluster.sensors import (
     KEEPALIVE_S,
     RANGE_CACHE_S,
@@ -24,7 +26,7 @@ from pcapwire.cluster.sensors import (
     Caller,
     Sensors,
 )
-from pcapwire.query.spec import DEFAULT_CHUNK_BYTES
+from pcapwire.query.spec import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, QuerySpec
 from pcapwire.synth import generate
 from pcapwire.testing.cluster import Cluster
 
@@ -137,3 +139,13 @@ async def test_an_export_entry_is_the_hash_of_the_bytes_sent(aiohttp_client, tmp
     assert log["entries"][0]["objects"][0]["sha256"] == digest  # the spool's own hash
     assert [(e["details"]["query_id"], e["objects"][0]["sha256"], e["objects"][0]["size"])
             for e in exports] == [(q["id"], digest, len(pcap)), (rerun["id"], digest, len(pcap))]
+
+
+def test_the_merged_pieces_may_reach_a_mebibyte():
+    """The central pays its per-piece cost (merge call, spool, wake-ups) per MiB at most,
+    not per 256 KiB chunk; a query asking for larger chunks gets them."""
+    assert MERGE_PIECE_BYTES == 2**20
+    assert piece_bytes(QuerySpec()) == 2**20 == 4 * DEFAULT_CHUNK_BYTES
+    assert piece_bytes(QuerySpec(chunk_bytes=MIN_CHUNK_BYTES)) == 2**20
+    assert piece_bytes(QuerySpec(chunk_bytes=2**20 + 1)) == 2**20 + 1
+    assert piece_bytes(QuerySpec(chunk_bytes=MAX_CHUNK_BYTES)) == MAX_CHUNK_BYTES

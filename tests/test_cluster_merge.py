@@ -445,3 +445,54 @@ def test_native_merge_step_refuses_bad_arguments() -> None:
     # caplen 3: within a limit of 3, over one of 2 (stop at once, nothing taken)
     assert step([rec], [0], [0], max_out=100, max_record=3) == (rec, (19,), 0)
     assert step([rec], [0], [0], max_out=100, max_record=2) == (b"", (0,), 0)
+
+
+def test_native_record_count_walks_headers_and_reports_where_the_next_starts() -> None:
+    """``_native.count_records`` (the central's packet count of its merged stream): the
+    records whose whole header is in the buffer, and where the next record starts, past the
+    end when the last one continues in the next piece; either byte order."""
+    count = _native.count_records
+    recs = [struct.pack("<IIII", 1, 2, n, n) + bytes(n) for n in (3, 0, 10)]
+    data = b"".join(recs)  # 19 + 16 + 26 = 61 bytes
+    assert count(data, 0) == (3, 61)
+    assert count(memoryview(data), 19) == (2, 61)  # from the second record's header
+    assert count(bytearray(data[:-1]), 0) == (3, 61)  # the last record's bytes continue
+    assert count(data[:35 + 15], 0) == (2, 35)  # 15 of the third header's 16 bytes
+    assert count(data[:35 + 16], 0) == (3, 61)  # its header whole: counted
+    assert count(data, 70) == (0, 70)  # a record continuing past this piece
+    assert count(b"", 0) == (0, 0)
+    big = b"".join(struct.pack(">IIII", 1, 2, n, n) + bytes(n) for n in (3, 0, 10))
+    assert count(big, 0, swapped=True) == (3, 61)
+    assert count(big, 0) == (1, 16 + 3 * 2**24)  # read little-endian: one huge record
+    with pytest.raises(ValueError, match="start must not be negative, not -1"):
+        count(data, -1)
+    with pytest.raises(TypeError):
+        count("text", 0)
+
+
+def test_the_first_piece_of_records_keeps_to_its_own_limit() -> None:
+    """A relay merging into large pieces still lets its first records go in a piece of the
+    query's chunk size: ``first_chunk_bytes`` holds for the first piece of records only."""
+    header, recs = read_records(corpus("zeek-http-206-ranges-two-connections"))
+
+    def packed(first: int, rest: int) -> list[bytes]:  # greedy, as the merge cuts
+        out, cur, limit = [], b"", first
+        for rec in recs:
+            if cur and len(cur) + len(rec) > limit:
+                out, cur, limit = [*out, cur], b"", rest
+            cur += rec
+        return [*out, cur]
+
+    async def whole() -> AsyncIterator[bytes]:  # never waits: only the limits cut pieces
+        yield header + b"".join(recs)
+
+    async def run(**limits: int) -> list[bytes]:
+        return [p async for p in merge_streams([whole()], ["a"], on_failure=print, **limits)]
+
+    out = asyncio.run(run(chunk_bytes=65536, first_chunk_bytes=4096))
+    assert out[1:] == packed(4096, 65536) and len(out[1]) <= 4096 < len(out[2])
+    assert len(out) == 1 + len(packed(4096, 65536)) > 3
+    assert asyncio.run(run(chunk_bytes=4096))[1:] == packed(4096, 4096)
+    for bad in ({"chunk_bytes": 0}, {"first_chunk_bytes": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be positive, not 0"):
+            asyncio.run(run(**bad))

@@ -17,8 +17,10 @@ input has ended or failed):
 the snaplen does not depend on the inputs, but the link types must agree before a byte
 goes out. A record leaves once every live input holds a head record, so the order is
 final. Output comes in pieces of whole records of at most ``chunk_bytes`` (a single record
-larger than that travels alone), each handed over as soon as the merge would otherwise
-wait for an input. Memory is bounded by one piece per input plus one output piece.
+larger than that travels alone; the first piece of records may have a limit of its own,
+``first_chunk_bytes``, so that a relay with large pieces does not delay its first chunk),
+each handed over as soon as the merge would otherwise wait for an input. Memory is bounded
+by one piece per input plus one output piece.
 
 An input that raises (a sensor gone mid-stream), ends inside a record or a header, is not
 a classic pcap or holds a record over :data:`MAX_RECORD_BYTES` is *dropped*: the merge
@@ -142,15 +144,19 @@ def _check_linktypes(inputs: list[_Input]) -> int:
 
 async def merge_streams(streams: Sequence[AsyncIterator[bytes]], names: Sequence[str], *,
                         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                        first_chunk_bytes: int | None = None,
                         on_failure: Callable[[str, str], None]) -> AsyncIterator[bytes]:
     """The classic pcap that merges ``streams`` (``names[i]`` names ``streams[i]`` in
-    errors), in pieces of whole records of at most ``chunk_bytes``. Nothing at all comes
-    out when no input delivers a header. Every stream that has ``aclose`` is closed when
-    the merge ends, fails or is closed."""
+    errors), in pieces of whole records of at most ``chunk_bytes`` (the first piece of
+    records: at most ``first_chunk_bytes``, when given). Nothing at all comes out when no
+    input delivers a header. Every stream that has ``aclose`` is closed when the merge
+    ends, fails or is closed."""
     if len(streams) != len(names):
         raise ValueError(f"{len(streams)} streams but {len(names)} names")
-    if chunk_bytes < 1:
-        raise ValueError(f"chunk_bytes must be positive, not {chunk_bytes}")
+    for name, size in (("chunk_bytes", chunk_bytes), ("first_chunk_bytes", first_chunk_bytes)):
+        if size is not None and size < 1:
+            raise ValueError(f"{name} must be positive, not {size}")
+    max_out = chunk_bytes if first_chunk_bytes is None else first_chunk_bytes
     inputs = [_Input(n, s) for s, n in zip(streams, names, strict=True)]
 
     def failed(inp: _Input, exc: Exception) -> None:
@@ -170,11 +176,12 @@ async def merge_streams(streams: Sequence[AsyncIterator[bytes]], names: Sequence
         while live:  # in input order: merge_records gives ties to the later one
             piece, positions, stop = _native.merge_records(
                 [inp.buf for inp in live], [inp.pos for inp in live],
-                [inp.format for inp in live], max_out=chunk_bytes,
+                [inp.format for inp in live], max_out=max_out,
                 max_record=MAX_RECORD_BYTES)
             for inp, pos in zip(live, positions, strict=True):
                 inp.pos = pos
             if piece:
+                max_out = chunk_bytes
                 yield piece
             if stop < 0:  # the piece is full
                 continue

@@ -198,3 +198,34 @@ done:
     Py_XDECREF(bufs);
     return res;
 }
+
+/* count_records(buf, start, *, swapped=False) -> (records, end): walk the record headers
+ * of a classic-pcap record stream from byte start on (each record: 16 header bytes, then
+ * the captured length its header says, read big-endian when swapped) while a whole header
+ * is in buf. end is where the next record starts: past len(buf) when the last record's
+ * bytes continue in the stream's next piece. Only headers are read; nothing is checked
+ * against a snaplen (pcapwire.cluster.fanout.RecordCounter counts what the merge wrote). */
+PyObject *pw_count_records(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    (void)self;
+    static char *kwlist[] = {"buf", "start", "swapped", NULL};
+    Py_buffer view;
+    Py_ssize_t start;
+    int swapped = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*n|$p", kwlist, &view, &start, &swapped))
+        return NULL;
+    if (start < 0) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "start must not be negative, not %zd", start);
+        return NULL;
+    }
+    const uint8_t *p = view.buf;
+    size_t len = (size_t)view.len, pos = (size_t)start;
+    Py_ssize_t n = 0;
+    while (pos <= len && len - pos >= MERGE_RECORD_LEN) {
+        pos += MERGE_RECORD_LEN + (size_t)pw_rd32(swapped, p + pos + 8);
+        n++;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nn)", n, (Py_ssize_t)pos);
+}

@@ -12,6 +12,9 @@ PyDoc_STRVAR(scan_doc,
 "always emitted), or after max_examined records when that is > 0. ts_ns holds one int64\n"
 "per emitted record; next_pos == end when done. A corrupt segment raises ValueError.");
 
+/* merge.c: the merged stream's record count (pcapwire.cluster.fanout.RecordCounter). */
+PyObject *pw_count_records(PyObject *self, PyObject *args, PyObject *kwargs);
+
 static PyMethodDef module_methods[] = {
     {"scan", (PyCFunction)(void (*)(void))pw_scan, METH_VARARGS | METH_KEYWORDS, scan_doc},
     {"walk_tpacket_block", (PyCFunction)(void (*)(void))pw_walk_tpacket_block,
@@ -32,6 +35,12 @@ static PyMethodDef module_methods[] = {
      "within max_record captured bytes (stop = its index) or the next record would take the\n"
      "output past max_out (stop = -1; one record always goes). positions: where each input\n"
      "stands now."},
+    {"count_records", (PyCFunction)(void (*)(void))pw_count_records,
+     METH_VARARGS | METH_KEYWORDS,
+     "count_records(buf, start, *, swapped=False) -> (records: int, end: int)\n\n"
+     "The record headers of a classic-pcap record stream in buf from byte start on (their\n"
+     "captured lengths big-endian when swapped), counted while a whole header is in buf;\n"
+     "end: where the next record starts (past len(buf) when the last one continues)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,7 +3,9 @@
     python benchmarks/bench_cluster.py [--size-mib 64] [--rounds 7] [--pinned [--central-alone]]
 
 Three sensors and a central run as real ``pcapwire serve`` processes on 127.0.0.1
-(:mod:`pcapwire.testing.cluster`: mutual TLS between central and sensors); the generated
+(:mod:`pcapwire.testing.cluster`: mutual TLS between central and sensors, and HTTPS from
+the central to this client, as a real central serves its users: the client decrypts TLS on
+both sides of every comparison); the generated
 capture ``benchmarks/data/synth-<size>m.pcap`` is split by host pair over the three, so
 every sensor holds a third of every second. This process is the client (asyncio +
 aiohttp, one session per server kept for all queries: no handshake in any figure, as the
@@ -128,9 +130,11 @@ def main() -> int:
         parts = split_capture(capture, work / "parts", SENSORS,
                               lambda _ts, frame: sum(frame[26:34]) % 3)
         with Cluster(work / "nodes", {n: {"acme": [p]} for n, p in zip(SENSORS, parts,
-                                                                        strict=True)}) as cl:
+                                                                        strict=True)},
+                     central_tls=True) as cl:
             context = central_client_context(cl.client.cert, cl.client.key, cl.ca.cert)
-            central = Endpoint(cl.central_url, cl.central_token("acme", "analyst"))
+            central = Endpoint(cl.central_url, cl.central_token("acme", "analyst"),
+                               ssl.create_default_context(cafile=cl.ca.cert))
             sensors = [Endpoint(cl.sensor_url(n), cl.sensor_token(n, "acme", "analyst"),
                                 context) for n in SENSORS]
             pids = {}

@@ -1,7 +1,8 @@
 """A whole cluster on one machine, for tests and benchmarks: sensors (each a real ``pcapwire
 serve`` process with its own data directory, loopback port, server certificate and
 ``--client-ca``, pinned to the central's client certificate) and a central (``pcapwire
-serve --cluster FILE``, plain HTTP on loopback), with certificates from :mod:`.certs`::
+serve --cluster FILE``, plain HTTP on loopback, or HTTPS with a server certificate of the
+same CA when ``central_tls``), with certificates from :mod:`.certs`::
 
     parts = split_capture(capture, tmp / "parts", ["a", "b", "c"], choose)
     with Cluster(tmp / "cluster", {"a": {"acme": [parts[0]], "globex": []}, ...}) as cluster:
@@ -122,12 +123,13 @@ class Node:
 class Cluster:
     """Sensors named by ``sensors`` (name -> {tenant it serves: captures to ingest}) and
     a central, all under ``root``; a context manager that stops them all.
-    ``sensor_args``: more ``pcapwire serve`` options for every sensor."""
+    ``sensor_args``: more ``pcapwire serve`` options for every sensor; ``central_tls``: the
+    central serves HTTPS (its users' clients trust :attr:`ca`), as a real central would."""
 
     def __init__(self, root: Path, sensors: Mapping[str, Mapping[str, Sequence[Path]]],
                  timeout_s: float = 10.0,
                  token_of: Mapping[tuple[str, str], str] | None = None,
-                 sensor_args: Sequence[str] = ()) -> None:
+                 sensor_args: Sequence[str] = (), central_tls: bool = False) -> None:
         self.root = root
         self.token_of = dict(token_of or {})  # (sensor, tenant) -> whose token its file holds
         self.tenants = {name: tuple(tenants) for name, tenants in sensors.items()}
@@ -147,6 +149,9 @@ class Cluster:
                 *sensor_args])
         central = self._serve_argv(root / "central") + ["--cluster", str(root / "cluster.toml")]
         central.insert(central.index("serve"), "-v")  # its INFO lines: what tests wait on
+        if central_tls:
+            cert = self.ca.server_cert("central-https")  # "central" is its client certificate
+            central += ["--tls-cert", str(cert.cert), "--tls-key", str(cert.key)]
         self.central = Node("central", root / "central", central)
 
     @staticmethod

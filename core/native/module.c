@@ -15,6 +15,12 @@ PyDoc_STRVAR(scan_doc,
 /* merge.c: the merged stream's record count (pcapwire.cluster.fanout.RecordCounter). */
 PyObject *pw_count_records(PyObject *self, PyObject *args, PyObject *kwargs);
 
+/* postings.c: the metadata index's postings (pcapwire.search.index). */
+PyObject *pw_index_add(PyObject *self, PyObject *args);
+PyObject *pw_group_add(PyObject *self, PyObject *args);
+PyObject *pw_key_order(PyObject *self, PyObject *args);
+PyObject *pw_doc_time_us(PyObject *self, PyObject *value);
+
 static PyMethodDef module_methods[] = {
     {"scan", (PyCFunction)(void (*)(void))pw_scan, METH_VARARGS | METH_KEYWORDS, scan_doc},
     {"walk_tpacket_block", (PyCFunction)(void (*)(void))pw_walk_tpacket_block,
@@ -41,6 +47,17 @@ static PyMethodDef module_methods[] = {
      "The record headers of a classic-pcap record stream in buf from byte start on (their\n"
      "captured lengths big-endian when swapped), counted while a whole header is in buf;\n"
      "end: where the next record starts (past len(buf) when the last one continues)."},
+    {"index_add", pw_index_add, METH_VARARGS,
+     "index_add(doc_id, body, root, other, term_groups, num_groups, max_chars)\n"
+     "    -> text | None\n\n"
+     "pcapwire.search.index's walk of one document and the grouping of its postings\n"
+     "(see core/native/postings.c)."},
+    {"group_add", pw_group_add, METH_VARARGS,
+     "group_add(groups, doc_id, pairs): doc_id under each distinct (name, value) pair."},
+    {"key_order", pw_key_order, METH_VARARGS,
+     "key_order(groups, ids) -> [f, v, doc, ...] sorted by field id, then value."},
+    {"doc_time_us", pw_doc_time_us, METH_O,
+     "doc_time_us(value) -> int | None: YYYY-MM-DDTHH:MM:SS.ffffffZ as µs since the epoch."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -65,14 +65,28 @@ def _pivot(flow: FlowKey | None, lo: int, hi: int, flow_id: int | None,
     and ``origin`` (case, run id, query id, step: those not empty)."""
     pivot: dict[str, Any] = {"query": pivot_query(flow, lo, hi, origin[0]),
                              "flow_id": flow_id}
-    for name, value in zip(_ORIGIN_NAMES, origin, strict=True):
-        if value:
-            pivot[name] = value
+    pivot.update(_named(origin))
     return pivot
 
 
 _ORIGIN_NAMES = ("case", "run_id", "query_id", "step")
 _MARGIN_US = round(PIVOT_MARGIN_S * 1e6)
+#: Origins whose non-empty (name, value) pairs :func:`_named` keeps (then it starts
+#: again): a run's documents come from a few.
+ORIGINS_KEPT = 256
+_NAMED: dict[tuple[str, str, str, str], tuple[tuple[str, str], ...]] = {}
+
+
+def _named(origin: tuple[str, str, str, str]) -> tuple[tuple[str, str], ...]:
+    """(name, value) of an origin's case, run id, query id and step, those not empty, in
+    that order (what a document's ``pcapwire`` and its pivot carry)."""
+    named = _NAMED.get(origin)
+    if named is None:
+        named = tuple((n, v) for n, v in zip(_ORIGIN_NAMES, origin, strict=True) if v)
+        if len(_NAMED) >= ORIGINS_KEPT:
+            _NAMED.clear()
+        _NAMED[origin] = named
+    return named
 
 
 def _base(dataset: str, kind: str, ts: float, flow: FlowKey | None, origin: Origin,
@@ -94,9 +108,7 @@ def _base(dataset: str, kind: str, ts: float, flow: FlowKey | None, origin: Orig
     lo, hi = window or (us - _MARGIN_US, us + _MARGIN_US)
     names = (origin.case, origin.run_id, origin.query_id, origin.step)
     pw = doc["pcapwire"]
-    for name, value in zip(_ORIGIN_NAMES, names, strict=True):
-        if value:
-            pw[name] = value
+    pw.update(_named(names))
     if flow_id is not None:
         pw["flow"] = {"id": flow_id}
     pw["pivot"] = _pivot(flow, lo, hi, flow_id, names)
@@ -225,9 +237,9 @@ def eve_doc(event: dict[str, Any], origin: Origin, n: int, flow_id: int | None,
     """One line of a run's ``eve-metadata.json`` (Suricata's own EVE): the ``n``-th;
     ``meta``: its :func:`~pcapwire.plugins.suricata.eve.metadata_record` when the caller
     made it already (to find its flow)."""
-    from pcapwire.plugins.suricata.eve import metadata_record
-
     if meta is None:
+        from pcapwire.plugins.suricata.eve import metadata_record
+
         meta = metadata_record(event)
     if meta is None:
         return None
@@ -339,6 +351,13 @@ def email_doc(rec: dict[str, Any], origin: Origin, flow_id: int | None) -> Doc:
 # ---- verdicts ------------------------------------------------------------------------------
 def verdict_doc(v: Verdict, origin: Origin, verdict_id: int, flow_id: int | None) -> Doc:
     """A verdict of the case store: the ECS export's document, with its pivots."""
+    return Doc(f"verdict:{verdict_id}", verdict_body(v, origin, verdict_id, flow_id))
+
+
+def verdict_body(v: Verdict, origin: Origin, verdict_id: int, flow_id: int | None
+                 ) -> dict[str, Any]:
+    """:func:`verdict_doc`'s document (a run's indexer keys it by run and number:
+    :func:`.sources.run_docs`)."""
     doc = verdict_to_ecs(v, run_id=origin.run_id, verdict_id=verdict_id)
     us = math.floor(v.ts * 1e6)  # as _base's
     flow = v.flow
@@ -351,7 +370,7 @@ def verdict_doc(v: Verdict, origin: Origin, verdict_id: int, flow_id: int | None
         else {}
     for empty in [k for k, val in pw.items() if val in ("", None)]:
         del pw[empty]
-    return Doc(f"verdict:{verdict_id}", doc)
+    return doc
 
 
 # ---- trigger hits --------------------------------------------------------------------------

@@ -16,7 +16,10 @@ docs/search.md):
 
 Writes go through :meth:`SearchIndex.write` (one transaction per batch); a batch's postings
 go in sorted by key, so an index larger than the page cache is walked once per batch
-instead of read at random. Searches go through :func:`pcapwire.search.query.search`.
+instead of read at random. The walk over a document's values, the grouping of a batch's
+postings and their sort run natively (core/native/postings.c, ~3x cheaper than the Python
+walk and grouping); :func:`postings` and :func:`_value` are their Python statement.
+Searches go through :func:`pcapwire.search.query.search`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import json
 import os
 import sqlite3
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pcapwire import _native
 from pcapwire.errors import ConfigError
 from pcapwire.search.ecs import Doc
 from pcapwire.search.fields import FIELDS, OPAQUE_OBJECTS, TEXT_FIELDS
@@ -85,7 +88,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5({', '.join(FTS_COLUMNS)}, cont
 """
 
 
-#: Field type -> the small code :func:`postings` dispatches on (one dict look-up a value).
+#: Field type -> the small code :func:`postings` dispatches on (one dict look-up a value;
+#: core/native/postings.c knows the same numbers).
 _LONG, _DATE, _IP, _KEYWORD, _TEXT = range(5)
 _CODE_OF = {"long": _LONG, "date": _DATE, "ip": _IP, "keyword": _KEYWORD, "text": _TEXT}
 _CODES: dict[str, int] = {name: _CODE_OF[ftype] for name, ftype in FIELDS.items()}
@@ -111,7 +115,8 @@ class _Node:
     of each key met under it (None: no indexed field below that key, the value is skipped
     whole) and the plan of each key sequence met (:meth:`plan`)."""
 
-    __slots__ = ("name", "code", "prefix", "walk", "below", "children", "plans", "pairs")
+    __slots__ = ("name", "code", "prefix", "walk", "below", "children", "plans", "pairs",
+                 "info")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -119,6 +124,9 @@ class _Node:
         self.prefix = name + "." if name else ""
         self.below = not name or name in _PREFIXES
         self.walk = self.below and name not in OPAQUE_OBJECTS
+        #: What the native walk reads of a node, in one look-up: (code, -1 for None;
+        #: name; walk; below).
+        self.info = (-1 if self.code is None else self.code, name, self.walk, self.below)
         self.children: dict[str, _Node | None] = {}
         self.plans: dict[tuple[str, ...], tuple[tuple[str, _Node], ...]] = {}
         self.pairs: dict[str, tuple[str, str]] = {}
@@ -188,12 +196,48 @@ def flatten(doc: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _date_us(value: Any) -> int | None:
+    """A date value as µs since the epoch (None: not a time): Unix seconds, or ISO 8601
+    (the form documents carry natively, :func:`pcapwire._native.doc_time_us`)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return round(value * 1e6)
+    us: int | None = _native.doc_time_us(value)
+    if us is not None:
+        return us
     try:
         return iso_us(str(value))
     except ValueError:
         return None
+
+
+def _value(sub: _Node, value: Any, terms: list[tuple[str, str]],
+           nums: list[tuple[str, int]], words: list[str], text: dict[str, str]) -> None:
+    """Add one value of field ``sub`` (not None, not an object) to a document's postings
+    (:func:`postings`): case-folded keywords and text (:meth:`_Node.pair`), an ip's hex
+    form, a long, a date's µs; text values also to their FTS5 column. The native walk
+    (:func:`pcapwire._native.index_add`) takes string keywords, dotted IPv4 addresses,
+    dates in the documents' own form and numbers under long fields itself, and hands every
+    other value here."""
+    code = sub.code
+    if code == _KEYWORD or code == _TEXT:
+        s = value if type(value) is str else str(value)
+        terms.append(sub.pairs.get(s) or sub.pair(s))
+        words.append(s)
+        if code == _TEXT:
+            col = FTS_COLUMN_OF[sub.name]
+            text[col] = f"{text[col]}\n{s}" if col in text else s
+    elif code == _LONG:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            nums.append((sub.name, int(value)))
+    elif code == _DATE:
+        n = _date_us(value)
+        if n is not None:
+            nums.append((sub.name, n))
+    elif code == _IP:
+        s = str(value)
+        ip = parse_ip(s)
+        if ip is not None:
+            terms.append((sub.name, ip))
+            words.append(s)
 
 
 def postings(body: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, int]],
@@ -201,12 +245,15 @@ def postings(body: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[st
     """What one document puts in ``terms``, ``nums`` and ``fts`` (by field name), the
     values taken in :func:`flatten`'s order (FTS5 positions depend on it).
 
-    The indexer's inner loop (every indexed value of every document passes here): a walk
-    over the objects that lead to indexed fields only (a document's ``observer``,
+    A walk over the objects that lead to indexed fields only (a document's ``observer``,
     ``ecs``, ``pcapwire.evidence``... are not visited), each object's keys by its
     :meth:`_Node.plan`, each value by its field's type code (a string keyword or an
-    integer long first); keywords case-folded (:func:`.values.keyword`) once a value
-    (:meth:`_Node.pair`)."""
+    integer long here, the others by :func:`_value`); keywords case-folded
+    (:func:`.values.keyword`) once a value (:meth:`_Node.pair`).
+
+    The indexer runs the same walk natively (:func:`pcapwire._native.index_add`,
+    core/native/postings.c: 2-3x cheaper); this is its statement in Python, and the walk
+    of a document holding an object or list of a dict or list subclass."""
     terms: list[tuple[str, str]] = []
     nums: list[tuple[str, int]] = []
     words: list[str] = []
@@ -236,26 +283,8 @@ def postings(body: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[st
                 if isinstance(value, dict):  # an object in a list
                     if sub.below:
                         stack.append((sub, value))
-                elif code == _KEYWORD or code == _TEXT:
-                    s = value if type(value) is str_ else str(value)
-                    terms.append(sub.pairs.get(s) or sub.pair(s))
-                    words.append(s)
-                    if code == _TEXT:
-                        col = FTS_COLUMN_OF[sub.name]
-                        text[col] = f"{text[col]}\n{s}" if col in text else s
-                elif code == _LONG:
-                    if isinstance(value, int | float) and not isinstance(value, bool):
-                        nums.append((sub.name, int(value)))
-                elif code == _DATE:
-                    n = _date_us(value)
-                    if n is not None:
-                        nums.append((sub.name, n))
-                elif code == _IP:
-                    s = str(value)
-                    ip = parse_ip(s)
-                    if ip is not None:
-                        terms.append((sub.name, ip))
-                        words.append(s)
+                else:
+                    _value(sub, value, terms, nums, words, text)
     text["anytext"] = "\n".join(words)
     return terms, nums, text
 
@@ -275,55 +304,28 @@ def _file_lock(path: Path) -> threading.RLock:
 
 
 class _Groups:
-    """A batch's postings of one table (``terms`` or ``nums``): ``(field name, value)``
-    -> its documents, in the order added (a value twice in one document is one posting).
-    Keyed by name, not field id: adding a document is one look-up a distinct pair of it
-    (~26), and the field ids, reversed values and sort wait for :meth:`by_field`, once a
-    distinct pair of the batch (~4 a document)."""
+    """A batch's postings of one table (``terms`` or ``nums``): field name -> value -> its
+    documents, in the order added (a value twice in one document is one posting). Keyed
+    by name, not field id: adding a document is two look-ups a posting (~26), and the
+    field ids, reversed values and sort wait for :meth:`in_key_order`, once a distinct
+    value of the batch (~4 a document). Native (core/native/postings.c): the documents
+    come from :func:`pcapwire._native.index_add` (:meth:`_Writer._rows`) or
+    :meth:`add`."""
 
-    __slots__ = ("pairs",)
+    __slots__ = ("by_name",)
 
     def __init__(self) -> None:
-        self.pairs: defaultdict[tuple[str, Any], list[int]] = defaultdict(list)
+        self.by_name: dict[str, dict[Any, list[int]]] = {}
 
     def add(self, doc_id: int, pairs: list[tuple[str, Any]]) -> None:
-        lists = self.pairs
-        for pair in set(pairs):
-            lists[pair].append(doc_id)
-
-    def by_field(self, ids: Callable[[str], tuple[int, int]]
-                 ) -> dict[int, dict[Any, list[int]]]:
-        """field id -> value -> documents; ``ids``: a field's (id, id of its reversed
-        values or 0), whose reversed values are added under that id."""
-        out: dict[int, dict[Any, list[int]]] = {}
-        known: dict[str, tuple[int, int]] = {}
-        for (name, v), docs in self.pairs.items():
-            fid, rid = known.get(name) or known.setdefault(name, ids(name))
-            values = out.get(fid)
-            if values is None:
-                values = out[fid] = {}
-            values[v] = docs
-            if rid:
-                values = out.get(rid)
-                if values is None:
-                    values = out[rid] = {}
-                values[v[::-1]] = docs
-        return out
+        _native.group_add(self.by_name, doc_id, pairs)
 
     def in_key_order(self, ids: Callable[[str], tuple[int, int]]) -> list[Any]:
         """The postings as one flat parameter list ``f, v, doc, f, v, doc...`` in the
-        order their B-tree keeps them: sorted by field, then value (a sort of the distinct
-        values of each field, ~4 a document, not of the ~26 postings); a value's postings
-        laid out by list operations, not one by one."""
-        flat: list[Any] = []
-        fields = self.by_field(ids)
-        for fid in sorted(fields):
-            values = fields[fid]
-            for v in sorted(values):
-                docs = values[v]
-                part = [fid, v, 0] * len(docs)
-                part[2::3] = docs
-                flat += part
+        order their B-tree keeps them: sorted by field id, then value (a sort of the
+        distinct values of each field); ``ids``: a field's (id, id of its reversed values
+        or 0), whose reversed values are added under that id."""
+        flat: list[Any] = _native.key_order(self.by_name, ids)
         return flat
 
 
@@ -474,9 +476,12 @@ class _Writer:
               num_docs: _Groups) -> dict[str, str]:
         """Add the document to its postings' groups in ``term_docs``/``num_docs``; its
         FTS text."""
-        terms, nums, text = postings(body)
-        term_docs.add(doc_id, terms)
-        num_docs.add(doc_id, nums)
+        text: dict[str, str] | None = _native.index_add(
+            doc_id, body, _ROOT, _value, term_docs.by_name, num_docs.by_name, MAX_TERM_CHARS)
+        if text is None:  # an object or list of a subclass: the walk in Python
+            terms, nums, text = postings(body)
+            term_docs.add(doc_id, terms)
+            num_docs.add(doc_id, nums)
         return text
 
     def _fts(self, command: str, rows: list[tuple[int, dict[str, str]]]) -> None:
@@ -511,9 +516,9 @@ class _Writer:
             return 0
         for table, groups, field_ids in (("terms", term_docs, self._term_ids),
                                          ("nums", num_docs, self._num_ids)):
+            flat = groups.in_key_order(field_ids)
             self.db.executemany(f"DELETE FROM {table} WHERE f=? AND v=? AND doc=?",
-                                [(f, v, d) for f, values in groups.by_field(field_ids).items()
-                                 for v, docs in values.items() for d in docs])
+                                (flat[i:i + 3] for i in range(0, len(flat), 3)))
         self._fts("delete", fts_rows)
         self.db.executemany("DELETE FROM docs WHERE id=?", ids)
         return len(ids)

@@ -38,7 +38,7 @@ from pcapwire.search.ecs import (
     eve_doc,
     file_doc,
     flow_doc,
-    verdict_doc,
+    verdict_body,
     zeek_doc,
 )
 from pcapwire.store.catalog import Catalog
@@ -301,12 +301,16 @@ def run_docs(root: Path, run_id: str) -> Iterator[Doc]:
         if run is None:
             return
         verdicts = cases.verdicts(run_id=run_id)
+        origins: dict[tuple[str, str, str], Origin] = {}  # a run's verdicts have a few
         for n, v in enumerate(verdicts):
             if n % PREFETCH_RECORDS == 0:
                 flows.prefetch(w.flow for w in verdicts[n:n + PREFETCH_RECORDS])
-            origin = Origin(v.case or run.case, run_id, v.query_id or run.query_id, v.step)
-            doc = verdict_doc(v, origin, n, flows.find(v.flow, v.ts))
-            yield Doc(f"verdict:{run_id}:{n}", doc.body)
+            made = (v.case or run.case, v.query_id or run.query_id, v.step)
+            origin = origins.get(made)
+            if origin is None:
+                origin = origins[made] = Origin(made[0], run_id, made[1], made[2])
+            yield Doc(f"verdict:{run_id}:{n}",
+                      verdict_body(v, origin, n, flows.find(v.flow, v.ts)))
         sandbox = sandbox_results(verdicts)
         for step in cases.steps(run_id):
             if step.analyzer not in KEPT_FILES:

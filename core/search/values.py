@@ -58,7 +58,7 @@ def parse_ip(value: str) -> str | None:
 def _parse_ip(value: str) -> str | None:
     try:
         return _V4_PREFIX + socket.inet_pton(socket.AF_INET, value).hex()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in value (it failed the batch)
         pass
     try:
         return ip_key(ipaddress.ip_address(value.strip("[]")))
@@ -151,7 +151,8 @@ def us_iso(us: int) -> str:
     """Microseconds as ISO 8601 UTC with a Z (the form documents carry):
     ``YYYY-MM-DDTHH:MM:SS.ffffffZ``. The second's form is made once (``isoformat``, half
     the cost of ``strftime``) and kept; years below 1000, which ``strftime`` writes
-    without leading zeros, keep its form."""
+    without leading zeros, keep its form. The microseconds are padded by way of
+    ``str(micro + 10**6)`` (half the cost of ``:06d``)."""
     second, micro = divmod(us, 1_000_000)
     head = _ISO_SECONDS.get(second)
     if head is None:
@@ -161,7 +162,7 @@ def us_iso(us: int) -> str:
         if len(_ISO_SECONDS) >= ISO_SECONDS_KEPT:
             _ISO_SECONDS.clear()
         _ISO_SECONDS[second] = head
-    return f"{head}.{micro:06d}Z"
+    return f"{head}.{str(micro + 1_000_000)[1:]}Z"
 
 
 def ts_iso(ts: float) -> str:

@@ -7,6 +7,8 @@ segment. Beyond "no crash", it checks invariants that must hold for ANY input:
 - records are back-to-back classic records whose headers agree with the meta;
 - every packet lands in exactly one flow, with its own segment offset;
 - scan() of the records (no filter) reproduces them, caplen cut to snaplen;
+- index_add/key_order/doc_time_us (the search index's postings) on a document made of the
+  input give what their Python statement gives (postings_check.py);
 - merge_records() on the input cut into 1-4 record streams of fuzzer-chosen formats gives,
   call after call, what a plain Python statement of the merge step gives.
 
@@ -47,6 +49,7 @@ sys.path.insert(0, str(HERE))
 
 import atheris  # noqa: E402
 import craft  # noqa: E402
+import postings_check  # noqa: E402
 import sanitizers  # noqa: E402
 
 
@@ -214,6 +217,7 @@ def TestOneInput(data: bytes) -> None:
         return
     mode, body = data[0], data[1:]
     check_merge(mode, body)
+    postings_check.check(N, body)  # the search index's postings: tests/fuzz/postings_check.py
     skip = mode & 1
     max_batch = (0, 0, 64, 4096)[(mode >> 1) & 3]
     r1, b1 = read(body, 0, skip, max_batch)

@@ -2,7 +2,7 @@
 runs (bench_suricata.py: same capture, rule profiles, one-step workflow, warm engine), now
 with a case store and a data directory, so that the engine indexes every run as it does
 in ``pcapwire serve`` (``Engine._index_run``: the run's verdicts and the EVE metadata its
-step kept, :func:`pcapwire.search.indexer.index_run`, in the indexer child process of
+step kept, :func:`pcapwire.search.indexer.index_run`'s documents, in the indexer children of
 :mod:`pcapwire.search.worker`).
 
     python benchmarks/bench_search_pace.py [--size-mib 210] [--rounds 3] [--runs 3]
@@ -17,8 +17,10 @@ thread reads every ``--sample-s``: records produced so far (verdicts as the engi
 them out; EVE lines Suricata has written, in its log directory while it runs and in the
 kept file after) and records searchable (``count(*)`` of the index's documents in a
 connection of its own), so backlog = produced - searchable over time. Per sequence, the
-indexer child's CPU time (``index_cpu_us_per_record``) and its share of one core while
-the index was busy (``index_core_share``).
+indexer children's CPU time (``index_cpu_us_per_record``: the builder's and the writer's,
+:mod:`pcapwire.search.pipeline`, each also in ``index_cpu_us_per_record_by_stage``) and
+the cores' worth they got while the index was busy (``index_core_share``: up to 2, one
+a stage).
 
 "Keeps pace": the backlog does not grow while runs keep arriving, i.e. the index's rate
 (records / the time it was busy with them) >= the production rate (records / the time
@@ -131,7 +133,6 @@ async def sequence(store: Any, rules: list[str], runs: int, tag: str, scratch: P
     from pcapwire.cases import CASES_FILE, CaseStore
     from pcapwire.hooks.host import build_host
     from pcapwire.query import QuerySpec
-    from pcapwire.search import worker
     from pcapwire.workflow.document import load_workflow
     from pcapwire.workflow.engine import Engine
 
@@ -141,7 +142,7 @@ async def sequence(store: Any, rules: list[str], runs: int, tag: str, scratch: P
     await _prewarm(host, rules)
     cases = CaseStore(store.root / CASES_FILE)
     engine = Engine(host, store=cases, data_dir=store.root, workdir=scratch)
-    cpu0 = await worker.call(time.process_time)  # the indexer child's CPU
+    cpu0 = await _index_cpu()
     out: list[dict[str, Any]] = []
     tasks = []
     indexed: dict[str, float] = {}
@@ -160,7 +161,7 @@ async def sequence(store: Any, rules: list[str], runs: int, tag: str, scratch: P
         await arrivals.events[rid].wait()
         out.append({"run_id": rid, "started": started, "backlog_at_start": produced - searchable})
     summaries = await asyncio.gather(*tasks)
-    index_cpu = await worker.call(time.process_time) - cpu0
+    index_cpu = {stage: cpu - cpu0[stage] for stage, cpu in (await _index_cpu()).items()}
     await host.analyzer("suricata").aclose()
     cases.close()
     for run, summary in zip(out, summaries, strict=True):
@@ -178,8 +179,17 @@ async def sequence(store: Any, rules: list[str], runs: int, tag: str, scratch: P
             run[key] = round(run[key] - backlog.t0, 3)
         run["analysis_s"] = round(run["analysed"] - run["started"], 3)
         run["index_s"] = round(run["indexed"] - run["analysed"], 3)
-        run["index_cpu_s"] = round(index_cpu, 3)  # of the whole sequence
+        run["index_cpu_s"] = round(sum(index_cpu.values()), 3)  # of the whole sequence
+        run["index_cpu_s_by_stage"] = {k: round(v, 3) for k, v in index_cpu.items()}
     return out
+
+
+async def _index_cpu() -> dict[str, float]:
+    """The CPU seconds of each indexer child so far."""
+    from pcapwire.search import worker
+
+    return {stage: await worker.call(time.process_time, stage=stage)
+            for stage in (worker.BUILDER, worker.WRITER)}
 
 
 def _run_documents(root: Path, run_id: str) -> int:
@@ -205,6 +215,8 @@ def pace(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "drain_after_last_run_s": runs[-1]["indexed"] - runs[-1]["analysed"],
             "backlog_at_run_starts": [r["backlog_at_start"] for r in runs],
             "index_cpu_us_per_record": runs[0]["index_cpu_s"] / records * 1e6,
+            "index_cpu_us_per_record_by_stage": {
+                k: v / records * 1e6 for k, v in runs[0]["index_cpu_s_by_stage"].items()},
             "index_core_share": runs[0]["index_cpu_s"] / busy,
             "keeps_pace": records / busy >= records / span}
 
@@ -270,6 +282,9 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "indexed_per_s": mmm([s["indexed_per_s"] for s in rounds]),
             "index_cpu_us_per_record": mmm([s["index_cpu_us_per_record"] for s in rounds]),
             "index_core_share": mmm([s["index_core_share"] for s in rounds]),
+            **{f"index_cpu_us_per_record_{stage}": mmm([
+                s["index_cpu_us_per_record_by_stage"][stage] for s in rounds])
+               for stage in rounds[0]["index_cpu_us_per_record_by_stage"]},
             "backlog_at_last_run_start": mmm([s["backlog_at_run_starts"][-1]
                                               for s in rounds]),
             "drain_after_last_run_s": mmm([s["drain_after_last_run_s"] for s in rounds]),

@@ -15,7 +15,6 @@ from typing import Any
 
 import dpkt
 import pytest
-from pcapwire.errors import ConfigError
 from pcapwire.records import FlowKey
 from pcapwire.search import index as index_module
 from pcapwire.search import sources
@@ -415,21 +414,23 @@ def test_groups_are_each_value_once_a_document_in_the_btrees_order(tmp_path: Pat
         assert nums.in_key_order(w._num_ids) == [port, 9, 7, port, 53, 7]
 
 
-def test_the_childs_call_turns_the_collector_back_on(tmp_path: Path) -> None:
-    """The child indexes a run with the cyclic collector paused (a batch's documents were
-    walked over and over: benchmarks/bench_search_pace.py), and turns it back on after,
-    when the call fails too."""
+async def test_the_childrens_calls_turn_the_collector_back_on(tmp_path: Path) -> None:
+    """Both indexer children index a run with the cyclic collector paused (a batch's
+    documents were walked over and over: benchmarks/bench_search_pace.py), and turn it
+    back on after, when the call fails too."""
     import gc
 
     from pcapwire.search import worker
 
-    assert gc.isenabled()
-    assert worker._index_run(tmp_path, "no-such-run") == 0
-    assert gc.isenabled()
-    (tmp_path / "file").write_text("not a directory")
-    with pytest.raises(ConfigError, match="search index"):
-        worker._index_run(tmp_path / "file", "r1")
-    assert gc.isenabled()
+    stages = (worker.BUILDER, worker.WRITER)
+    try:
+        assert await worker.index_run(tmp_path, "no-such-run") == 0
+        assert [await worker.call(gc.isenabled, stage=s) for s in stages] == [True, True]
+        (tmp_path / "file").write_text("not a directory")
+        assert await worker.index_run(tmp_path / "file", "r1") is None  # logged
+        assert [await worker.call(gc.isenabled, stage=s) for s in stages] == [True, True]
+    finally:
+        worker.shutdown()
 
 
 def test_collector_paused_restores_the_state_it_found(tmp_path: Path) -> None:

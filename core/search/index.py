@@ -447,6 +447,41 @@ class SearchIndex:
             return int(self.db.execute("SELECT count(*) FROM docs").fetchone()[0])
 
 
+#: One batch of documents as :meth:`_Writer.put_prepared` takes them (:func:`prepare`):
+#: the ``docs`` rows without their ids (key, case, ts µs, JSON text), the FTS text of
+#: each, and the ``terms`` and ``nums`` groups (field name -> value -> places in the
+#: batch, from 1). Plain types: :mod:`pcapwire.search.pipeline` sends it to another
+#: process with :mod:`marshal`.
+Prepared = tuple[list[tuple[str, str, int, str]], list[dict[str, str]],
+                 dict[str, dict[Any, list[int]]], dict[str, dict[Any, list[int]]]]
+
+
+def prepare(docs: Iterable[Doc]) -> Prepared:
+    """One batch's documents made ready to write, without the index: a key met twice
+    keeps the last document at the first's place; each gets ``event.id`` (its key,
+    searchable), its ``docs`` row and FTS text, and its postings grouped by field name and
+    value under its place in the batch (``index_add``, the native walk)."""
+    rows: list[tuple[str, str, int, str]] = []
+    fts: list[dict[str, str]] = []
+    terms: dict[str, dict[Any, list[int]]] = {}
+    nums: dict[str, dict[Any, list[int]]] = {}
+    unique = {d.key: d for d in docs}
+    for place, d in enumerate(unique.values(), 1):
+        body = d.body
+        body.setdefault("event", {})["id"] = d.key
+        pw = body.get("pcapwire") or {}
+        rows.append((d.key, str(pw.get("case") or ""), _date_us(body.get("@timestamp")) or 0,
+                     dumps(body)))
+        text: dict[str, str] | None = _native.index_add(
+            place, body, _ROOT, _value, terms, nums, MAX_TERM_CHARS)
+        if text is None:  # an object or list of a subclass: the walk in Python
+            doc_terms, doc_nums, text = postings(body)
+            _native.group_add(terms, place, doc_terms)
+            _native.group_add(nums, place, doc_nums)
+        fts.append(text)
+    return rows, fts, terms, nums
+
+
 class _Writer:
     def __init__(self, index: SearchIndex) -> None:
         self.index = index
@@ -534,31 +569,29 @@ class _Writer:
         return n
 
     def _put_batch(self, docs: list[Doc], replace: bool) -> int:
-        """The documents' rows made in Python first, then each table filled by one
-        ``executemany`` (postings sorted: a batch walks each B-tree once, in order, instead
-        of landing on random pages of an index larger than the cache)."""
+        return self.put_prepared(prepare(docs), replace)
+
+    def put_prepared(self, batch: Prepared, replace: bool = True) -> int:
+        """Write one prepared batch (:func:`prepare`), the documents with the same keys
+        first (``replace``), then the new ones with the ids after the highest, in the
+        batch's order; each table filled by one ``executemany`` (postings sorted: a batch
+        walks each B-tree once, in order, instead of landing on random pages of an index
+        larger than the cache). Returns the documents written."""
+        rows, fts, terms, nums = batch
         if replace:
-            docs = list({d.key: d for d in docs}.values())  # a key twice: the last wins
-            self.delete(d.key for d in docs)
-        term_docs, num_docs = _Groups(), _Groups()
-        fts_rows: list[tuple[int, dict[str, str]]] = []
-        doc_rows: list[tuple[int, str, str, int, str]] = []
+            self.delete(r[0] for r in rows)
+        db = self.db
         # Inside the write transaction (BEGIN IMMEDIATE): no other writer takes these ids.
-        doc_id = int(self.db.execute("SELECT coalesce(max(id), 0) FROM docs").fetchone()[0])
-        for d in docs:
-            doc_id += 1
-            body = d.body
-            body.setdefault("event", {})["id"] = d.key  # its identity, searchable
-            pw = body.get("pcapwire") or {}
-            doc_rows.append((doc_id, d.key, str(pw.get("case") or ""),
-                             _date_us(body.get("@timestamp")) or 0, dumps(body)))
-            fts_rows.append((doc_id, self._rows(doc_id, body, term_docs, num_docs)))
-        self.db.executemany("INSERT INTO docs (id, key, case_id, ts, body) VALUES (?,?,?,?,?)",
-                            doc_rows)
-        _insert_postings(self.db, "terms", term_docs.in_key_order(self._term_ids))
-        _insert_postings(self.db, "nums", num_docs.in_key_order(self._num_ids))
-        self._fts("", fts_rows)
-        return len(docs)
+        base = int(db.execute("SELECT coalesce(max(id), 0) FROM docs").fetchone()[0])
+        db.executemany("INSERT INTO docs (id, key, case_id, ts, body) VALUES (?,?,?,?,?)",
+                       [(base + place, *row) for place, row in enumerate(rows, 1)])
+        for table, groups, ids in (("terms", terms, self._term_ids),
+                                   ("nums", nums, self._num_ids)):
+            flat: list[Any] = _native.key_order(groups, ids)
+            flat[2::3] = [place + base for place in flat[2::3]]
+            _insert_postings(db, table, flat)
+        self._fts("", [(base + place, text) for place, text in enumerate(fts, 1)])
+        return len(rows)
 
     def clear(self) -> None:
         """Everything goes (``pcapwire search rebuild``: in the same transaction as the

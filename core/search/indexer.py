@@ -3,8 +3,9 @@
 The hooks, each called where that work finishes (all synchronous: callers on an event
 loop run them in a worker thread, :func:`asyncio.to_thread`):
 
-- :func:`index_run` after a workflow run (the engine, for runs that keep their outputs, in
-  its process's indexer child: :mod:`pcapwire.search.worker`);
+- :func:`index_run` after a workflow run (the engine, for runs that keep their outputs,
+  does the same in its process's two indexer children: :mod:`pcapwire.search.worker`,
+  :mod:`pcapwire.search.pipeline`);
 - :func:`index_flows` after an ingest and when the recorder seals a segment
   (:class:`FlowIndexer`, a thread of the recorder's own);
 - :func:`index_carve` after the API carved a query's result;

@@ -1,28 +1,40 @@
-"""The indexer process: a workflow run's documents are made and written in a child
-process of the engine's, so that indexing does not share the engine's GIL.
+"""The indexer processes: a workflow run's documents are made and written in two child
+processes of the engine's (a pipeline: :mod:`pcapwire.search.pipeline`), so that indexing
+does not share the engine's GIL and uses more than one core.
 
 Measured in ``benchmarks/bench_search_pace.py``: as a thread of the engine's process the
 index got 42-62 % of a core while the runs arrived back to back; the engine's own Python
 (reading EVE, storing verdicts) held the GIL the rest of the time.
 
-One child per process, started lazily by the first run to index (``spawn``: the engine's
-process has threads, which ``fork`` would copy half-way; not ``forkserver``, whose
-preload list the trigger hunts set for their own workers), for every engine and data
-directory of the process. Runs go to it in the order they finish and it indexes them one
-at a time, so an index file still has one writer at a time from this process (the
-per-process lock of :func:`pcapwire.search.index._file_lock` does not reach across
-processes; writers of other processes, and of this process outside the child, meet
-SQLite's busy timeout as before).
+Measured there too (Suricata on the same two cores, load
+3.4-4.4): one child that made and wrote the documents in turn (~135-160 µs CPU a record
+there) got 0.5-0.8 of a core and indexed 66-88 % of what the analyzers produced; the two
+stages (~75-95 µs the builder, ~60-75 the writer, ~5-15 more in all) get 0.8-1.0 cores'
+worth and index 91-111 %, and a sequence's last run is searchable in half the time.
 
-A child that dies (killed, out of memory) is replaced, and the run it had is handed once
-more to the new child: indexing replaces documents by key, so a run indexed in part is
-indexed whole again. If that child dies too, or indexing fails, the failure is logged
-(``pcapwire search rebuild`` catches up) and never fails the run. What the child logs
-(a kept file's line that is not JSON, a file linking out of the data directory...) goes
-through a queue to this process's loggers of the same names. The child is shut down by
-:func:`shutdown`, or at the interpreter's exit (:mod:`concurrent.futures`).
+One pair of children per process (:class:`_Pipeline`: the builder and the writer, one
+process each), started lazily by the first run to index (``spawn``: the engine's process
+has threads, which ``fork`` would copy half-way; not ``forkserver``, whose preload list
+the trigger hunts set for their own workers), for every engine and data directory of the
+process. A run is handed to both stages at once (under a lock: both take the runs in the
+same order, the order they finish); each stage takes its runs one at a time, so the
+builder prepares the next run while the writer writes the last one, and an index file
+still has one writer at a time from this process (the per-process lock of
+:func:`pcapwire.search.index._file_lock` does not reach across processes; writers of other
+processes, and of this process outside the children, meet SQLite's busy timeout as
+before). :func:`call` runs a function in the writer (or the builder).
 
-The child indexes a run with Python's cyclic garbage collector paused
+A child that dies (killed, out of memory) is replaced with its partner (the link between
+them may hold half a run), and the runs the pair had are handed once more to a new pair:
+indexing replaces documents by key, so a run indexed in part is indexed whole again (the
+runs handed again may take new ids in another order than they came). If that pair dies
+too, or indexing fails, the failure is logged (``pcapwire search rebuild`` catches up)
+and never fails the run. What the children log (a kept file's line that is not JSON, a
+file linking out of the data directory...) goes through a queue to this process's
+loggers of the same names. The pair is shut down by :func:`shutdown`, or at the
+interpreter's exit (:mod:`concurrent.futures`).
+
+The stages index a run with Python's cyclic garbage collector paused
 (:func:`pcapwire.search.indexer.collector_paused`: 10-20 % of its CPU otherwise); the
 collector runs again once the run is indexed.
 """
@@ -30,32 +42,37 @@ collector runs again once the run is indexed.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import multiprocessing
+import shutil
+import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from logging.handlers import QueueHandler, QueueListener
+from logging.handlers import QueueListener
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pcapwire.search import pipeline
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 #: How a child process is started (see the module docstring).
 START_METHOD = "spawn"
-#: Times a call is handed to a child before a child that died is taken as its failure.
+#: Times a call is handed to a pair of children before a child that died is taken as its
+#: failure.
 ATTEMPTS = 2
-
-_pool: ProcessPoolExecutor | None = None
-_listener: QueueListener | None = None
-_pool_guard = threading.Lock()
+#: The stages :func:`call` runs a function in.
+BUILDER, WRITER = "builder", "writer"
 
 
 class _Relay(logging.Handler):
-    """Hands a record logged in the child to this process's logger of the same name."""
+    """Hands a record logged in a child to this process's logger of the same name."""
 
     def emit(self, record: logging.LogRecord) -> None:
         logger = logging.getLogger(record.name)
@@ -63,86 +80,159 @@ class _Relay(logging.Handler):
             logger.handle(record)
 
 
-def _child_logging(queue: Queue[logging.LogRecord], level: int) -> None:
-    """The child's logging: every record at ``level`` (the parent's) or above, to the
-    parent through ``queue``."""
-    root = logging.getLogger()
-    root.handlers[:] = [QueueHandler(queue)]
-    root.setLevel(level)
+class _Pipeline:
+    """The two children, their link (:class:`pcapwire.search.pipeline.Channel`: a pipe,
+    :data:`pcapwire.search.pipeline.QUEUE_BATCHES` places in a spool directory of its
+    own) and their log listener."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context(START_METHOD)
+        queue: Queue[logging.LogRecord] = ctx.Queue()
+        self.listener = QueueListener(queue, _Relay())
+        self.listener.start()
+        self.spool = Path(tempfile.mkdtemp(prefix="pcapwire-index-"))
+        # removed by close(), or at the interpreter's exit (after the pools' own join)
+        self._remove_spool = weakref.finalize(self, shutil.rmtree, self.spool, True)
+        receiving, sending = ctx.Pipe(duplex=False)
+        slots, self.abandoned = ctx.Semaphore(pipeline.QUEUE_BATCHES), ctx.Event()
+        level = logging.getLogger().getEffectiveLevel()
+        self.ends = (receiving, sending)
+        self.stages = {
+            stage: ProcessPoolExecutor(1, ctx, initializer=pipeline.start_stage, initargs=(
+                queue, level, pipeline.Channel(end, slots, self.abandoned, self.spool)))
+            for stage, end in ((BUILDER, sending), (WRITER, receiving))}
+        #: Both stages get their runs in the same order.
+        self.order = threading.Lock()
+
+    def abandon(self) -> None:
+        """Give both children up: the calls they have not started are dropped (but one a
+        child, already handed to it by :mod:`concurrent.futures`), those they run stop at
+        their next wait on the other stage (:class:`pcapwire.search.pipeline.Abandoned`)."""
+        self.abandoned.set()
+        for pool in self.stages.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+        # not waited for: a child killed while logging can leave the pipe half-written
+        self.listener.enqueue_sentinel()
+
+    def close(self) -> None:
+        """Wait for both children to end (after their calls), then drop the link."""
+        for pool in self.stages.values():
+            pool.shutdown(wait=True)
+        if not self.abandoned.is_set():
+            self.listener.stop()  # after the children's last records
+        for end in self.ends:
+            end.close()
+        self._remove_spool()
 
 
-def _current() -> ProcessPoolExecutor:
-    global _pool, _listener
-    with _pool_guard:
-        if _pool is None:
-            ctx = multiprocessing.get_context(START_METHOD)
-            queue: Queue[logging.LogRecord] = ctx.Queue()
-            _listener = QueueListener(queue, _Relay())
-            _listener.start()
-            _pool = ProcessPoolExecutor(1, ctx, initializer=_child_logging, initargs=(
-                queue, logging.getLogger().getEffectiveLevel()))
-        return _pool
+_pipeline: _Pipeline | None = None
+_guard = threading.Lock()
 
 
-def _replace(broken: ProcessPoolExecutor) -> None:
-    """Drop ``broken`` (once, however many callers saw it break); the next call starts a
-    new child. Its log listener is told to stop but not waited for (a child killed while
-    writing a record can leave the queue's pipe half-written)."""
-    global _pool, _listener
-    with _pool_guard:
-        if _pool is not broken:
+def _current() -> _Pipeline:
+    global _pipeline
+    with _guard:
+        if _pipeline is None:
+            _pipeline = _Pipeline()
+        return _pipeline
+
+
+def _replace(broken: _Pipeline) -> None:
+    """Give ``broken`` up (once, however many callers saw it break); the next call starts
+    a new pair."""
+    global _pipeline
+    with _guard:
+        if _pipeline is not broken:
             return
-        listener, _pool, _listener = _listener, None, None
-    broken.shutdown(wait=False, cancel_futures=True)
-    if listener is not None:
-        listener.enqueue_sentinel()
+        _pipeline = None
+    broken.abandon()
 
 
-async def call(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in the indexer child (``fn`` and ``args`` are pickled: a module-level
-    function); a child that dies is replaced and the call handed to the new one, up to
-    :data:`ATTEMPTS` times, then :class:`BrokenProcessPool` is raised."""
-    loop = asyncio.get_running_loop()
+#: What a call that a pair given up had gets: handed to a new pair.
+_GIVEN_UP = (BrokenProcessPool, pipeline.Abandoned, concurrent.futures.CancelledError)
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException | None:
+    if future.cancelled():  # a pair given up drops the calls it had not started
+        return concurrent.futures.CancelledError()
+    return future.exception()
+
+
+async def _attempts(name: str, args: tuple[Any, ...],
+                    submit: Callable[[_Pipeline], list[concurrent.futures.Future[Any]]]
+                    ) -> list[Any]:
+    """The results of ``submit``'s futures; a pair that breaks under them is replaced and
+    the calls handed to a new pair, up to :data:`ATTEMPTS` times, then
+    :class:`BrokenProcessPool` is raised. Other failures are raised as they are (the
+    first future's first)."""
     for attempt in range(1, ATTEMPTS + 1):
-        pool = _current()
+        pipe = _current()
         try:
-            return await loop.run_in_executor(pool, fn, *args)
+            futures = submit(pipe)
         except BrokenProcessPool:
-            _replace(pool)
+            futures = []
+        waiting = [asyncio.wrap_future(f) for f in futures]
+        pending = set(waiting)
+        while pending:  # asyncio.wait: a caller cancelled leaves the stages' calls be
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            if any(isinstance(_failure(f), BrokenProcessPool) for f in done):
+                _replace(pipe)  # its partner stops waiting (Abandoned)
+        failures = [_failure(f) for f in waiting]
+        if not futures or any(isinstance(e, _GIVEN_UP) for e in failures):
+            _replace(pipe)
+            # The old writer ends before a new one starts: one writer at a time, in order.
+            await asyncio.to_thread(pipe.close)
             if attempt == ATTEMPTS:
-                raise
+                raise BrokenProcessPool(f"the indexer processes died under {name}{args!r}")
             log.warning("search index: the indexer process died; %s%r goes to a new one",
-                        getattr(fn, "__name__", fn), args)
+                        name, args)
+            continue
+        for exc in failures:
+            if exc is not None:
+                raise exc
+        return [f.result() for f in waiting]
     raise AssertionError("unreachable")
 
 
-def _index_run(root: Path, run_id: str) -> int:
-    """In the child: the run's documents, with the cyclic garbage collector paused (see
-    the module's docstring)."""
-    from pcapwire.search.indexer import collector_paused, index_run
-
-    with collector_paused():
-        return index_run(root, run_id)
+async def call(fn: Callable[..., T], *args: Any, stage: str = WRITER) -> T:
+    """``fn(*args)`` in one of the indexer children (``fn`` and ``args`` are pickled: a
+    module-level function), after the calls that stage already has; a child that dies
+    is replaced and the call handed to the new one, up to :data:`ATTEMPTS` times, then
+    :class:`BrokenProcessPool` is raised."""
+    result: T = (await _attempts(getattr(fn, "__name__", str(fn)), args, lambda pipe: [
+        pipe.stages[stage].submit(fn, *args)]))[0]
+    return result
 
 
 async def index_run(root: Path, run_id: str) -> int | None:
-    """:func:`pcapwire.search.indexer.index_run` in the indexer child; returns the
+    """:func:`pcapwire.search.indexer.index_run` through the pair of children; returns the
     documents indexed, or None when it failed (logged, like
     :func:`pcapwire.search.indexer.safely`)."""
+    from pcapwire.search.indexer import BATCH
+
+    def submit(pipe: _Pipeline) -> list[concurrent.futures.Future[Any]]:
+        with pipe.order:
+            built = pipe.stages[BUILDER].submit(pipeline.build_run, root, run_id, BATCH)
+            try:
+                return [built, pipe.stages[WRITER].submit(pipeline.write_run, root, run_id)]
+            except BrokenProcessPool:
+                pipe.abandoned.set()  # the builder's run has no writer: it gives up
+                raise
+
     try:
-        return await call(_index_run, root, run_id)
+        written: int = (await _attempts("index_run", (root, run_id), submit))[-1]
     except Exception as exc:
         log.warning("search index: index_run%r failed: %s (run `pcapwire search rebuild`)",
                     (root, run_id), exc or type(exc).__name__)
         return None
+    return written
 
 
 def shutdown() -> None:
-    """Stop the indexer child, after the calls it has (a later call starts a new one)."""
-    global _pool, _listener
-    with _pool_guard:
-        pool, listener, _pool, _listener = _pool, _listener, None, None
-    if pool is not None:
-        pool.shutdown(wait=True)
-    if listener is not None:
-        listener.stop()  # after the child's last records
+    """Stop the indexer children, after the calls they have (a later call starts a new
+    pair)."""
+    global _pipeline
+    with _guard:
+        pipe, _pipeline = _pipeline, None
+    if pipe is not None:
+        pipe.close()

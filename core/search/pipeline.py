@@ -1,0 +1,198 @@
+"""A run's indexing in two stages, two processes (:mod:`pcapwire.search.worker` starts
+them): the builder reads the run's outputs and prepares its documents, the writer does
+the SQLite side only. Each gets its own share of the cores: one process made the
+documents (~50 µs a record in Python) and wrote them (~50 µs in SQLite) in turn, and got
+0.6-0.75 of a core beside Suricata (benchmarks/bench_search_pace.py).
+
+- The builder (:func:`build_run`) takes :data:`pcapwire.search.indexer.BATCH` documents
+  of :func:`pcapwire.search.sources.run_docs` at a time and prepares them
+  (:func:`pcapwire.search.index.prepare`, as one process's ``put_many`` does): a key met
+  twice keeps the last document at the first's place; each gets ``event.id``, its
+  ``docs`` row (key, case, ts, JSON text) and FTS text, and its postings are grouped by
+  field name and value under its place in the batch (``index_add``, the native walk).
+- The batch goes to the writer as a file of the spool directory (:mod:`marshal`: ~2 KB a
+  document, 2-3x cheaper than pickling the documents) named in a message of a few bytes
+  (a pipe write under ``PIPE_BUF``: whole or not at all, also when the builder is killed).
+  :data:`QUEUE_BATCHES` batches at most are in the spool at once (a semaphore: the builder
+  waits for the writer, memory stays bounded).
+- The writer (:func:`write_run`) writes each batch in its own transaction
+  (``_Writer.put_prepared`` of :mod:`pcapwire.search.index`): the documents with the same
+  keys go first, then the new ones take the ids after the highest, in the batch's order,
+  and the postings are put in the B-trees' order (field ids are the writer's: given in
+  the order the batch meets the names, as before). The tables are row for row what one
+  process writes.
+
+Both stages take the runs in the order the worker handed them out, so documents keep
+their run order. A stage that waits on the other looks every :data:`POLL_S` whether the
+worker gave the pair up (:class:`Abandoned`: the other stage died); the worker then
+hands the run whole to a new pair, and a run indexed in part is indexed whole again
+(documents replace those with the same key).
+"""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+from dataclasses import dataclass
+from itertools import islice
+from logging.handlers import QueueHandler
+from multiprocessing.connection import Connection
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event, Semaphore
+from pathlib import Path
+from typing import Any
+
+from pcapwire.search import sources
+from pcapwire.search.index import Prepared, SearchIndex, prepare
+from pcapwire.search.indexer import collector_paused
+
+#: Prepared batches in the spool at once, between the builder and the writer (each
+#: ~2 KB a document on disk and ~5 KB in the writer's memory: ~40 and ~100 MB for a
+#: batch of 20,000).
+QUEUE_BATCHES = 2
+#: Seconds a stage waits on the other before it looks whether the pair was given up.
+POLL_S = 0.5
+
+class Abandoned(Exception):
+    """The worker gave this pair of stages up (the other stage died)."""
+
+
+@dataclass
+class Channel:
+    """One end of the stages' link: the builder's sending end or the writer's receiving
+    end of a pipe, the spool's free places, the pair's given-up mark, the spool."""
+
+    conn: Connection
+    slots: Semaphore
+    abandoned: Event
+    spool: Path
+
+
+_channel: Channel | None = None
+_sent = 0
+
+
+def start_stage(log_queue: Queue[logging.LogRecord], level: int, channel: Channel) -> None:
+    """A stage process's initializer: its logging goes to the parent through
+    ``log_queue`` (records at ``level``, the parent's, or above); its end of the link."""
+    global _channel
+    root = logging.getLogger()
+    root.handlers[:] = [QueueHandler(log_queue)]
+    root.setLevel(level)
+    _channel = channel
+
+
+def _link() -> Channel:
+    if _channel is None:
+        raise RuntimeError("not a stage process of pcapwire.search.worker")
+    return _channel
+
+
+def _wait(ready: Any) -> None:
+    """Wait for ``ready(POLL_S)`` to be true, looking whether the pair was given up."""
+    link = _link()
+    while not ready(POLL_S):
+        if link.abandoned.is_set():
+            raise Abandoned("the other indexing stage died")
+
+
+def _send(message: tuple[str, str, Any]) -> None:
+    _link().conn.send(message)
+
+
+def _send_batch(run_id: str, batch: Prepared) -> None:
+    global _sent
+    link = _link()
+    _wait(lambda timeout: link.slots.acquire(timeout=timeout))
+    _sent += 1
+    path = link.spool / f"{os.getpid()}-{_sent}.batch"
+    path.write_bytes(marshal.dumps(batch))
+    _send(("batch", run_id, path.name))
+
+
+def _receive(run_id: str) -> tuple[str, Any]:
+    link = _link()
+    _wait(link.conn.poll)
+    kind, rid, arg = link.conn.recv()
+    if rid != run_id:
+        raise Abandoned(f"the builder sent run {rid!r}, the writer expected {run_id!r}")
+    return kind, arg
+
+
+def _take(name: str) -> Prepared:
+    """A batch's file, read and removed; its place in the spool is free again."""
+    link = _link()
+    path = link.spool / name
+    try:
+        batch: Prepared = marshal.loads(path.read_bytes())
+    finally:
+        path.unlink(missing_ok=True)
+        link.slots.release()
+    return batch
+
+
+def build_run(root: Path, run_id: str, batch_docs: int) -> int:
+    """The builder's part of one run: its documents prepared, ``batch_docs`` a batch, and
+    sent to the writer; returns the documents sent. A failure is sent on too (the writer
+    stops at it) and raised."""
+    n = 0
+    try:
+        with collector_paused():
+            docs = sources.run_docs(root, run_id)
+            while chunk := list(islice(docs, batch_docs)):
+                batch = prepare(chunk)
+                del chunk  # the documents go before the next batch is read
+                _send_batch(run_id, batch)
+                n += len(batch[0])
+                del batch
+    except Abandoned:
+        raise
+    except BaseException as exc:
+        _send(("failed", run_id, f"{type(exc).__name__}: {exc}"))
+        raise
+    _send(("end", run_id, n))
+    return n
+
+
+class BuildFailed(Exception):
+    """The builder failed on the run the writer was writing (its own call says why)."""
+
+
+def write_run(root: Path, run_id: str) -> int:
+    """The writer's part of one run: each batch the builder sends, in a transaction of its
+    own, until the builder's end of the run; returns the documents written. A failure
+    here (a locked or broken index) is raised after the run's batches were taken, so that
+    the next run starts at its own first batch."""
+    error: Exception | None = None
+    index: SearchIndex | None = None
+    n = 0
+    try:
+        index = SearchIndex.of(root)
+    except Exception as exc:
+        error = exc
+    try:
+        with collector_paused():
+            while True:
+                kind, arg = _receive(run_id)
+                if kind == "end":
+                    break
+                if kind == "failed":
+                    error = error or BuildFailed(arg)
+                    break
+                batch = _take(arg)
+                if _link().abandoned.is_set():  # a new pair writes the run again
+                    raise Abandoned("the other indexing stage died")
+                if error is None and index is not None:
+                    try:
+                        with index.write() as w:
+                            n += w.put_prepared(batch)
+                    except Exception as exc:
+                        error = exc
+                del batch
+    finally:
+        if index is not None:
+            index.close()
+    if error is not None:
+        raise error
+    return n

@@ -118,6 +118,9 @@ def test_batches_of_segments_equal_the_hits_of_each(store_root: Path) -> None:
             assert ip_batches(store, segments, ips, scope) == each  # rows in the same order
             assert ip_batches(store, segments[1:3], ips, scope) == {
                 s.id: each[s.id] for s in segments[1:3]}
+            # not a run of ids: segment 2's flows (some of them also in 1 and 3) left out
+            assert ip_batches(store, segments[::2], ips, scope) == {
+                s.id: each[s.id] for s in segments[::2]}
             counts.append([(len(b.rows), b.hits) for b in each.values()])
     # the flow key from the catalog's sides is flow_key's (HitBatch.of made it)
     assert counts == [[(944, 944), (964, 964), (922, 922), (272, 272)],
@@ -161,3 +164,21 @@ def test_walkers_share_a_batch_out_in_id_order(store_root: Path) -> None:
         assert shares(4, Scope(start_ns=start)) == one  # the scope cuts segment 1
         assert shares(4, Scope(), least=flows) != one
         assert shares(4, Scope(), least=flows + 1) == one
+
+
+def test_walkers_keep_the_indicators_of_the_last_walk_only(store_root: Path) -> None:
+    """A walker loads the indicators again when they change (each walker its own copy):
+    every walk of one set of walkers finds what fresh walkers find."""
+    with Store(store_root) as store, closing(IpWalkers(store.catalog.path)) as walkers:
+        ips = _indicators(store)
+        segments = store.catalog.segments()
+        fresh = {n: ip_batches(store, segments, some, Scope())
+                 for n, some in (("all", ips), ("few", ips[:3]))}
+        for n, some in (("all", ips), ("few", ips[:3]), ("all", ips), ("all", ips)):
+            staged = walkers.stage(segments, some, Scope(), None, lambda: nullcontext(store))
+            assert {seg: HitBatch(walkers.rows(rows), rows.hits)
+                    for seg, rows in staged.items()} == fresh[n]
+        # all: shared out (2,820 flows in the ranges); the few (the DNS server, two server
+        # nets: 1,468) walked by the first walker alone, the second loading them meanwhile
+        assert [walkers.flows_in_ranges(some) for some in (ips, ips[:3])] == [2820, 1468]
+    assert [sum(b.hits for b in fresh[n].values()) for n in ("all", "few")] == [3102, 1590]

@@ -268,7 +268,11 @@ class TriggerDB:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA temp_store=MEMORY")  # the batch tables, not files
         self.db.execute("PRAGMA busy_timeout=30000")
-        self.db.executescript(SCHEMA)
+        if self.db.execute("SELECT 1 FROM sqlite_master").fetchone() is None:
+            # a new file: its schema in one transaction (one commit, not one a table)
+            self.db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+        else:
+            self.db.executescript(SCHEMA)
 
     def close(self) -> None:
         self.db.close()

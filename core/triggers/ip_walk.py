@@ -19,7 +19,8 @@ first, a thread of its own each other one: Python's sqlite3 lets go of the inter
 lock while a statement runs, so a dense batch keeps both cores busy) and each walks the
 index once for its share (:func:`_stage`: nothing fetched, nothing bound; the texts, keys
 and evidence JSON made in SQL, an IPv4 address's text too, an IPv6 one's by an SQL function
-in Python), leaving the result set's rows in its staging database.
+in Python), leaving the result set's rows in its staging database (a walker keeps the
+indicators of its last walk: loaded again only when they change).
 :meth:`IpWalkers.attached` attaches the staging databases to the trigger database's
 connection, whose units read their rows from there (:class:`~.db.StagedRows`); the catalog
 never is (a unit's transaction takes no lock on it). A batch with a segment the scope cuts
@@ -109,16 +110,29 @@ _IP_RANGES_SQL = (
 # min and max of the same packet times, so a flow with packets in one of the segments
 # overlaps their span [:first, :last]: one that does not is skipped on its row, before
 # its flow_segments rows are looked up (on dense traffic most of a busy host's flows,
-# when the segments are a part of the store). The end found in a one-address range is
-# that address: its text is the range's.
+# when the segments are a part of the store). Before that, on the index entry alone, a
+# flow whose id lies outside the segments' flow ids [:f0, :f1] (_IP_BOUNDS_SQL) is
+# skipped: it has no row in them (flow ids are given in the order flows are first seen,
+# so on a busy host this skips most of the rows the time check would read). The end found
+# in a one-address range is that address: its text is the range's.
 _IP_WALK_SQL = (
     "INSERT INTO {w}.ip_found SELECT s.segment_id, f.id, r.n, {side}, s.first_ns, "
     "f.proto, {text_a}, f.port_a, {text_b}, f.port_b, f.initiator_is_a "
     "FROM {w}.ip_ranges r CROSS JOIN main.flows f INDEXED BY {index} "
     "CROSS JOIN main.flow_segments s WHERE f.addr_{col} BETWEEN r.lo AND r.hi AND "
+    "f.id BETWEEN :f0 AND :f1 AND "
     "f.ipver = r.ipver{other} AND f.first_ns <= :last AND f.last_ns >= :first AND "
-    "s.flow_id = f.id AND s.segment_id BETWEEN :s0 AND :s1 AND s.segment_id IN "
-    "(SELECT value FROM json_each(:segments))")
+    "s.flow_id = f.id AND s.segment_id BETWEEN :s0 AND :s1{listed}")
+# ... and the ids between :s0 and :s1 that are not the segments' left out (none when the
+# segments are a run of ids: the condition left out, ~0.1 us a row)
+_LISTED_SQL = " AND s.segment_id IN (SELECT value FROM json_each(:segments))"
+
+# The least and greatest flow id of the segments :segments (a JSON list of ids; per
+# segment the two ends of its part of the index flow_segments_seg).
+_IP_BOUNDS_SQL = (
+    "SELECT min(lo), max(hi) FROM (SELECT (SELECT min(flow_id) FROM main.flow_segments "
+    "WHERE segment_id = j.value) AS lo, (SELECT max(flow_id) FROM main.flow_segments "
+    "WHERE segment_id = j.value) AS hi FROM json_each(:segments) j)")
 
 _BYTE_VALUES = f"x'{bytes(range(256)).hex()}'"
 
@@ -186,6 +200,7 @@ class IpWalkers:
         self.split_min_flows = split_min_flows
         self._dbs: dict[str, sqlite3.Connection] = {}  # staging schema -> its walker
         self._names: dict[str, str] = {}  # staging schema -> its memdb name
+        self._loaded: dict[str, tuple[str, ...]] = {}  # staging schema -> its indicators
 
     def _walker(self, k: int) -> tuple[sqlite3.Connection, str]:
         """Walker ``k``'s connection and staging schema (made on first use)."""
@@ -209,11 +224,24 @@ class IpWalkers:
         self._dbs[schema], self._names[schema] = db, name
         return db, schema
 
+    def _indicators(self, k: int, ips: list[str]) -> tuple[sqlite3.Connection, str]:
+        """Walker ``k`` with the indicators ``ips`` loaded and no rows of an earlier walk
+        (loaded again only when they differ from the last ones)."""
+        db, schema = self._walker(k)
+        if self._loaded.get(schema) == tuple(ips):
+            _clear(db, schema)
+        else:
+            self._loaded.pop(schema, None)
+            _load(db, schema, ips)
+            self._loaded[schema] = tuple(ips)
+        return db, schema
+
     def close(self) -> None:
         for db in self._dbs.values():
             db.close()
         self._dbs.clear()
         self._names.clear()
+        self._loaded.clear()
 
     def segments_of(self, ids: list[int]) -> list[Segment]:
         """The segments with these ids still in the catalog, as
@@ -229,8 +257,7 @@ class IpWalkers:
         (indicator, end of the flow), up to ``cap`` an end (-1: all; the index alone read:
         a dense list's walk is worth sharing out, a sparse one's is not; the capped
         count is ``cap`` or more exactly when the full count is)."""
-        db, schema = self._walker(0)
-        _load(db, schema, ips)
+        db, schema = self._indicators(0, ips)
         return int(db.execute(_IP_COUNT_SQL.format(w=schema), {"cap": cap}).fetchone()[0])
 
     def stage(self, segments: list[Segment], ips: list[str], scope: Scope,
@@ -241,21 +268,27 @@ class IpWalkers:
         are shared out among the walkers, a thread each, when there are several and the
         indicators' ranges hold ``split_min_flows`` flows or more (:meth:`flows_in_ranges`),
         unless the scope cuts one (``store()`` is opened then, in the calling thread). The
-        rows of earlier calls are dropped."""
-        dense = (len(segments) > 1 and self.threads > 1
-                 and not any(scope_cuts(scope, s) for s in segments)
-                 and self.flows_in_ranges(ips, self.split_min_flows)
-                 >= self.split_min_flows)
-        shares = _shares(segments, self.threads if dense else 1)
+        other walkers' threads open their walker and load the indicators while the calling
+        thread counts (their work is wasted when the count says no: a sparse batch's
+        walk is short and runs meanwhile). The rows of earlier calls are dropped."""
+        shareable = (len(segments) > 1 and self.threads > 1
+                     and not any(scope_cuts(scope, s) for s in segments))
+        shares = _shares(segments, self.threads if shareable else 1)
         found: list[dict[int, StagedRows]] = [{} for _ in shares]
         errors: list[BaseException] = []
+        decided = threading.Event()  # set when `dense` is final
+        dense = False
 
         def walk(k: int) -> None:
             try:
-                db, schema = self._walker(k)  # the others' made in their threads
-                if k or not dense:  # the first walker's indicators are in when dense
-                    _load(db, schema, ips)
-                found[k] = _stage(db, schema, shares[k], scope, stop, store)
+                # the others made ready in their threads while the calling one counts
+                db, schema = self._indicators(k, ips) if k or not shareable else self.first()
+                if k:
+                    decided.wait()
+                    if not dense:
+                        return
+                found[k] = _stage(db, schema, shares[k] if dense else segments, scope,
+                                  stop, store)
             except BaseException as exc:  # raised in the calling thread
                 errors.append(exc)
 
@@ -264,7 +297,12 @@ class IpWalkers:
         for thread in threads:
             thread.start()
         try:
-            if shares:
+            try:
+                dense = shareable and (self.flows_in_ranges(ips, self.split_min_flows)
+                                       >= self.split_min_flows)
+            finally:
+                decided.set()
+            if segments:
                 walk(0)
         finally:
             for thread in threads:
@@ -351,9 +389,15 @@ def _stage(db: sqlite3.Connection, schema: str, segments: list[Segment], scope: 
 def _load(db: sqlite3.Connection, schema: str, ips: list[str]) -> None:
     """The indicators ``ips`` into ``schema``'s table ``ip_ranges``, the rows of an
     earlier walk dropped."""
-    for table in ("ip_ranges", "ip_found", "ip_flows", "ip_rows"):
-        db.execute(f"DELETE FROM {schema}.{table}")
+    db.execute(f"DELETE FROM {schema}.ip_ranges")
+    _clear(db, schema)
     db.execute(_IP_RANGES_SQL.format(w=schema), _ip_ranges(tuple(ips)))
+
+
+def _clear(db: sqlite3.Connection, schema: str) -> None:
+    """The rows of an earlier walk in ``schema`` dropped (the indicators kept)."""
+    for table in ("ip_found", "ip_flows", "ip_rows"):
+        db.execute(f"DELETE FROM {schema}.{table}")
 
 
 def _walk(db: sqlite3.Connection, schema: str, segments: list[Segment], scope: Scope,
@@ -371,8 +415,11 @@ def _walk(db: sqlite3.Connection, schema: str, segments: list[Segment], scope: S
             "first": min(s.first_ns for s in segments),
             "last": max(s.last_ns for s in segments),
             "segments": json.dumps([s.id for s in segments])}
+    args["f0"], args["f1"] = db.execute(_IP_BOUNDS_SQL, args).fetchone()
+    run = args["s1"] - args["s0"] + 1 == len({s.id for s in segments})
     for side in _WALK_SIDES:
-        db.execute(_IP_WALK_SQL.format(w=schema, **side), args)
+        db.execute(_IP_WALK_SQL.format(w=schema, listed="" if run else _LISTED_SQL, **side),
+                   args)
     db.execute(f"INSERT OR IGNORE INTO {schema}.ip_flows SELECT seg, fid, rowid, first FROM "
                f"{schema}.ip_found ORDER BY rowid")
     cut = [s for s in segments if scope_cuts(scope, s)]

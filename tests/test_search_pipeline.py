@@ -106,11 +106,61 @@ def test_prepared_batches_write_the_rows_one_process_writes(tmp_path: Path) -> N
                                 "event": {"id": "k1"}}
 
 
+def _content(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """An index file's content with documents named by key and fields by name (not by
+    their ids): the documents in id order, their FTS rows, the postings, the field names."""
+    db = sqlite3.connect(path)
+    try:
+        names = dict(db.execute("SELECT id, name FROM fields"))
+        keys = dict(db.execute("SELECT id, key FROM docs"))
+        out = {"docs": db.execute("SELECT key, case_id, ts, body FROM docs ORDER BY id"
+                                  ).fetchall(),
+               "fts": db.execute("SELECT d.key, f.* FROM fts f JOIN docs d ON d.id = f.rowid "
+                                 "ORDER BY d.id").fetchall(),
+               "fields": sorted(db.execute("SELECT name FROM fields").fetchall())}
+        for table in ("terms", "nums"):
+            out[table] = sorted((names[abs(f)], f < 0, v, keys[doc]) for f, v, doc
+                                in db.execute(f"SELECT f, v, doc FROM {table}"))
+        return out
+    finally:
+        db.close()
+
+
+def test_the_pipeline_batch_is_half_of_one_process_batch() -> None:
+    assert pipeline.BATCH == 10_000
+    assert indexer.BATCH == 2 * pipeline.BATCH
+
+
+async def test_pipeline_batches_index_what_one_process_indexes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run in three of the pipeline's batches (2 + 2 + 1 documents, a transaction each)
+    and in one of one process's (indexer.index_run): the same documents at the same ids,
+    the same FTS rows and postings; indexed again (each document replaced by itself), the
+    same content in the same order (ids may differ: a batch deletes its own keys only)."""
+    monkeypatch.setattr(pipeline, "BATCH", 2)
+    pipe, one = tmp_path / "pipe", tmp_path / "one"
+    for root in (pipe, one):
+        root.mkdir()
+        _stored_run(root, "r1", 5)
+    assert await worker.index_run(pipe, "r1") == 5
+    assert indexer.index_run(one, "r1") == 5
+    assert _tables(pipe / "search.sqlite")["docs"] == _tables(one / "search.sqlite")["docs"]
+    assert _content(pipe / "search.sqlite") == _content(one / "search.sqlite")
+    first = _content(one / "search.sqlite")
+    assert len(first["docs"]) == 5 and len(first["fts"]) == 5 and len(first["terms"]) > 5
+    assert await worker.index_run(pipe, "r1") == 5
+    assert indexer.index_run(one, "r1") == 5
+    assert _content(pipe / "search.sqlite") == _content(one / "search.sqlite") == first
+    keys = [f"verdict:r1:{i}" for i in range(5)]
+    assert _keys(one) == list(enumerate(keys, 1))  # all 5 deleted first, then max(id) = 0
+    assert _keys(pipe) == list(enumerate(keys, 6))  # 2 deleted, max(id) = 5: 6, 7; ...
+
+
 async def test_runs_go_through_both_stages_whole_and_in_order(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two runs handed out at once, one document a batch (a transaction each): every
     document once, in run order; a run unknown to the case store is 0 documents."""
-    monkeypatch.setattr(indexer, "BATCH", 1)
+    monkeypatch.setattr(pipeline, "BATCH", 1)
     keys = _stored_run(tmp_path, "r1", 3) + _stored_run(tmp_path, "r2", 2)
     assert await asyncio.gather(worker.index_run(tmp_path, "r1"),
                                 worker.index_run(tmp_path, "r2"),
@@ -130,7 +180,7 @@ async def test_a_failing_index_fails_the_run_and_the_next_run_is_indexed(
     """The writer cannot open the index (a directory in its place): the run fails
     (logged, None) after the builder's batches were taken, so the next run starts at its
     own first batch."""
-    monkeypatch.setattr(indexer, "BATCH", 1)
+    monkeypatch.setattr(pipeline, "BATCH", 1)
     _stored_run(tmp_path, "r1", 3)
     keys = _stored_run(tmp_path, "r2", 2)
     (tmp_path / "search.sqlite").mkdir()
@@ -178,7 +228,7 @@ async def test_a_stage_killed_mid_run_has_the_run_indexed_whole_again(
     """One document a batch; the writer held up (reading a FIFO) until the builder has
     filled the spool and waits; one stage killed: a new pair indexes the run whole, once
     (the documents the old pair wrote replaced by key)."""
-    monkeypatch.setattr(indexer, "BATCH", 1)
+    monkeypatch.setattr(pipeline, "BATCH", 1)
     keys = _stored_run(tmp_path, "r1", pipeline.QUEUE_BATCHES + 2)
     # indexed in part before (as a pair that died after two batches leaves it)
     assert indexer.index_records(tmp_path, islice(sources.run_docs(tmp_path, "r1"), 2)) == 2

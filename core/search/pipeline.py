@@ -4,8 +4,8 @@ the SQLite side only. Each gets its own share of the cores: one process made the
 documents (~50 µs a record in Python) and wrote them (~50 µs in SQLite) in turn, and got
 0.6-0.75 of a core beside Suricata (benchmarks/bench_search_pace.py).
 
-- The builder (:func:`build_run`) takes :data:`pcapwire.search.indexer.BATCH` documents
-  of :func:`pcapwire.search.sources.run_docs` at a time and prepares them
+- The builder (:func:`build_run`) takes :data:`BATCH` documents of
+  :func:`pcapwire.search.sources.run_docs` at a time and prepares them
   (:func:`pcapwire.search.index.prepare`, as one process's ``put_many`` does): a key met
   twice keeps the last document at the first's place; each gets ``event.id``, its
   ``docs`` row (key, case, ts, JSON text) and FTS text, and its postings are grouped by
@@ -20,7 +20,12 @@ documents (~50 µs a record in Python) and wrote them (~50 µs in SQLite) in tur
   keys go first, then the new ones take the ids after the highest, in the batch's order,
   and the postings are put in the B-trees' order (field ids are the writer's: given in
   the order the batch meets the names, as before). The tables are row for row what one
-  process writes.
+  process writes in batches of :data:`BATCH`. Against one process's batches of
+  :data:`pcapwire.search.indexer.BATCH`, the content is the same (documents, their FTS
+  rows and postings; field names) and so are the ids of new documents (a run's keys are
+  unique); a field first met in a later batch may get another id, and a run that
+  replaces its own documents (indexed again) may get higher ids, in the same order (a
+  batch deletes its own keys only, before it takes the highest id).
 
 Both stages take the runs in the order the worker handed them out, so documents keep
 their run order. A stage that waits on the other looks every :data:`POLL_S` whether the
@@ -47,9 +52,18 @@ from pcapwire.search import sources
 from pcapwire.search.index import Prepared, SearchIndex, prepare
 from pcapwire.search.indexer import collector_paused
 
+#: Documents a batch (a transaction) between the stages, half of one process's
+#: :data:`pcapwire.search.indexer.BATCH`: the writer starts on a run after its first
+#: 10,000 documents instead of 20,000, so a run of 1-2 of those (18,000-32,000 records in
+#: the Suricata benchmark) is written in part while the rest is built. In
+#: bench_search_pace.py's first round the index took a median 101 / 96 % of the records
+#: produced instead of 93 / 92 % (typical / alert-heavy, 10 alternating pairs); once the
+#: index has grown the writer sets the rate and both do alike. 5,000 did as well on
+#: typical runs but less on alert-heavy ones (93 %: more commits), 2,500 less (82 %).
+BATCH = 10_000
 #: Prepared batches in the spool at once, between the builder and the writer (each
-#: ~2 KB a document on disk and ~5 KB in the writer's memory: ~40 and ~100 MB for a
-#: batch of 20,000).
+#: ~2 KB a document on disk and ~5 KB in the writer's memory: ~20 and ~50 MB for a
+#: batch of :data:`BATCH`).
 QUEUE_BATCHES = 2
 #: Seconds a stage waits on the other before it looks whether the pair was given up.
 POLL_S = 0.5

@@ -208,11 +208,10 @@ async def index_run(root: Path, run_id: str) -> int | None:
     """:func:`pcapwire.search.indexer.index_run` through the pair of children; returns the
     documents indexed, or None when it failed (logged, like
     :func:`pcapwire.search.indexer.safely`)."""
-    from pcapwire.search.indexer import BATCH
-
     def submit(pipe: _Pipeline) -> list[concurrent.futures.Future[Any]]:
         with pipe.order:
-            built = pipe.stages[BUILDER].submit(pipeline.build_run, root, run_id, BATCH)
+            built = pipe.stages[BUILDER].submit(pipeline.build_run, root, run_id,
+                                                 pipeline.BATCH)
             try:
                 return [built, pipe.stages[WRITER].submit(pipeline.write_run, root, run_id)]
             except BrokenProcessPool:

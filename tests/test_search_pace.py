@@ -15,6 +15,7 @@ from typing import Any
 
 import dpkt
 import pytest
+from pcapwire import _native
 from pcapwire.records import FlowKey
 from pcapwire.search import index as index_module
 from pcapwire.search import sources
@@ -399,19 +400,20 @@ def test_groups_are_each_value_once_a_document_in_the_btrees_order(tmp_path: Pat
     sorted by (field id, value) with the documents in the order added, reversed values
     of the suffix fields under the negative id."""
     with SearchIndex.of(tmp_path) as index, index.write() as w:
-        terms, nums = index_module._Groups(), index_module._Groups()
-        w._rows(5, {"url": {"domain": ["B.example", "b.EXAMPLE"]}, "tags": ["z", "a"]},
-                terms, nums)
-        w._rows(7, {"url": {"domain": "a.example"}, "tags": "z",
-                    "destination": {"port": [53, 53, 9]}}, terms, nums)
+        terms: index_module.Groups = {}
+        nums: index_module.Groups = {}
+        index_module._walk(5, {"url": {"domain": ["B.example", "b.EXAMPLE"]}, "tags": ["z", "a"]},
+                           terms, nums)
+        index_module._walk(7, {"url": {"domain": "a.example"}, "tags": "z",
+                               "destination": {"port": [53, 53, 9]}}, terms, nums)
         dom, tags, port = (w._fid(n) for n in ("url.domain", "tags", "destination.port"))
-        flat = terms.in_key_order(w._term_ids)
+        flat = _native.key_order(terms, w._term_ids)
         rows = [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
         assert rows == sorted(rows) and len(rows) == 7
         assert set(rows) == {(dom, "b.example", 5), (-dom, "elpmaxe.b", 5),
                              (dom, "a.example", 7), (-dom, "elpmaxe.a", 7),
                              (tags, "z", 5), (tags, "z", 7), (tags, "a", 5)}
-        assert nums.in_key_order(w._num_ids) == [port, 9, 7, port, 53, 7]
+        assert _native.key_order(nums, w._num_ids) == [port, 9, 7, port, 53, 7]
 
 
 async def test_the_childrens_calls_turn_the_collector_back_on(tmp_path: Path) -> None:

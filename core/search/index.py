@@ -28,7 +28,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -303,30 +303,23 @@ def _file_lock(path: Path) -> threading.RLock:
         return _FILE_LOCKS.setdefault(os.path.realpath(path), threading.RLock())
 
 
-class _Groups:
-    """A batch's postings of one table (``terms`` or ``nums``): field name -> value -> its
-    documents, in the order added (a value twice in one document is one posting). Keyed
-    by name, not field id: adding a document is two look-ups a posting (~26), and the
-    field ids, reversed values and sort wait for :meth:`in_key_order`, once a distinct
-    value of the batch (~4 a document). Native (core/native/postings.c): the documents
-    come from :func:`pcapwire._native.index_add` (:meth:`_Writer._rows`) or
-    :meth:`add`."""
+#: A batch's postings of one table (``terms`` or ``nums``): field name -> value -> its
+#: documents, in the order added (a value twice in one document is one posting). Keyed by
+#: name, not field id: the field ids, reversed values and sort wait for
+#: :func:`pcapwire._native.key_order`, once a distinct value of the batch.
+Groups = dict[str, dict[Any, list[int]]]
 
-    __slots__ = ("by_name",)
 
-    def __init__(self) -> None:
-        self.by_name: dict[str, dict[Any, list[int]]] = {}
-
-    def add(self, doc_id: int, pairs: list[tuple[str, Any]]) -> None:
-        _native.group_add(self.by_name, doc_id, pairs)
-
-    def in_key_order(self, ids: Callable[[str], tuple[int, int]]) -> list[Any]:
-        """The postings as one flat parameter list ``f, v, doc, f, v, doc...`` in the
-        order their B-tree keeps them: sorted by field id, then value (a sort of the
-        distinct values of each field); ``ids``: a field's (id, id of its reversed values
-        or 0), whose reversed values are added under that id."""
-        flat: list[Any] = _native.key_order(self.by_name, ids)
-        return flat
+def _walk(doc_id: int, body: dict[str, Any], terms: Groups, nums: Groups) -> dict[str, str]:
+    """Add the document's postings to ``terms``/``nums`` under ``doc_id`` (the native walk,
+    :func:`pcapwire._native.index_add`); its FTS text."""
+    text: dict[str, str] | None = _native.index_add(
+        doc_id, body, _ROOT, _value, terms, nums, MAX_TERM_CHARS)
+    if text is None:  # an object or list of a subclass: the walk in Python
+        doc_terms, doc_nums, text = postings(body)
+        _native.group_add(terms, doc_id, doc_terms)
+        _native.group_add(nums, doc_id, doc_nums)
+    return text
 
 
 _INSERT_ONE = "INSERT OR IGNORE INTO {} VALUES (?,?,?)"
@@ -334,7 +327,7 @@ _INSERT_MANY = "INSERT OR IGNORE INTO {} VALUES " + ",".join(["(?,?,?)"] * ROWS_
 
 
 def _insert_postings(db: sqlite3.Connection, table: str, flat: list[Any]) -> None:
-    """Insert the postings of :meth:`_Groups.in_key_order` into ``terms`` or ``nums``,
+    """Insert the postings of :func:`pcapwire._native.key_order` into ``terms`` or ``nums``,
     :data:`ROWS_PER_INSERT` a statement."""
     width = 3 * ROWS_PER_INSERT
     full = len(flat) - len(flat) % width
@@ -452,8 +445,7 @@ class SearchIndex:
 #: each, and the ``terms`` and ``nums`` groups (field name -> value -> places in the
 #: batch, from 1). Plain types: :mod:`pcapwire.search.pipeline` sends it to another
 #: process with :mod:`marshal`.
-Prepared = tuple[list[tuple[str, str, int, str]], list[dict[str, str]],
-                 dict[str, dict[Any, list[int]]], dict[str, dict[Any, list[int]]]]
+Prepared = tuple[list[tuple[str, str, int, str]], list[dict[str, str]], Groups, Groups]
 
 
 def prepare(docs: Iterable[Doc]) -> Prepared:
@@ -463,8 +455,8 @@ def prepare(docs: Iterable[Doc]) -> Prepared:
     value under its place in the batch (``index_add``, the native walk)."""
     rows: list[tuple[str, str, int, str]] = []
     fts: list[dict[str, str]] = []
-    terms: dict[str, dict[Any, list[int]]] = {}
-    nums: dict[str, dict[Any, list[int]]] = {}
+    terms: Groups = {}
+    nums: Groups = {}
     unique = {d.key: d for d in docs}
     for place, d in enumerate(unique.values(), 1):
         body = d.body
@@ -472,13 +464,7 @@ def prepare(docs: Iterable[Doc]) -> Prepared:
         pw = body.get("pcapwire") or {}
         rows.append((d.key, str(pw.get("case") or ""), _date_us(body.get("@timestamp")) or 0,
                      dumps(body)))
-        text: dict[str, str] | None = _native.index_add(
-            place, body, _ROOT, _value, terms, nums, MAX_TERM_CHARS)
-        if text is None:  # an object or list of a subclass: the walk in Python
-            doc_terms, doc_nums, text = postings(body)
-            _native.group_add(terms, place, doc_terms)
-            _native.group_add(nums, place, doc_nums)
-        fts.append(text)
+        fts.append(_walk(place, body, terms, nums))
     return rows, fts, terms, nums
 
 
@@ -507,18 +493,6 @@ class _Writer:
     def _num_ids(self, name: str) -> tuple[int, int]:
         return self._fid(name), 0
 
-    def _rows(self, doc_id: int, body: dict[str, Any], term_docs: _Groups,
-              num_docs: _Groups) -> dict[str, str]:
-        """Add the document to its postings' groups in ``term_docs``/``num_docs``; its
-        FTS text."""
-        text: dict[str, str] | None = _native.index_add(
-            doc_id, body, _ROOT, _value, term_docs.by_name, num_docs.by_name, MAX_TERM_CHARS)
-        if text is None:  # an object or list of a subclass: the walk in Python
-            terms, nums, text = postings(body)
-            term_docs.add(doc_id, terms)
-            num_docs.add(doc_id, nums)
-        return text
-
     def _fts(self, command: str, rows: list[tuple[int, dict[str, str]]]) -> None:
         """Insert (or with command 'delete', remove) FTS rows, grouped by their columns."""
         by_cols: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
@@ -536,7 +510,8 @@ class _Writer:
 
     def delete(self, keys: Iterable[str]) -> int:
         """Remove the documents with these keys (those that exist); returns how many."""
-        term_docs, num_docs = _Groups(), _Groups()
+        term_docs: Groups = {}
+        num_docs: Groups = {}
         fts_rows: list[tuple[int, dict[str, str]]] = []
         ids = []
         it = iter(keys)
@@ -544,14 +519,14 @@ class _Writer:
             for doc_id, body in self.db.execute(
                     f"SELECT id, body FROM docs WHERE key IN ({', '.join('?' * len(chunk))})",
                     chunk):
-                fts_rows.append((doc_id, self._rows(doc_id, json.loads(body), term_docs,
-                                                    num_docs)))
+                fts_rows.append((doc_id, _walk(doc_id, json.loads(body), term_docs,
+                                               num_docs)))
                 ids.append((doc_id,))
         if not ids:
             return 0
         for table, groups, field_ids in (("terms", term_docs, self._term_ids),
                                          ("nums", num_docs, self._num_ids)):
-            flat = groups.in_key_order(field_ids)
+            flat = _native.key_order(groups, field_ids)
             self.db.executemany(f"DELETE FROM {table} WHERE f=? AND v=? AND doc=?",
                                 (flat[i:i + 3] for i in range(0, len(flat), 3)))
         self._fts("delete", fts_rows)

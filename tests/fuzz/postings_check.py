@@ -40,7 +40,7 @@ def reference_groups(docs: list[dict[str, Any]]
 def reference_key_order(groups: dict[str, dict[Any, list[int]]],
                         ids: dict[str, tuple[int, int]]) -> list[Any]:
     """The Python statement of the key order (round 5's, before it was native): field id,
-    second id."""
+    then value; reversed values under the second id."""
     fields: dict[int, dict[Any, list[int]]] = {}
     for name, values in groups.items():
         fid, rid = ids[name]

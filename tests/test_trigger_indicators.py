@@ -202,3 +202,33 @@ def test_plain_ipv4_fast_path_normalises_as_ipaddress_does(value: str) -> None:
             normalise_indicator("ips", value, "x")
         return
     assert normalise_indicator("ips", value, "x") == expected
+
+
+TRICKY_IPS = ["1.2.3.4", " 10.0.0.1 ", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3",
+              "1.2.3.256", "1.2.3.4/32", "1.2.3.7/24", "::1", "2001:DB8::1", "1.2.3.4.5",
+              "1.2.3.4\n5.6.7.8", "10.0.0.1\n", "", "1.2.3.\u0661", "1.2.3.4\r"]
+
+
+@pytest.mark.parametrize("value", TRICKY_IPS)
+def test_a_list_checked_at_once_equals_each_checked_alone(value: str) -> None:
+    """from_dict checks a list of canonical IPv4 addresses in one regular expression
+    (model._canonical_ipv4_list); one value that is not (whitespace, a newline inside,
+    a non-ASCII digit, a network, IPv6, nothing) sends the whole list the slow way: the
+    definition (or the error, with the value's position) is the one each value checked
+    alone by normalise_indicator gives."""
+    from pcapwire.errors import ConfigError
+    from pcapwire.triggers.model import _canonical_ipv4_list, from_dict, normalise_indicator
+
+    values = ["192.0.2.1", "192.0.2.2", value, "192.0.2.1"]
+    assert _canonical_ipv4_list(values) == (value in ("1.2.3.4", "0.0.0.0",
+                                                       "255.255.255.255"))
+    try:
+        expected = list(dict.fromkeys(normalise_indicator("ips", v, f"t: indicators.ips[{i}]")
+                                      for i, v in enumerate(values)))
+    except ConfigError as exc:
+        with pytest.raises(ConfigError) as err:
+            from_dict({"name": "t", "indicators": {"ips": values}}, "t")
+        assert str(err.value) == str(exc)
+        assert "indicators.ips[2]" in str(err.value)
+        return
+    assert from_dict({"name": "t", "indicators": {"ips": values}}).indicators.ips == expected

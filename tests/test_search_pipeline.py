@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
@@ -133,8 +134,9 @@ def test_the_pipeline_batch_is_half_of_one_process_batch() -> None:
 
 async def test_pipeline_batches_index_what_one_process_indexes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run in three of the pipeline's batches (2 + 2 + 1 documents, a transaction each)
-    and in one of one process's (indexer.index_run): the same documents at the same ids,
+    """A run in three of the pipeline's batches (2 + 2 + 1 documents; batches waiting
+    share a transaction) and in one of one process's (indexer.index_run): the same
+    documents at the same ids,
     the same FTS rows and postings; indexed again (each document replaced by itself), the
     same content in the same order (ids may differ: a batch deletes its own keys only)."""
     monkeypatch.setattr(pipeline, "BATCH", 2)
@@ -158,7 +160,7 @@ async def test_pipeline_batches_index_what_one_process_indexes(
 
 async def test_runs_go_through_both_stages_whole_and_in_order(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two runs handed out at once, one document a batch (a transaction each): every
+    """Two runs handed out at once, one document a batch (those waiting share a transaction): every
     document once, in run order; a run unknown to the case store is 0 documents."""
     monkeypatch.setattr(pipeline, "BATCH", 1)
     keys = _stored_run(tmp_path, "r1", 3) + _stored_run(tmp_path, "r2", 2)
@@ -251,3 +253,39 @@ async def test_a_stage_killed_mid_run_has_the_run_indexed_whole_again(
     assert [i for i, _ in indexed] == list(range(indexed[0][0], indexed[0][0] + len(keys)))
     assert await worker.call(os.getpid, stage=killed) != pids[killed]
     assert not spool.exists()  # the old pair's, with the batches the dead builder sent
+
+
+def test_the_writer_takes_the_batches_waiting_into_one_transaction(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five one-document batches sent before the writer starts: it writes them
+    MERGE_BATCHES (3) and 2 a transaction, and the rows are those one process writes."""
+    assert pipeline.MERGE_BATCHES == 3
+    one, pipe = tmp_path / "one", tmp_path / "pipe"
+    for root in (one, pipe):
+        root.mkdir()
+        _stored_run(root, "r1", 5)
+    assert indexer.index_run(one, "r1") == 5
+    ctx = get_context("spawn")
+    receiving, sending = ctx.Pipe(duplex=False)
+    slots, abandoned, spool = ctx.Semaphore(5), ctx.Event(), tmp_path / "spool"
+    spool.mkdir()
+    committed: list[int] = []
+    write = SearchIndex.write
+
+    @contextmanager
+    def counted(self: SearchIndex) -> Iterator[Any]:
+        with write(self) as w:
+            yield w
+        committed.append(self.count())
+
+    monkeypatch.setattr(SearchIndex, "write", counted)
+    monkeypatch.setattr(pipeline, "_channel", pipeline.Channel(sending, slots, abandoned,
+                                                               spool))
+    assert pipeline.build_run(pipe, "r1", 1) == 5
+    monkeypatch.setattr(pipeline, "_channel", pipeline.Channel(receiving, slots, abandoned,
+                                                               spool))
+    assert pipeline.write_run(pipe, "r1") == 5
+    assert committed == [3, 5]
+    assert list(spool.iterdir()) == []
+    assert _tables(pipe / "search.sqlite")["docs"] == _tables(one / "search.sqlite")["docs"]
+    assert _content(pipe / "search.sqlite") == _content(one / "search.sqlite")

@@ -5,6 +5,7 @@ a flow row into the EVE-like dict everything prints."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 #: Text addresses whose catalog blob :func:`five_tuple_sql` keeps (16 bytes each).
 ADDR_BLOB_CACHE = 4096
+_V4_PAD = bytes(12)
 
 
 def narrowing_sql(spec: QuerySpec) -> Sql | None:
@@ -84,7 +86,13 @@ def explicit_sql(spec: QuerySpec) -> Sql | None:
 
 @lru_cache(maxsize=ADDR_BLOB_CACHE)
 def _text_blob(text: str) -> bytes:
-    return addr_blob(ipaddress.ip_address(text))
+    """:func:`addr_blob` of a text address; a dotted IPv4 one by ``inet_pton`` (which
+    takes the same texts as :mod:`ipaddress`: four decimal parts, no leading zeros; ~10x
+    cheaper: the search indexer meets a run's ~8,000 hosts, more than it keeps)."""
+    try:
+        return socket.inet_pton(socket.AF_INET, text) + _V4_PAD
+    except (OSError, ValueError):  # ValueError: a NUL in text; ipaddress says why
+        return addr_blob(ipaddress.ip_address(text))
 
 
 def _blob(addr: Any) -> bytes:

@@ -115,21 +115,22 @@ class FlowLocator:
         if self.catalog is None:
             return
         wanted: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        seen: set[tuple[Any, ...]] = set()  # a 5-tuple once, however many records name it
+        kept = self._flows
         for flow in flows:
             if flow is None or not flow.src or not flow.dst:
                 continue
             a, b = (flow.src, flow.sport), (flow.dst, flow.dport)
             key = (flow.proto, a, b) if a <= b else (flow.proto, b, a)
-            if key in self._flows:
+            if key in kept or key in seen:
                 continue
+            seen.add(key)
             try:  # five_tuple_sql's arguments: addr_a, port_a, addr_b, port_b, proto
                 args = five_tuple_sql(flow).args
             except ValueError:
                 self._keep(key, ())
                 continue
-            keys = wanted.setdefault(args, [])
-            if key not in keys:
-                keys.append(key)
+            wanted.setdefault(args, []).append(key)
         pending = list(wanted)
         for i in range(0, len(pending), PREFETCH_KEYS):
             part = pending[i:i + PREFETCH_KEYS]

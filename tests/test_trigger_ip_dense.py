@@ -3,19 +3,15 @@ spanning segments): :func:`pcapwire.triggers.ip_walk.ip_hits` returns exactly th
 of a plain reference, every flow of the segment checked against every indicator with
 ``ipaddress`` (one hit per (indicator, flow), the matched endpoint as evidence, oriented
 initiator -> responder, the flow's first packet in the segment as time);
-:func:`~pcapwire.triggers.ip_walk.ip_batches`, several segments dealt round the walkers'
-threads (:data:`~pcapwire.triggers.ip_walk.WALK_THREADS`, each segment walked on its own
-into a database of its own; one walk of them all when the scope cuts a segment or the
-indicators' ranges hold few flows), returns exactly those hits as the result set takes
-them (``HitBatch.of``), segment by segment in the order asked; the walkers' threads and
-the segments' databases are gone when the consumer is done or stops early."""
+:func:`~pcapwire.triggers.ip_walk.ip_batches`, several segments shared out among the
+walkers' threads (:data:`~pcapwire.triggers.ip_walk.WALK_THREADS`, contiguous shares in id
+order; one share when the scope cuts a segment), returns exactly those hits as the result
+set takes them (``HitBatch.of``)."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-import sqlite3
-import threading
 from collections import Counter
 from contextlib import closing, nullcontext
 from pathlib import Path
@@ -30,7 +26,6 @@ from pcapwire.triggers.ip_walk import (
     IpWalkers,
     ip_batches,
     ip_hits,
-    staged_rows,
 )
 from pcapwire.triggers.model import Scope
 
@@ -143,18 +138,8 @@ def _in_ranges(store: Store, ips: list[str], cap: int | None = None) -> int:
     return sum(counts if cap is None else (min(c, cap) for c in counts))
 
 
-def _into() -> sqlite3.Connection:
-    """A connection the walkers lend their rows to (takes URI file names)."""
-    return sqlite3.connect("file::memory:", uri=True, isolation_level=None)
-
-
-def _walk_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("pcapwire-ip-walk")]
-
-
-def test_walkers_deal_a_dense_batch_round_them(store_root: Path) -> None:
-    with Store(store_root) as store, closing(IpWalkers(store.catalog.path)) as walkers, \
-            closing(_into()) as into:
+def test_walkers_share_a_batch_out_in_id_order(store_root: Path) -> None:
+    with Store(store_root) as store, closing(IpWalkers(store.catalog.path)) as walkers:
         ips = _indicators(store)
         flows = walkers.flows_in_ranges(ips)
         assert flows == _in_ranges(store, ips) == 2820
@@ -166,94 +151,33 @@ def test_walkers_deal_a_dense_batch_round_them(store_root: Path) -> None:
         start = (segments[0].first_ns + segments[0].last_ns) // 2
 
         def shares(n: int, scope: Scope, least: int = SPLIT_MIN_FLOWS) -> dict[int, str]:
-            """Segment -> the schema its rows were lent as (in the order handed out)."""
             walkers.split_min_flows = least
-            return {seg: rows.table.split(".")[0] for seg, rows in walkers.each(
-                segments[:n], ips, scope, None, lambda: nullcontext(store), into)}
+            return {seg: rows.table.split(".")[0] for seg, rows in walkers.stage(
+                segments[:n], ips, scope, None, lambda: nullcontext(store)).items()}
 
         assert (WALK_THREADS, SPLIT_MIN_FLOWS) == (2, 2_000)
-        # dealt round: walker 0 the first and third, walker 1 the second and fourth
-        dealt = shares(4, Scope())
-        assert list(dealt.items()) == [(1, "ip_segment0"), (2, "ip_segment1"),
-                                       (3, "ip_segment0"), (4, "ip_segment1")]
-        assert shares(3, Scope()) == {1: "ip_segment0", 2: "ip_segment1", 3: "ip_segment0"}
+        assert shares(4, Scope()) == {1: "ip_walk0", 2: "ip_walk0", 3: "ip_walk1",
+                                      4: "ip_walk1"}
+        assert shares(3, Scope()) == {1: "ip_walk0", 2: "ip_walk1", 3: "ip_walk1"}
         one = {1: "ip_walk0", 2: "ip_walk0", 3: "ip_walk0", 4: "ip_walk0"}
         assert shares(1, Scope()) == {1: "ip_walk0"}
         assert shares(4, Scope(start_ns=start)) == one  # the scope cuts segment 1
         assert shares(4, Scope(), least=flows) != one
         assert shares(4, Scope(), least=flows + 1) == one
-        assert _walk_threads() == []
-        assert [r[1] for r in into.execute("PRAGMA database_list")] == ["main"]
-
-
-def test_a_consumer_that_stops_early_leaves_nothing_behind(store_root: Path) -> None:
-    """The generator closed after the first segment: the walkers' threads are joined, the
-    segments' databases in memory are gone (their names attach as new, empty ones), and
-    the walkers walk the next batch as fresh ones do."""
-    with Store(store_root) as store, closing(IpWalkers(store.catalog.path)) as walkers, \
-            closing(_into()) as into:
-        ips = _indicators(store)
-        segments = store.catalog.segments()
-        rows = walkers.each(segments, ips, Scope(), None, lambda: nullcontext(store), into)
-        with closing(rows):
-            seg, staged = next(rows)
-            assert (seg, staged.table, staged.first) == (1, "ip_segment0.ip_rows", 1)
-            (first_name,) = [r[2] for r in into.execute("PRAGMA database_list")
-                             if r[1] == "ip_segment0"]
-            assert len(staged_rows(into, staged)) == staged.last == 944
-        assert _walk_threads() == []
-        assert [r[1] for r in into.execute("PRAGMA database_list")] == ["main"]
-        for schema, db in walkers._dbs.items():  # each walker: its staging database alone
-            assert [r[1] for r in db.execute("PRAGMA database_list")] == ["main", schema]
-        # the first segment's database: gone with its holder (attached anew: empty)
-        into.execute("ATTACH ? AS gone", (f"file:{first_name}?vfs=memdb",))
-        assert into.execute("SELECT count(*) FROM gone.sqlite_master").fetchone() == (0,)
-        into.execute("DETACH gone")
-        again = {seg: HitBatch(staged_rows(into, r), r.hits) for seg, r in walkers.each(
-            segments, ips, Scope(), None, lambda: nullcontext(store), into)}
-        assert again == ip_batches(store, segments, ips, Scope())
-
-
-def test_a_walker_error_is_raised_at_its_segment(store_root: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Walker 1's segments (the second and fourth) fail: the first segment is handed
-    out, the error is raised where the second would be, and the threads are joined."""
-    from pcapwire.triggers import ip_walk
-
-    real = ip_walk._segment_rows
-
-    def failing(db: sqlite3.Connection, schema: str, segment: object, *args: object
-                ) -> object:
-        if schema == "ip_walk1":
-            raise sqlite3.OperationalError("disk I/O error (test)")
-        return real(db, schema, segment, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ip_walk, "_segment_rows", failing)
-    with Store(store_root) as store, closing(IpWalkers(store.catalog.path)) as walkers, \
-            closing(_into()) as into:
-        got = []
-        with pytest.raises(sqlite3.OperationalError, match=r"disk I/O error \(test\)"):
-            for seg, rows in walkers.each(store.catalog.segments(), _indicators(store),
-                                          Scope(), None, lambda: nullcontext(store), into):
-                got.append((seg, rows.last))
-        assert got == [(1, 944)]
-        assert _walk_threads() == []
-        assert [r[1] for r in into.execute("PRAGMA database_list")] == ["main"]
 
 
 def test_walkers_keep_the_indicators_of_the_last_walk_only(store_root: Path) -> None:
     """A walker loads the indicators again when they change (each walker its own copy):
     every walk of one set of walkers finds what fresh walkers find."""
-    with Store(store_root) as store, closing(IpWalkers(store.catalog.path)) as walkers, \
-            closing(_into()) as into:
+    with Store(store_root) as store, closing(IpWalkers(store.catalog.path)) as walkers:
         ips = _indicators(store)
         segments = store.catalog.segments()
         fresh = {n: ip_batches(store, segments, some, Scope())
                  for n, some in (("all", ips), ("few", ips[:3]))}
         for n, some in (("all", ips), ("few", ips[:3]), ("all", ips), ("all", ips)):
-            assert {seg: HitBatch(staged_rows(into, rows), rows.hits) for seg, rows in
-                    walkers.each(segments, some, Scope(), None, lambda: nullcontext(store),
-                                 into)} == fresh[n]
+            staged = walkers.stage(segments, some, Scope(), None, lambda: nullcontext(store))
+            assert {seg: HitBatch(walkers.rows(rows), rows.hits)
+                    for seg, rows in staged.items()} == fresh[n]
         # all: shared out (2,820 flows in the ranges); the few (the DNS server, two server
         # nets: 1,468) walked by the first walker alone, the second loading them meanwhile
         assert [walkers.flows_in_ranges(some) for some in (ips, ips[:3])] == [2820, 1468]

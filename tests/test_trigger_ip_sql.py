@@ -83,11 +83,10 @@ def test_walkers_read_the_catalog_and_lend_their_staging_databases(root: Path) -
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             db.execute("DELETE FROM main.flows")
         (segment,) = walkers.segments_of([1])
-        lent = []
-        for seg, staged in walkers.each([segment], IPS, Scope(), None, lambda: nullcontext(),
-                                        tdb.db):
-            lent.append((seg, staged))
-            # one segment: one walk, the second walker never opened
+        staged = walkers.stage([segment], IPS, Scope(), None, lambda: nullcontext())
+        assert staged == {1: StagedRows(f"{schema}.ip_rows", 1, 7, 9)}
+        with walkers.attached(tdb.db):
+            # 7 flows: not shared out (SPLIT_MIN_FLOWS), the second walker never opened
             assert [r[1] for r in tdb.db.execute("PRAGMA database_list")] == [
                 "main", "ip_walk0"]
             assert tdb.db.execute(f"SELECT count(*), sum(hits) FROM {schema}.ip_rows"
@@ -97,7 +96,6 @@ def test_walkers_read_the_catalog_and_lend_their_staging_databases(root: Path) -
                 writer.execute("BEGIN IMMEDIATE")
                 writer.execute("ROLLBACK")
                 writer.close()
-        assert lent == [(1, StagedRows(f"{schema}.ip_rows", 1, 7, 9))]
         assert [r[1] for r in tdb.db.execute("PRAGMA database_list")] == ["main"]
 
 

@@ -191,7 +191,7 @@ class StagedRows:
     """A unit's hits made as :attr:`HitBatch.rows` by SQLite itself (one row per (rule,
     flow key), in the order of their first hit), in a table the trigger database's
     connection reads (the IP indicators: a walker's staging database attached to it,
-    :meth:`.ip_walk.IpWalkers.each`): the rows with rowids ``first`` to ``last`` of
+    :meth:`.ip_walk.IpWalkers.attached`): the rows with rowids ``first`` to ``last`` of
     ``table`` (schema-qualified; its columns named as ``hit_batch``'s), ``hits`` hits in
     all."""
 

@@ -15,13 +15,11 @@ units it left ``running`` are queued again, their attempt counted).
 
 Units that read no packets (:func:`.units.reads_packets`: IP indicators alone, answered
 by the flow index) run in the runner itself, :data:`INDEX_BATCH_UNITS` at a time: the
-batch's segments are walked in the flow index by the IP walkers (:class:`.ip_walk.IpWalkers`:
-a dense batch's dealt round their threads, one walk per segment; SQLite making the result
-set's rows in staging databases in memory) and each unit is recorded from its rows as its
-own checkpoint as soon as they are ready, while the next segments are walked (its
-``seconds``: the time since the previous unit's checkpoint), its staging database
-attached to the trigger database's connection meanwhile. No worker pool is started for
-them.
+batch's segments are shared out among the IP walkers' threads (:class:`.ip_walk.IpWalkers`,
+each one walk of the index for its share, SQLite making the result set's rows in a staging
+database in memory), then each unit is recorded from them as its own checkpoint (its
+``seconds``: its share of the batch's), the staging databases attached to the trigger
+database's connection meanwhile. No worker pool is started for them.
 
 The next units are handed out before the finished ones are recorded (the workers do not
 wait for the runner's writes). Between units (batches of index units) the runner reads the
@@ -52,7 +50,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -276,34 +274,27 @@ class _Runner:
             walkers.close()
 
     def _index_batch(self, walkers: IpWalkers, batch: list[int], queued: deque[int]) -> None:
-        """The batch's segments walked in the flow index (:meth:`.ip_walk.IpWalkers.each`),
-        each unit recorded from the rows SQLite made as soon as they are ready (their
-        staging database attached to the trigger database's connection; the catalog never
-        is: the units' transactions take no lock on it), its ``seconds`` the time since
-        the previous unit's checkpoint (the batch's start for the first). A segment no
-        longer in the store goes through the unit function: its error is the unit's."""
-        mark = time.monotonic()
+        """One walk of the flow index for the batch's segments, shared out among the
+        walkers' threads, then each unit recorded from the rows SQLite made (the walkers'
+        staging databases attached to the trigger database's connection; the catalog never
+        is: the units' transactions take no lock on it; a segment no longer in the store
+        goes through the unit function: its error is the unit's)."""
+        started = time.monotonic()
         self.tdb.start_units(self.hunt.id, batch)
-        segments = walkers.segments_of(batch)
-        recorded = 0
-        with closing(walkers.each(segments, self.defn.indicators.ips, self.defn.scope,
-                                  self.stop, lambda: Store.existing(self.root),
-                                  self.tdb.db)) as staged:
-            for seg, rows in staged:
-                if not recorded and self.stop.is_set():  # a scope's packets were read in
-                    break  # part, or the walks' work is given up: not a result
-                now = time.monotonic()
-                self._done(seg, rows, now - mark)
-                mark, recorded = now, recorded + 1
-                self._count()
-        if not recorded and self.stop.is_set():
+        found = walkers.stage(walkers.segments_of(batch), self.defn.indicators.ips,
+                              self.defn.scope, self.stop, lambda: Store.existing(self.root))
+        if self.stop.is_set():  # a scope's packets were read in part: not a result
             self.tdb.requeue_units(self.hunt.id, batch, attempt_counts=False)
             return
-        walked = {s.id for s in segments}
-        for seg in batch:
-            if seg not in walked:
-                self._record(_Inline().submit(units.run_batch, *self._unit_args(seg)),
-                             seg, queued)
+        seconds = (time.monotonic() - started) / len(batch)
+        with walkers.attached(self.tdb.db):
+            for seg in batch:
+                if seg in found:
+                    self._done(seg, found[seg], seconds)
+                    self._count()
+                else:
+                    self._record(_Inline().submit(units.run_batch, *self._unit_args(seg)),
+                                 seg, queued)
 
     def _submit(self, pool: Executor, inflight: dict[Future[tuple[HitBatch, float]], int],
                 queued: deque[int]) -> None:

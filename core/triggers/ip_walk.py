@@ -1,5 +1,5 @@
 """IP/CIDR indicators answered from the flow index, SQLite making the result set's rows,
-a dense batch's segments dealt round threads and handed out one by one as they are done.
+a batch's segments shared out among threads.
 
 The segments' flows (``flow_segments``) and their addresses (``flows``, 16 packed bytes,
 IPv4 in the first four) — no packet is read. An address matches an indicator as the query
@@ -13,19 +13,18 @@ matches only if a packet of it in the scope does.
 
 :class:`IpWalkers`: :data:`WALK_THREADS` connections to the catalog (read-only, mapped into
 memory), each with a staging database in memory of its own (SQLite's ``memdb``: other
-connections of the process attach it by name). A walk looks each indicator up in the
-index once for all its segments (:func:`_walk`: nothing fetched, nothing bound; the texts,
-keys and evidence JSON made in SQL, an IPv4 address's text too, an IPv6 one's by an SQL
-function in Python; a walker keeps the indicators of its last walk: loaded again only
-when they change). :meth:`IpWalkers.each` hands a batch's rows out segment by segment,
-each attached to the consumer's connection (the trigger database's, whose units read
-their rows from there, :class:`~.db.StagedRows`; the catalog never is: a unit's
-transaction takes no lock on it) while it records them. A dense batch is dealt round the
-walkers, a thread each (Python's sqlite3 lets go of the interpreter's lock while a
-statement runs), one walk per segment into a database of its own, so that the consumer
-records a segment while the next ones are walked (:func:`_segment_rows`); a sparse one,
-or one with a segment the scope cuts (packets read), is one walk of the first walker in
-the calling thread (:func:`_stage`).
+connections of the process attach it by name). :meth:`IpWalkers.stage` shares a batch's
+segments out among them (contiguous shares in id order; the calling thread walks the
+first, a thread of its own each other one: Python's sqlite3 lets go of the interpreter's
+lock while a statement runs, so a dense batch keeps both cores busy) and each walks the
+index once for its share (:func:`_stage`: nothing fetched, nothing bound; the texts, keys
+and evidence JSON made in SQL, an IPv4 address's text too, an IPv6 one's by an SQL function
+in Python), leaving the result set's rows in its staging database (a walker keeps the
+indicators of its last walk: loaded again only when they change).
+:meth:`IpWalkers.attached` attaches the staging databases to the trigger database's
+connection, whose units read their rows from there (:class:`~.db.StagedRows`); the catalog
+never is (a unit's transaction takes no lock on it). A batch with a segment the scope cuts
+reads packets: it is one share, walked by the calling thread.
 
 :func:`ip_batches` (several segments, as :class:`~.db.HitBatch`) and :func:`ip_hits` (one
 segment, as hits) read the same tables on walkers of their own.
@@ -35,13 +34,14 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import json
 import socket
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, closing, nullcontext
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -53,23 +53,19 @@ from pcapwire.triggers.db import Hit, HitBatch, StagedRows
 from pcapwire.triggers.match_index import address_text, bpf_flows, scope_cuts
 from pcapwire.triggers.model import Scope, rule_key
 
-#: Connections (threads) that walk a dense batch of segments, dealt round them.
+#: Connections (threads) that walk one batch of segments, each a share of them.
 WALK_THREADS = 2
 #: Bytes of the catalog a walker reads mapped into memory (no read() per page: a dense
 #: walk of 8,400 flows takes ~40 % less time).
 CATALOG_MMAP_BYTES = 2**30
 #: Walker k's staging database is attached as this name and k, in its own connection and
-#: in the one its rows are recorded from (:meth:`IpWalkers.each`).
+#: in the one its rows are recorded from (:meth:`IpWalkers.attached`).
 STAGE_SCHEMA = "ip_walk"
 #: A batch is shared out among the walkers when the indicators' ranges hold at least this
 #: many flows of the index (per indicator and end, :meth:`IpWalkers.flows_in_ranges`):
 #: each walk looks every indicator up, so below it a second walk costs more CPU than its
 #: thread saves time (1,000 indicators of which 10 hit: ~4 ms more, nothing gained).
 SPLIT_MIN_FLOWS = 2_000
-#: A dense batch's segment's rows are in a database in memory of their own
-#: (:meth:`IpWalkers.each`), attached as this name to the walker's connection while it
-#: makes them, and as this name and the walker's number to the consumer's while it reads.
-SEGMENT_SCHEMA = "ip_segment"
 #: Seconds a walker waits for a catalog that another connection holds locked.
 BUSY_TIMEOUT_S = 30.0
 # The walk's tables, in a walker's staging database {w}:
@@ -84,9 +80,8 @@ BUSY_TIMEOUT_S = 30.0
 # - ip_flows: per (segment, flow): ``frow``, the row where the walk found it first, and
 #   its time: its first packet in the segment, or its first packet in the scope when the
 #   scope cuts the segment (NULL: none there, the flow is left out);
-# - ip_rows (_IP_ROWS_TABLE; a dense batch's segment has one in a database of its own):
-#   the result set's rows (:attr:`.db.HitBatch.rows`) of every segment walked, a
-#   segment's rows together, in the order of their first hit: one row per (segment,
+# - ip_rows: the result set's rows (:attr:`.db.HitBatch.rows`) of every segment walked,
+#   a segment's rows together, in the order of their first hit: one row per (segment,
 #   indicator, flow key), merged as HitBatch.of_rows merges (a match id is taken by every
 #   row the result set's upsert sees, so a unit's rows of one match must be one).
 _IP_TABLES = """
@@ -97,12 +92,11 @@ CREATE TABLE {w}.ip_found (seg INTEGER, fid INTEGER, n INTEGER,
   port_b INTEGER, init INTEGER);
 CREATE TABLE {w}.ip_flows (seg INTEGER, fid INTEGER, frow INTEGER,
   ts INTEGER, PRIMARY KEY (seg, fid)) WITHOUT ROWID;
-"""
-_IP_ROWS_TABLE = """
 CREATE TABLE {w}.ip_rows (segment_id INTEGER, n INTEGER, rule TEXT,
   flow_key TEXT, flow_id INTEGER, proto INTEGER, src_ip TEXT, src_port INTEGER,
   dest_ip TEXT, dest_port INTEGER, ts REAL, evidence TEXT, hits INTEGER,
-  UNIQUE (segment_id, n, flow_key))"""
+  UNIQUE (segment_id, n, flow_key));
+"""
 # The indicators into ip_ranges in one statement (under half the time of binding 1,000
 # rows): :ranges, a JSON list of [IP version, value, rule key, text or null] (n: the
 # position in it), range n's first and last address bytes 16n..16n+15 of :lo and :hi.
@@ -184,7 +178,7 @@ _IP_HITS_SQL = (
     "JOIN {w}.ip_ranges r ON r.n = h.n WHERE f.ts IS NOT NULL "
     "ORDER BY h.seg, h.first, f.frow, h.rowid")
 _IP_ROWS_SQL = (
-    "INSERT INTO {out}.ip_rows (segment_id, rule, flow_key, flow_id, proto, src_ip, "
+    "INSERT INTO {w}.ip_rows (segment_id, rule, flow_key, flow_id, proto, src_ip, "
     "src_port, dest_ip, dest_port, ts, evidence, n, hits) " + _IP_HITS_SQL.replace(
         "{columns}", "json_object('address', iif(h.side, h.text_b, h.text_a), "
                      "'indicator', r.value), h.n, 1") +
@@ -224,7 +218,6 @@ class IpWalkers:
             db.create_function("ip_text", 2, address_text, deterministic=True)
             for create in _IP_TABLES.format(w=schema).split(";")[:-1]:
                 db.execute(create)
-            db.execute(_IP_ROWS_TABLE.format(w=schema))
         except BaseException:
             db.close()
             raise
@@ -267,56 +260,40 @@ class IpWalkers:
         db, schema = self._indicators(0, ips)
         return int(db.execute(_IP_COUNT_SQL.format(w=schema), {"cap": cap}).fetchone()[0])
 
-    def each(self, segments: list[Segment], ips: list[str], scope: Scope,
-             stop: threading.Event | None,
-             store: Callable[[], AbstractContextManager[Store]],
-             into: sqlite3.Connection) -> Iterator[tuple[int, StagedRows]]:
-        """Each segment's rows of the result set (:attr:`.db.HitBatch.rows`), segment by
-        segment in the order given, the staging database that holds them attached to
-        ``into`` (a connection that takes URI file names, outside a transaction) while
-        the consumer handles them: detached when it asks for the next. The rows of
-        earlier calls are dropped.
-
-        A dense batch (several segments and walkers, no segment cut by the scope, the
-        indicators' ranges holding ``split_min_flows`` flows or more,
-        :meth:`flows_in_ranges`) is walked segment by segment, the segments dealt round
-        the walkers, a thread each (walker k: the k-th, the (k + threads)-th ...), each
-        segment's rows into a database of their own (:func:`_segment_rows`): the consumer
-        handles a segment while the next ones are walked (recording a unit takes ~40 %
-        of its walk's time, and one writer does it). A segment walked alone costs its
-        part of a walk of several: the indicators' lookups, what each walk repeats, are
-        ~1 ms of its ~10 (1,000 indicators, half of them in the store). The other walkers'
-        threads open their walker and load the indicators while the calling thread
-        counts (wasted when the count says no: the sparse walk runs meanwhile). Else one
-        walk of the first walker, in the calling thread, makes the rows of them all
-        (:func:`_stage`: a sparse walk is mostly lookups) before the first is handed out;
-        a scope that cuts a segment reads packets then (``store()`` opened in the calling
-        thread)."""
+    def stage(self, segments: list[Segment], ips: list[str], scope: Scope,
+              stop: threading.Event | None,
+              store: Callable[[], AbstractContextManager[Store]]) -> dict[int, StagedRows]:
+        """Segment id -> its rows of the result set (:attr:`.db.HitBatch.rows`) in a
+        staging database (the table named as :meth:`attached` attaches it). The segments
+        are shared out among the walkers, a thread each, when there are several and the
+        indicators' ranges hold ``split_min_flows`` flows or more (:meth:`flows_in_ranges`),
+        unless the scope cuts one (``store()`` is opened then, in the calling thread). The
+        other walkers' threads open their walker and load the indicators while the calling
+        thread counts (their work is wasted when the count says no: a sparse batch's
+        walk is short and runs meanwhile). The rows of earlier calls are dropped."""
         shareable = (len(segments) > 1 and self.threads > 1
                      and not any(scope_cuts(scope, s) for s in segments))
-        count = min(self.threads, len(segments)) if shareable else 1
-        slots = [_Slot() for _ in segments]
-        decided, cancel = threading.Event(), threading.Event()  # decided: `dense` is final
+        shares = _shares(segments, self.threads if shareable else 1)
+        found: list[dict[int, StagedRows]] = [{} for _ in shares]
+        errors: list[BaseException] = []
+        decided = threading.Event()  # set when `dense` is final
         dense = False
 
         def walk(k: int) -> None:
-            mine = slots[k::count]
             try:
-                db, schema = self._indicators(k, ips)
+                # the others made ready in their threads while the calling one counts
+                db, schema = self._indicators(k, ips) if k or not shareable else self.first()
                 if k:
                     decided.wait()
                     if not dense:
                         return
-                for slot, segment in zip(mine, segments[k::count], strict=True):
-                    if cancel.is_set():
-                        return
-                    slot.fill(k, *_segment_rows(db, schema, segment, scope, stop, store))
-            except BaseException as exc:  # raised in the calling thread, at its segment
-                for slot in mine:
-                    slot.fail(exc)
+                found[k] = _stage(db, schema, shares[k] if dense else segments, scope,
+                                  stop, store)
+            except BaseException as exc:  # raised in the calling thread
+                errors.append(exc)
 
         threads = [threading.Thread(target=walk, args=(k,), name=f"pcapwire-ip-walk-{k}")
-                   for k in range(1, count)]
+                   for k in range(1, len(shares))]
         for thread in threads:
             thread.start()
         try:
@@ -325,82 +302,39 @@ class IpWalkers:
                                        >= self.split_min_flows)
             finally:
                 decided.set()
-            if dense:
-                threads.append(threading.Thread(target=walk, args=(0,),
-                                                name="pcapwire-ip-walk-0"))
-                threads[-1].start()
-                for segment, slot in zip(segments, slots, strict=True):
-                    yield from slot.lend(segment.id, into)
-            elif segments:
-                db, schema = self._indicators(0, ips)
-                staged = _stage(db, schema, segments, scope, stop, store)
-                into.execute(f"ATTACH ? AS {schema}", (self._names[schema],))
-                try:
-                    for segment in segments:
-                        yield segment.id, staged[segment.id]
-                finally:
-                    into.execute(f"DETACH {schema}")
+            if segments:
+                walk(0)
         finally:
-            cancel.set()
             for thread in threads:
                 thread.join()
-            for slot in slots:
-                slot.close()
+        if errors:
+            raise errors[0]
+        return {seg: rows for share in found for seg, rows in share.items()}
+
+    @contextmanager
+    def attached(self, db: sqlite3.Connection) -> Iterator[None]:
+        """The staging databases attached to ``db`` (a connection that takes URI file
+        names) for the block, under the names :meth:`stage`'s rows give; detached after
+        (outside a transaction, as attaching)."""
+        done: list[str] = []
+        try:
+            for schema, name in self._names.items():
+                db.execute(f"ATTACH ? AS {schema}", (name,))
+                done.append(schema)
+            yield
+        finally:
+            for schema in done:
+                db.execute(f"DETACH {schema}")
+
+    def rows(self, staged: StagedRows) -> tuple[tuple[Any, ...], ...]:
+        """The rows of a segment :meth:`stage` staged, as :attr:`.db.HitBatch.rows`."""
+        db = self._dbs[staged.table.split(".")[0]]
+        return tuple(db.execute(f"SELECT {_ROW_COLUMNS} FROM {staged.table} WHERE rowid "
+                                "BETWEEN ? AND ? ORDER BY rowid", (staged.first, staged.last)))
 
     def first(self) -> tuple[sqlite3.Connection, str]:
         """The first walker's connection and staging schema (the calling thread's)."""
         return self._walker(0)
-
-
-class _Slot:
-    """A segment of a dense batch (:meth:`IpWalkers.each`): its rows in a database in
-    memory of their own (``name``; ``holder``, a connection to it, keeps it until they
-    are recorded), ready when the event is set, or the error of the walker that had it."""
-
-    def __init__(self) -> None:
-        self.ready = threading.Event()
-        self.walker = 0
-        self.holder: sqlite3.Connection | None = None
-        self.name = ""
-        self.rows = (1, 0, 0)  # first and last rowid, hits
-        self.error: BaseException | None = None
-
-    def fill(self, walker: int, holder: sqlite3.Connection, name: str,
-             rows: tuple[int, int, int]) -> None:
-        self.walker, self.holder, self.name, self.rows = walker, holder, name, rows
-        self.ready.set()
-
-    def fail(self, error: BaseException) -> None:
-        if not self.ready.is_set():
-            self.error = error
-            self.ready.set()
-
-    def lend(self, segment_id: int, into: sqlite3.Connection
-             ) -> Iterator[tuple[int, StagedRows]]:
-        """The rows, once ready, attached to ``into`` for the consumer (as
-        :data:`SEGMENT_SCHEMA` and the walker's number), then dropped."""
-        self.ready.wait()
-        if self.error is not None:
-            raise self.error
-        schema = f"{SEGMENT_SCHEMA}{self.walker}"
-        into.execute(f"ATTACH ? AS {schema}", (self.name,))
-        try:
-            yield segment_id, StagedRows(f"{schema}.ip_rows", *self.rows)
-        finally:
-            into.execute(f"DETACH {schema}")
-            self.close()
-
-    def close(self) -> None:
-        if self.holder is not None:
-            self.holder.close()
-            self.holder = None
-
-
-def staged_rows(db: sqlite3.Connection, staged: StagedRows) -> tuple[tuple[Any, ...], ...]:
-    """The rows :meth:`IpWalkers.each` handed out, as :attr:`.db.HitBatch.rows`, read
-    through the connection it attached them to."""
-    return tuple(db.execute(f"SELECT {_ROW_COLUMNS} FROM {staged.table} WHERE rowid "
-                            "BETWEEN ? AND ? ORDER BY rowid", (staged.first, staged.last)))
 
 
 def ip_hits(store: Store, segment: Segment, ips: list[str], scope: Scope,
@@ -422,12 +356,17 @@ def ip_batches(store: Store, segments: list[Segment], ips: list[str], scope: Sco
                stop: threading.Event | None = None) -> dict[int, HitBatch]:
     """Segment id -> what :func:`ip_hits` finds in it, as the result set takes it
     (:meth:`HitBatch.of` of those hits), from the walkers' staged rows
-    (:meth:`IpWalkers.each`, read through a connection of its own; ``store``: used by the
-    calling thread alone)."""
-    with closing(IpWalkers(store.catalog.path)) as walkers, closing(sqlite3.connect(
-            "file::memory:", uri=True, isolation_level=None)) as into:
-        return {seg: HitBatch(staged_rows(into, rows), rows.hits) for seg, rows in
-                walkers.each(segments, ips, scope, stop, lambda: nullcontext(store), into)}
+    (:meth:`IpWalkers.stage`; ``store``: used by the calling thread alone)."""
+    with closing(IpWalkers(store.catalog.path)) as walkers:
+        staged = walkers.stage(segments, ips, scope, stop, lambda: nullcontext(store))
+        return {seg: HitBatch(walkers.rows(rows), rows.hits) for seg, rows in staged.items()}
+
+
+def _shares(segments: list[Segment], count: int) -> list[list[Segment]]:
+    """The segments in up to ``count`` contiguous shares of (nearly) equal numbers."""
+    n = len(segments)
+    bounds = [k * n // count for k in range(count + 1)]
+    return [segments[a:b] for a, b in itertools.pairwise(bounds) if a < b]
 
 
 def _stage(db: sqlite3.Connection, schema: str, segments: list[Segment], scope: Scope,
@@ -437,7 +376,7 @@ def _stage(db: sqlite3.Connection, schema: str, segments: list[Segment], scope: 
     by SQLite from one walk of the index for all the segments (:func:`_walk`; the
     indicators loaded, :func:`_load`)."""
     _walk(db, schema, segments, scope, stop, store)
-    db.execute(_IP_ROWS_SQL.format(w=schema, out=schema))
+    db.execute(_IP_ROWS_SQL.format(w=schema))
     table = f"{schema}.ip_rows"
     staged = {s.id: StagedRows(table, 1, 0, 0) for s in segments}
     for seg, first, last, hits in db.execute(
@@ -445,36 +384,6 @@ def _stage(db: sqlite3.Connection, schema: str, segments: list[Segment], scope: 
             "INDEXED GROUP BY segment_id"):
         staged[seg] = StagedRows(table, first, last, hits)
     return staged
-
-
-def _segment_rows(db: sqlite3.Connection, schema: str, segment: Segment, scope: Scope,
-                  stop: threading.Event | None,
-                  store: Callable[[], AbstractContextManager[Store]]
-                  ) -> tuple[sqlite3.Connection, str, tuple[int, int, int]]:
-    """One segment walked on its own (:func:`_walk`; the indicators loaded): its rows of
-    the result set in a new database in memory (``ip_rows``, rows from 1). Returns a
-    connection to it that keeps it (the walker's own is detached), its name, and the
-    rows' first and last rowid and hits."""
-    _clear(db, schema)
-    _walk(db, schema, [segment], scope, stop, store)
-    name = f"file:/pcapwire-ip-rows-{uuid.uuid4().hex}?vfs=memdb"
-    holder = sqlite3.connect(name, uri=True, isolation_level=None, check_same_thread=False)
-    try:
-        holder.execute("PRAGMA journal_mode=OFF")
-        holder.execute(_IP_ROWS_TABLE.format(w="main"))
-        db.execute(f"ATTACH ? AS {SEGMENT_SCHEMA}", (name,))
-        try:
-            db.execute(f"PRAGMA {SEGMENT_SCHEMA}.journal_mode=OFF")
-            db.execute(_IP_ROWS_SQL.format(w=schema, out=SEGMENT_SCHEMA))
-            first, last, hits = db.execute(
-                f"SELECT coalesce(min(rowid), 1), coalesce(max(rowid), 0), "
-                f"coalesce(sum(hits), 0) FROM {SEGMENT_SCHEMA}.ip_rows").fetchone()
-        finally:
-            db.execute(f"DETACH {SEGMENT_SCHEMA}")
-    except BaseException:
-        holder.close()
-        raise
-    return holder, name, (first, last, hits)
 
 
 def _load(db: sqlite3.Connection, schema: str, ips: list[str]) -> None:

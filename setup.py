@@ -21,7 +21,7 @@ native = Extension(
     "pcapwire._native",
     sources=sorted(str(p.relative_to(HERE)) for p in (HERE / "core" / "native").glob("*.c")),
     include_dirs=["core/native"],
-    libraries=["pcap"],
+    libraries=["pcap", "sqlite3"],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-fno-strict-aliasing"],
 )
 

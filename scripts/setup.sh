@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 # bundles and their signatures the way a user without pcapwire would.
 # nats-server: the JetStream server the cluster tests start on 127.0.0.1 (issue 14's job
 # queue; a single machine never needs it).
-APT_PACKAGES=(build-essential python3-dev python3-venv libpcap-dev tcpdump tshark yara
-  libmagic1 gcc-mingw-w64-x86-64 chromium iproute2 jq curl libasan8 libubsan1 tcpreplay
+# libsqlite3-dev: the native module's SQL functions link the SQLite library Python's
+# sqlite3 loads (core/native/sqlfuncs.c).
+APT_PACKAGES=(build-essential python3-dev python3-venv libpcap-dev libsqlite3-dev tcpdump
+  tshark yara libmagic1 gcc-mingw-w64-x86-64 chromium iproute2 jq curl libasan8 libubsan1 tcpreplay
   zstd openssl unzip nats-server)
 
 need_apt=()

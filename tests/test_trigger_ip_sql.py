@@ -1,6 +1,6 @@
 """IP-indicator hits made by SQLite (:class:`pcapwire.triggers.ip_walk.IpWalkers`): their
-order when flows start at the same instant (the walk's order: side a before side b,
-indicators as listed, then the endpoint index's order), kept by the hunt's match ids, and
+order when flows start at the same instant (the order of their flow ids: the capture's;
+a flow's indicators side a's first, as listed), kept by the hunt's match ids, and
 two flows of one key in a unit merged into one row (one match id taken, no gap); the
 walkers read the catalog read-only, their staging databases attached to the trigger
 database's connection while units are recorded, never the catalog; a unit's rows recorded
@@ -21,7 +21,7 @@ from conftest import corpus_file
 from pcapwire.store import Store
 from pcapwire.store.catalog import FLOW_IDLE_TIMEOUT_NS
 from pcapwire.testing.craft import Capture, udp_exchange
-from pcapwire.triggers import TriggerDB
+from pcapwire.triggers import TriggerDB, ip_walk
 from pcapwire.triggers.db import HitBatch, StagedRows
 from pcapwire.triggers.hunt import run_hunt
 from pcapwire.triggers.ip_walk import CATALOG_MMAP_BYTES, IpWalkers, ip_hits
@@ -34,13 +34,13 @@ IPS = ["192.0.2.8", "10.0.0.0/24", "192.0.2.9"]
 FLOWS = ["10.0.0.2:1000 > 192.0.2.8:53", "10.1.0.1:1 > 192.0.2.8:53",  # F2, F4
          "192.0.2.9:5 > 200.0.0.1:80", "10.0.0.3:80 > 192.0.2.7:2000",  # F5, F3
          "10.0.0.1:1000 > 192.0.2.9:53"]  # F1
-# Ties broken as the walk finds them: F1, F2, F3 (side a, indicator 1, in the order of
-# side a's address), F5 (side a, indicator 2), F4 (side b, indicator 0); a flow's own
-# indicators side a's first.
-ORDER = [("ip:10.0.0.0/24", "10.0.0.1"), ("ip:192.0.2.9", "10.0.0.1"),
-         ("ip:10.0.0.0/24", "10.0.0.2"), ("ip:192.0.2.8", "10.0.0.2"),
-         ("ip:10.0.0.0/24", "10.0.0.3"), ("ip:192.0.2.9", "192.0.2.9"),
-         ("ip:192.0.2.8", "10.1.0.1")]
+# Ties broken by flow id, the order in which the flows first appear in the capture: F2,
+# F4, F5, F3, F1; a flow's own indicators side a's first (F2: indicator 1 on side a,
+# then 0 on side b).
+ORDER = [("ip:10.0.0.0/24", "10.0.0.2"), ("ip:192.0.2.8", "10.0.0.2"),
+         ("ip:192.0.2.8", "10.1.0.1"), ("ip:192.0.2.9", "192.0.2.9"),
+         ("ip:10.0.0.0/24", "10.0.0.3"), ("ip:10.0.0.0/24", "10.0.0.1"),
+         ("ip:192.0.2.9", "10.0.0.1")]
 
 
 @pytest.fixture
@@ -56,12 +56,13 @@ def root(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
-def test_hits_at_one_instant_come_in_the_walks_order(root: Path) -> None:
+def test_hits_at_one_instant_come_in_the_order_of_their_flows(root: Path) -> None:
     with Store(root) as store:
         (segment,) = store.catalog.segments()
         hits = ip_hits(store, segment, IPS, Scope())
     assert len({h.ts for h in hits[:7]}) == 1 and hits[7].ts > hits[0].ts
-    assert [(h.rule, h.src_ip) for h in hits] == ORDER + ORDER[:2]
+    assert [h.flow_id for h in hits] == [1, 1, 2, 3, 4, 5, 5, 6, 6]
+    assert [(h.rule, h.src_ip) for h in hits] == ORDER + ORDER[5:]
     trigger, hunt_id = create_trigger(root, "tie", {"indicators": {"ips": IPS}})
     run_hunt(root, hunt_id, threading.Event())
     with TriggerDB(root) as tdb:
@@ -69,10 +70,10 @@ def test_hits_at_one_instant_come_in_the_walks_order(root: Path) -> None:
     assert [(m["rule"], m["src_ip"]) for m in found] == ORDER  # ids in the hits' order
     assert [m["id"] - found[0]["id"] for m in found] == list(range(7))
     assert [m["evidence"]["address"] for m in found] == [
-        "10.0.0.1", "192.0.2.9", "10.0.0.2", "192.0.2.8", "10.0.0.3", "192.0.2.9",
-        "192.0.2.8"]
-    assert [(m["hits"], m["ts"], m["flow_id"]) for m in found[:2]] == [
-        (2, hits[0].ts, hits[0].flow_id)] * 2
+        "10.0.0.2", "192.0.2.8", "192.0.2.8", "192.0.2.9", "10.0.0.3", "10.0.0.1",
+        "192.0.2.9"]
+    assert [(m["hits"], m["ts"], m["flow_id"]) for m in found[5:]] == [
+        (2, hits[5].ts, hits[5].flow_id)] * 2
 
 
 def test_walkers_read_the_catalog_and_lend_their_staging_databases(root: Path) -> None:
@@ -174,3 +175,25 @@ def test_ipv6_addresses_take_the_address_function(tmp_path: Path) -> None:
          *((client, cport, server, sport) if n < 4 else (server, sport, client, cport)))
         for n, (cport, sport) in enumerate(ports)
         for ip, address in ((ips[1], client), (ips[0], server))]
+
+
+def test_without_the_native_sql_function_the_python_one_makes_the_same_rows(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python whose sqlite3 does not load the SQLite library pcapwire._native links has
+    no native ``pcapwire_ip_text`` (here: a name no native function has): the walkers
+    register the Python form under it, and the rows are the same."""
+    def rows() -> list[tuple[Any, ...]]:
+        with closing(IpWalkers(root / "catalog.sqlite")) as walkers:
+            staged = walkers.stage(walkers.segments_of([1]), IPS, Scope(), None,
+                                   lambda: nullcontext())
+            db, _ = walkers.first()
+            native = db.execute(f"SELECT {ip_walk.IP_TEXT_SQL}(4, x'01020304')").fetchone()
+            return [native, *walkers.rows(staged[1])]
+
+    native = rows()
+    monkeypatch.setattr(ip_walk, "IP_TEXT_SQL", "pcapwire_ip_text_python")
+    with sqlite3.connect(":memory:") as probe, pytest.raises(sqlite3.OperationalError,
+                                                            match="no such function"):
+        probe.execute("SELECT pcapwire_ip_text_python(4, x'01020304')")
+    python = rows()
+    assert python == native and len(native) == 8 and native[0] == ("1.2.3.4",)

@@ -21,6 +21,9 @@ PyObject *pw_group_add(PyObject *self, PyObject *args);
 PyObject *pw_key_order(PyObject *self, PyObject *args);
 PyObject *pw_doc_time_us(PyObject *self, PyObject *value);
 
+/* sqlfuncs.c: SQL functions in C for pcapwire's SQLite connections. */
+PyObject *pw_sqlite_functions(PyObject *self, PyObject *unused);
+
 static PyMethodDef module_methods[] = {
     {"scan", (PyCFunction)(void (*)(void))pw_scan, METH_VARARGS | METH_KEYWORDS, scan_doc},
     {"walk_tpacket_block", (PyCFunction)(void (*)(void))pw_walk_tpacket_block,
@@ -56,6 +59,10 @@ static PyMethodDef module_methods[] = {
      "group_add(groups, doc_id, pairs): doc_id under each distinct (name, value) pair."},
     {"key_order", pw_key_order, METH_VARARGS,
      "key_order(groups, ids) -> [f, v, doc, ...] sorted by field id, then value."},
+    {"sqlite_functions", pw_sqlite_functions, METH_NOARGS,
+     "sqlite_functions() -> None: every SQLite connection opened afterwards gets\n"
+     "pcapwire_ip_text(ipver, addr) (see core/native/sqlfuncs.c), when Python's sqlite3\n"
+     "uses the shared libsqlite3 this module links."},
     {"doc_time_us", pw_doc_time_us, METH_O,
      "doc_time_us(value) -> int | None: YYYY-MM-DDTHH:MM:SS.ffffffZ as µs since the epoch."},
     {NULL, NULL, 0, NULL},

@@ -18,8 +18,8 @@ segments out among them (contiguous shares in id order; the calling thread walks
 first, a thread of its own each other one: Python's sqlite3 lets go of the interpreter's
 lock while a statement runs, so a dense batch keeps both cores busy) and each walks the
 index once for its share (:func:`_stage`: nothing fetched, nothing bound; the texts, keys
-and evidence JSON made in SQL, an IPv4 address's text too, an IPv6 one's by an SQL function
-in Python), leaving the result set's rows in its staging database (a walker keeps the
+and evidence JSON made in SQL, the addresses' text by an SQL function in C,
+:data:`IP_TEXT_SQL`), leaving the result set's rows in its staging database (a walker keeps the
 indicators of its last walk: loaded again only when they change).
 :meth:`IpWalkers.attached` attaches the staging databases to the trigger database's
 connection, whose units read their rows from there (:class:`~.db.StagedRows`); the catalog
@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from pcapwire import _native
 from pcapwire.query.bpfplan import addr_blob
 from pcapwire.query.spec import QuerySpec
 from pcapwire.store import Segment, Store
@@ -66,43 +67,46 @@ STAGE_SCHEMA = "ip_walk"
 #: each walk looks every indicator up, so below it a second walk costs more CPU than its
 #: thread saves time (1,000 indicators of which 10 hit: ~4 ms more, nothing gained).
 SPLIT_MIN_FLOWS = 2_000
+#: The SQL function that makes an address's text: pcapwire._native's (every connection
+#: opened after :func:`pcapwire._native.sqlite_functions` has it), or
+#: :func:`.match_index.address_text` when this Python's sqlite3 does not load the SQLite
+#: library the native module links (the same text, ~10x the time).
+IP_TEXT_SQL = "pcapwire_ip_text"
 #: Seconds a walker waits for a catalog that another connection holds locked.
 BUSY_TIMEOUT_S = 30.0
 # The walk's tables, in a walker's staging database {w}:
 # - ip_ranges: the indicators, n their position in the definition's list, lo..hi their
-#   first and last address in the index's form, with their IP version, rule key and, for
-#   one address, its text (as the address function makes it: the found end's text,
-#   without a call of the function);
+#   first and last address in the index's form, with their IP version and rule key;
 # - ip_found: one row per (indicator, flow, segment of the flow) with an endpoint in the
 #   indicator's range, in the order the walk found it (rowid): side a first, then side b
 #   (an indicator containing both ends is found on side a alone), each indicator in turn,
 #   its flows in the order of the endpoint's index; the addresses as text;
-# - ip_flows: per (segment, flow): ``frow``, the row where the walk found it first, and
-#   its time: its first packet in the segment, or its first packet in the scope when the
-#   scope cuts the segment (NULL: none there, the flow is left out);
+# - ip_times: per (segment the scope cuts, flow found in it): the time of its first
+#   packet in the scope (NULL: none there, the flow is left out); empty when the scope
+#   cuts no segment (a flow's time is then its first packet in the segment);
 # - ip_rows: the result set's rows (:attr:`.db.HitBatch.rows`) of every segment walked,
 #   a segment's rows together, in the order of their first hit: one row per (segment,
 #   indicator, flow key), merged as HitBatch.of_rows merges (a match id is taken by every
 #   row the result set's upsert sees, so a unit's rows of one match must be one).
 _IP_TABLES = """
 CREATE TABLE {w}.ip_ranges (n INTEGER PRIMARY KEY, ipver INTEGER NOT NULL,
-  lo BLOB NOT NULL, hi BLOB NOT NULL, value TEXT NOT NULL, rule TEXT NOT NULL, text TEXT);
+  lo BLOB NOT NULL, hi BLOB NOT NULL, value TEXT NOT NULL, rule TEXT NOT NULL);
 CREATE TABLE {w}.ip_found (seg INTEGER, fid INTEGER, n INTEGER,
   side INTEGER, first INTEGER, proto INTEGER, text_a TEXT, port_a INTEGER, text_b TEXT,
   port_b INTEGER, init INTEGER);
-CREATE TABLE {w}.ip_flows (seg INTEGER, fid INTEGER, frow INTEGER,
-  ts INTEGER, PRIMARY KEY (seg, fid)) WITHOUT ROWID;
+CREATE TABLE {w}.ip_times (seg INTEGER, fid INTEGER, ts INTEGER,
+  PRIMARY KEY (seg, fid)) WITHOUT ROWID;
 CREATE TABLE {w}.ip_rows (segment_id INTEGER, n INTEGER, rule TEXT,
   flow_key TEXT, flow_id INTEGER, proto INTEGER, src_ip TEXT, src_port INTEGER,
   dest_ip TEXT, dest_port INTEGER, ts REAL, evidence TEXT, hits INTEGER,
   UNIQUE (segment_id, n, flow_key));
 """
 # The indicators into ip_ranges in one statement (under half the time of binding 1,000
-# rows): :ranges, a JSON list of [IP version, value, rule key, text or null] (n: the
+# rows): :ranges, a JSON list of [IP version, value, rule key] (n: the
 # position in it), range n's first and last address bytes 16n..16n+15 of :lo and :hi.
 _IP_RANGES_SQL = (
     "INSERT INTO {w}.ip_ranges SELECT j.key, j.value ->> 0, substr(:lo, 16 * j.key + 1, 16), "
-    "substr(:hi, 16 * j.key + 1, 16), j.value ->> 1, j.value ->> 2, j.value ->> 3 "
+    "substr(:hi, 16 * j.key + 1, 16), j.value ->> 1, j.value ->> 2 "
     "FROM json_each(:ranges) j")
 # One side of the walk: each indicator's range looked up in the index of that endpoint
 # (flows_key: side a, flows_b: side b), then the flow's rows of the wanted segments
@@ -113,11 +117,11 @@ _IP_RANGES_SQL = (
 # when the segments are a part of the store). Before that, on the index entry alone, a
 # flow whose id lies outside the segments' flow ids [:f0, :f1] (_IP_BOUNDS_SQL) is
 # skipped: it has no row in them (flow ids are given in the order flows are first seen,
-# so on a busy host this skips most of the rows the time check would read). The end found
-# in a one-address range is that address: its text is the range's.
+# so on a busy host this skips most of the rows the time check would read).
 _IP_WALK_SQL = (
     "INSERT INTO {w}.ip_found SELECT s.segment_id, f.id, r.n, {side}, s.first_ns, "
-    "f.proto, {text_a}, f.port_a, {text_b}, f.port_b, f.initiator_is_a "
+    "f.proto, {ip_text}(f.ipver, f.addr_a), f.port_a, {ip_text}(f.ipver, f.addr_b), "
+    "f.port_b, f.initiator_is_a "
     "FROM {w}.ip_ranges r CROSS JOIN main.flows f INDEXED BY {index} "
     "CROSS JOIN main.flow_segments s WHERE f.addr_{col} BETWEEN r.lo AND r.hi AND "
     "f.id BETWEEN :f0 AND :f1 AND "
@@ -134,26 +138,11 @@ _IP_BOUNDS_SQL = (
     "WHERE segment_id = j.value) AS lo, (SELECT max(flow_id) FROM main.flow_segments "
     "WHERE segment_id = j.value) AS hi FROM json_each(:segments) j)")
 
-_BYTE_VALUES = f"x'{bytes(range(256)).hex()}'"
-
-
-def _address_sql(column: str) -> str:
-    """SQL of an address of the index as text, as the walk's SQL function
-    (:func:`.match_index.address_text`) makes it; IPv4 in SQL itself (a byte's value: its
-    position in a blob of the 256 byte values): a call of a Python function takes the
-    interpreter's lock, for which the walkers' threads would wait on each other."""
-    octets = ", ".join(f"instr({_BYTE_VALUES}, substr({column}, {k}, 1)) - 1"
-                       for k in range(1, 5))
-    return f"iif(f.ipver = 4, printf('%d.%d.%d.%d', {octets}), ip_text(f.ipver, {column}))"
 
 
 _WALK_SIDES = (
-    {"side": 0, "col": "a", "index": "flows_key", "other": "",
-     "text_a": f"coalesce(r.text, {_address_sql('f.addr_a')})",
-     "text_b": _address_sql("f.addr_b")},
-    {"side": 1, "col": "b", "index": "flows_b", "other": " AND f.addr_a NOT BETWEEN r.lo AND r.hi",
-     "text_a": _address_sql("f.addr_a"),
-     "text_b": f"coalesce(r.text, {_address_sql('f.addr_b')})"})
+    {"side": 0, "col": "a", "index": "flows_key", "other": ""},
+    {"side": 1, "col": "b", "index": "flows_b", "other": " AND f.addr_a NOT BETWEEN r.lo AND r.hi"})
 # The flows of the whole index in the indicators' ranges, per indicator and end (the two
 # endpoint indexes alone read), up to :cap an end (-1: all; a dense list's count stops
 # early: 1.6 -> 0.6 ms).
@@ -162,9 +151,9 @@ _IP_COUNT_SQL = (
     "INDEXED BY flows_key WHERE f.addr_a BETWEEN r.lo AND r.hi LIMIT :cap)) + "
     "(SELECT count(*) FROM (SELECT 1 FROM {w}.ip_ranges r CROSS JOIN main.flows f "
     "INDEXED BY flows_b WHERE f.addr_b BETWEEN r.lo AND r.hi LIMIT :cap))")
-# The hits in their order: a segment's flows first packet first, a tie in the order the
-# walk found them; a flow's indicators in the order found (side a's as listed, then side
-# b's); {columns}: the last ones (ip_hits: the indicator and the address it contains;
+# The hits in their order: a segment's flows first packet first (in the segment), a tie
+# in the order of their ids; a flow's indicators in the order found (side a's as listed,
+# then side b's); {columns}: the last ones (ip_hits: the indicator and the address it contains;
 # ip_rows: the evidence JSON as db.evidence_json makes it, the indicator, one hit; a
 # further hit of a row's (segment, indicator, flow key) adds to it, its time the
 # earliest). The catalog's side a is the flow key's first end (flow_key's order:
@@ -173,10 +162,10 @@ _IP_HITS_SQL = (
     "SELECT h.seg, r.rule, h.proto || ' ' || h.text_a || ' ' || h.port_a || ' ' || "
     "h.text_b || ' ' || h.port_b, h.fid, h.proto, iif(h.init, h.text_a, h.text_b), "
     "iif(h.init, h.port_a, h.port_b), iif(h.init, h.text_b, h.text_a), "
-    "iif(h.init, h.port_b, h.port_a), f.ts / 1e9, {columns} "
-    "FROM {w}.ip_found h JOIN {w}.ip_flows f ON f.seg = h.seg AND f.fid = h.fid "
-    "JOIN {w}.ip_ranges r ON r.n = h.n WHERE f.ts IS NOT NULL "
-    "ORDER BY h.seg, h.first, f.frow, h.rowid")
+    "iif(h.init, h.port_b, h.port_a), coalesce(t.ts, h.first) / 1e9, {columns} "
+    "FROM {w}.ip_found h LEFT JOIN {w}.ip_times t ON t.seg = h.seg AND t.fid = h.fid "
+    "JOIN {w}.ip_ranges r ON r.n = h.n WHERE t.seg IS NULL OR t.ts IS NOT NULL "
+    "ORDER BY h.seg, h.first, h.fid, h.rowid")
 _IP_ROWS_SQL = (
     "INSERT INTO {w}.ip_rows (segment_id, rule, flow_key, flow_id, proto, src_ip, "
     "src_port, dest_ip, dest_port, ts, evidence, n, hits) " + _IP_HITS_SQL.replace(
@@ -184,6 +173,8 @@ _IP_ROWS_SQL = (
                      "'indicator', r.value), h.n, 1") +
     " ON CONFLICT (segment_id, n, flow_key) DO UPDATE SET hits = hits + 1, "
     "ts = min(ts, excluded.ts)")
+_native.sqlite_functions()  # the walkers' connections are opened after it
+
 _ROW_COLUMNS = ("rule, flow_key, flow_id, proto, src_ip, src_port, dest_ip, dest_port, ts, "
                 "evidence, hits")
 
@@ -215,7 +206,7 @@ class IpWalkers:
             db.execute(f"PRAGMA mmap_size={CATALOG_MMAP_BYTES}")
             db.execute(f"ATTACH ? AS {schema}", (name,))
             db.execute(f"PRAGMA {schema}.journal_mode=OFF")  # scratch tables: no rollback
-            db.create_function("ip_text", 2, address_text, deterministic=True)
+            _ip_text_function(db)
             for create in _IP_TABLES.format(w=schema).split(";")[:-1]:
                 db.execute(create)
         except BaseException:
@@ -362,6 +353,14 @@ def ip_batches(store: Store, segments: list[Segment], ips: list[str], scope: Sco
         return {seg: HitBatch(walkers.rows(rows), rows.hits) for seg, rows in staged.items()}
 
 
+def _ip_text_function(db: sqlite3.Connection) -> None:
+    """:data:`IP_TEXT_SQL` on ``db``: the native function, else the Python one."""
+    try:
+        db.execute(f"SELECT {IP_TEXT_SQL}(0, NULL)")
+    except sqlite3.OperationalError:
+        db.create_function(IP_TEXT_SQL, 2, address_text, deterministic=True)
+
+
 def _shares(segments: list[Segment], count: int) -> list[list[Segment]]:
     """The segments in up to ``count`` contiguous shares of (nearly) equal numbers."""
     n = len(segments)
@@ -396,14 +395,14 @@ def _load(db: sqlite3.Connection, schema: str, ips: list[str]) -> None:
 
 def _clear(db: sqlite3.Connection, schema: str) -> None:
     """The rows of an earlier walk in ``schema`` dropped (the indicators kept)."""
-    for table in ("ip_found", "ip_flows", "ip_rows"):
+    for table in ("ip_found", "ip_times", "ip_rows"):
         db.execute(f"DELETE FROM {schema}.{table}")
 
 
 def _walk(db: sqlite3.Connection, schema: str, segments: list[Segment], scope: Scope,
           stop: threading.Event | None,
           store: Callable[[], AbstractContextManager[Store]]) -> None:
-    """Fill ``schema``'s tables ``ip_found`` and ``ip_flows`` (:data:`_IP_TABLES`) for
+    """Fill ``schema``'s tables ``ip_found`` and ``ip_times`` (:data:`_IP_TABLES`) for
     the indicators loaded (:func:`_load`) in ``segments``: each indicator's address range
     is looked up in the index of each flow endpoint once for all the segments
     (:data:`_IP_WALK_SQL`). A scope that cuts a segment keeps the flows with a packet in
@@ -418,24 +417,23 @@ def _walk(db: sqlite3.Connection, schema: str, segments: list[Segment], scope: S
     args["f0"], args["f1"] = db.execute(_IP_BOUNDS_SQL, args).fetchone()
     run = args["s1"] - args["s0"] + 1 == len({s.id for s in segments})
     for side in _WALK_SIDES:
-        db.execute(_IP_WALK_SQL.format(w=schema, listed="" if run else _LISTED_SQL, **side),
+        db.execute(_IP_WALK_SQL.format(w=schema, listed="" if run else _LISTED_SQL,
+                                       ip_text=IP_TEXT_SQL, **side),
                    args)
-    db.execute(f"INSERT OR IGNORE INTO {schema}.ip_flows SELECT seg, fid, rowid, first FROM "
-               f"{schema}.ip_found ORDER BY rowid")
     cut = [s for s in segments if scope_cuts(scope, s)]
     if not cut:
         return
     with store() as opened:
         for segment in cut:
             ids = [r[0] for r in db.execute(
-                f"SELECT fid FROM {schema}.ip_flows WHERE seg = ? ORDER BY fid",
+                f"SELECT DISTINCT fid FROM {schema}.ip_found WHERE seg = ? ORDER BY fid",
                 (segment.id,))]
             spec = QuerySpec(bpf=scope.bpf, flow_ids=ids, start_ns=scope.start_ns,
                              end_ns=scope.end_ns)
             times = bpf_flows(opened, segment, spec, stop) if ids else {}
-            db.execute(f"UPDATE {schema}.ip_flows SET ts = NULL WHERE seg = ?", (segment.id,))
-            db.executemany(f"UPDATE {schema}.ip_flows SET ts = ? WHERE seg = ? AND fid = ?",
-                           [(ts, segment.id, fid) for fid, (ts, _) in times.items()])
+            db.executemany(f"INSERT INTO {schema}.ip_times VALUES (?, ?, ?)",
+                           [(segment.id, fid, times[fid][0] if fid in times else None)
+                            for fid in ids])
 
 
 @functools.lru_cache(maxsize=4)
@@ -444,8 +442,7 @@ def _ip_ranges(ips: tuple[str, ...]) -> dict[str, str | bytes]:
     process; not to be changed)."""
     ranges = [(value, *_ip_range(value)) for value in ips]
     return {"ranges": json.dumps([
-        [version, value, rule_key("ip", value), address_text(version, lo) if lo == hi
-         else None] for value, version, lo, hi in ranges]),
+        [version, value, rule_key("ip", value)] for value, version, lo, hi in ranges]),
         "lo": b"".join(r[2] for r in ranges), "hi": b"".join(r[3] for r in ranges)}
 
 

@@ -95,8 +95,8 @@ def build_instrumented() -> Path:
         subprocess.run(["gcc", *common, "-c", str(HERE / "sancov_hook.c"), "-o", str(hook)],
                        check=True)
         tmp = out_dir / "_native.so.tmp"
-        subprocess.run(["gcc", "-shared", *san, *objs, str(hook), "-lpcap", "-ldl", "-o",
-                        str(tmp)], check=True)
+        subprocess.run(["gcc", "-shared", *san, *objs, str(hook), "-lpcap", "-lsqlite3",
+                        "-ldl", "-o", str(tmp)], check=True)
         tmp.rename(so)
         stamp.write_text(h.hexdigest())
     return so

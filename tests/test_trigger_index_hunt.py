@@ -1,5 +1,6 @@
 """The hunt runner's index units (IP indicators alone): answered in batches of
-``INDEX_BATCH_UNITS`` by one walk of the flow index, each unit still its own checkpoint.
+``INDEX_BATCH_UNITS`` by one walk of the flow index (or, dense, dealt round the walkers'
+threads a segment at a time), each unit still its own checkpoint.
 The result set equals the unit function's, unit by unit (same matches, same ids, same
 hits); a runner killed between two units of a batch resumes without rerunning or
 duplicating; pause, abort and stop take effect between batches (a batch's units are all
@@ -20,7 +21,7 @@ from pcapwire.retention.delete import delete_segment
 from pcapwire.retention.plan import Candidate
 from pcapwire.store import Store
 from pcapwire.synth import generate
-from pcapwire.triggers import TriggerDB, hunt
+from pcapwire.triggers import TriggerDB, hunt, ip_walk
 from pcapwire.triggers.db import UNIT_ATTEMPTS
 from pcapwire.triggers.hunt import KILL_AFTER_ENV, run_hunt
 from pcapwire.triggers.units import run_batch
@@ -83,7 +84,16 @@ def _units(root: Path, hunt_id: int) -> list[tuple[str, int]]:
         return [(u["state"], u["attempts"]) for u in tdb.units(hunt_id)]
 
 
-def test_batched_units_equal_the_unit_function(root: Path) -> None:
+@pytest.fixture(params=["one walk", "dealt round"])
+def walks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How a batch is walked: these indicators hold 75 flows, too few to deal a batch
+    round the walkers' threads (SPLIT_MIN_FLOWS), unless the threshold is 1."""
+    if request.param == "dealt round":
+        monkeypatch.setattr(ip_walk, "SPLIT_MIN_FLOWS", 1)
+    return str(request.param)
+
+
+def test_batched_units_equal_the_unit_function(root: Path, walks: str) -> None:
     trigger, hunt_id = _create(root, "batched")
     run_hunt(root, hunt_id, threading.Event())
     found = _relative(_matches(root, trigger))
@@ -97,10 +107,11 @@ def test_batched_units_equal_the_unit_function(root: Path) -> None:
     assert _units(root, hunt_id) == [("done", 1)] * 5
 
 
-def test_killed_runner_resumes_within_a_batch(root: Path) -> None:
+def test_killed_runner_resumes_within_a_batch(root: Path, walks: str) -> None:
     trigger, hunt_id = _create(root, "killed")
-    script = ("import sys, threading\nfrom pcapwire.triggers import hunt\n"
+    script = ("import sys, threading\nfrom pcapwire.triggers import hunt, ip_walk\n"
               f"hunt.INDEX_BATCH_UNITS = {BATCH}\n"
+              f"ip_walk.SPLIT_MIN_FLOWS = {ip_walk.SPLIT_MIN_FLOWS}\n"
               "hunt.run_hunt(sys.argv[1], int(sys.argv[2]), threading.Event())\n")
     child = subprocess.Popen([sys.executable, "-c", script, str(root), str(hunt_id)],
                              env={**os.environ, KILL_AFTER_ENV: "3"})

@@ -3,15 +3,17 @@ spanning segments): :func:`pcapwire.triggers.ip_walk.ip_hits` returns exactly th
 of a plain reference, every flow of the segment checked against every indicator with
 ``ipaddress`` (one hit per (indicator, flow), the matched endpoint as evidence, oriented
 initiator -> responder, the flow's first packet in the segment as time);
-:func:`~pcapwire.triggers.ip_walk.ip_batches`, several segments shared out among the
-walkers' threads (:data:`~pcapwire.triggers.ip_walk.WALK_THREADS`, contiguous shares in id
-order; one share when the scope cuts a segment), returns exactly those hits as the result
-set takes them (``HitBatch.of``)."""
+:func:`~pcapwire.triggers.ip_walk.ip_batches`, several segments dealt round the walkers'
+threads (:data:`~pcapwire.triggers.ip_walk.WALK_THREADS`, a segment at a time, handed out
+in order; one walk when the scope cuts a segment), returns exactly those hits as the
+result set takes them (``HitBatch.of``)."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import sqlite3
+import threading
 from collections import Counter
 from contextlib import closing, nullcontext
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 from pcapwire.store import Store
 from pcapwire.synth import generate
-from pcapwire.triggers.db import Hit, HitBatch
+from pcapwire.triggers.db import Hit, HitBatch, StagedRows
 from pcapwire.triggers.ip_walk import (
     SPLIT_MIN_FLOWS,
     WALK_THREADS,
@@ -138,12 +140,12 @@ def _in_ranges(store: Store, ips: list[str], cap: int | None = None) -> int:
     return sum(counts if cap is None else (min(c, cap) for c in counts))
 
 
-def test_walkers_share_a_batch_out_in_id_order(store_root: Path) -> None:
+def test_walkers_deal_a_dense_batch_round_and_hand_it_out_in_order(store_root: Path) -> None:
     with Store(store_root) as store, closing(IpWalkers(store.catalog.path)) as walkers:
         ips = _indicators(store)
         flows = walkers.flows_in_ranges(ips)
         assert flows == _in_ranges(store, ips) == 2820
-        # up to 1,500 an end (the ends hold 1,805 and 1,015): what stage() asks
+        # up to 1,500 an end (the ends hold 1,805 and 1,015): what walk() asks
         assert walkers.flows_in_ranges(ips, 1500) == _in_ranges(store, ips, 1500) == 2515
         assert walkers.flows_in_ranges(ips[:1] + ["198.18.0.1"]) == _in_ranges(
             store, ips[:1]) == 338
@@ -151,19 +153,48 @@ def test_walkers_share_a_batch_out_in_id_order(store_root: Path) -> None:
         start = (segments[0].first_ns + segments[0].last_ns) // 2
 
         def shares(n: int, scope: Scope, least: int = SPLIT_MIN_FLOWS) -> dict[int, str]:
+            """Segment id -> the walker that handed its rows out, in the order handed."""
             walkers.split_min_flows = least
-            return {seg: rows.table.split(".")[0] for seg, rows in walkers.stage(
-                segments[:n], ips, scope, None, lambda: nullcontext(store)).items()}
+            dealt: dict[int, str] = {}
+            walkers.walk(segments[:n], ips, scope, None, lambda: nullcontext(store), None,
+                         lambda seg, rows, _: dealt.__setitem__(seg, rows.table.split(".")[0]))
+            return dealt
 
         assert (WALK_THREADS, SPLIT_MIN_FLOWS) == (2, 2_000)
-        assert shares(4, Scope()) == {1: "ip_walk0", 2: "ip_walk0", 3: "ip_walk1",
-                                      4: "ip_walk1"}
-        assert shares(3, Scope()) == {1: "ip_walk0", 2: "ip_walk1", 3: "ip_walk1"}
+        dealt = {1: "ip_walk0", 2: "ip_walk1", 3: "ip_walk0", 4: "ip_walk1"}
+        assert list(shares(4, Scope()).items()) == list(dealt.items())  # in order
+        assert shares(3, Scope()) == {1: "ip_walk0", 2: "ip_walk1", 3: "ip_walk0"}
         one = {1: "ip_walk0", 2: "ip_walk0", 3: "ip_walk0", 4: "ip_walk0"}
         assert shares(1, Scope()) == {1: "ip_walk0"}
         assert shares(4, Scope(start_ns=start)) == one  # the scope cuts segment 1
         assert shares(4, Scope(), least=flows) != one
         assert shares(4, Scope(), least=flows + 1) == one
+
+
+def test_an_error_handing_out_one_walkers_rows_ends_the_walk(store_root: Path) -> None:
+    """The consumer fails on segment 2 (the second walker's): the walk raises its error
+    in the calling thread, no later segment is handed out, and the walkers work again."""
+    with Store(store_root) as store, closing(IpWalkers(store.catalog.path)) as walkers:
+        ips = _indicators(store)
+        segments = store.catalog.segments()
+        handed: list[tuple[int, str]] = []
+        threads = threading.active_count()
+
+        def record(seg: int, rows: StagedRows, seconds: float) -> None:
+            handed.append((seg, rows.table))
+            if seg == 2:
+                raise sqlite3.OperationalError("disk I/O error")
+
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            walkers.walk(segments, ips, Scope(), None, lambda: nullcontext(store), None,
+                         record)
+        assert handed == [(1, "ip_walk0.ip_rows"), (2, "ip_walk1.ip_rows")]
+        assert threading.active_count() == threads  # the walker's thread joined
+        found: dict[int, HitBatch] = {}
+        walkers.walk(segments, ips, Scope(), None, lambda: nullcontext(store), None,
+                     lambda seg, rows, _: found.__setitem__(
+                         seg, HitBatch(walkers.rows(rows), rows.hits)))
+        assert found == ip_batches(store, segments, ips, Scope())
 
 
 def test_walkers_keep_the_indicators_of_the_last_walk_only(store_root: Path) -> None:
@@ -175,9 +206,11 @@ def test_walkers_keep_the_indicators_of_the_last_walk_only(store_root: Path) -> 
         fresh = {n: ip_batches(store, segments, some, Scope())
                  for n, some in (("all", ips), ("few", ips[:3]))}
         for n, some in (("all", ips), ("few", ips[:3]), ("all", ips), ("all", ips)):
-            staged = walkers.stage(segments, some, Scope(), None, lambda: nullcontext(store))
-            assert {seg: HitBatch(walkers.rows(rows), rows.hits)
-                    for seg, rows in staged.items()} == fresh[n]
+            found: dict[int, HitBatch] = {}
+            walkers.walk(segments, some, Scope(), None, lambda: nullcontext(store), None,
+                         lambda seg, rows, _, found=found: found.__setitem__(
+                             seg, HitBatch(walkers.rows(rows), rows.hits)))
+            assert found == fresh[n]
         # all: shared out (2,820 flows in the ranges); the few (the DNS server, two server
         # nets: 1,468) walked by the first walker alone, the second loading them meanwhile
         assert [walkers.flows_in_ranges(some) for some in (ips, ips[:3])] == [2820, 1468]

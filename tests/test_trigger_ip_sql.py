@@ -84,10 +84,11 @@ def test_walkers_read_the_catalog_and_lend_their_staging_databases(root: Path) -
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             db.execute("DELETE FROM main.flows")
         (segment,) = walkers.segments_of([1])
-        staged = walkers.stage([segment], IPS, Scope(), None, lambda: nullcontext())
-        assert staged == {1: StagedRows(f"{schema}.ip_rows", 1, 7, 9)}
-        with walkers.attached(tdb.db):
-            # 7 flows: not shared out (SPLIT_MIN_FLOWS), the second walker never opened
+        handed: list[tuple[int, StagedRows]] = []
+
+        def record(seg: int, rows: StagedRows, seconds: float) -> None:
+            handed.append((seg, rows))
+            # 7 flows: not dealt round (SPLIT_MIN_FLOWS), the second walker never opened
             assert [r[1] for r in tdb.db.execute("PRAGMA database_list")] == [
                 "main", "ip_walk0"]
             assert tdb.db.execute(f"SELECT count(*), sum(hits) FROM {schema}.ip_rows"
@@ -97,6 +98,9 @@ def test_walkers_read_the_catalog_and_lend_their_staging_databases(root: Path) -
                 writer.execute("BEGIN IMMEDIATE")
                 writer.execute("ROLLBACK")
                 writer.close()
+
+        walkers.walk([segment], IPS, Scope(), None, lambda: nullcontext(), tdb.db, record)
+        assert handed == [(1, StagedRows(f"{schema}.ip_rows", 1, 7, 9))]
         assert [r[1] for r in tdb.db.execute("PRAGMA database_list")] == ["main"]
 
 
@@ -184,11 +188,12 @@ def test_without_the_native_sql_function_the_python_one_makes_the_same_rows(
     register the Python form under it, and the rows are the same."""
     def rows() -> list[tuple[Any, ...]]:
         with closing(IpWalkers(root / "catalog.sqlite")) as walkers:
-            staged = walkers.stage(walkers.segments_of([1]), IPS, Scope(), None,
-                                   lambda: nullcontext())
+            handed: list[tuple[Any, ...]] = []
+            walkers.walk(walkers.segments_of([1]), IPS, Scope(), None, lambda: nullcontext(),
+                         None, lambda seg, rows, _: handed.extend(walkers.rows(rows)))
             db, _ = walkers.first()
             native = db.execute(f"SELECT {ip_walk.IP_TEXT_SQL}(4, x'01020304')").fetchone()
-            return [native, *walkers.rows(staged[1])]
+            return [native, *handed]
 
     native = rows()
     monkeypatch.setattr(ip_walk, "IP_TEXT_SQL", "pcapwire_ip_text_python")

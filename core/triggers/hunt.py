@@ -15,11 +15,13 @@ units it left ``running`` are queued again, their attempt counted).
 
 Units that read no packets (:func:`.units.reads_packets`: IP indicators alone, answered
 by the flow index) run in the runner itself, :data:`INDEX_BATCH_UNITS` at a time: the
-batch's segments are shared out among the IP walkers' threads (:class:`.ip_walk.IpWalkers`,
-each one walk of the index for its share, SQLite making the result set's rows in a staging
-database in memory), then each unit is recorded from them as its own checkpoint (its
-``seconds``: its share of the batch's), the staging databases attached to the trigger
-database's connection meanwhile. No worker pool is started for them.
+batch's segments are walked in the index by the IP walkers (:class:`.ip_walk.IpWalkers`: a
+dense batch's dealt round their threads, a segment at a time; SQLite making the result
+set's rows in staging databases in memory) and each unit is recorded from its rows as
+its own checkpoint, in order, as soon as they are handed out (a dense batch's while the
+next segments are walked: the walker's thread records it; its ``seconds``: its walk's),
+the staging database attached to the trigger database's connection meanwhile. No worker
+pool is started for them.
 
 The next units are handed out before the finished ones are recorded (the workers do not
 wait for the runner's writes). Between units (batches of index units) the runner reads the
@@ -86,7 +88,8 @@ def run_hunt(root: str | os.PathLike[str], hunt_id: int, stop: threading.Event,
              narrow: bool = True) -> list[int]:
     """Run (or resume) a hunt until it ends, is aborted, or ``stop`` is set; returns the ids
     of the matches it found that are new to the trigger (also handed to ``on_matches``
-    (trigger id, match ids) after every unit). ``engine_settings``: the content engines'
+    (trigger id, match ids) after every unit: in the calling thread, or an IP walker's
+    for the units the flow index answers). ``engine_settings``: the content engines'
     server settings (:class:`~.match_engines.EngineSettings`); ``narrow``: plan only the
     units the metadata index leaves to scan (:mod:`.match_metadata`; False: every one)."""
     root = Path(root)
@@ -274,27 +277,30 @@ class _Runner:
             walkers.close()
 
     def _index_batch(self, walkers: IpWalkers, batch: list[int], queued: deque[int]) -> None:
-        """One walk of the flow index for the batch's segments, shared out among the
-        walkers' threads, then each unit recorded from the rows SQLite made (the walkers'
-        staging databases attached to the trigger database's connection; the catalog never
-        is: the units' transactions take no lock on it; a segment no longer in the store
-        goes through the unit function: its error is the unit's)."""
-        started = time.monotonic()
+        """The batch's segments walked in the flow index (:meth:`.ip_walk.IpWalkers.walk`),
+        each unit recorded from the rows SQLite made as they are handed out, in order (a
+        dense batch's while the next segments are walked; their staging database attached
+        to the trigger database's connection; the catalog never is: the units'
+        transactions take no lock on it). Units ``stop`` left unrecorded are queued again;
+        a segment no longer in the store goes through the unit function: its error is the
+        unit's."""
         self.tdb.start_units(self.hunt.id, batch)
-        found = walkers.stage(walkers.segments_of(batch), self.defn.indicators.ips,
-                              self.defn.scope, self.stop, lambda: Store.existing(self.root))
-        if self.stop.is_set():  # a scope's packets were read in part: not a result
+        segments = walkers.segments_of(batch)
+
+        def record(seg: int, rows: StagedRows, seconds: float) -> None:
+            self._done(seg, rows, seconds)
+            self._count()
+
+        walkers.walk(segments, self.defn.indicators.ips, self.defn.scope, self.stop,
+                     lambda: Store.existing(self.root), self.tdb.db, record)
+        if self.stop.is_set():  # those not recorded: their turn did not come
             self.tdb.requeue_units(self.hunt.id, batch, attempt_counts=False)
             return
-        seconds = (time.monotonic() - started) / len(batch)
-        with walkers.attached(self.tdb.db):
-            for seg in batch:
-                if seg in found:
-                    self._done(seg, found[seg], seconds)
-                    self._count()
-                else:
-                    self._record(_Inline().submit(units.run_batch, *self._unit_args(seg)),
-                                 seg, queued)
+        walked = {s.id for s in segments}
+        for seg in batch:
+            if seg not in walked:
+                self._record(_Inline().submit(units.run_batch, *self._unit_args(seg)),
+                             seg, queued)
 
     def _submit(self, pool: Executor, inflight: dict[Future[tuple[HitBatch, float]], int],
                 queued: deque[int]) -> None:

@@ -13,18 +13,19 @@ matches only if a packet of it in the scope does.
 
 :class:`IpWalkers`: :data:`WALK_THREADS` connections to the catalog (read-only, mapped into
 memory), each with a staging database in memory of its own (SQLite's ``memdb``: other
-connections of the process attach it by name). :meth:`IpWalkers.stage` shares a batch's
-segments out among them (contiguous shares in id order; the calling thread walks the
-first, a thread of its own each other one: Python's sqlite3 lets go of the interpreter's
-lock while a statement runs, so a dense batch keeps both cores busy) and each walks the
-index once for its share (:func:`_stage`: nothing fetched, nothing bound; the texts, keys
-and evidence JSON made in SQL, the addresses' text by an SQL function in C,
-:data:`IP_TEXT_SQL`), leaving the result set's rows in its staging database (a walker keeps the
-indicators of its last walk: loaded again only when they change).
-:meth:`IpWalkers.attached` attaches the staging databases to the trigger database's
-connection, whose units read their rows from there (:class:`~.db.StagedRows`); the catalog
-never is (a unit's transaction takes no lock on it). A batch with a segment the scope cuts
-reads packets: it is one share, walked by the calling thread.
+connections of the process attach it by name). :meth:`IpWalkers.walk` walks the index for
+a batch's segments (:func:`_stage`: nothing fetched, nothing bound; the texts, keys and
+evidence JSON made in SQL, the addresses' text by an SQL function in C,
+:data:`IP_TEXT_SQL`), leaving the result set's rows in a staging database (a walker keeps
+the indicators of its last walk: loaded again only when they change), and hands each
+segment's rows out while that database is attached to the consumer's connection (the
+trigger database's, whose units read their rows from there, :class:`~.db.StagedRows`; the
+catalog never is: a unit's transaction takes no lock on it). A dense batch is dealt round
+the walkers segment by segment, a thread each (Python's sqlite3 lets go of the
+interpreter's lock while a statement runs, and the addresses' text takes none): one walker
+hands a segment's rows out (the consumer records a unit) while the other walks, so both
+cores stay busy. A sparse batch, or one with a segment the scope cuts (packets read), is
+one walk by the calling thread.
 
 :func:`ip_batches` (several segments, as :class:`~.db.HitBatch`) and :func:`ip_hits` (one
 segment, as hits) read the same tables on walkers of their own.
@@ -34,11 +35,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import itertools
 import json
 import socket
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
@@ -182,13 +183,14 @@ _ROW_COLUMNS = ("rule, flow_key, flow_id, proto, src_ip, src_port, dest_ip, dest
 class IpWalkers:
     """Connections that walk the flow index for IP indicators, each with its staging
     database (see the module); up to ``threads`` of them, opened when first needed; a
-    batch is shared out only when the indicators' ranges hold ``split_min_flows`` flows
-    or more. Use from one thread; close when done (the staging databases go with them)."""
+    batch is dealt round them only when the indicators' ranges hold ``split_min_flows``
+    flows or more (default: :data:`SPLIT_MIN_FLOWS`). Use from one thread (:meth:`walk`
+    starts its own); close when done (the staging databases go with them)."""
 
     def __init__(self, catalog: Path, threads: int = WALK_THREADS,
-                 split_min_flows: int = SPLIT_MIN_FLOWS) -> None:
+                 split_min_flows: int | None = None) -> None:
         self.catalog, self.threads = catalog, max(1, threads)
-        self.split_min_flows = split_min_flows
+        self.split_min_flows = SPLIT_MIN_FLOWS if split_min_flows is None else split_min_flows
         self._dbs: dict[str, sqlite3.Connection] = {}  # staging schema -> its walker
         self._names: dict[str, str] = {}  # staging schema -> its memdb name
         self._loaded: dict[str, tuple[str, ...]] = {}  # staging schema -> its indicators
@@ -216,12 +218,10 @@ class IpWalkers:
         return db, schema
 
     def _indicators(self, k: int, ips: list[str]) -> tuple[sqlite3.Connection, str]:
-        """Walker ``k`` with the indicators ``ips`` loaded and no rows of an earlier walk
-        (loaded again only when they differ from the last ones)."""
+        """Walker ``k`` with the indicators ``ips`` loaded (again only when they differ
+        from the last ones)."""
         db, schema = self._walker(k)
-        if self._loaded.get(schema) == tuple(ips):
-            _clear(db, schema)
-        else:
+        if self._loaded.get(schema) != tuple(ips):
             self._loaded.pop(schema, None)
             _load(db, schema, ips)
             self._loaded[schema] = tuple(ips)
@@ -251,40 +251,62 @@ class IpWalkers:
         db, schema = self._indicators(0, ips)
         return int(db.execute(_IP_COUNT_SQL.format(w=schema), {"cap": cap}).fetchone()[0])
 
-    def stage(self, segments: list[Segment], ips: list[str], scope: Scope,
-              stop: threading.Event | None,
-              store: Callable[[], AbstractContextManager[Store]]) -> dict[int, StagedRows]:
-        """Segment id -> its rows of the result set (:attr:`.db.HitBatch.rows`) in a
-        staging database (the table named as :meth:`attached` attaches it). The segments
-        are shared out among the walkers, a thread each, when there are several and the
-        indicators' ranges hold ``split_min_flows`` flows or more (:meth:`flows_in_ranges`),
-        unless the scope cuts one (``store()`` is opened then, in the calling thread). The
-        other walkers' threads open their walker and load the indicators while the calling
-        thread counts (their work is wasted when the count says no: a sparse batch's
-        walk is short and runs meanwhile). The rows of earlier calls are dropped."""
+    def walk(self, segments: list[Segment], ips: list[str], scope: Scope,
+             stop: threading.Event | None,
+             store: Callable[[], AbstractContextManager[Store]],
+             into: sqlite3.Connection | None,
+             record: Callable[[int, StagedRows, float], None]) -> None:
+        """Each segment's rows of the result set (:attr:`.db.HitBatch.rows`) handed to
+        ``record`` (segment id, the rows as :class:`~.db.StagedRows`, seconds of walk), in
+        the order of ``segments``, while the staging database that holds them is attached
+        to ``into`` (a connection that takes URI file names, outside a transaction; None:
+        read them with :meth:`rows`, during the call). The rows of earlier calls are
+        dropped.
+
+        A dense batch (several segments and walkers, no segment cut by the scope, the
+        indicators' ranges holding ``split_min_flows`` flows or more,
+        :meth:`flows_in_ranges`) is dealt round the walkers, a thread each (walker k: the
+        k-th segment, the (k + threads)-th ...; the calling thread is walker 0): each
+        walks one segment, waits for its turn, hands its rows out in its own thread, then
+        walks its next, so that one walker's rows are recorded while the other walks (on
+        two cores a unit's recording, ~40 % of its walk's time, then costs no wall time of
+        its own). A walk of one segment costs its part of a walk of several: the
+        indicators' lookups, what each walk repeats, are ~0.5 ms. ``record`` is called by
+        one thread at a time. The other walkers' threads open their walker and load the
+        indicators while the calling thread counts (wasted when the count says no: the
+        sparse walk runs meanwhile). Else one walk of the first walker, in the calling
+        thread, makes the rows of them all (a sparse walk is mostly lookups); a scope that
+        cuts a segment reads packets then (``store()`` opened in the calling thread) and
+        nothing is handed out when ``stop`` is set meanwhile (a partial result)."""
         shareable = (len(segments) > 1 and self.threads > 1
                      and not any(scope_cuts(scope, s) for s in segments))
-        shares = _shares(segments, self.threads if shareable else 1)
-        found: list[dict[int, StagedRows]] = [{} for _ in shares]
+        count = min(self.threads, len(segments)) if shareable else 1
+        turns = _Turns()
         errors: list[BaseException] = []
         decided = threading.Event()  # set when `dense` is final
         dense = False
 
-        def walk(k: int) -> None:
+        def deal(k: int) -> None:
             try:
-                # the others made ready in their threads while the calling one counts
-                db, schema = self._indicators(k, ips) if k or not shareable else self.first()
+                db, schema = self._indicators(k, ips) if k else self.first()
                 if k:
                     decided.wait()
                     if not dense:
                         return
-                found[k] = _stage(db, schema, shares[k] if dense else segments, scope,
-                                  stop, store)
+                for i in range(k, len(segments), count):
+                    started = time.monotonic()
+                    (rows,) = _stage(db, schema, [segments[i]], scope, stop, store).values()
+                    if not turns.wait(i):
+                        return
+                    with self._lent(schema, into):
+                        record(segments[i].id, rows, time.monotonic() - started)
+                    turns.done()
             except BaseException as exc:  # raised in the calling thread
                 errors.append(exc)
+                turns.abort()
 
-        threads = [threading.Thread(target=walk, args=(k,), name=f"pcapwire-ip-walk-{k}")
-                   for k in range(1, len(shares))]
+        threads = [threading.Thread(target=deal, args=(k,), name=f"pcapwire-ip-walk-{k}")
+                   for k in range(1, count)]
         for thread in threads:
             thread.start()
         try:
@@ -293,29 +315,48 @@ class IpWalkers:
                                        >= self.split_min_flows)
             finally:
                 decided.set()
-            if segments:
-                walk(0)
+            if dense:
+                deal(0)
+            elif segments:
+                self._whole(segments, ips, scope, stop, store, into, record)
+        except BaseException:
+            turns.abort()
+            raise
         finally:
             for thread in threads:
                 thread.join()
         if errors:
             raise errors[0]
-        return {seg: rows for share in found for seg, rows in share.items()}
+
+    def _whole(self, segments: list[Segment], ips: list[str], scope: Scope,
+               stop: threading.Event | None,
+               store: Callable[[], AbstractContextManager[Store]],
+               into: sqlite3.Connection | None,
+               record: Callable[[int, StagedRows, float], None]) -> None:
+        """:meth:`walk`'s one walk of all the segments by the first walker (each
+        segment's seconds: its share of the walk's)."""
+        db, schema = self._indicators(0, ips)
+        started = time.monotonic()
+        staged = _stage(db, schema, segments, scope, stop, store)
+        if stop is not None and stop.is_set():  # a scope's packets read in part
+            return
+        seconds = (time.monotonic() - started) / len(segments)
+        with self._lent(schema, into):
+            for segment in segments:
+                record(segment.id, staged[segment.id], seconds)
 
     @contextmanager
-    def attached(self, db: sqlite3.Connection) -> Iterator[None]:
-        """The staging databases attached to ``db`` (a connection that takes URI file
-        names) for the block, under the names :meth:`stage`'s rows give; detached after
-        (outside a transaction, as attaching)."""
-        done: list[str] = []
+    def _lent(self, schema: str, into: sqlite3.Connection | None) -> Iterator[None]:
+        """Walker ``schema``'s staging database attached to ``into`` as ``schema`` for
+        the block (outside a transaction, as attaching), detached after."""
+        if into is None:
+            yield
+            return
+        into.execute(f"ATTACH ? AS {schema}", (self._names[schema],))
         try:
-            for schema, name in self._names.items():
-                db.execute(f"ATTACH ? AS {schema}", (name,))
-                done.append(schema)
             yield
         finally:
-            for schema in done:
-                db.execute(f"DETACH {schema}")
+            into.execute(f"DETACH {schema}")
 
     def rows(self, staged: StagedRows) -> tuple[tuple[Any, ...], ...]:
         """The rows of a segment :meth:`stage` staged, as :attr:`.db.HitBatch.rows`."""
@@ -346,11 +387,40 @@ def ip_hits(store: Store, segment: Segment, ips: list[str], scope: Scope,
 def ip_batches(store: Store, segments: list[Segment], ips: list[str], scope: Scope,
                stop: threading.Event | None = None) -> dict[int, HitBatch]:
     """Segment id -> what :func:`ip_hits` finds in it, as the result set takes it
-    (:meth:`HitBatch.of` of those hits), from the walkers' staged rows
-    (:meth:`IpWalkers.stage`; ``store``: used by the calling thread alone)."""
+    (:meth:`HitBatch.of` of those hits), from the walkers' rows (:meth:`IpWalkers.walk`;
+    ``store``: used by the calling thread alone)."""
+    found: dict[int, HitBatch] = {}
     with closing(IpWalkers(store.catalog.path)) as walkers:
-        staged = walkers.stage(segments, ips, scope, stop, lambda: nullcontext(store))
-        return {seg: HitBatch(walkers.rows(rows), rows.hits) for seg, rows in staged.items()}
+        walkers.walk(segments, ips, scope, stop, lambda: nullcontext(store), None,
+                     lambda seg, rows, _: found.__setitem__(
+                         seg, HitBatch(walkers.rows(rows), rows.hits)))
+    return found
+
+
+class _Turns:
+    """Whose turn it is to hand rows out (:meth:`IpWalkers.walk`): the segments' in
+    order; aborted when a walker fails: no more turns."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0
+        self._aborted = False
+
+    def wait(self, i: int) -> bool:
+        """Wait for segment ``i``'s turn; False when aborted instead."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._next == i or self._aborted)
+            return not self._aborted
+
+    def done(self) -> None:
+        with self._cond:
+            self._next += 1
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()
 
 
 def _ip_text_function(db: sqlite3.Connection) -> None:
@@ -361,19 +431,14 @@ def _ip_text_function(db: sqlite3.Connection) -> None:
         db.create_function(IP_TEXT_SQL, 2, address_text, deterministic=True)
 
 
-def _shares(segments: list[Segment], count: int) -> list[list[Segment]]:
-    """The segments in up to ``count`` contiguous shares of (nearly) equal numbers."""
-    n = len(segments)
-    bounds = [k * n // count for k in range(count + 1)]
-    return [segments[a:b] for a, b in itertools.pairwise(bounds) if a < b]
-
-
 def _stage(db: sqlite3.Connection, schema: str, segments: list[Segment], scope: Scope,
            stop: threading.Event | None,
            store: Callable[[], AbstractContextManager[Store]]) -> dict[int, StagedRows]:
     """Segment id -> its rows of the result set in ``schema``'s table ``ip_rows``, made
     by SQLite from one walk of the index for all the segments (:func:`_walk`; the
-    indicators loaded, :func:`_load`)."""
+    indicators loaded, :func:`_load`); the rows of the walker's earlier walk dropped."""
+    for table in ("ip_found", "ip_times", "ip_rows"):
+        db.execute(f"DELETE FROM {schema}.{table}")
     _walk(db, schema, segments, scope, stop, store)
     db.execute(_IP_ROWS_SQL.format(w=schema))
     table = f"{schema}.ip_rows"
@@ -386,17 +451,10 @@ def _stage(db: sqlite3.Connection, schema: str, segments: list[Segment], scope: 
 
 
 def _load(db: sqlite3.Connection, schema: str, ips: list[str]) -> None:
-    """The indicators ``ips`` into ``schema``'s table ``ip_ranges``, the rows of an
-    earlier walk dropped."""
+    """The indicators ``ips`` into ``schema``'s table ``ip_ranges`` (replacing those
+    there)."""
     db.execute(f"DELETE FROM {schema}.ip_ranges")
-    _clear(db, schema)
     db.execute(_IP_RANGES_SQL.format(w=schema), _ip_ranges(tuple(ips)))
-
-
-def _clear(db: sqlite3.Connection, schema: str) -> None:
-    """The rows of an earlier walk in ``schema`` dropped (the indicators kept)."""
-    for table in ("ip_found", "ip_times", "ip_rows"):
-        db.execute(f"DELETE FROM {schema}.{table}")
 
 
 def _walk(db: sqlite3.Connection, schema: str, segments: list[Segment], scope: Scope,

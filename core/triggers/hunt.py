@@ -293,7 +293,7 @@ class _Runner:
 
         walkers.walk(segments, self.defn.indicators.ips, self.defn.scope, self.stop,
                      lambda: Store.existing(self.root), self.tdb.db, record)
-        if self.stop.is_set():  # those not recorded: their turn did not come
+        if self.stop.is_set():  # those left running (a scope's packets read in part)
             self.tdb.requeue_units(self.hunt.id, batch, attempt_counts=False)
             return
         walked = {s.id for s in segments}

@@ -266,11 +266,11 @@ class IpWalkers:
         A dense batch (several segments and walkers, no segment cut by the scope, the
         indicators' ranges holding ``split_min_flows`` flows or more,
         :meth:`flows_in_ranges`) is dealt round the walkers, a thread each (walker k: the
-        k-th segment, the (k + threads)-th ...; the calling thread is walker 0): each
-        walks one segment, waits for its turn, hands its rows out in its own thread, then
-        walks its next, so that one walker's rows are recorded while the other walks (on
-        two cores a unit's recording, ~40 % of its walk's time, then costs no wall time of
-        its own). A walk of one segment costs its part of a walk of several: the
+        k-th segment, the (k + threads)-th ...; the calling thread is walker 0): each walks
+        one segment, waits for its turn, hands its rows out in its own thread, then walks
+        its next, so that one walker's rows are recorded while the other walks (a unit's
+        recording takes about half the time of its segment's walk; the dense benchmark hunt:
+        ~66-69 -> ~60 ms). A walk of one segment costs its part of a walk of several: the
         indicators' lookups, what each walk repeats, are ~0.5 ms. ``record`` is called by
         one thread at a time. The other walkers' threads open their walker and load the
         indicators while the calling thread counts (wasted when the count says no: the
@@ -359,7 +359,8 @@ class IpWalkers:
             into.execute(f"DETACH {schema}")
 
     def rows(self, staged: StagedRows) -> tuple[tuple[Any, ...], ...]:
-        """The rows of a segment :meth:`stage` staged, as :attr:`.db.HitBatch.rows`."""
+        """The rows :meth:`walk` hands out for a segment, as :attr:`.db.HitBatch.rows`
+        (during the call that hands them out: the walker's next walk drops them)."""
         db = self._dbs[staged.table.split(".")[0]]
         return tuple(db.execute(f"SELECT {_ROW_COLUMNS} FROM {staged.table} WHERE rowid "
                                 "BETWEEN ? AND ? ORDER BY rowid", (staged.first, staged.last)))

@@ -10,7 +10,10 @@ segment. Beyond "no crash", it checks invariants that must hold for ANY input:
 - index_add/key_order/doc_time_us (the search index's postings) on a document made of the
   input give what their Python statement gives (postings_check.py);
 - merge_records() on the input cut into 1-4 record streams of fuzzer-chosen formats gives,
-  call after call, what a plain Python statement of the merge step gives.
+  call after call, what a plain Python statement of the merge step gives;
+- the SQL function pcapwire_ip_text (sqlite_functions(), in a connection opened after it)
+  on the input's first 0-23 bytes gives what socket.inet_ntop gives, or refuses what it
+  refuses.
 
 Usage (exit status 0 when nothing was found):
     .venv/bin/python tests/fuzz/fuzz_native.py -max_total_time=60 [libFuzzer flags] [CORPUS_DIR]
@@ -35,6 +38,8 @@ import fcntl
 import hashlib
 import importlib.util
 import os
+import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -115,6 +120,7 @@ def load_native():
 
 
 N = None  # the extension, loaded by _init()
+DB = None  # an SQLite connection with its SQL functions, opened by _init()
 META: struct.Struct
 PIECES = (1, 3, 7, 16, 61, 512)
 
@@ -158,11 +164,43 @@ def _init() -> None:
     """Load the extension at the first input: only then has atheris.Fuzz() loaded libFuzzer,
     whose hooks the coverage build needs. libFuzzer accepts counters registered late (as for
     any dlopen()ed library)."""
-    global N, META
+    global N, META, DB
     if os.environ.get("PCAPWIRE_FUZZ_BUILD", "1") != "0":
         _point_hook_at_libfuzzer()
     N = load_native()
     META = struct.Struct(N.META_STRUCT)
+    N.sqlite_functions()  # registered last: this build's function wins in DB
+    DB = sqlite3.connect(":memory:")
+
+
+#: IP versions given to pcapwire_ip_text (two that are neither 4 nor 6, and odd ints).
+IP_VERSIONS = (4, 6, 4, 6, 0, 41, -4, 2**40 + 4)
+
+
+def ip_text_reference(version: int, blob: bytes) -> str:
+    """pcapwire_ip_text in Python: socket.inet_ntop of the index's form."""
+    if version == 4:
+        if len(blob) < 4:
+            raise ValueError("short")
+        return socket.inet_ntop(socket.AF_INET, blob[:4])
+    if version == 6:
+        return socket.inet_ntop(socket.AF_INET6, blob)  # ValueError unless 16 bytes
+    return ""
+
+
+def check_ip_text(mode: int, body: bytes) -> None:
+    assert DB is not None
+    version, blob = IP_VERSIONS[mode % 8], body[:(mode >> 3) % 24]
+    try:
+        want: str | None = ip_text_reference(version, blob)
+    except ValueError:
+        want = None
+    try:
+        (got,) = DB.execute("SELECT pcapwire_ip_text(?, ?)", (version, blob)).fetchone()
+    except sqlite3.OperationalError as exc:
+        assert want is None and "pcapwire_ip_text: an IPv" in str(exc), exc
+        return
+    assert got == want, (version, blob, got, want)
 
 
 def merge_step(bufs, pos, fmts, max_out: int, max_record: int):
@@ -217,6 +255,7 @@ def TestOneInput(data: bytes) -> None:
         return
     mode, body = data[0], data[1:]
     check_merge(mode, body)
+    check_ip_text(mode, body)
     postings_check.check(N, body)  # the search index's postings: tests/fuzz/postings_check.py
     skip = mode & 1
     max_batch = (0, 0, 64, 4096)[(mode >> 1) & 3]

@@ -218,3 +218,23 @@ def test_a_term_checked_per_document_matches_as_its_index_set(index: SearchIndex
     assert keys(index, f"event.dataset:pcapwire.flow AND {term}") == keys(index, term) & flows
     assert keys(index, f"event.dataset:pcapwire.flow AND NOT {term}") == \
         flows - keys(index, term)
+
+
+def test_a_new_index_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """A new file gets PAGE_BYTES pages (fewer, larger WAL writes a batch); a file made
+    with SQLite's 4,096 (an index made before) keeps them, and writes and searches on it
+    as before."""
+    with SearchIndex(tmp_path / "new.sqlite") as ix:
+        assert index_mod.PAGE_BYTES == 16384
+        assert ix.db.execute("PRAGMA page_size").fetchone() == (16384,)
+        assert ix.db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    monkeypatch.setattr(index_mod, "PAGE_BYTES", 4096)
+    with SearchIndex(tmp_path / "old.sqlite") as ix:
+        ix.put([_flow(*f) for f in FLOWS[:2]])
+    monkeypatch.undo()
+    with SearchIndex(tmp_path / "old.sqlite") as ix:
+        assert ix.db.execute("PRAGMA page_size").fetchone() == (4096,)
+        ix.put([_flow(*f) for f in FLOWS[2:]])
+        assert keys(ix, "event.dataset:pcapwire.flow") == {f"flow:{f[0]}" for f in FLOWS}
+        assert keys(ix, "source.ip:198.18.0.0/15") == {"flow:1", "flow:2"}

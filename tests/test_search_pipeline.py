@@ -127,9 +127,9 @@ def _content(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         db.close()
 
 
-def test_the_pipeline_batch_is_half_of_one_process_batch() -> None:
-    assert pipeline.BATCH == 10_000
-    assert indexer.BATCH == 2 * pipeline.BATCH
+def test_the_pipeline_batch_is_a_quarter_of_one_process_batch() -> None:
+    assert pipeline.BATCH == 5_000
+    assert indexer.BATCH == 4 * pipeline.BATCH
 
 
 async def test_pipeline_batches_index_what_one_process_indexes(

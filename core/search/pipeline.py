@@ -54,27 +54,31 @@ from pcapwire.search import sources
 from pcapwire.search.index import Prepared, SearchIndex, prepare
 from pcapwire.search.indexer import collector_paused
 
-#: Documents a batch (a transaction) between the stages, half of one process's
+#: Documents a batch between the stages, a quarter of one process's
 #: :data:`pcapwire.search.indexer.BATCH`: the writer starts on a run after its first
-#: 10,000 documents instead of 20,000, so a run of 1-2 of those (18,000-32,000 records in
-#: the Suricata benchmark) is written in part while the rest is built. In
-#: bench_search_pace.py's first round the index took a median 101 / 96 % of the records
-#: produced instead of 93 / 92 % (typical / alert-heavy, 10 alternating pairs); once the
-#: index has grown the writer sets the rate and both do alike. 5,000 did as well on
-#: typical runs but less on alert-heavy ones (93 %: more commits), 2,500 less (82 %).
-BATCH = 10_000
+#: 5,000 documents, so a run of 18,000-32,000 records (the Suricata benchmark's) is
+#: mostly written while the rest is built, and the run's last write, which nothing
+#: overlaps, is short. Batches that wait share a transaction (:data:`MERGE_BATCHES`), so
+#: a writer that lags commits less often. In bench_search_pace.py, 4 alternating pairs of
+#: 3 rounds (7 Dec 18:03-18:17, 16 KiB pages), 5,000 against 10,000: the index took a
+#: median 100.5 % of the records produced against 97.6 % and kept pace in 13 of 24
+#: sequences against 8. With 4 KiB pages (a commit then cost twice as much) 10,000 had
+#: done better: 5,000 did as well on typical runs but less on alert-heavy ones (93 %),
+#: 2,500 less (82 %).
+BATCH = 5_000
 #: Prepared batches in the spool at once, between the builder and the writer (each
-#: ~2 KB a document on disk and ~5 KB in the writer's memory: ~20 and ~50 MB for a
+#: ~2 KB a document on disk and ~5 KB in the writer's memory: ~10 and ~25 MB for a
 #: batch of :data:`BATCH`).
 QUEUE_BATCHES = 2
 #: Batches the writer puts in one transaction at most: a batch, then those of the run that
 #: are waiting once it is written (none is waited for). A transaction writes each page it
 #: touches once: the pace benchmark's two runs written six times over (the index growing
-#: to 310,000 documents), 1.96 pages went to the WAL (and were checkpointed) a document
-#: with one batch a transaction, 1.48 with two, 1.25 with three (the same flows' postings
-#: land on the same pages), and the writer's CPU went from ~75 to ~67 µs a record. One
-#: batch is held at a time (each is dropped once written); the transaction holds the write
-#: lock up to ~3 s, as one process's batch of :data:`pcapwire.search.indexer.BATCH` does.
+#: to 310,000 documents, in batches of 10,000 and 4 KiB pages), 1.96 pages went to the WAL
+#: (and were checkpointed) a document with one batch a transaction, 1.48 with two, 1.25
+#: with three (the same flows' postings land on the same pages), and the writer's CPU went
+#: from ~75 to ~67 µs a record. One batch is held at a time (each is dropped once
+#: written); the transaction holds the write lock up to ~1.5 s (one process's batch of
+#: :data:`pcapwire.search.indexer.BATCH` holds it ~3 s).
 MERGE_BATCHES = 3
 #: Seconds a stage waits on the other before it looks whether the pair was given up.
 POLL_S = 0.5

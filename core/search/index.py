@@ -62,10 +62,10 @@ CACHE_KIB = 128 * 1024
 #: Page size of a new index file (SQLite's default is 4,096; a file keeps the size it was
 #: made with). A batch's postings land on pages all over the ``terms`` and ``nums``
 #: B-trees, and each page a transaction touches is written to the WAL and copied by the
-#: checkpoint, a system call each time: with 16 KiB pages a transaction of the pace
-#: benchmark's 30,000 documents (the index at ~300,000) wrote 10,870 pages instead of
-#: 41,757, the same bytes in a quarter of the calls, and the writer's commit took ~7.7
-#: instead of ~14 µs a document (benchmarks/bench_search_pace.py, README).
+#: checkpoint, a system call each time: with 16 KiB pages a transaction of 30,000 of the
+#: pace benchmark's documents (written again into an index growing to 310,000) wrote
+#: 10,870 pages instead of 41,757, the same bytes in a quarter of the calls, and the
+#: writer's commit took ~7.7 instead of ~14 µs a document (README, the pace section).
 PAGE_BYTES = 16384
 #: Keys looked up by one ``SELECT ... IN (...)`` when documents replace others (under
 #: SQLite's default limit of 32,766 parameters).

@@ -76,10 +76,13 @@ QUEUE_BATCHES = 2
 #: to 310,000 documents, in batches of 10,000 and 4 KiB pages), 1.96 pages went to the WAL
 #: (and were checkpointed) a document with one batch a transaction, 1.48 with two, 1.25
 #: with three (the same flows' postings land on the same pages), and the writer's CPU went
-#: from ~75 to ~67 µs a record. One batch is held at a time (each is dropped once
-#: written); the transaction holds the write lock up to ~1.5 s (one process's batch of
-#: :data:`pcapwire.search.indexer.BATCH` holds it ~3 s).
-MERGE_BATCHES = 3
+#: from ~75 to ~67 µs a record. With batches of 5,000 and 16 KiB pages, 6 against 3 (4
+#: alternating pairs of 3 rounds, 7 Dec 19:13-19:26): the index took a median 103.9 % of
+#: the records produced against 99.7 % and kept pace in 16 of 24 sequences against 11
+#: (6 did at least as well in every pair). One batch is held at a time (each is dropped
+#: once written); the transaction holds the write lock up to ~3 s, as one process's batch
+#: of :data:`pcapwire.search.indexer.BATCH` does.
+MERGE_BATCHES = 6
 #: Seconds a stage waits on the other before it looks whether the pair was given up.
 POLL_S = 0.5
 

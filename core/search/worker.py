@@ -15,8 +15,8 @@ With the writer putting the batches that wait into one transaction (up to
 :data:`~pcapwire.search.pipeline.MERGE_BATCHES`), alternating runs at load 2-3.5 indexed a
 median ~96 % of what was produced against ~87 % before. With 16 KiB pages
 (:data:`~pcapwire.search.index.PAGE_BYTES`: the writer ~70-75 instead of ~87 µs a record)
-and batches of 5,000, a median ~99-100 %; with up to 6 of those a transaction, ~104 %,
-keeping pace in two thirds of the sequences.
+and batches of 5,000, a median ~99-100 %; with up to 6 of those a transaction, medians
+of ~100-104 %, keeping pace in 54 of 84 sequences (README, the pace section).
 
 One pair of children per process (:class:`_Pipeline`: the builder and the writer, one
 process each), started lazily by the first run to index (``spawn``: the engine's process
